@@ -1,0 +1,124 @@
+"""``create_app(config)``: the one place where the parts are wired together.
+
+Nothing connects at import time. Resources open in a cleanup context when the app
+starts and close in reverse when it stops; a final usage flush runs before Redis and
+Postgres are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+from aiohttp import web
+from redis.asyncio import BlockingConnectionPool, Redis
+
+from gateway.backends.base import BackendContext
+from gateway.backends.registry import BackendRegistry, Router, default_registry
+from gateway.config import Config, RedisConfig
+from gateway.db.pool import create_pool
+from gateway.http.middlewares import request_context_middleware
+from gateway.http.routes import setup_routes
+from gateway.keys.cache import KeyCache, KeyStore, PostgresKeyStore
+from gateway.limits.admission import Admission, RedisLayout
+from gateway.services import CONFIG, SERVICES, Services
+from gateway.usage.flusher import PostgresSeeds, UsageFlusher
+
+__all__ = ["create_app", "create_redis"]
+
+log = logging.getLogger(__name__)
+
+
+def create_redis(config: RedisConfig) -> Redis:
+    pool = BlockingConnectionPool.from_url(
+        config.url,
+        max_connections=config.max_connections,
+        timeout=config.socket_timeout_seconds,
+        socket_timeout=config.socket_timeout_seconds,
+        socket_connect_timeout=config.socket_timeout_seconds,
+    )
+    return Redis(connection_pool=pool)
+
+
+def create_app(
+    config: Config,
+    *,
+    registry: BackendRegistry | None = None,
+    key_store: Callable[[object], KeyStore] | None = None,
+    wall_clock: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> web.Application:
+    """Build the gateway application. ``key_store`` wraps the pool (tests count queries)."""
+    router = Router(config, registry or default_registry())  # validates backends now
+    app = web.Application(
+        client_max_size=config.server.max_body_bytes,
+        middlewares=[request_context_middleware()],
+    )
+    app[CONFIG] = config
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        pool = await create_pool(config.database)
+        redis = create_redis(config.redis)
+        layout = RedisLayout(config.redis.key_prefix)
+        store = key_store(pool) if key_store is not None else PostgresKeyStore(pool)
+        keys = KeyCache(
+            redis=redis,
+            store=store,
+            config=config.keys,
+            plans=config.plans,
+            default_plan=config.default_plan,
+            redis_prefix=config.redis.key_prefix,
+            clock=monotonic,
+        )
+        admission = Admission(redis, layout, PostgresSeeds(pool))
+        flusher = UsageFlusher(
+            redis=redis,
+            pool=pool,
+            layout=layout,
+            admission=admission,
+            interval=config.usage.flush_interval_seconds,
+            clock=monotonic,
+        )
+        http = aiohttp.ClientSession()
+        for backend in router.backends.values():
+            await backend.start(BackendContext(http=http))
+        app[SERVICES] = Services(
+            config=config,
+            pool=pool,
+            redis=redis,
+            layout=layout,
+            keys=keys,
+            admission=admission,
+            flusher=flusher,
+            router=router,
+            wall_clock=wall_clock,
+        )
+        tasks = [
+            asyncio.create_task(keys.listen_for_invalidations(), name="key-invalidations"),
+            asyncio.create_task(flusher.run(), name="usage-flusher"),
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            try:
+                await flusher.flush()
+            except Exception:
+                log.exception("final usage flush failed; the counts stay pending in Redis")
+            await keys.close()
+            for backend in router.backends.values():
+                with contextlib.suppress(Exception):
+                    await backend.close()
+            await http.close()
+            await redis.aclose()
+            await pool.close()
+
+    app.cleanup_ctx.append(resources)
+    setup_routes(app)
+    return app

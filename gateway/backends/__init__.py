@@ -1,0 +1,1 @@
+"""Upstream image backends: the interface, the registry, and the built-in ones."""

@@ -1,0 +1,187 @@
+"""The upstream image backend interface.
+
+A backend turns one :class:`ImageRequest` into up to ``n`` images. Two shapes fit:
+
+* :class:`ImageBackend` — implement :meth:`~ImageBackend.generate` directly, for
+  upstreams that answer a call with images (synchronous HTTP APIs, local models).
+* :class:`JobBackend` — implement ``submit``, ``poll`` and ``cancel``, for upstreams
+  that run a job (Replicate, ComfyUI, fal): the base class polls until the job ends or
+  the deadline passes, and cancels it on timeout.
+
+A backend reports failure only through :class:`~gateway.errors.UpstreamError` and
+:class:`~gateway.errors.UpstreamTimeout`; anything else it raises is treated as an
+upstream error too. It returns only the images it really has: the gateway charges
+exactly ``len(images)``. It never sees the client's credentials.
+
+Third-party backends register a class under the ``gateway.backends`` entry-point
+group; the name is the ``type:`` used in ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import enum
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.config import ConfigError
+from gateway.errors import UpstreamError, UpstreamTimeout
+
+__all__ = [
+    "BackendContext",
+    "GeneratedImage",
+    "ImageBackend",
+    "ImageRequest",
+    "JobBackend",
+    "JobState",
+    "JobStatus",
+    "parse_size",
+]
+
+
+def parse_size(size: str) -> tuple[int, int] | None:
+    """``(width, height)`` for a ``"WIDTHxHEIGHT"`` string, or ``None`` if malformed."""
+    width, sep, height = size.partition("x")
+    if not sep or not width.isdigit() or not height.isdigit():
+        return None
+    if len(width) > 5 or len(height) > 5:
+        return None
+    return int(width), int(height)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRequest:
+    prompt: str
+    n: int
+    width: int
+    height: int
+    #: The model name the client asked for.
+    model: str
+    seed: int | None = None
+    negative_prompt: str | None = None
+    #: The gateway's request id, for correlating upstream logs. Not a secret.
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedImage:
+    data: bytes
+    media_type: str = "image/png"
+    revised_prompt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackendContext:
+    """What the gateway lends a backend while it runs."""
+
+    #: The process's shared HTTP client session (an ``aiohttp.ClientSession``).
+    http: Any = None
+
+
+class ImageBackend(abc.ABC):
+    #: Sizes accepted when the config does not list its own (``sizes:``).
+    default_sizes: Sequence[str] = ("256x256", "512x512", "1024x1024", "1024x1536", "1536x1024")
+    #: The options a backend of this type accepts besides ``type``.
+    options: Sequence[str] = ("sizes", "timeout_seconds")
+
+    def __init__(self, name: str, options: Mapping[str, Any]) -> None:
+        """Validate ``options`` (raising :class:`ConfigError` naming the key) and keep them.
+
+        Must not do I/O: :meth:`start` is where connections are opened.
+        """
+        self.name = name
+        for key in options:
+            if key not in self.options:
+                raise ConfigError(f"backends.{name}.{key}: unknown key")
+        sizes = options.get("sizes", self.default_sizes)
+        if not isinstance(sizes, list | tuple) or not sizes:
+            raise ConfigError(f"backends.{name}.sizes: must be a list of 'WIDTHxHEIGHT'")
+        self.sizes: frozenset[tuple[int, int]] = frozenset()
+        parsed = set()
+        for size in sizes:
+            dims = parse_size(size) if isinstance(size, str) else None
+            if dims is None:
+                raise ConfigError(f"backends.{name}.sizes: {size!r} is not 'WIDTHxHEIGHT'")
+            parsed.add(dims)
+        self.sizes = frozenset(parsed)
+        self.size_names = tuple(sorted(sizes, key=lambda s: parse_size(s) or (0, 0)))
+        timeout = options.get("timeout_seconds", 60.0)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise ConfigError(f"backends.{name}.timeout_seconds: must be a number > 0")
+        self.timeout_seconds = float(timeout)
+
+    def supports_size(self, width: int, height: int) -> bool:
+        return (width, height) in self.sizes
+
+    async def start(self, context: BackendContext) -> None:
+        """Open connections, warm up. Called once before the first request."""
+
+    async def close(self) -> None:
+        """Release what :meth:`start` opened."""
+
+    @abc.abstractmethod
+    async def generate(self, request: ImageRequest) -> list[GeneratedImage]:
+        """Produce up to ``request.n`` images.
+
+        Returns the images produced (possibly fewer than asked: the gateway charges
+        only those). Raises :class:`UpstreamError` when the upstream fails and
+        :class:`UpstreamTimeout` when it does not answer within ``timeout_seconds``.
+        """
+
+
+class JobState(enum.Enum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    state: JobState
+    images: list[GeneratedImage] = field(default_factory=list)
+    error: str | None = None
+
+
+class JobBackend(ImageBackend):
+    """A backend whose upstream runs jobs: submit, poll until done, cancel on timeout."""
+
+    poll_interval_seconds: float = 0.5
+
+    @abc.abstractmethod
+    async def submit(self, request: ImageRequest) -> tuple[str, JobStatus]:
+        """Start a job; its id and its status right after submission (it may be done)."""
+
+    @abc.abstractmethod
+    async def poll(self, job_id: str) -> JobStatus:
+        """The job's current status."""
+
+    @abc.abstractmethod
+    async def cancel(self, job_id: str) -> None:
+        """Stop the job; best effort."""
+
+    async def generate(self, request: ImageRequest) -> list[GeneratedImage]:
+        deadline = time.monotonic() + self.timeout_seconds
+        job_id, status = await self.submit(request)
+        try:
+            while status.state is JobState.PENDING:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise UpstreamTimeout()
+                await asyncio.sleep(min(self.poll_interval_seconds, left))
+                status = await self.poll(job_id)
+        except BaseException:
+            if status.state is JobState.PENDING:
+                await asyncio.shield(self._cancel_quietly(job_id))
+            raise
+        if status.state is JobState.FAILED:
+            raise UpstreamError(status.error or None)
+        return status.images[: request.n]
+
+    async def _cancel_quietly(self, job_id: str) -> None:
+        try:
+            await self.cancel(job_id)
+        except Exception:  # best effort: the job's own timeout ends it otherwise
+            return

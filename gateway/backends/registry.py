@@ -1,0 +1,70 @@
+"""Backend types by name: the built-in ones and those of the ``gateway.backends`` entry points.
+
+Unknown or duplicate names fail loudly, naming the config key at fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from importlib.metadata import entry_points
+from typing import Any
+
+from gateway.backends.base import ImageBackend
+from gateway.backends.local import LocalBackend
+from gateway.config import BackendConfig, Config, ConfigError
+
+__all__ = ["ENTRY_POINT_GROUP", "BackendRegistry", "Router", "default_registry"]
+
+ENTRY_POINT_GROUP = "gateway.backends"
+BackendFactory = Callable[[str, Mapping[str, Any]], ImageBackend]
+
+
+class BackendRegistry:
+    def __init__(self) -> None:
+        self._types: dict[str, BackendFactory] = {}
+
+    def register(self, type_name: str, factory: BackendFactory) -> None:
+        if type_name in self._types and self._types[type_name] is not factory:
+            raise ValueError(f"backend type {type_name!r} is registered twice")
+        self._types[type_name] = factory
+
+    def load_entry_points(self) -> None:
+        for entry in entry_points(group=ENTRY_POINT_GROUP):
+            if entry.name in self._types:
+                continue  # a built-in, or the same package listed twice
+            self.register(entry.name, entry.load())
+
+    @property
+    def types(self) -> list[str]:
+        return sorted(self._types)
+
+    def create(self, config: BackendConfig) -> ImageBackend:
+        factory = self._types.get(config.type)
+        if factory is None:
+            known = ", ".join(self.types)
+            raise ConfigError(
+                f"backends.{config.name}.type: unknown backend type {config.type!r}"
+                f" (known: {known})"
+            )
+        return factory(config.name, config.options)
+
+
+def default_registry() -> BackendRegistry:
+    registry = BackendRegistry()
+    registry.register("local", LocalBackend)
+    registry.load_entry_points()
+    return registry
+
+
+class Router:
+    """Maps a client's model name to the backend that serves it."""
+
+    def __init__(self, config: Config, registry: BackendRegistry) -> None:
+        self.backends = {name: registry.create(bc) for name, bc in config.backends.items()}
+        self.models = {model: self.backends[target] for model, target in config.models.items()}
+        self.default_model = config.default_model
+
+    def for_model(self, model: str | None) -> tuple[str, ImageBackend] | None:
+        name = model if model is not None else self.default_model
+        backend = self.models.get(name)
+        return (name, backend) if backend is not None else None

@@ -1,0 +1,1 @@
+"""SQL functions that take an asyncpg connection or pool. No ORM, parameters only."""

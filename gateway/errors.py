@@ -1,0 +1,118 @@
+"""Domain errors. The core raises these; only the HTTP edge turns them into responses.
+
+Each error carries the OpenAI-style ``code`` and ``type``, the HTTP status, and
+optionally the request parameter at fault and extra response headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = [
+    "AccountDisabled",
+    "ApiKeyExpired",
+    "ApiKeyRevoked",
+    "DailyQuotaExceeded",
+    "GatewayError",
+    "InvalidApiKey",
+    "InvalidRequest",
+    "MissingApiKey",
+    "ModelNotFound",
+    "NotFound",
+    "PayloadTooLarge",
+    "RateLimitExceeded",
+    "ServiceUnavailable",
+    "UpstreamError",
+    "UpstreamTimeout",
+]
+
+
+class GatewayError(Exception):
+    status: int = 500
+    code: str = "internal_error"
+    type: str = "server_error"
+    default_message: str = "The server had an error while processing your request."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message or self.default_message)
+        self.message = message or self.default_message
+        self.param = param
+        self.headers: dict[str, str] = dict(headers or {})
+
+
+class InvalidRequest(GatewayError):
+    status, code, type = 400, "invalid_request", "invalid_request_error"
+    default_message = "The request is invalid."
+
+
+class PayloadTooLarge(GatewayError):
+    status, code, type = 413, "payload_too_large", "invalid_request_error"
+    default_message = "The request body is too large."
+
+
+class MissingApiKey(GatewayError):
+    status, code, type = 401, "missing_api_key", "authentication_error"
+    default_message = (
+        "No API key provided. Send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'."
+    )
+
+
+class InvalidApiKey(GatewayError):
+    status, code, type = 401, "invalid_api_key", "authentication_error"
+    default_message = "The API key is not valid."
+
+
+class ApiKeyRevoked(GatewayError):
+    status, code, type = 401, "api_key_revoked", "authentication_error"
+    default_message = "The API key has been revoked."
+
+
+class ApiKeyExpired(GatewayError):
+    status, code, type = 401, "api_key_expired", "authentication_error"
+    default_message = "The API key has expired."
+
+
+class AccountDisabled(GatewayError):
+    status, code, type = 403, "account_disabled", "permission_error"
+    default_message = "The account that owns this API key is disabled."
+
+
+class NotFound(GatewayError):
+    status, code, type = 404, "not_found", "invalid_request_error"
+    default_message = "Not found."
+
+
+class ModelNotFound(GatewayError):
+    status, code, type = 404, "model_not_found", "invalid_request_error"
+    default_message = "The model does not exist."
+
+
+class RateLimitExceeded(GatewayError):
+    status, code, type = 429, "rate_limit_exceeded", "rate_limit_error"
+    default_message = "Rate limit exceeded: too many requests in the last minute."
+
+
+class DailyQuotaExceeded(GatewayError):
+    status, code, type = 429, "daily_quota_exceeded", "rate_limit_error"
+    default_message = "Daily image quota exceeded."
+
+
+class UpstreamError(GatewayError):
+    status, code, type = 502, "upstream_error", "server_error"
+    default_message = "The image backend failed to produce images."
+
+
+class UpstreamTimeout(GatewayError):
+    status, code, type = 504, "upstream_timeout", "server_error"
+    default_message = "The image backend did not answer in time."
+
+
+class ServiceUnavailable(GatewayError):
+    status, code, type = 503, "service_unavailable", "server_error"
+    default_message = "The service is temporarily unavailable. Please retry."

@@ -1,0 +1,1 @@
+"""The HTTP edge: middlewares, authentication, routes and views."""

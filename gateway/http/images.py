@@ -1,0 +1,205 @@
+"""``POST /v1/images/generations`` (and ``/v1/generate``): the hot path, top to bottom.
+
+authenticate -> validate -> admit (one Redis round trip) -> upstream -> settle -> respond.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from gateway import errors
+from gateway.backends.base import GeneratedImage, ImageBackend, ImageRequest, parse_size
+from gateway.http.auth import authenticate
+from gateway.http.middlewares import REQUEST_ID
+from gateway.http.ratelimit_headers import rate_limit_headers
+from gateway.http.responses import json_response, read_json_object
+from gateway.keys.cache import KeyRecord
+from gateway.limits.admission import ADMITTED, RATE_LIMITED
+from gateway.services import SERVICES, Services
+
+__all__ = ["GenerationParams", "generate_images", "parse_generation"]
+
+log = logging.getLogger(__name__)
+
+MAX_PROMPT_CHARS = 4000
+MAX_SEED = 2**63 - 1
+DEFAULT_SIZE = "1024x1024"
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationParams:
+    model: str
+    backend: ImageBackend
+    request: ImageRequest
+
+
+def _optional_text(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_PROMPT_CHARS:
+        raise errors.InvalidRequest(
+            f"'{name}' must be a string of at most {MAX_PROMPT_CHARS} characters.", param=name
+        )
+    return value
+
+
+def parse_generation(
+    body: dict[str, Any], services: Services, record: KeyRecord, request_id: str
+) -> GenerationParams:
+    """Validate a generation request body; raises the 400/404 error naming the field."""
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise errors.InvalidRequest("'prompt' is required: a non-empty string.", param="prompt")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise errors.InvalidRequest(
+            f"'prompt' must be at most {MAX_PROMPT_CHARS} characters.", param="prompt"
+        )
+
+    most = record.max_images_per_request
+    n = body.get("n", 1)
+    if n is None:
+        n = 1
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= most:
+        raise errors.InvalidRequest(f"'n' must be a whole number from 1 to {most}.", param="n")
+
+    response_format = body.get("response_format")
+    if response_format not in (None, "b64_json"):
+        raise errors.InvalidRequest(
+            "'response_format' must be 'b64_json'; 'url' is not supported.",
+            param="response_format",
+        )
+
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise errors.InvalidRequest("'model' must be a string.", param="model")
+    routed = services.router.for_model(model)
+    if routed is None:
+        raise errors.ModelNotFound(f"The model '{model}' does not exist.", param="model")
+    model_name, backend = routed
+
+    size = body.get("size")
+    if size is None:
+        size = DEFAULT_SIZE
+    dims = parse_size(size) if isinstance(size, str) else None
+    if dims is None:
+        raise errors.InvalidRequest("'size' must be 'WIDTHxHEIGHT', e.g. '1024x1024'.",
+                                    param="size")
+    if not backend.supports_size(*dims):
+        raise errors.InvalidRequest(
+            f"'size' {size} is not available for model '{model_name}'; "
+            f"choose one of: {', '.join(backend.size_names)}.",
+            param="size",
+        )
+
+    seed = body.get("seed")
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED
+    ):
+        raise errors.InvalidRequest(f"'seed' must be a whole number from 0 to {MAX_SEED}.",
+                                    param="seed")
+
+    return GenerationParams(
+        model=model_name,
+        backend=backend,
+        request=ImageRequest(
+            prompt=prompt,
+            n=n,
+            width=dims[0],
+            height=dims[1],
+            model=model_name,
+            seed=seed,
+            negative_prompt=_optional_text(body, "negative_prompt"),
+            request_id=request_id,
+        ),
+    )
+
+
+async def _call_backend(backend: ImageBackend, request: ImageRequest) -> list[GeneratedImage]:
+    try:
+        async with asyncio.timeout(backend.timeout_seconds):
+            return await backend.generate(request)
+    except errors.GatewayError:
+        raise
+    except TimeoutError:
+        raise errors.UpstreamTimeout() from None
+    except Exception:
+        log.exception("backend %s failed", backend.name)
+        raise errors.UpstreamError() from None
+
+
+async def generate_images(request: web.Request) -> web.Response:
+    services: Services = request.app[SERVICES]
+    config = services.config
+    request_id = request[REQUEST_ID]
+    now = services.wall_clock()
+
+    record = await authenticate(request, services.keys, config.keys.prefix, now)
+    body = await read_json_object(request, config.server.max_body_bytes)
+    params = parse_generation(body, services, record, request_id)
+    n = params.request.n
+
+    try:
+        decision = await services.admission.admit(record, n, request_id)
+    except Exception as exc:
+        log.warning("admission unavailable: %s", exc)
+        raise errors.ServiceUnavailable(
+            "Rate limiting is unavailable, so no request is admitted. Please retry shortly."
+        ) from None
+
+    if decision.outcome != ADMITTED:
+        headers = rate_limit_headers(decision)
+        if decision.outcome == RATE_LIMITED:
+            headers["Retry-After"] = str(max(1, headers_reset(decision.requests_reset)))
+            raise errors.RateLimitExceeded(
+                f"Rate limit of {decision.requests_limit} requests per minute reached. "
+                f"Retry after {headers['Retry-After']} s.",
+                headers=headers,
+            )
+        headers["Retry-After"] = str(max(1, decision.images_reset))
+        remaining = decision.images_remaining
+        raise errors.DailyQuotaExceeded(
+            f"Daily quota of {decision.images_limit} images reached"
+            + (f" ({remaining} left, {n} asked for)" if remaining else "")
+            + ". It resets at 00:00 UTC.",
+            param="n" if remaining else None,
+            headers=headers,
+        )
+
+    try:
+        images = await _call_backend(params.backend, params.request)
+    except BaseException:
+        await asyncio.shield(services.admission.release(record.key_id, decision.day, n))
+        raise
+    delivered = images[:n]
+    if len(delivered) < n:
+        await services.admission.release(record.key_id, decision.day, n - len(delivered))
+    if not delivered:
+        raise errors.UpstreamError("The image backend returned no images.")
+
+    headers = rate_limit_headers(decision, decision.images_used - (n - len(delivered)))
+    return json_response(
+        {
+            "created": int(now),
+            "model": params.model,
+            "data": [
+                {
+                    "b64_json": base64.b64encode(image.data).decode("ascii"),
+                    "revised_prompt": image.revised_prompt,
+                }
+                for image in delivered
+            ],
+            "usage": {"images": len(delivered)},
+        },
+        headers=headers,
+    )
+
+
+def headers_reset(seconds: float) -> int:
+    return int(-(-seconds // 1))

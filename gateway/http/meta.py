@@ -1,0 +1,79 @@
+"""Health, readiness and the model list."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from gateway.http.auth import authenticate
+from gateway.http.responses import json_response
+from gateway.services import SERVICES
+
+__all__ = ["healthz", "list_models", "readyz"]
+
+_CHECK_TIMEOUT = 2.0
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is up and serving."""
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Postgres and Redis are both reachable; 503 naming the one that is not."""
+    services = request.app[SERVICES]
+
+    async def postgres() -> None:
+        async with services.pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+
+    async def redis() -> None:
+        await services.redis.ping()
+
+    checks: dict[str, str] = {}
+    for name, probe in (("postgres", postgres), ("redis", redis)):
+        try:
+            await asyncio.wait_for(probe(), _CHECK_TIMEOUT)
+            checks[name] = "ok"
+        except Exception as exc:
+            checks[name] = f"unreachable: {type(exc).__name__}"
+    down = [name for name, state in checks.items() if state != "ok"]
+    if not down:
+        return json_response({"status": "ready", "checks": checks})
+    return json_response(
+        {
+            "status": "unavailable",
+            "checks": checks,
+            "error": {
+                "message": f"Not ready: {' and '.join(down)} unreachable.",
+                "type": "server_error",
+                "param": None,
+                "code": "service_unavailable",
+            },
+        },
+        status=503,
+    )
+
+
+async def list_models(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    await authenticate(
+        request, services.keys, services.config.keys.prefix, services.wall_clock()
+    )
+    return json_response(
+        {
+            "object": "list",
+            "data": [
+                {
+                    "id": model,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "image-gateway",
+                    "backend": backend.name,
+                    "sizes": list(backend.size_names),
+                }
+                for model, backend in services.router.models.items()
+            ],
+        }
+    )

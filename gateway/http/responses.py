@@ -1,0 +1,52 @@
+"""JSON in and out, in the OpenAI wire format."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway.errors import GatewayError, InvalidRequest, PayloadTooLarge
+
+__all__ = ["error_body", "json_response", "read_json_object"]
+
+
+def json_response(
+    data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, headers=headers, content_type="application/json"
+    )
+
+
+def error_body(error: GatewayError) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": error.message,
+            "type": error.type,
+            "param": error.param,
+            "code": error.code,
+        }
+    }
+
+
+async def read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
+    """The request body as a JSON object; 413 past ``limit`` bytes, 400 if it is not one."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"The request body must be at most {limit} bytes.")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(f"The request body must be at most {limit} bytes.") from None
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest(
+            "We could not parse the JSON body of your request. Send a JSON object "
+            "with 'Content-Type: application/json'."
+        ) from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return body

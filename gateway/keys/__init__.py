@@ -1,0 +1,1 @@
+"""API keys: their format, and the layered cache that resolves them."""

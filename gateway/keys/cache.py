@@ -1,0 +1,303 @@
+"""The layered key cache: this process, then Redis, then Postgres.
+
+What it promises:
+
+* A key seen recently is answered from process memory with no I/O. Past its
+  freshness TTL it is still answered at once while one background task refreshes it,
+  so a busy key never pays a lookup on the request path.
+* Unknown keys are cached too ("negative" entries), in process and in Redis, so a
+  flood of made-up keys reaches Postgres at most once per distinct key.
+* Concurrent misses for one key in one process share a single lookup.
+* :meth:`KeyCache.invalidate` removes a key from Redis and tells every process
+  (Redis pub/sub) to drop its copy; the TTLs are only a backstop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+import orjson
+from redis.asyncio import Redis
+
+from gateway.config import KeysConfig, PlanConfig
+from gateway.db.keys import KeyRow, fetch_key_by_hash
+
+__all__ = [
+    "KeyCache",
+    "KeyRecord",
+    "KeyStore",
+    "PostgresKeyStore",
+    "invalidation_channel",
+    "publish_invalidation",
+]
+
+log = logging.getLogger(__name__)
+
+_MISSING = b"-"
+#: How long past its freshness a record may still be served while it is refreshed.
+_STALE_GRACE_SECONDS = 60.0
+#: Invalidation is repeated once after this delay, to beat a lookup that read the
+#: old row just before the change and wrote it back into Redis just after.
+_SECOND_INVALIDATION_DELAY = 1.0
+
+
+class KeyRecord:
+    """A key as the hot path sees it, with its limits already resolved from its plan."""
+
+    __slots__ = (
+        "expires_at",
+        "images_per_day",
+        "key_active",
+        "key_id",
+        "max_images_per_request",
+        "plan",
+        "requests_per_minute",
+        "user_active",
+        "user_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        key_id: str,
+        user_id: str,
+        plan: str,
+        key_active: bool,
+        user_active: bool,
+        expires_at: float | None,
+        requests_per_minute: int,
+        images_per_day: int,
+        max_images_per_request: int,
+    ) -> None:
+        self.key_id = key_id
+        self.user_id = user_id
+        self.plan = plan
+        self.key_active = key_active
+        self.user_active = user_active
+        self.expires_at = expires_at
+        self.requests_per_minute = requests_per_minute
+        self.images_per_day = images_per_day
+        self.max_images_per_request = max_images_per_request
+
+
+class KeyStore(Protocol):
+    """Where keys really live."""
+
+    async def fetch(self, key_hash: str) -> KeyRow | None: ...
+
+
+class PostgresKeyStore:
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    async def fetch(self, key_hash: str) -> KeyRow | None:
+        async with self._pool.acquire() as conn:
+            return await fetch_key_by_hash(conn, key_hash)
+
+
+def _encode(row: KeyRow | None) -> bytes:
+    if row is None:
+        return _MISSING
+    expires = row.expires_at.timestamp() if row.expires_at is not None else None
+    return orjson.dumps(
+        [
+            str(row.key_id),
+            str(row.user_id),
+            row.plan,
+            row.key_active,
+            row.user_active,
+            expires,
+            row.requests_per_minute,
+            row.images_per_day,
+        ]
+    )
+
+
+class KeyCache:
+    def __init__(
+        self,
+        *,
+        redis: Redis,
+        store: KeyStore,
+        config: KeysConfig,
+        plans: Mapping[str, PlanConfig],
+        default_plan: str,
+        redis_prefix: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._redis = redis
+        self._store = store
+        self._config = config
+        self._plans = plans
+        self._default_plan = default_plan
+        self._redis_prefix = redis_prefix
+        self._prefix = f"{redis_prefix}key:"
+        self.channel = invalidation_channel(redis_prefix)
+        self._clock = clock
+        # hash -> (record or None, fresh until, served until); insertion order = age.
+        self._local: dict[str, tuple[KeyRecord | None, float, float]] = {}
+        self._inflight: dict[str, asyncio.Future[KeyRecord | None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._epoch = 0
+        self.subscribed = asyncio.Event()
+
+    # -- lookups ---------------------------------------------------------------
+
+    async def get(self, key_hash: str) -> KeyRecord | None:
+        """The key's record, or ``None`` if no such key exists.
+
+        Raises whatever Redis or Postgres raise when neither can answer.
+        """
+        entry = self._local.get(key_hash)
+        if entry is not None:
+            record, fresh_until, served_until = entry
+            now = self._clock()
+            if now < fresh_until:
+                return record
+            if record is not None and now < served_until:
+                if key_hash not in self._inflight:
+                    self._spawn(self._lookup(key_hash))
+                return record
+        return await self._lookup(key_hash)
+
+    def _lookup(self, key_hash: str) -> asyncio.Future[KeyRecord | None]:
+        future = self._inflight.get(key_hash)
+        if future is None:
+            future = asyncio.ensure_future(self._load(key_hash))
+            self._inflight[key_hash] = future
+            future.add_done_callback(lambda _: self._inflight.pop(key_hash, None))
+        return future
+
+    async def _load(self, key_hash: str) -> KeyRecord | None:
+        epoch = self._epoch
+        raw = await self._redis.get(self._prefix + key_hash)
+        if raw is None:
+            row = await self._store.fetch(key_hash)
+            raw = _encode(row)
+            ttl = self._config.redis_ttl_seconds
+            await self._redis.set(self._prefix + key_hash, raw, px=int(ttl * 1000))
+        record = self._decode(raw)
+        now = self._clock()
+        if epoch != self._epoch:
+            fresh = now  # an invalidation raced this lookup: use it once, then look again
+        elif record is None:
+            fresh = now + self._config.negative_ttl_seconds
+        else:
+            fresh = now + self._config.local_ttl_seconds
+        self._remember(key_hash, record, fresh, fresh + _STALE_GRACE_SECONDS)
+        return record
+
+    def _decode(self, raw: bytes) -> KeyRecord | None:
+        if raw == _MISSING:
+            return None
+        key_id, user_id, plan_name, key_active, user_active, expires, rpm, ipd = orjson.loads(raw)
+        plan = self._plans.get(plan_name)
+        if plan is None:
+            log.warning("key %s has plan %r, which is not configured: using the default plan",
+                        key_id, plan_name)
+            plan = self._plans[self._default_plan]
+        return KeyRecord(
+            key_id=key_id,
+            user_id=user_id,
+            plan=plan_name,
+            key_active=key_active,
+            user_active=user_active,
+            expires_at=expires,
+            requests_per_minute=rpm if rpm is not None else plan.requests_per_minute,
+            images_per_day=ipd if ipd is not None else plan.images_per_day,
+            max_images_per_request=plan.max_images_per_request,
+        )
+
+    def _remember(
+        self, key_hash: str, record: KeyRecord | None, fresh: float, served: float
+    ) -> None:
+        local = self._local
+        local.pop(key_hash, None)
+        if len(local) >= self._config.local_max_entries:
+            del local[next(iter(local))]
+        local[key_hash] = (record, fresh, served)
+
+    # -- invalidation ----------------------------------------------------------
+
+    async def invalidate(self, key_hashes: Iterable[str]) -> None:
+        """Forget these keys everywhere: Redis and every process's memory."""
+        hashes = list(key_hashes)
+        if not hashes:
+            return
+        await self._broadcast_invalidation(hashes)
+        self._spawn(self._invalidate_again(hashes))
+
+    async def _broadcast_invalidation(self, hashes: list[str]) -> None:
+        await publish_invalidation(self._redis, self._redis_prefix, hashes)
+        self.drop_local(hashes)
+
+    async def _invalidate_again(self, hashes: list[str]) -> None:
+        await asyncio.sleep(_SECOND_INVALIDATION_DELAY)
+        try:
+            await self._broadcast_invalidation(hashes)
+        except Exception:  # the TTL remains the backstop
+            log.warning("second key invalidation failed", exc_info=True)
+
+    def drop_local(self, hashes: Iterable[str]) -> None:
+        self._epoch += 1
+        for key_hash in hashes:
+            self._local.pop(key_hash, None)
+
+    async def listen_for_invalidations(self) -> None:
+        """Run forever: drop local copies of keys that any process invalidates."""
+        backoff = 0.1
+        while True:
+            try:
+                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self.channel)
+                    # Whatever changed while we were not listening is unknown: start afresh.
+                    self._epoch += 1
+                    self._local.clear()
+                    self.subscribed.set()
+                    backoff = 0.1
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self.drop_local(message["data"].decode("ascii").split())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.subscribed.clear()
+                log.warning("key invalidation channel lost (%s); reconnecting", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    # -- housekeeping ----------------------------------------------------------
+
+    def _spawn(self, awaitable: Any) -> None:
+        task = asyncio.ensure_future(awaitable)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("background key refresh failed: %s", task.exception())
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def __len__(self) -> int:
+        return len(self._local)
+
+
+def invalidation_channel(redis_prefix: str) -> str:
+    return f"{redis_prefix}keys:invalidate"
+
+
+async def publish_invalidation(redis: Redis, redis_prefix: str, key_hashes: list[str]) -> None:
+    """Delete the keys' Redis entries and tell every process to drop its copy."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.delete(*(f"{redis_prefix}key:{h}" for h in key_hashes))
+        pipe.publish(invalidation_channel(redis_prefix), " ".join(key_hashes))
+        await pipe.execute()

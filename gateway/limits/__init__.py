@@ -1,0 +1,1 @@
+"""Rate limits, daily quotas and usage reservations, enforced atomically in Redis."""

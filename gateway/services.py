@@ -1,0 +1,36 @@
+"""The parts of a running gateway, as the HTTP edge reaches them (``app[SERVICES]``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from gateway.backends.registry import Router
+from gateway.config import Config
+from gateway.keys.cache import KeyCache
+from gateway.limits.admission import Admission, RedisLayout
+from gateway.usage.flusher import UsageFlusher
+
+__all__ = ["CONFIG", "SERVICES", "Services"]
+
+
+@dataclass(slots=True)
+class Services:
+    config: Config
+    pool: Any
+    redis: Redis
+    layout: RedisLayout
+    keys: KeyCache
+    admission: Admission
+    flusher: UsageFlusher
+    router: Router
+    #: Wall-clock seconds since the epoch (injected so tests can pin it).
+    wall_clock: Callable[[], float]
+
+
+CONFIG = web.AppKey("config", Config)
+SERVICES = web.AppKey("services", Services)

@@ -1,0 +1,1 @@
+"""Usage accounting: the write-behind of live counters to Postgres."""

@@ -1,0 +1,156 @@
+"""Write-behind of the live per-day image counters from Redis to Postgres.
+
+Redis holds the truth (what quota decisions read); Postgres follows within about one
+flush interval. The design never loses a count:
+
+* Every admission marks its counter *pending* in the shard's set, inside the same
+  script that counts, so a process killed right after admitting leaves a pending
+  mark that any other process's flusher picks up.
+* A flush writes absolute values ("key K used N images on day D"), read at a Redis
+  timestamp; Postgres keeps the newest reading, so retried, duplicated or racing
+  flushes cannot double count or go backwards.
+* A pending mark is removed only after its row is committed, and only if the counter
+  still holds the value written (compared inside a script), so nothing counted
+  meanwhile slips through.
+* A per-shard lease spreads the work: one process flushes a shard at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from gateway.db.usage import count_for_day, date_of_day, write_counts
+from gateway.limits.admission import SHARDS, Admission, RedisLayout, load_script
+
+__all__ = ["PostgresSeeds", "UsageFlusher"]
+
+log = logging.getLogger(__name__)
+
+_BATCH = 1000
+
+
+class PostgresSeeds:
+    """Today's count from Postgres, for rebuilding a counter Redis no longer has."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    async def count_for(self, key_id: str, day: int) -> int:
+        async with self._pool.acquire() as conn:
+            return await count_for_day(conn, uuid.UUID(key_id), date_of_day(day))
+
+
+@dataclass(slots=True)
+class FlushStats:
+    rows_written: int = 0
+    flushes: int = 0
+    failures: int = 0
+    last_success: float | None = None
+
+
+class UsageFlusher:
+    def __init__(
+        self,
+        *,
+        redis: Redis,
+        pool: Any,
+        layout: RedisLayout,
+        admission: Admission,
+        interval: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._pool = pool
+        self._layout = layout
+        self._admission = admission
+        self._interval = interval
+        self._clock = clock
+        self._redis = redis
+        self._collect = load_script(redis, "collect")
+        self._ack = load_script(redis, "ack")
+        self._token = secrets.token_hex(8)
+        self._lease_ms = max(1000, int(interval * 5000))
+        self._lock = asyncio.Lock()
+        self.stats = FlushStats()
+
+    async def run(self) -> None:
+        """Flush every interval until cancelled, backing off while Redis or Postgres fail."""
+        delay = self._interval
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                more = await self.flush()
+                delay = 0 if more else self._interval
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.stats.failures += 1
+                delay = min(max(delay * 2, self._interval), 30.0)
+                log.warning("usage flush failed (%s); retrying in %.1fs", exc, delay)
+
+    async def flush(self) -> bool:
+        """Write one batch per shard; True if some shard had more than a batch pending."""
+        async with self._lock:
+            return await self._flush()
+
+    async def _flush(self) -> bool:
+        await self._admission.retry_unsent()
+        layout = self._layout
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for shard in range(SHARDS):
+                await self._collect(
+                    keys=(layout.pending(shard), layout.lease(shard)),
+                    args=(layout.counter_prefix(shard), _BATCH, self._token, self._lease_ms),
+                    client=pipe,
+                )
+            replies = await pipe.execute()
+
+        key_ids: list[uuid.UUID] = []
+        dates: list[dt.date] = []
+        counts: list[int] = []
+        acks: dict[int, list[Any]] = {}
+        read_at = 0.0
+        more = False
+        for shard, reply in enumerate(replies):
+            if not reply:
+                continue  # nothing pending, or another process holds the lease
+            read_at = max(read_at, int(reply[0]) + int(reply[1]) / 1_000_000)
+            members = reply[2:]
+            more = more or len(members) // 2 >= _BATCH
+            ack = acks.setdefault(shard, [])
+            for member, value in zip(members[::2], members[1::2], strict=True):
+                ack += [member, value]
+                count = int(value)
+                if count < 0:
+                    continue  # the counter is gone: nothing left to write
+                key_id, _, day = member.decode().partition(":")
+                key_ids.append(uuid.UUID(key_id))
+                dates.append(date_of_day(int(day)))
+                counts.append(count)
+
+        if key_ids:
+            counted_at = dt.datetime.fromtimestamp(read_at, dt.UTC)
+            async with self._pool.acquire() as conn:
+                await write_counts(conn, key_ids, dates, counts, counted_at)
+            self.stats.rows_written += len(key_ids)
+
+        if acks:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for shard, ack in acks.items():
+                    await self._ack(
+                        keys=(layout.pending(shard), layout.lease(shard)),
+                        args=(layout.counter_prefix(shard), self._token, *ack),
+                        client=pipe,
+                    )
+                await pipe.execute()
+        self.stats.flushes += 1
+        self.stats.last_success = self._clock()
+        return more
