@@ -39,7 +39,12 @@ def _parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", parents=[common], help="apply database migrations")
     migrate.add_argument(
-        "--rollback", type=int, metavar="N", nargs="?", const=1, default=None,
+        "--rollback",
+        type=int,
+        metavar="N",
+        nargs="?",
+        const=1,
+        default=None,
         help="roll back the N most recent migrations (default 1) instead",
     )
 
@@ -87,8 +92,10 @@ def _check_config(config: Config, args: argparse.Namespace) -> int:
     from gateway.backends.registry import Router, default_registry
 
     Router(config, default_registry())
-    print(f"config ok: {len(config.plans)} plans, {len(config.backends)} backends, "
-          f"{len(config.models)} models")
+    print(
+        f"config ok: {len(config.plans)} plans, {len(config.backends)} backends, "
+        f"{len(config.models)} models"
+    )
     return 0
 
 
@@ -226,8 +233,7 @@ def _demo(config: Config, args: argparse.Namespace) -> int:
         user = await find_user_by_email(conn, DEMO_EMAIL)
         if user is None:
             user = await create_user(conn, DEMO_EMAIL, config.default_plan)
-        key, _ = await issue_key(conn, user_id=user["id"], prefix=config.keys.prefix,
-                                 name="demo")
+        key, _ = await issue_key(conn, user_id=user["id"], prefix=config.keys.prefix, name="demo")
         port = config.server.port
         print(f"\nDemo user {DEMO_EMAIL} (plan {user['plan']}). A new API key, shown once:\n")
         print(f"  {key}\n")
@@ -235,9 +241,9 @@ def _demo(config: Config, args: argparse.Namespace) -> int:
         print(
             f"  curl -s http://127.0.0.1:{port}/v1/images/generations \\\n"
             f"    -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n"
-            "    -d '{\"prompt\": \"a lighthouse at dawn\", \"size\": \"256x256\"}' \\\n"
+            '    -d \'{"prompt": "a lighthouse at dawn", "size": "256x256"}\' \\\n'
             "    | python3 -c 'import sys,json,base64; "
-            "sys.stdout.buffer.write(base64.b64decode(json.load(sys.stdin)[\"data\"][0][\"b64_json\"]))'"
+            'sys.stdout.buffer.write(base64.b64decode(json.load(sys.stdin)["data"][0]["b64_json"]))\''
             " > image.png\n",
             flush=True,
         )

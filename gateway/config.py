@@ -128,6 +128,16 @@ class Config:
         return dataclasses.replace(self, **changes)
 
 
+_SECTIONS: dict[str, type[Any]] = {
+    "server": ServerConfig,
+    "database": DatabaseConfig,
+    "redis": RedisConfig,
+    "keys": KeysConfig,
+    "usage": UsageConfig,
+    "auth": AuthConfig,
+}
+
+
 def default_config_path() -> Path:
     return Path(os.environ.get("GATEWAY_CONFIG", "config.yaml"))
 
@@ -183,11 +193,9 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> Config:
     if not models:
         raise ConfigError("models: at least one model is required")
 
-    sections: dict[str, Any] = {}
-    for field in dataclasses.fields(Config):
-        cls = field.default.__class__ if dataclasses.is_dataclass(field.default) else None
-        if cls is not None and field.name in raw:
-            sections[field.name] = _build(cls, raw[field.name], field.name)
+    sections = {
+        name: _build(cls, raw[name], name) for name, cls in _SECTIONS.items() if name in raw
+    }
 
     default_plan = raw.get("default_plan", next(iter(plans)))
     if default_plan not in plans:

@@ -25,7 +25,7 @@ def migrations_dir() -> Path:
 
 
 def _yoyo_url(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
+    scheme, _sep, rest = url.partition("://")
     if scheme in ("postgresql", "postgres"):
         return f"postgresql+psycopg://{rest}"
     return url

@@ -116,10 +116,10 @@ class ImageBackend(abc.ABC):
     def supports_size(self, width: int, height: int) -> bool:
         return (width, height) in self.sizes
 
-    async def start(self, context: BackendContext) -> None:
+    async def start(self, context: BackendContext) -> None:  # noqa: B027 - optional hook
         """Open connections, warm up. Called once before the first request."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook
         """Release what :meth:`start` opened."""
 
     @abc.abstractmethod

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import struct
 import zlib
+
 from gateway.backends.base import GeneratedImage, ImageBackend, ImageRequest
 
 __all__ = ["LocalBackend", "render_png"]
@@ -53,16 +54,26 @@ def render_png(prompt: str, seed: int | None, width: int, height: int, index: in
         parts.append(compressor.compress(row * rows))
     parts.append(compressor.flush())
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return _PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", b"".join(parts)) + _chunk(
-        b"IEND", b""
+    return (
+        _PNG_SIGNATURE
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", b"".join(parts))
+        + _chunk(b"IEND", b"")
     )
 
 
 class LocalBackend(ImageBackend):
     """Options: ``sizes`` (list of ``"WIDTHxHEIGHT"``), ``timeout_seconds``."""
 
-    default_sizes = ("256x256", "512x512", "1024x1024", "1024x1536", "1536x1024", "1792x1024",
-                     "1024x1792")
+    default_sizes = (
+        "256x256",
+        "512x512",
+        "1024x1024",
+        "1024x1536",
+        "1536x1024",
+        "1792x1024",
+        "1024x1792",
+    )
 
     async def generate(self, request: ImageRequest) -> list[GeneratedImage]:
         def render_all() -> list[GeneratedImage]:

@@ -10,6 +10,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from gateway.backends.base import ImageBackend
+from gateway.backends.http import HttpBackend
 from gateway.backends.local import LocalBackend
 from gateway.config import BackendConfig, Config, ConfigError
 
@@ -52,6 +53,7 @@ class BackendRegistry:
 def default_registry() -> BackendRegistry:
     registry = BackendRegistry()
     registry.register("local", LocalBackend)
+    registry.register("http", HttpBackend)
     registry.load_entry_points()
     return registry
 

@@ -26,9 +26,7 @@ def key_from_headers(request: web.Request) -> str:
         scheme, _, value = header.strip().partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
-        raise errors.InvalidApiKey(
-            "The Authorization header must be 'Bearer <key>'."
-        )
+        raise errors.InvalidApiKey("The Authorization header must be 'Bearer <key>'.")
     value = request.headers.get("X-API-Key", "").strip()
     if value:
         return value

@@ -89,8 +89,9 @@ def parse_generation(
         size = DEFAULT_SIZE
     dims = parse_size(size) if isinstance(size, str) else None
     if dims is None:
-        raise errors.InvalidRequest("'size' must be 'WIDTHxHEIGHT', e.g. '1024x1024'.",
-                                    param="size")
+        raise errors.InvalidRequest(
+            "'size' must be 'WIDTHxHEIGHT', e.g. '1024x1024'.", param="size"
+        )
     if not backend.supports_size(*dims):
         raise errors.InvalidRequest(
             f"'size' {size} is not available for model '{model_name}'; "
@@ -102,8 +103,9 @@ def parse_generation(
     if seed is not None and (
         isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED
     ):
-        raise errors.InvalidRequest(f"'seed' must be a whole number from 0 to {MAX_SEED}.",
-                                    param="seed")
+        raise errors.InvalidRequest(
+            f"'seed' must be a whole number from 0 to {MAX_SEED}.", param="seed"
+        )
 
     return GenerationParams(
         model=model_name,

@@ -58,9 +58,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def list_models(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    await authenticate(
-        request, services.keys, services.config.keys.prefix, services.wall_clock()
-    )
+    await authenticate(request, services.keys, services.config.keys.prefix, services.wall_clock())
     return json_response(
         {
             "object": "list",

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from gateway import errors
 from gateway.http.responses import error_body, json_response
@@ -34,7 +35,7 @@ class _MethodNotAllowed(errors.GatewayError):
     default_message = "This method is not allowed on this path."
 
 
-def request_context_middleware() -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def request_context_middleware() -> Middleware:
     """Give every request an id, turn every error into OpenAI-shaped JSON, log one line."""
 
     @web.middleware

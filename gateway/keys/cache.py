@@ -18,13 +18,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 from redis.asyncio import Redis
 
 from gateway.config import KeysConfig, PlanConfig
 from gateway.db.keys import KeyRow, fetch_key_by_hash
+from gateway.tasks import raise_if_cancelled
 
 __all__ = [
     "KeyCache",
@@ -174,7 +175,7 @@ class KeyCache:
 
     async def _load(self, key_hash: str) -> KeyRecord | None:
         epoch = self._epoch
-        raw = await self._redis.get(self._prefix + key_hash)
+        raw = cast("bytes | None", await self._redis.get(self._prefix + key_hash))
         if raw is None:
             row = await self._store.fetch(key_hash)
             raw = _encode(row)
@@ -197,8 +198,11 @@ class KeyCache:
         key_id, user_id, plan_name, key_active, user_active, expires, rpm, ipd = orjson.loads(raw)
         plan = self._plans.get(plan_name)
         if plan is None:
-            log.warning("key %s has plan %r, which is not configured: using the default plan",
-                        key_id, plan_name)
+            log.warning(
+                "key %s has plan %r, which is not configured: using the default plan",
+                key_id,
+                plan_name,
+            )
             plan = self._plans[self._default_plan]
         return KeyRecord(
             key_id=key_id,
@@ -259,12 +263,17 @@ class KeyCache:
                     self._local.clear()
                     self.subscribed.set()
                     backoff = 0.1
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
+                    while True:
+                        message = await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=1.0
+                        )
+                        raise_if_cancelled()
+                        if message is not None and message.get("type") == "message":
                             self.drop_local(message["data"].decode("ascii").split())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                raise_if_cancelled()
                 self.subscribed.clear()
                 log.warning("key invalidation channel lost (%s); reconnecting", exc)
                 await asyncio.sleep(backoff)

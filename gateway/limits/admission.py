@@ -144,7 +144,13 @@ class Admission:
         # The log's member must be unique even if a client reuses its request id.
         member = f"{request_id}:{uuid.uuid4().hex[:8]}"
         args: list[Any] = [
-            record.requests_per_minute, record.images_per_day, n, member, key_id, "", ""
+            record.requests_per_minute,
+            record.images_per_day,
+            n,
+            member,
+            key_id,
+            "",
+            "",
         ]
         raw = await self._admit(keys=keys, args=args)
         if raw[0] == NEEDS_SEED:
@@ -178,8 +184,9 @@ class Admission:
         try:
             await self._send_release(key_id, day, images)
         except Exception as exc:
-            log.warning("could not release %d images of key %s (%s); will retry",
-                        images, key_id, exc)
+            log.warning(
+                "could not release %d images of key %s (%s); will retry", images, key_id, exc
+            )
             self.unsent.append((key_id, day, images))
 
     async def _send_release(self, key_id: str, day: int, images: int) -> None:

@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 
 from gateway.db.usage import count_for_day, date_of_day, write_counts
 from gateway.limits.admission import SHARDS, Admission, RedisLayout, load_script
+from gateway.tasks import raise_if_cancelled
 
 __all__ = ["PostgresSeeds", "UsageFlusher"]
 
@@ -92,6 +93,7 @@ class UsageFlusher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                raise_if_cancelled()
                 self.stats.failures += 1
                 delay = min(max(delay * 2, self._interval), 30.0)
                 log.warning("usage flush failed (%s); retrying in %.1fs", exc, delay)

@@ -1,0 +1,75 @@
+# Image gateway: developer entry points.
+#
+#   make run      start (or reuse) Postgres + Redis, migrate, print a demo API key, serve
+#   make test     run the test suite against real Postgres + Redis
+#   make lint     ruff + mypy --strict
+#
+# Postgres/Redis come from scripts/services.sh: DATABASE_URL/REDIS_URL if set,
+# else the local defaults (127.0.0.1:5432, 127.0.0.1:6379), else throwaway
+# servers under .run/ (stop them with `make services-stop`).
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.ONESHELL:
+.DELETE_ON_ERROR:
+MAKEFLAGS += --no-builtin-rules --warn-undefined-variables
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PYTEST_ARGS ?= -q
+
+SERVICES := scripts/services.sh
+STAMP := $(VENV)/.installed
+BIN := $(VENV)/bin
+
+.PHONY: help venv run test lint fmt services services-stop clean
+
+help: ## list the targets
+	@printf 'Usage: make TARGET [PYTHON=python3] [VENV=.venv] [PYTEST_ARGS=-q]\n\nTargets:\n'
+	grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
+	  | awk 'BEGIN {FS = ":.*## "} {printf "  %-15s %s\n", $$1, $$2}'
+
+venv: $(STAMP) ## create .venv and install the package with its dev extra
+
+$(STAMP): pyproject.toml
+	@echo "==> creating $(VENV) and installing .[dev]"
+	$(PYTHON) -m venv $(VENV) || { echo "hint: on Debian/Ubuntu: apt-get install python3-venv" >&2; exit 1; }
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -e '.[dev]'
+	touch $@
+
+# `env_lines=$$(...)` before `eval` makes a failing services.sh stop the recipe
+# (`eval "$$(cmd)"` alone would ignore its exit status).
+run: venv ## start services, migrate, print a demo API key, serve on :8080 (dev mode)
+	@env_lines="$$($(SERVICES))"
+	eval "$$env_lines"
+	$(BIN)/gateway migrate
+	$(BIN)/gateway demo
+	exec $(BIN)/gateway serve --dev
+
+test: venv ## run the test suite (PYTEST_ARGS='-q -k name' to narrow it)
+	@env_lines="$$($(SERVICES))"
+	eval "$$env_lines"
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: venv ## ruff check, ruff format --check, mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict gateway
+
+fmt: venv ## apply ruff fixes and formatting
+	@$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+services: ## print the DATABASE_URL/REDIS_URL exports (starting servers if needed)
+	@$(SERVICES)
+
+services-stop: ## stop the throwaway Postgres/Redis under .run/
+	@$(SERVICES) stop
+
+clean: ## stop throwaway servers; remove .venv, .run and caches
+	@$(SERVICES) clean || true
+	rm -rf $(VENV) .run build dist .mypy_cache .ruff_cache .pytest_cache
+	find . -path ./.git -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d -print0 \
+	  | xargs -0 rm -rf
