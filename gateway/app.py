@@ -16,6 +16,9 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.backends.base import BackendContext
 from gateway.backends.registry import BackendRegistry, Router, default_registry
@@ -34,12 +37,19 @@ log = logging.getLogger(__name__)
 
 
 def create_redis(config: RedisConfig) -> Redis:
+    """A client whose pool waits for a free connection instead of failing.
+
+    A command that finds its pooled connection dead (Redis restarted) reconnects and
+    is sent once more. Only connection errors are retried, never timeouts: a timed-out
+    admission script may have run, and running it again would count twice.
+    """
     pool = BlockingConnectionPool.from_url(
         config.url,
         max_connections=config.max_connections,
         timeout=config.socket_timeout_seconds,
         socket_timeout=config.socket_timeout_seconds,
         socket_connect_timeout=config.socket_timeout_seconds,
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
     )
     return Redis(connection_pool=pool)
 
@@ -51,8 +61,14 @@ def create_app(
     key_store: Callable[[object], KeyStore] | None = None,
     wall_clock: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
+    limiter_clock: Callable[[], float] | None = None,
 ) -> web.Application:
-    """Build the gateway application. ``key_store`` wraps the pool (tests count queries)."""
+    """Build the gateway application.
+
+    The keyword arguments are for tests: ``key_store`` wraps the pool (to count
+    queries), the clocks pin time (``limiter_clock`` replaces Redis's own clock in the
+    admission script).
+    """
     router = Router(config, registry or default_registry())  # validates backends now
     app = web.Application(
         client_max_size=config.server.max_body_bytes,
@@ -74,7 +90,7 @@ def create_app(
             redis_prefix=config.redis.key_prefix,
             clock=monotonic,
         )
-        admission = Admission(redis, layout, PostgresSeeds(pool))
+        admission = Admission(redis, layout, PostgresSeeds(pool), clock=limiter_clock)
         flusher = UsageFlusher(
             redis=redis,
             pool=pool,

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 
 from gateway.config import KeysConfig, PlanConfig
 from gateway.db.keys import KeyRow, fetch_key_by_hash
+from gateway.scripts import load_script
 from gateway.tasks import raise_if_cancelled
 
 __all__ = [
@@ -41,6 +42,11 @@ log = logging.getLogger(__name__)
 _MISSING = b"-"
 #: How long past its freshness a record may still be served while it is refreshed.
 _STALE_GRACE_SECONDS = 60.0
+#: How long one process may hold the right to load a missing key from Postgres,
+#: and how the others wait for its answer (about 1 s in all) before loading it too.
+_LOAD_LOCK_MS = 2000
+_LOAD_WAITS = (0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.4)
+_HIT, _LOADING = 1, 2
 #: Invalidation is repeated once after this delay, to beat a lookup that read the
 #: old row just before the change and wrote it back into Redis just after.
 _SECOND_INVALIDATION_DELAY = 1.0
@@ -144,6 +150,7 @@ class KeyCache:
         self._inflight: dict[str, asyncio.Future[KeyRecord | None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._epoch = 0
+        self._lookup_script = load_script(redis, "lookup", package="gateway.keys")
         self.subscribed = asyncio.Event()
 
     # -- lookups ---------------------------------------------------------------
@@ -175,12 +182,7 @@ class KeyCache:
 
     async def _load(self, key_hash: str) -> KeyRecord | None:
         epoch = self._epoch
-        raw = cast("bytes | None", await self._redis.get(self._prefix + key_hash))
-        if raw is None:
-            row = await self._store.fetch(key_hash)
-            raw = _encode(row)
-            ttl = self._config.redis_ttl_seconds
-            await self._redis.set(self._prefix + key_hash, raw, px=int(ttl * 1000))
+        raw = await self._load_raw(key_hash)
         record = self._decode(raw)
         now = self._clock()
         if epoch != self._epoch:
@@ -191,6 +193,29 @@ class KeyCache:
             fresh = now + self._config.local_ttl_seconds
         self._remember(key_hash, record, fresh, fresh + _STALE_GRACE_SECONDS)
         return record
+
+    async def _load_raw(self, key_hash: str) -> bytes:
+        """The record from Redis; on a miss, one caller across all processes loads it."""
+        entry, lock = self._prefix + key_hash, f"{self._prefix}{key_hash}:loading"
+        reply = await self._lookup_script(keys=(entry, lock), args=(_LOAD_LOCK_MS,))
+        if reply[0] == _HIT:
+            return cast(bytes, reply[1])
+        if reply[0] == _LOADING:
+            # Another process is reading Postgres: wait for its answer to land in Redis.
+            for delay in _LOAD_WAITS:
+                await asyncio.sleep(delay)
+                raw = cast("bytes | None", await self._redis.get(entry))
+                if raw is not None:
+                    return raw
+            # It took too long (or died): read Postgres ourselves.
+        row = await self._store.fetch(key_hash)
+        raw = _encode(row)
+        ttl_ms = int(self._config.redis_ttl_seconds * 1000)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(entry, raw, px=ttl_ms)
+            pipe.delete(lock)
+            await pipe.execute()
+        return raw
 
     def _decode(self, raw: bytes) -> KeyRecord | None:
         if raw == _MISSING:

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 
 from gateway.keys.cache import KeyRecord
+from gateway.scripts import load_script
 
 __all__ = [
     "ADMITTED",
@@ -40,7 +40,6 @@ __all__ = [
     "Decision",
     "RedisLayout",
     "SeedSource",
-    "load_script",
 ]
 
 log = logging.getLogger(__name__)
@@ -49,11 +48,6 @@ NEEDS_SEED, ADMITTED, RATE_LIMITED, OVER_QUOTA = 0, 1, 2, 3
 
 #: Number of hash-tag shards. Fixed: every process must agree on it.
 SHARDS = 16
-
-
-def load_script(redis: Redis, name: str) -> AsyncScript:
-    source = resources.files("gateway.limits").joinpath("scripts", f"{name}.lua").read_text()
-    return redis.register_script(source)
 
 
 class RedisLayout:
@@ -121,7 +115,15 @@ class SeedSource(Protocol):
 
 
 class Admission:
-    def __init__(self, redis: Redis, layout: RedisLayout, seeds: SeedSource) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        layout: RedisLayout,
+        seeds: SeedSource,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        """``clock`` (seconds since the epoch) replaces Redis's clock; for tests only."""
+        self._clock = clock
         self._layout = layout
         self._seeds = seeds
         self._admit = load_script(redis, "admit")
@@ -143,6 +145,7 @@ class Admission:
         keys = (f"{tag}rl:{key_id}", f"{tag}img:{key_id}:", f"{tag}pending")
         # The log's member must be unique even if a client reuses its request id.
         member = f"{request_id}:{uuid.uuid4().hex[:8]}"
+        now = "" if self._clock is None else int(self._clock() * 1_000_000)
         args: list[Any] = [
             record.requests_per_minute,
             record.images_per_day,
@@ -151,6 +154,7 @@ class Admission:
             key_id,
             "",
             "",
+            now,
         ]
         raw = await self._admit(keys=keys, args=args)
         if raw[0] == NEEDS_SEED:

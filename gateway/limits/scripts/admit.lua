@@ -10,6 +10,7 @@
 -- ARGV[5]  the API key id
 -- ARGV[6]  today's count from Postgres, when the counter had to be rebuilt ('' otherwise)
 -- ARGV[7]  the day that count is for ('' otherwise)
+-- ARGV[8]  the time in microseconds since the epoch; '' = Redis's own clock (tests pin it)
 --
 -- Returns {outcome, day, requests in window, microseconds until the oldest of them
 -- leaves the window, images counted today, seconds until the next UTC midnight}
@@ -20,9 +21,14 @@
 local WINDOW = 60000000
 local COUNTER_TTL = 259200  -- three days, so a late flush can still read yesterday
 
-local t = redis.call('TIME')
-local seconds = tonumber(t[1])
-local now = seconds * 1000000 + tonumber(t[2])
+local now
+if ARGV[8] ~= nil and ARGV[8] ~= '' then
+  now = tonumber(ARGV[8])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local seconds = math.floor(now / 1000000)
 local day = math.floor(seconds / 86400)
 local to_midnight = (day + 1) * 86400 - seconds
 local counter = KEYS[2] .. day

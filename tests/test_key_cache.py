@@ -1,0 +1,164 @@
+"""The layered key cache: what reaches Redis and Postgres, and how changes propagate."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import secrets
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import redis.asyncio
+
+from gateway.db.keys import KeyRow
+from gateway.keys.cache import PostgresKeyStore
+from gateway.keys.format import generate_key
+from tests.conftest import (
+    KEY_PREFIX,
+    Gateway,
+    MakeGateway,
+    MakeKey,
+    PrivateRedis,
+    clean_env,
+    gateway_command,
+    write_config,
+)
+
+
+class CountingStore(PostgresKeyStore):
+    """The real Postgres store, counting the lookups it makes per key hash."""
+
+    lookups: collections.Counter[str]
+
+    def __init__(self, pool: Any, lookups: collections.Counter[str]) -> None:
+        super().__init__(pool)
+        self.lookups = lookups
+
+    async def fetch(self, key_hash: str) -> KeyRow | None:
+        self.lookups[key_hash] += 1
+        return await super().fetch(key_hash)
+
+
+async def test_unknown_key_flood_reaches_postgres_once_per_key(make_gateway: MakeGateway):
+    lookups: collections.Counter[str] = collections.Counter()
+    first = await make_gateway(key_store=lambda pool: CountingStore(pool, lookups))
+    second = await make_gateway(key_store=lambda pool: CountingStore(pool, lookups))
+    bogus = [generate_key(KEY_PREFIX) for _ in range(40)]
+    flood = [first.generate(key) for key in bogus for _ in range(5)]
+    flood += [second.generate(key) for key in bogus for _ in range(5)]
+    responses = await asyncio.gather(*flood)
+    assert {r.status for r in responses} == {401}
+    assert {(await r.json())["error"]["code"] for r in responses} == {"invalid_api_key"}
+    assert len(lookups) == 40
+    assert max(lookups.values()) == 1  # across both instances: Redis shares the miss
+    again = await asyncio.gather(*(first.generate(key) for key in bogus))
+    assert {r.status for r in again} == {401}
+    assert max(lookups.values()) == 1
+
+
+async def test_malformed_keys_cause_no_lookup_at_all(make_gateway: MakeGateway):
+    lookups: collections.Counter[str] = collections.Counter()
+    gateway = await make_gateway(key_store=lambda pool: CountingStore(pool, lookups))
+    key = generate_key(KEY_PREFIX)
+    typo = key[:-1] + ("A" if key[-1] != "A" else "B")
+    for candidate in (typo, "nb_test_short", "x" * 46):
+        assert (await gateway.generate(candidate)).status == 401
+    assert not lookups
+
+
+async def test_concurrent_misses_share_one_lookup(make_gateway: MakeGateway, make_key: MakeKey):
+    lookups: collections.Counter[str] = collections.Counter()
+    gateway = await make_gateway(key_store=lambda pool: CountingStore(pool, lookups))
+    key = await make_key("pro")
+    responses = await asyncio.gather(*(gateway.generate(key.key) for _ in range(20)))
+    assert {r.status for r in responses} == {200}
+    assert list(lookups.values()) == [1]
+
+
+async def test_warm_key_makes_no_postgres_query_and_one_redis_round_trip(
+    private_redis: PrivateRedis, make_gateway: MakeGateway, make_key: MakeKey, database_url: str
+):
+    gateway = await make_gateway({"redis": {"url": private_redis.url}})
+    key = await make_key("pro")
+    assert (await gateway.generate(key.key)).status == 200  # warm: cached, counter seeded
+
+    locker = await asyncpg.connect(database_url)
+    monitor_client = redis.asyncio.Redis.from_url(private_redis.url)
+    marker = f"end-{secrets.token_hex(4)}"
+    commands: list[str] = []
+    # Two connections of the test's own, open before the monitor starts: one for
+    # MONITOR, one for the markers (so no handshake of ours shows up in the count).
+    await asyncio.gather(monitor_client.ping(), monitor_client.ping())
+    try:
+        async with locker.transaction():
+            # Any query on these tables would now block until the test ends.
+            await locker.execute(
+                "LOCK TABLE users, api_keys, usage IN ACCESS EXCLUSIVE MODE NOWAIT"
+            )
+            async with monitor_client.monitor() as monitor:
+                listener = monitor.listen()
+                await monitor_client.echo("start")  # the monitor is attached from here on
+                for _ in range(5):
+                    response = await asyncio.wait_for(gateway.generate(key.key), 5)
+                    assert response.status == 200
+                await monitor_client.echo(marker)
+                async for event in listener:
+                    if marker in event["command"]:
+                        break
+                    if event.get("client_type") != "lua" and "ECHO" not in event["command"]:
+                        commands.append(event["command"].split()[0].upper())
+    finally:
+        await monitor_client.aclose()
+        await locker.close()
+    assert commands == ["EVALSHA"] * 5
+
+
+async def test_revocation_by_cli_reaches_every_instance(
+    make_gateway: MakeGateway, make_key: MakeKey, raw_config: dict[str, Any], tmp_path: Path
+):
+    first, second = await make_gateway(), await make_gateway()
+    key = await make_key("pro")
+    for gateway in (first, second):
+        assert (await gateway.generate(key.key)).status == 200  # both hold it in memory
+        await asyncio.wait_for(gateway.services.keys.subscribed.wait(), 5)
+    path = write_config(tmp_path / "config.yaml", raw_config)
+    subprocess.run(
+        gateway_command("keys", "revoke", str(key.key_id), "--config", str(path)),
+        env=clean_env(),
+        check=True,
+        capture_output=True,
+    )
+    for gateway in (first, second):
+        response = await gateway.generate(key.key)
+        assert response.status == 401
+        assert (await response.json())["error"]["code"] == "api_key_revoked"
+
+
+async def test_invalidation_drops_other_instances_copies(
+    make_gateway: MakeGateway, make_key: MakeKey, db: Any
+):
+    first, second = await make_gateway(), await make_gateway()
+    key = await make_key("pro")
+    for gateway in (first, second):
+        assert (await gateway.generate(key.key)).status == 200
+        await asyncio.wait_for(gateway.services.keys.subscribed.wait(), 5)
+    key_hash = await db.fetchval("SELECT key_hash FROM api_keys WHERE id = $1", key.key_id)
+    await db.execute("UPDATE users SET is_active = false WHERE id = $1", key.user_id)
+    await first.services.keys.invalidate([key_hash])
+    await wait_for_drop(second, key_hash)
+    for gateway in (first, second):
+        response = await gateway.generate(key.key)
+        assert response.status == 403
+        assert (await response.json())["error"]["code"] == "account_disabled"
+
+
+async def wait_for_drop(gateway: Gateway, key_hash: str) -> None:
+    """Wait until the instance has dropped its copy (the pub/sub message arrived)."""
+    cache = gateway.services.keys
+    for _ in range(500):
+        if key_hash not in cache._local:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the invalidation never arrived")

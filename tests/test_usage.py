@@ -1,0 +1,204 @@
+"""Usage: counted in Redis, written behind to Postgres, never lost, never invented."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from gateway.db.usage import write_counts
+from tests.conftest import (
+    FakeUpstream,
+    Gateway,
+    MakeGateway,
+    MakeKey,
+    PrivateRedis,
+    clean_env,
+    free_port,
+    gateway_command,
+    merge,
+    today,
+    upstream_config,
+    usage_rows,
+    write_config,
+)
+
+
+async def test_flush_writes_todays_count_and_last_used(gateway: Gateway, make_key: MakeKey, db):
+    key = await make_key()
+    for n in (1, 3, 2):
+        assert (await gateway.generate(key.key, n=n)).status == 200
+    assert await usage_rows(db, key.key_id) == {}  # written behind, not per request
+    await gateway.flush()
+    assert await usage_rows(db, key.key_id) == {today(): 6}
+    last_used = await db.fetchval("SELECT last_used_at FROM api_keys WHERE id = $1", key.key_id)
+    assert last_used is not None
+    assert abs((dt.datetime.now(dt.UTC) - last_used).total_seconds()) < 60
+
+
+async def test_flushing_twice_changes_nothing(gateway: Gateway, make_key: MakeKey, db):
+    key = await make_key()
+    assert (await gateway.generate(key.key, n=2)).status == 200
+    await gateway.flush()
+    await gateway.flush()
+    assert await usage_rows(db, key.key_id) == {today(): 2}
+
+
+async def test_an_older_reading_never_overwrites_a_newer_one(make_key: MakeKey, db):
+    key = await make_key()
+    newer = dt.datetime.now(dt.UTC)
+    older = newer - dt.timedelta(seconds=1)
+    await write_counts(db, [key.key_id], [today()], [7], newer)
+    await write_counts(db, [key.key_id], [today()], [5], older)  # a slow, racing flusher
+    assert await usage_rows(db, key.key_id) == {today(): 7}
+
+
+async def test_graceful_shutdown_flushes(make_gateway: MakeGateway, make_key: MakeKey, db):
+    key = await make_key()
+    gateway = await make_gateway()  # flush interval: an hour
+    assert (await gateway.generate(key.key, n=3)).status == 200
+    await gateway.client.close()
+    assert await usage_rows(db, key.key_id) == {today(): 3}
+
+
+async def test_failed_upstream_is_not_charged(
+    make_gateway: MakeGateway, make_key: MakeKey, fake_upstream: FakeUpstream, db
+):
+    gateway = await make_gateway(upstream_config(fake_upstream))
+    key = await make_key(images_per_day=10)
+    assert (await gateway.generate(key.key, model="remote", n=2)).status == 200
+    fake_upstream.mode = "fail"
+    for _ in range(3):
+        assert (await gateway.generate(key.key, model="remote", n=4)).status == 502
+    fake_upstream.mode = "ok"
+    response = await gateway.generate(key.key, model="remote", n=1)
+    assert response.status == 200
+    assert response.headers["x-ratelimit-remaining-images"] == "7"
+    await gateway.flush()
+    assert await usage_rows(db, key.key_id) == {today(): 3}
+
+
+async def test_upstream_timeout_is_not_charged(
+    make_gateway: MakeGateway, make_key: MakeKey, fake_upstream: FakeUpstream, db
+):
+    fake_upstream.mode = "hang"
+    gateway = await make_gateway(upstream_config(fake_upstream, timeout=0.2))
+    key = await make_key()
+    assert (await gateway.generate(key.key, model="remote", n=2)).status == 504
+    await gateway.flush()
+    assert await usage_rows(db, key.key_id) in ({}, {today(): 0})
+
+
+async def test_short_delivery_charges_only_what_came_back(
+    make_gateway: MakeGateway, make_key: MakeKey, fake_upstream: FakeUpstream, db
+):
+    fake_upstream.mode = "short"
+    gateway = await make_gateway(upstream_config(fake_upstream))
+    key = await make_key(images_per_day=10)
+    response = await gateway.generate(key.key, model="remote", n=3)
+    assert response.status == 200
+    body = await response.json()
+    assert len(body["data"]) == 2
+    assert body["usage"] == {"images": 2}
+    assert response.headers["x-ratelimit-remaining-images"] == "8"
+    await gateway.flush()
+    assert await usage_rows(db, key.key_id) == {today(): 2}
+
+
+async def test_client_credentials_never_reach_the_upstream(
+    make_gateway: MakeGateway, make_key: MakeKey, fake_upstream: FakeUpstream
+):
+    gateway = await make_gateway(upstream_config(fake_upstream))
+    key = await make_key()
+    response = await gateway.client.post(
+        "/v1/images/generations",
+        json={"prompt": "p", "size": "256x256", "model": "remote"},
+        headers={"Authorization": f"Bearer {key.key}", "Cookie": "session=secret"},
+    )
+    assert response.status == 200
+    (seen,) = fake_upstream.requests
+    assert key.key not in repr(seen)
+    assert "Cookie" not in seen["headers"]
+    assert "Authorization" not in seen["headers"]
+
+
+async def test_redis_flushall_keeps_the_quota(
+    private_redis: PrivateRedis, make_gateway: MakeGateway, make_key: MakeKey, db
+):
+    gateway = await make_gateway({"redis": {"url": private_redis.url}})
+    key = await make_key(images_per_day=5)
+    assert (await gateway.generate(key.key, n=4)).status == 200
+    await gateway.flush()
+    await gateway.services.redis.flushall()
+    refused = await gateway.generate(key.key, n=2)
+    assert refused.status == 429
+    assert (await refused.json())["error"]["code"] == "daily_quota_exceeded"
+    assert (await gateway.generate(key.key, n=1)).status == 200
+    assert (await gateway.generate(key.key, n=1)).status == 429
+    await gateway.flush()
+    assert await usage_rows(db, key.key_id) == {today(): 5}
+
+
+async def test_redis_restart_keeps_the_quota(
+    private_redis: PrivateRedis, make_gateway: MakeGateway, make_key: MakeKey
+):
+    gateway = await make_gateway({"redis": {"url": private_redis.url}})
+    key = await make_key(images_per_day=3)
+    assert (await gateway.generate(key.key, n=3)).status == 200
+    await gateway.flush()
+    private_redis.stop()
+    private_redis.start()  # no persistence: Redis comes back empty
+    assert (await gateway.generate(key.key)).status == 429
+
+
+async def wait_until_serving(port: int, process: subprocess.Popen[bytes]) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(400):
+            assert process.poll() is None, "the gateway process exited"
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError("the gateway did not start")
+
+
+async def test_counts_survive_sigkill(
+    tmp_path: Path, raw_config: dict[str, Any], make_gateway: MakeGateway, make_key: MakeKey, db
+):
+    port = free_port()
+    path = write_config(tmp_path / "config.yaml", merge(raw_config, {"server": {"port": port}}))
+    process = subprocess.Popen(
+        gateway_command("serve", "--config", str(path), "--host", "127.0.0.1"),
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        await wait_until_serving(port, process)
+        key = await make_key()
+        async with aiohttp.ClientSession() as session:
+            for n in (2, 3):
+                async with session.post(
+                    f"http://127.0.0.1:{port}/v1/images/generations",
+                    json={"prompt": "p", "size": "256x256", "n": n},
+                    headers={"Authorization": f"Bearer {key.key}"},
+                ) as response:
+                    assert response.status == 200
+        process.send_signal(signal.SIGKILL)  # no final flush: it flushes hourly
+        process.wait(10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    assert await usage_rows(db, key.key_id) == {}
+    survivor = await make_gateway()  # any other process flushes what the dead one admitted
+    await survivor.flush()
+    assert await usage_rows(db, key.key_id) == {today(): 5}
