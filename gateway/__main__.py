@@ -131,7 +131,7 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
         pass
     print(f"gateway listening on http://{host}:{port}", flush=True)
     web.run_app(
-        create_app(config),
+        create_app(config, dev=args.dev),
         host=host,
         port=port,
         access_log=None,
@@ -157,7 +157,7 @@ def _normalise_email(email: str) -> str:
 
 
 def _users_create(config: Config, args: argparse.Namespace) -> int:
-    from gateway.db.keys import create_user
+    from gateway.db.users import create_user
 
     plan = args.plan or config.default_plan
     if plan not in config.plans:
@@ -177,7 +177,7 @@ def _users_create(config: Config, args: argparse.Namespace) -> int:
 
 
 def _keys_create(config: Config, args: argparse.Namespace) -> int:
-    from gateway.db.keys import find_user_by_email
+    from gateway.db.users import find_user_by_email
     from gateway.keys.issue import issue_key
 
     async def work(conn: Any) -> int:
@@ -226,7 +226,7 @@ def _keys_revoke(config: Config, args: argparse.Namespace) -> int:
 
 
 def _demo(config: Config, args: argparse.Namespace) -> int:
-    from gateway.db.keys import create_user, find_user_by_email
+    from gateway.db.users import create_user, find_user_by_email
     from gateway.keys.issue import issue_key
 
     async def work(conn: Any) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -20,10 +21,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from gateway.accounts.passwords import PasswordHasher
+from gateway.accounts.throttle import IpThrottle, LoginGuard
+from gateway.accounts.tokens import TokenIssuer
 from gateway.backends.base import BackendContext
 from gateway.backends.registry import BackendRegistry, Router, default_registry
-from gateway.config import Config, RedisConfig
+from gateway.config import Config, ConfigError, RedisConfig
 from gateway.db.pool import create_pool
+from gateway.http.client_ip import ClientIp
 from gateway.http.middlewares import request_context_middleware
 from gateway.http.routes import setup_routes
 from gateway.keys.cache import KeyCache, KeyStore, PostgresKeyStore
@@ -62,14 +67,30 @@ def create_app(
     wall_clock: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
     limiter_clock: Callable[[], float] | None = None,
+    dev: bool = False,
 ) -> web.Application:
     """Build the gateway application.
 
     The keyword arguments are for tests: ``key_store`` wraps the pool (to count
     queries), the clocks pin time (``limiter_clock`` replaces Redis's own clock in the
-    admission script).
+    admission script). ``dev`` allows starting without a JWT secret (one is generated).
     """
     router = Router(config, registry or default_registry())  # validates backends now
+    jwt_secrets = config.auth.jwt_secrets
+    if not jwt_secrets:
+        if not dev:
+            raise ConfigError(
+                "auth.jwt_secrets: a secret of at least 32 bytes is required "
+                "(set GATEWAY_JWT_SECRET), or run in development mode (serve --dev)"
+            )
+        log.warning(
+            "development mode: signing access tokens with a generated secret; "
+            "tokens will not survive a restart"
+        )
+        jwt_secrets = (secrets.token_urlsafe(48),)
+    tokens = TokenIssuer(jwt_secrets, config.auth.token_ttl_seconds, wall_clock)
+    passwords = PasswordHasher(config.auth.bcrypt_cost)
+    client_ip = ClientIp(config.auth.trusted_proxies)
     app = web.Application(
         client_max_size=config.server.max_body_bytes,
         middlewares=[request_context_middleware()],
@@ -112,6 +133,16 @@ def create_app(
             flusher=flusher,
             router=router,
             wall_clock=wall_clock,
+            tokens=tokens,
+            passwords=passwords,
+            ip_throttle=IpThrottle(redis, config.redis.key_prefix),
+            login_guard=LoginGuard(
+                redis,
+                config.redis.key_prefix,
+                config.auth.login_failures_before_delay,
+                config.auth.max_login_delay_seconds,
+            ),
+            client_ip=client_ip,
         )
         tasks = [
             asyncio.create_task(keys.listen_for_invalidations(), name="key-invalidations"),

@@ -9,6 +9,7 @@ may reference the environment as ``${VAR}`` or ``${VAR:-default}``; the variable
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import types
@@ -19,6 +20,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 __all__ = [
+    "AdminConfig",
     "AuthConfig",
     "BackendConfig",
     "Config",
@@ -88,10 +90,27 @@ class UsageConfig:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class AuthConfig:
-    #: Secrets for account tokens: the first signs, all verify.
+    #: Secrets for account tokens (32+ bytes each): the first signs, all verify.
     jwt_secrets: tuple[str, ...] = ()
     token_ttl_seconds: int = 3600
     bcrypt_cost: int = 12
+    #: Active API keys one user may hold.
+    max_keys_per_user: int = 10
+    #: Per client IP, in any rolling 60 seconds.
+    register_per_minute_per_ip: int = 5
+    login_per_minute_per_ip: int = 20
+    #: Failed logins for one account before each further attempt must wait
+    #: (1 s, then doubling, up to max_login_delay_seconds).
+    login_failures_before_delay: int = 5
+    max_login_delay_seconds: int = 900
+    #: Peers whose X-Forwarded-For is believed (addresses or CIDR networks).
+    trusted_proxies: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AdminConfig:
+    #: Bearer token of the admin API; empty turns the admin API off (404).
+    token: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -123,6 +142,7 @@ class Config:
     keys: KeysConfig = KeysConfig()
     usage: UsageConfig = UsageConfig()
     auth: AuthConfig = AuthConfig()
+    admin: AdminConfig = AdminConfig()
 
     def with_overrides(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
@@ -135,6 +155,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "keys": KeysConfig,
     "usage": UsageConfig,
     "auth": AuthConfig,
+    "admin": AdminConfig,
 }
 
 
@@ -196,6 +217,10 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> Config:
     sections = {
         name: _build(cls, raw[name], name) for name, cls in _SECTIONS.items() if name in raw
     }
+    if "auth" in sections:  # an unset "${GATEWAY_JWT_SECRET:-}" leaves an empty entry
+        auth = sections["auth"]
+        secrets = tuple(s for s in auth.jwt_secrets if s)
+        sections["auth"] = dataclasses.replace(auth, jwt_secrets=secrets)
 
     default_plan = raw.get("default_plan", next(iter(plans)))
     if default_plan not in plans:
@@ -345,6 +370,26 @@ def _check_values(config: Config) -> None:
     positive("keys.negative_ttl_seconds", config.keys.negative_ttl_seconds)
     positive("usage.flush_interval_seconds", config.usage.flush_interval_seconds)
     positive("auth.token_ttl_seconds", config.auth.token_ttl_seconds)
+    for i, secret in enumerate(config.auth.jwt_secrets):
+        if len(secret.encode()) < 32:
+            raise ConfigError(f"auth.jwt_secrets[{i}]: must be at least 32 bytes")
+    for name in (
+        "max_keys_per_user",
+        "register_per_minute_per_ip",
+        "login_per_minute_per_ip",
+        "login_failures_before_delay",
+        "max_login_delay_seconds",
+    ):
+        positive(f"auth.{name}", getattr(config.auth, name))
+    for i, proxy in enumerate(config.auth.trusted_proxies):
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"auth.trusted_proxies[{i}]: {proxy!r} is not an address or network"
+            ) from None
+    if config.admin.token and len(config.admin.token) < 16:
+        raise ConfigError("admin.token: must be at least 16 characters (or empty: off)")
     if not 4 <= config.auth.bcrypt_cost <= 16:
         raise ConfigError("auth.bcrypt_cost: must be between 4 and 16")
     for name, plan in config.plans.items():

@@ -13,15 +13,19 @@ __all__ = [
     "ApiKeyExpired",
     "ApiKeyRevoked",
     "DailyQuotaExceeded",
+    "EmailTaken",
     "GatewayError",
     "InvalidApiKey",
+    "InvalidCredentials",
     "InvalidRequest",
+    "InvalidToken",
     "MissingApiKey",
     "ModelNotFound",
     "NotFound",
     "PayloadTooLarge",
     "RateLimitExceeded",
     "ServiceUnavailable",
+    "TooManyKeys",
     "UpstreamError",
     "UpstreamTimeout",
 ]
@@ -116,3 +120,23 @@ class UpstreamTimeout(GatewayError):
 class ServiceUnavailable(GatewayError):
     status, code, type = 503, "service_unavailable", "server_error"
     default_message = "The service is temporarily unavailable. Please retry."
+
+
+class InvalidCredentials(GatewayError):
+    status, code, type = 401, "invalid_credentials", "authentication_error"
+    default_message = "The email or password is not correct."
+
+
+class InvalidToken(GatewayError):
+    status, code, type = 401, "invalid_token", "authentication_error"
+    default_message = "A valid 'Authorization: Bearer <token>' header is required."
+
+
+class EmailTaken(GatewayError):
+    status, code, type = 409, "email_taken", "invalid_request_error"
+    default_message = "An account with this email already exists."
+
+
+class TooManyKeys(GatewayError):
+    status, code, type = 409, "too_many_keys", "invalid_request_error"
+    default_message = "This account has the maximum number of active API keys."

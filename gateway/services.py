@@ -9,8 +9,12 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio import Redis
 
+from gateway.accounts.passwords import PasswordHasher
+from gateway.accounts.throttle import IpThrottle, LoginGuard
+from gateway.accounts.tokens import TokenIssuer
 from gateway.backends.registry import Router
 from gateway.config import Config
+from gateway.http.client_ip import ClientIp
 from gateway.keys.cache import KeyCache
 from gateway.limits.admission import Admission, RedisLayout
 from gateway.usage.flusher import UsageFlusher
@@ -28,6 +32,11 @@ class Services:
     admission: Admission
     flusher: UsageFlusher
     router: Router
+    tokens: TokenIssuer
+    passwords: PasswordHasher
+    ip_throttle: IpThrottle
+    login_guard: LoginGuard
+    client_ip: ClientIp
     #: Wall-clock seconds since the epoch (injected so tests can pin it).
     wall_clock: Callable[[], float]
 

@@ -38,7 +38,7 @@ from gateway import migrate
 from gateway.app import create_app
 from gateway.backends.local import render_png
 from gateway.config import Config, parse_config
-from gateway.db.keys import create_user
+from gateway.db.users import create_user
 from gateway.db.pool import split_database_url
 from gateway.keys.issue import issue_key
 from gateway.services import SERVICES, Services
@@ -47,6 +47,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVER_DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/gateway")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 KEY_PREFIX = "nb_test_"
+JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"
+ADMIN_TOKEN = "test-admin-token-0123456789"
 
 
 # -- the run's private database and Redis namespace -----------------------------------
@@ -93,6 +95,12 @@ def base_raw_config(database_url: str, redis_url: str, redis_prefix: str) -> dic
         "backends": {"local": {"type": "local"}},
         "models": {"local": "local"},
         "default_model": "local",
+        "auth": {
+            "jwt_secrets": [JWT_SECRET],
+            "bcrypt_cost": 4,
+            "trusted_proxies": ["10.0.0.0/8"],
+        },
+        "admin": {"token": ADMIN_TOKEN},
     }
 
 

@@ -7,13 +7,17 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.db.users import UNSET
+
 __all__ = [
     "KeyRow",
+    "active_key_count",
     "create_key",
-    "create_user",
     "fetch_key_by_hash",
-    "find_user_by_email",
+    "key_hashes_of_user",
+    "keys_of_user",
     "revoke_key",
+    "update_key",
 ]
 
 
@@ -55,28 +59,6 @@ async def fetch_key_by_hash(conn: Any, key_hash: str) -> KeyRow | None:
     )
 
 
-async def create_user(
-    conn: Any, email: str, plan: str, password_hash: str | None = None
-) -> dict[str, Any]:
-    row = await conn.fetchrow(
-        """
-        INSERT INTO users (email, plan, password_hash) VALUES ($1, $2, $3)
-        RETURNING id, email, plan, is_active, created_at
-        """,
-        email,
-        plan,
-        password_hash,
-    )
-    return dict(row)
-
-
-async def find_user_by_email(conn: Any, email: str) -> dict[str, Any] | None:
-    row = await conn.fetchrow(
-        "SELECT id, email, plan, is_active, created_at FROM users WHERE email = $1", email
-    )
-    return dict(row) if row is not None else None
-
-
 async def create_key(
     conn: Any,
     *,
@@ -90,7 +72,7 @@ async def create_key(
         """
         INSERT INTO api_keys (user_id, key_hash, prefix, name, expires_at)
         VALUES ($1, $2, $3, $4, $5)
-        RETURNING id, name, prefix, is_active, created_at, expires_at
+        RETURNING id, name, prefix, is_active, created_at, last_used_at, expires_at
         """,
         user_id,
         key_hash,
@@ -107,3 +89,71 @@ async def revoke_key(conn: Any, key_id: uuid.UUID) -> str | None:
         "UPDATE api_keys SET is_active = false WHERE id = $1 RETURNING key_hash", key_id
     )
     return value
+
+
+async def keys_of_user(conn: Any, user_id: uuid.UUID) -> list[dict[str, Any]]:
+    """What the API shows of a user's keys: never the key, never its hash."""
+    rows = await conn.fetch(
+        """
+        SELECT id, name, prefix, is_active, created_at, last_used_at, expires_at
+        FROM api_keys WHERE user_id = $1 ORDER BY created_at, id
+        """,
+        user_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def active_key_count(conn: Any, user_id: uuid.UUID) -> int:
+    value = await conn.fetchval(
+        """
+        SELECT count(*) FROM api_keys
+        WHERE user_id = $1 AND is_active AND (expires_at IS NULL OR expires_at > now())
+        """,
+        user_id,
+    )
+    return int(value)
+
+
+async def key_hashes_of_user(conn: Any, user_id: uuid.UUID) -> list[str]:
+    rows = await conn.fetch("SELECT key_hash FROM api_keys WHERE user_id = $1", user_id)
+    return [r["key_hash"] for r in rows]
+
+
+async def key_for_update(conn: Any, key_id: uuid.UUID) -> dict[str, Any] | None:
+    """The whole row, locked until the transaction ends."""
+    row = await conn.fetchrow("SELECT * FROM api_keys WHERE id = $1 FOR UPDATE", key_id)
+    return dict(row) if row is not None else None
+
+
+async def update_key(
+    conn: Any,
+    key_id: uuid.UUID,
+    *,
+    is_active: Any = UNSET,
+    expires_at: Any = UNSET,
+    requests_per_minute: Any = UNSET,
+    images_per_day: Any = UNSET,
+) -> dict[str, Any]:
+    """Change some columns of a key (``UNSET`` leaves one as it is; ``None`` clears it)."""
+    row = await conn.fetchrow(
+        """
+        UPDATE api_keys SET
+            is_active = CASE WHEN $2 THEN $3 ELSE is_active END,
+            expires_at = CASE WHEN $4 THEN $5 ELSE expires_at END,
+            requests_per_minute = CASE WHEN $6 THEN $7 ELSE requests_per_minute END,
+            images_per_day = CASE WHEN $8 THEN $9 ELSE images_per_day END
+        WHERE id = $1
+        RETURNING id, name, prefix, is_active, created_at, last_used_at, expires_at,
+                  user_id, key_hash, requests_per_minute, images_per_day
+        """,
+        key_id,
+        *_change(is_active),
+        *_change(expires_at),
+        *_change(requests_per_minute),
+        *_change(images_per_day),
+    )
+    return dict(row)
+
+
+def _change(value: Any) -> tuple[bool, Any]:
+    return (False, None) if value is UNSET else (True, value)

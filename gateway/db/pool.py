@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import urllib.parse
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 
 from gateway.config import DatabaseConfig
+from gateway.errors import ServiceUnavailable
 
-__all__ = ["create_pool", "ensure_database", "split_database_url"]
+__all__ = ["connection", "create_pool", "ensure_database", "split_database_url"]
 
 
 async def create_pool(config: DatabaseConfig) -> Any:
@@ -44,3 +47,29 @@ async def ensure_database(url: str) -> bool:
         return True
     finally:
         await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def connection(pool: Any) -> AsyncIterator[Any]:
+    """A pooled connection; Postgres being unreachable is :class:`ServiceUnavailable`."""
+    try:
+        conn_cm = pool.acquire()
+        conn = await conn_cm.__aenter__()
+    except (
+        OSError,
+        TimeoutError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        asyncpg.CannotConnectNowError,
+    ) as exc:
+        raise ServiceUnavailable("The database is unreachable. Please retry shortly.") from exc
+    try:
+        yield conn
+    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+        await conn_cm.__aexit__(type(exc), exc, exc.__traceback__)
+        raise ServiceUnavailable("The database is unreachable. Please retry shortly.") from exc
+    except BaseException as exc:
+        await conn_cm.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    else:
+        await conn_cm.__aexit__(None, None, None)

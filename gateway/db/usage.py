@@ -7,7 +7,15 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["EPOCH", "count_for_day", "date_of_day", "write_counts"]
+__all__ = [
+    "EPOCH",
+    "count_for_day",
+    "date_of_day",
+    "day_of_date",
+    "usage_by_key_for_day",
+    "usage_of_user",
+    "write_counts",
+]
 
 EPOCH = dt.date(1970, 1, 1)
 
@@ -15,6 +23,10 @@ EPOCH = dt.date(1970, 1, 1)
 def date_of_day(day: int) -> dt.date:
     """The date of a UTC day number (days since 1970-01-01)."""
     return EPOCH + dt.timedelta(days=day)
+
+
+def day_of_date(date: dt.date) -> int:
+    return (date - EPOCH).days
 
 
 async def count_for_day(conn: Any, key_id: uuid.UUID, date: dt.date) -> int:
@@ -61,3 +73,43 @@ async def write_counts(
             sorted(set(key_ids)),
             counted_at,
         )
+
+
+async def usage_of_user(
+    conn: Any,
+    user_id: uuid.UUID,
+    start: dt.date,
+    end: dt.date,
+    key_id: uuid.UUID | None = None,
+) -> list[dict[str, Any]]:
+    """Rows ``(usage_date, api_key_id, image_count)`` of the user's keys, oldest first."""
+    rows = await conn.fetch(
+        """
+        SELECT u.usage_date, u.api_key_id, u.image_count
+        FROM usage u JOIN api_keys k ON k.id = u.api_key_id
+        WHERE k.user_id = $1 AND u.usage_date BETWEEN $2 AND $3
+          AND ($4::uuid IS NULL OR u.api_key_id = $4)
+        ORDER BY u.usage_date, u.api_key_id
+        """,
+        user_id,
+        start,
+        end,
+        key_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def usage_by_key_for_day(conn: Any, date: dt.date) -> list[dict[str, Any]]:
+    """Every key with usage on ``date``, with its owner: ``api_key_id, user_id, email, images``."""
+    rows = await conn.fetch(
+        """
+        SELECT u.api_key_id, k.user_id, us.email, u.image_count AS images
+        FROM usage u
+        JOIN api_keys k ON k.id = u.api_key_id
+        JOIN users us ON us.id = k.user_id
+        WHERE u.usage_date = $1
+        ORDER BY k.user_id, u.api_key_id
+        """,
+        date,
+    )
+    return [dict(r) for r in rows]

@@ -1,0 +1,1 @@
+"""Accounts: passwords, tokens, and throttling of the account endpoints."""

@@ -1,0 +1,66 @@
+"""Account access tokens: JWT, HS256, with a ``kid`` so secrets can be rotated.
+
+The first configured secret signs; every configured secret verifies (picked by the
+token's ``kid``). Decoding pins the algorithm list to HS256 and requires ``exp``,
+``iat`` and ``sub``; anything else is :class:`~gateway.errors.InvalidToken`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+
+import jwt
+
+from gateway.errors import InvalidToken
+
+__all__ = ["TokenIssuer", "key_id_of"]
+
+_ALGORITHM = "HS256"
+
+
+def key_id_of(secret: str) -> str:
+    """A public name for a secret: enough to pick it, useless for guessing it."""
+    return hashlib.sha256(b"gateway-jwt-kid:" + secret.encode()).hexdigest()[:16]
+
+
+class TokenIssuer:
+    def __init__(
+        self, secrets: Sequence[str], ttl_seconds: int, clock: Callable[[], float] = time.time
+    ) -> None:
+        if not secrets:
+            raise ValueError("at least one secret is required")
+        self._signing = (key_id_of(secrets[0]), secrets[0])
+        self._verifying = {key_id_of(secret): secret for secret in secrets}
+        self.ttl_seconds = ttl_seconds
+        self._clock = clock
+
+    def issue(self, user_id: str) -> str:
+        now = int(self._clock())
+        kid, secret = self._signing
+        claims = {"sub": user_id, "iat": now, "exp": now + self.ttl_seconds}
+        return jwt.encode(claims, secret, algorithm=_ALGORITHM, headers={"kid": kid})
+
+    def verify(self, token: str) -> str:
+        """The user id a valid token names; raises :class:`InvalidToken` otherwise."""
+        try:
+            header = jwt.get_unverified_header(token)
+            secret = self._verifying.get(header.get("kid", ""))
+            if secret is None:
+                raise InvalidToken("The token was not issued by this gateway.")
+            claims = jwt.decode(
+                token,
+                secret,
+                algorithms=[_ALGORITHM],
+                options={"require": ["exp", "iat", "sub"]},
+                leeway=5,
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidToken("The token has expired. Log in again.") from None
+        except jwt.PyJWTError:
+            raise InvalidToken("The token is not valid.") from None
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise InvalidToken("The token is not valid.")
+        return subject

@@ -1,0 +1,135 @@
+"""Register, log in, and read one's own account."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from gateway import errors
+from gateway.db.keys import keys_of_user
+from gateway.db.pool import connection
+from gateway.db.usage import day_of_date, usage_of_user
+from gateway.db.users import create_user, login_record
+from gateway.http.bearer import current_user
+from gateway.http.responses import json_response, read_json_object
+from gateway.http.validate import email_field
+from gateway.services import SERVICES, Services
+from gateway.usage.live import live_counts
+
+__all__ = ["login", "me", "register", "today_images", "utc_today"]
+
+MIN_PASSWORD, MAX_PASSWORD = 8, 128
+
+
+def _password(body: dict[str, Any]) -> str:
+    value = body.get("password")
+    if not isinstance(value, str) or not MIN_PASSWORD <= len(value) <= MAX_PASSWORD:
+        raise errors.InvalidRequest(
+            f"'password' must be a string of {MIN_PASSWORD} to {MAX_PASSWORD} characters.",
+            param="password",
+        )
+    return value
+
+
+async def register(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    auth = services.config.auth
+    await services.ip_throttle.hit(
+        "register", services.client_ip.of(request), auth.register_per_minute_per_ip
+    )
+    body = await read_json_object(request, services.config.server.max_body_bytes)
+    email = email_field(body)
+    password_hash = await services.passwords.hash(_password(body))
+    async with connection(services.pool) as conn:
+        try:
+            user = await create_user(conn, email, services.config.default_plan, password_hash)
+        except asyncpg.UniqueViolationError:
+            raise errors.EmailTaken() from None
+    return json_response(
+        {
+            "id": str(user["id"]),
+            "email": user["email"],
+            "plan": user["plan"],
+            "created_at": user["created_at"].isoformat(),
+        },
+        status=201,
+    )
+
+
+async def login(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    auth = services.config.auth
+    await services.ip_throttle.hit(
+        "login", services.client_ip.of(request), auth.login_per_minute_per_ip
+    )
+    body = await read_json_object(request, services.config.server.max_body_bytes)
+    raw_email, password = body.get("email"), body.get("password")
+    if not isinstance(raw_email, str) or not isinstance(password, str):
+        raise errors.InvalidRequest("'email' and 'password' are required strings.")
+    email = raw_email.strip().lower()
+    await services.login_guard.check(email)
+    async with connection(services.pool) as conn:
+        user = await login_record(conn, email)
+    stored = user["password_hash"] if user is not None else None
+    if not await services.passwords.verify(password, stored):
+        await services.login_guard.failed(email)
+        raise errors.InvalidCredentials()
+    assert user is not None  # verify() is False without a stored hash
+    await services.login_guard.succeeded(email)
+    if not user["is_active"]:
+        raise errors.AccountDisabled("This account is disabled.")
+    return json_response(
+        {
+            "access_token": services.tokens.issue(str(user["id"])),
+            "token_type": "bearer",
+            "expires_in": services.tokens.ttl_seconds,
+        }
+    )
+
+
+def utc_today(services: Services) -> dt.date:
+    return dt.datetime.fromtimestamp(services.wall_clock(), dt.UTC).date()
+
+
+async def today_images(
+    services: Services, conn: Any, user_id: Any, key_ids: list[Any]
+) -> dict[str, int]:
+    """Today's images per key of a user: Redis's live count, else what Postgres has."""
+    today = utc_today(services)
+    stored = {
+        str(row["api_key_id"]): row["image_count"]
+        for row in await usage_of_user(conn, user_id, today, today)
+    }
+    ids = [str(k) for k in key_ids]
+    live = await live_counts(services.redis, services.layout, ids, day_of_date(today))
+    return {key_id: live.get(key_id, stored.get(key_id, 0)) for key_id in ids}
+
+
+async def me(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    user = await current_user(request, services)
+    plan = (
+        services.config.plans.get(user["plan"])
+        or services.config.plans[services.config.default_plan]
+    )
+    async with connection(services.pool) as conn:
+        keys = await keys_of_user(conn, user["id"])
+        counts = await today_images(services, conn, user["id"], [k["id"] for k in keys])
+    return json_response(
+        {
+            "id": str(user["id"]),
+            "email": user["email"],
+            "plan": user["plan"],
+            "is_active": user["is_active"],
+            "created_at": user["created_at"].isoformat(),
+            "limits": {
+                "requests_per_minute": plan.requests_per_minute,
+                "images_per_day": plan.images_per_day,
+                "max_images_per_request": plan.max_images_per_request,
+            },
+            "usage": {"today": sum(counts.values())},
+        }
+    )

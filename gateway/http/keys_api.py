@@ -1,0 +1,141 @@
+"""Self-service API keys: create, list, revoke, rotate (Bearer access token)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from aiohttp import web
+
+from gateway import errors
+from gateway.db import keys as db
+from gateway.db.pool import connection
+from gateway.http.bearer import current_user
+from gateway.http.responses import json_response, read_json_object
+from gateway.http.validate import future_datetime_field, int_field, path_uuid, text_field
+from gateway.keys.issue import issue_key
+from gateway.services import SERVICES
+
+__all__ = ["create_key", "key_json", "list_keys", "revoke_key", "rotate_key"]
+
+MAX_GRACE_SECONDS = 7 * 86400
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def key_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A key as the API shows it: never the key itself, never its hash."""
+    return {
+        "id": str(row["id"]),
+        "name": row["name"],
+        "prefix": row["prefix"],
+        "is_active": row["is_active"],
+        "created_at": _iso(row["created_at"]),
+        "last_used_at": _iso(row["last_used_at"]),
+        "expires_at": _iso(row["expires_at"]),
+    }
+
+
+def _created_json(key: str, row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "name": row["name"],
+        "key": key,
+        "prefix": row["prefix"],
+        "created_at": _iso(row["created_at"]),
+        "expires_at": _iso(row["expires_at"]),
+    }
+
+
+async def create_key(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    user = await current_user(request, services)
+    body = await read_json_object(request, services.config.server.max_body_bytes)
+    name = text_field(body, "name")
+    expires_at = future_datetime_field(body, "expires_at", services.wall_clock())
+    async with connection(services.pool) as conn, conn.transaction():
+        # One key creation per user at a time, so the cap holds under concurrency.
+        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user["id"])
+        if await db.active_key_count(conn, user["id"]) >= services.config.auth.max_keys_per_user:
+            raise errors.TooManyKeys(
+                f"An account may hold {services.config.auth.max_keys_per_user} active keys. "
+                "Revoke one first."
+            )
+        key, row = await issue_key(
+            conn,
+            user_id=user["id"],
+            prefix=services.config.keys.prefix,
+            name=name,
+            expires_at=expires_at,
+        )
+    return json_response(_created_json(key, row), status=201)
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    user = await current_user(request, services)
+    async with connection(services.pool) as conn:
+        rows = await db.keys_of_user(conn, user["id"])
+    return json_response({"data": [key_json(row) for row in rows]})
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    user = await current_user(request, services)
+    key_id = path_uuid(request.match_info["id"])
+    async with connection(services.pool) as conn:
+        key_hash = await conn.fetchval(
+            "UPDATE api_keys SET is_active = false WHERE id = $1 AND user_id = $2 "
+            "RETURNING key_hash",
+            key_id,
+            user["id"],
+        )
+    if key_hash is None:
+        raise errors.NotFound("No such key.")
+    await services.keys.invalidate([key_hash])
+    return web.Response(status=204)
+
+
+async def rotate_key(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    user = await current_user(request, services)
+    key_id = path_uuid(request.match_info["id"])
+    body: dict[str, Any] = {}
+    if request.can_read_body:
+        body = await read_json_object(request, services.config.server.max_body_bytes)
+    grace = int_field(body, "grace_seconds", least=0, most=MAX_GRACE_SECONDS, nullable=True)
+    now = dt.datetime.fromtimestamp(services.wall_clock(), dt.UTC)
+    async with connection(services.pool) as conn, conn.transaction():
+        old = await db.key_for_update(conn, key_id)
+        usable = (
+            old is not None
+            and old["user_id"] == user["id"]
+            and old["is_active"]
+            and (old["expires_at"] is None or old["expires_at"] > now)
+        )
+        if not usable:
+            raise errors.NotFound("No such active key.")
+        assert old is not None
+        key, row = await issue_key(
+            conn,
+            user_id=user["id"],
+            prefix=services.config.keys.prefix,
+            name=old["name"],
+            expires_at=old["expires_at"],
+        )
+        await db.update_key(
+            conn,
+            row["id"],
+            requests_per_minute=old["requests_per_minute"],
+            images_per_day=old["images_per_day"],
+        )
+        if not grace:
+            await db.update_key(conn, key_id, is_active=False)
+        else:
+            ends = now + dt.timedelta(seconds=grace)
+            if old["expires_at"] is None or old["expires_at"] > ends:
+                await db.update_key(conn, key_id, expires_at=ends)
+    await services.keys.invalidate([old["key_hash"]])
+    return json_response(_created_json(key, row), status=201)

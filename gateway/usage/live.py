@@ -1,0 +1,24 @@
+"""Today's live counts, read from Redis (ahead of Postgres by up to one flush)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+
+from gateway.limits.admission import RedisLayout
+
+__all__ = ["live_counts"]
+
+
+async def live_counts(
+    redis: Redis, layout: RedisLayout, key_ids: Sequence[str], day: int
+) -> dict[str, int]:
+    """The counter of each key that has one for ``day`` (keys without one are left out)."""
+    if not key_ids:
+        return {}
+    async with redis.pipeline(transaction=False) as pipe:
+        for key_id in key_ids:
+            pipe.get(layout.counter(key_id, day))
+        values = await pipe.execute()
+    return {key_id: int(v) for key_id, v in zip(key_ids, values, strict=True) if v is not None}
