@@ -75,7 +75,7 @@ def create_app(
     queries), the clocks pin time (``limiter_clock`` replaces Redis's own clock in the
     admission script). ``dev`` allows starting without a JWT secret (one is generated).
     """
-    router = Router(config, registry or default_registry())  # validates backends now
+    router = Router(config, registry or default_registry(), monotonic)  # validates backends
     jwt_secrets = config.auth.jwt_secrets
     if not jwt_secrets:
         if not dev:
@@ -121,8 +121,8 @@ def create_app(
             clock=monotonic,
         )
         http = aiohttp.ClientSession()
-        for backend in router.backends.values():
-            await backend.start(BackendContext(http=http))
+        for guarded in router.backends.values():
+            await guarded.backend.start(BackendContext(http=http))
         app[SERVICES] = Services(
             config=config,
             pool=pool,
@@ -159,9 +159,9 @@ def create_app(
             except Exception:
                 log.exception("final usage flush failed; the counts stay pending in Redis")
             await keys.close()
-            for backend in router.backends.values():
+            for guarded in router.backends.values():
                 with contextlib.suppress(Exception):
-                    await backend.close()
+                    await guarded.backend.close()
             await http.close()
             await redis.aclose()
             await pool.close()

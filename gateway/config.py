@@ -29,6 +29,7 @@ __all__ = [
     "KeysConfig",
     "PlanConfig",
     "RedisConfig",
+    "ResilienceConfig",
     "ServerConfig",
     "UsageConfig",
     "default_config_path",
@@ -121,19 +122,39 @@ class PlanConfig:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ResilienceConfig:
+    """How the gateway protects an upstream and itself; keys of any ``backends.<name>``."""
+
+    #: Calls in flight at once (protects GPU servers); 0 = no cap.
+    max_concurrency: int = 0
+    #: Calls that may wait for a free slot; past that: 503 at once.
+    max_queue: int = 100
+    #: Extra attempts after a connection error or an upstream 429/502/503.
+    retries: int = 2
+    #: First backoff before a retry (doubled each time, with jitter).
+    retry_backoff_seconds: float = 0.2
+    #: Consecutive failures that open the circuit breaker; 0 = no breaker.
+    breaker_failures: int = 5
+    #: How long the breaker stays open before one probe call is let through.
+    breaker_reset_seconds: float = 30.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class BackendConfig:
-    """One upstream: its registered ``type`` and the type's own options."""
+    """One upstream: its registered ``type``, the type's own options, and resilience."""
 
     name: str
     type: str
     options: Mapping[str, Any]
+    resilience: ResilienceConfig = ResilienceConfig()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Config:
     plans: Mapping[str, PlanConfig]
     backends: Mapping[str, BackendConfig]
-    models: Mapping[str, str]
+    #: Client model name -> backends to try, in order (the first, then fallbacks).
+    models: Mapping[str, tuple[str, ...]]
     default_plan: str
     default_model: str
     server: ServerConfig = ServerConfig()
@@ -200,17 +221,29 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> Config:
         btype = body.get("type")
         if not isinstance(btype, str) or not btype:
             raise ConfigError(f"backends.{name}.type: required, a backend type name")
-        options = {k: v for k, v in body.items() if k != "type"}
-        backends[name] = BackendConfig(name=name, type=btype, options=options)
+        generic = {f.name for f in dataclasses.fields(ResilienceConfig)}
+        options = {k: v for k, v in body.items() if k != "type" and k not in generic}
+        resilience = _build(
+            ResilienceConfig, {k: v for k, v in body.items() if k in generic}, f"backends.{name}"
+        )
+        backends[name] = BackendConfig(
+            name=name, type=btype, options=options, resilience=resilience
+        )
     if not backends:
         raise ConfigError("backends: at least one backend is required")
-    models = {}
+    models: dict[str, tuple[str, ...]] = {}
     for name, target in _mapping(raw.get("models"), "models", required=True).items():
-        if not isinstance(target, str):
-            raise ConfigError(f"models.{name}: must be a backend name")
-        if target not in backends:
-            raise ConfigError(f"models.{name}: unknown backend {target!r}")
-        models[name] = target
+        chain = [target] if isinstance(target, str) else target
+        if not isinstance(chain, list) or not chain or not all(isinstance(t, str) for t in chain):
+            raise ConfigError(
+                f"models.{name}: must be a backend name or a list of them (fallback order)"
+            )
+        for backend in chain:
+            if backend not in backends:
+                raise ConfigError(f"models.{name}: unknown backend {backend!r}")
+        if len(set(chain)) != len(chain):
+            raise ConfigError(f"models.{name}: a backend is listed twice")
+        models[name] = tuple(chain)
     if not models:
         raise ConfigError("models: at least one model is required")
 
@@ -392,6 +425,14 @@ def _check_values(config: Config) -> None:
         raise ConfigError("admin.token: must be at least 16 characters (or empty: off)")
     if not 4 <= config.auth.bcrypt_cost <= 16:
         raise ConfigError("auth.bcrypt_cost: must be between 4 and 16")
+    for name, backend in config.backends.items():
+        r = backend.resilience
+        positive(f"backends.{name}.max_concurrency", r.max_concurrency, zero_ok=True)
+        positive(f"backends.{name}.max_queue", r.max_queue, zero_ok=True)
+        positive(f"backends.{name}.retries", r.retries, zero_ok=True)
+        positive(f"backends.{name}.retry_backoff_seconds", r.retry_backoff_seconds, zero_ok=True)
+        positive(f"backends.{name}.breaker_failures", r.breaker_failures, zero_ok=True)
+        positive(f"backends.{name}.breaker_reset_seconds", r.breaker_reset_seconds)
     for name, plan in config.plans.items():
         positive(f"plans.{name}.requests_per_minute", plan.requests_per_minute)
         positive(f"plans.{name}.images_per_day", plan.images_per_day)

@@ -111,6 +111,19 @@ class UpstreamError(GatewayError):
     status, code, type = 502, "upstream_error", "server_error"
     default_message = "The image backend failed to produce images."
 
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        """``retryable``: safe to try again (nothing was produced: a connection error,
+        or an upstream 429/502/503); ``retry_after``: what the upstream asked for."""
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
 
 class UpstreamTimeout(GatewayError):
     status, code, type = 504, "upstream_timeout", "server_error"

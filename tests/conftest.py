@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import datetime as dt
 import os
@@ -38,8 +39,8 @@ from gateway import migrate
 from gateway.app import create_app
 from gateway.backends.local import render_png
 from gateway.config import Config, parse_config
-from gateway.db.users import create_user
 from gateway.db.pool import split_database_url
+from gateway.db.users import create_user
 from gateway.keys.issue import issue_key
 from gateway.services import SERVICES, Services
 
@@ -241,6 +242,10 @@ class FakeUpstream:
     """
 
     mode: str = "ok"
+    #: Answer the next ``fail_first`` requests with ``fail_status`` (and ``Retry-After``).
+    fail_first: int = 0
+    fail_status: int = 503
+    retry_after: str | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     url: str = ""
@@ -248,6 +253,12 @@ class FakeUpstream:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append({"headers": dict(request.headers), "body": body})
+        if self.fail_first > 0:
+            self.fail_first -= 1
+            headers = {"Retry-After": self.retry_after} if self.retry_after else None
+            return web.json_response(
+                {"error": {"message": "busy"}}, status=self.fail_status, headers=headers
+            )
         if self.mode == "fail":
             return web.json_response({"error": {"message": "boom"}}, status=500)
         if self.mode == "garbage":
@@ -263,23 +274,45 @@ class FakeUpstream:
         return web.json_response({"created": 0, "data": data})
 
 
-@pytest.fixture
-async def fake_upstream() -> AsyncIterator[FakeUpstream]:
+@contextlib.asynccontextmanager
+async def serve_fake_upstream() -> AsyncIterator[FakeUpstream]:
     upstream = FakeUpstream()
     app = web.Application()
     app.router.add_post("/v1/images/generations", upstream.handle)
     server = TestServer(app)
     await server.start_server()
     upstream.url = f"http://127.0.0.1:{server.port}/v1"
-    yield upstream
-    upstream.release.set()
-    await server.close()
+    try:
+        yield upstream
+    finally:
+        upstream.release.set()
+        await server.close()
 
 
-def upstream_config(upstream: FakeUpstream, timeout: float = 10.0) -> dict[str, Any]:
+@pytest.fixture
+async def fake_upstream() -> AsyncIterator[FakeUpstream]:
+    async with serve_fake_upstream() as upstream:
+        yield upstream
+
+
+@pytest.fixture
+async def second_upstream() -> AsyncIterator[FakeUpstream]:
+    async with serve_fake_upstream() as upstream:
+        yield upstream
+
+
+def upstream_config(
+    upstream: FakeUpstream, timeout: float = 10.0, **resilience: Any
+) -> dict[str, Any]:
     return {
         "backends": {
-            "remote": {"type": "http", "base_url": upstream.url, "timeout_seconds": timeout}
+            "remote": {
+                "type": "http",
+                "base_url": upstream.url,
+                "timeout_seconds": timeout,
+                "retry_backoff_seconds": 0.01,
+                **resilience,
+            }
         },
         "models": {"remote": "remote"},
     }

@@ -21,7 +21,10 @@ from gateway.backends.base import BackendContext, GeneratedImage, ImageBackend, 
 from gateway.config import ConfigError
 from gateway.errors import UpstreamError
 
-__all__ = ["HttpBackend"]
+__all__ = ["RETRYABLE_STATUSES", "HttpBackend", "retry_after_seconds"]
+
+#: Upstream answers that mean "nothing was done; try again".
+RETRYABLE_STATUSES = frozenset({429, 502, 503})
 
 
 class HttpBackend(ImageBackend):
@@ -74,15 +77,31 @@ class HttpBackend(ImageBackend):
         try:
             async with self._http.post(self._url, json=body, headers=headers) as response:
                 if response.status != 200:
-                    raise UpstreamError(f"The image backend answered with HTTP {response.status}.")
+                    raise UpstreamError(
+                        f"The image backend answered with HTTP {response.status}.",
+                        retryable=response.status in RETRYABLE_STATUSES,
+                        retry_after=retry_after_seconds(response.headers.get("Retry-After")),
+                    )
                 payload = await response.json(content_type=None)
         except aiohttp.ClientError as exc:
             raise UpstreamError(
-                f"The image backend could not be reached ({type(exc).__name__})."
+                f"The image backend could not be reached ({type(exc).__name__}).",
+                retryable=isinstance(exc, aiohttp.ClientConnectionError),
             ) from None
         except ValueError:
             raise UpstreamError("The image backend sent a malformed response.") from None
         return _images_from(payload)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """An upstream's ``Retry-After`` in seconds (the delta-seconds form only)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds <= 3600 else None
 
 
 def _images_from(payload: Any) -> list[GeneratedImage]:

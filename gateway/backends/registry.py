@@ -5,6 +5,7 @@ Unknown or duplicate names fail loudly, naming the config key at fault.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from gateway.backends.base import ImageBackend
 from gateway.backends.http import HttpBackend
 from gateway.backends.local import LocalBackend
+from gateway.backends.resilience import GuardedBackend
 from gateway.config import BackendConfig, Config, ConfigError
 
 __all__ = ["ENTRY_POINT_GROUP", "BackendRegistry", "Router", "default_registry"]
@@ -59,14 +61,25 @@ def default_registry() -> BackendRegistry:
 
 
 class Router:
-    """Maps a client's model name to the backend that serves it."""
+    """Maps a client's model name to the backends that serve it, first choice first."""
 
-    def __init__(self, config: Config, registry: BackendRegistry) -> None:
-        self.backends = {name: registry.create(bc) for name, bc in config.backends.items()}
-        self.models = {model: self.backends[target] for model, target in config.models.items()}
+    def __init__(
+        self,
+        config: Config,
+        registry: BackendRegistry,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.backends = {
+            name: GuardedBackend(registry.create(bc), bc.resilience, clock)
+            for name, bc in config.backends.items()
+        }
+        self.models = {
+            model: tuple(self.backends[name] for name in chain)
+            for model, chain in config.models.items()
+        }
         self.default_model = config.default_model
 
-    def for_model(self, model: str | None) -> tuple[str, ImageBackend] | None:
+    def for_model(self, model: str | None) -> tuple[str, tuple[GuardedBackend, ...]] | None:
         name = model if model is not None else self.default_model
-        backend = self.models.get(name)
-        return (name, backend) if backend is not None else None
+        chain = self.models.get(name)
+        return (name, chain) if chain is not None else None

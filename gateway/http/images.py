@@ -14,7 +14,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway import errors
-from gateway.backends.base import GeneratedImage, ImageBackend, ImageRequest, parse_size
+from gateway.backends.base import GeneratedImage, ImageRequest, parse_size
+from gateway.backends.resilience import GuardedBackend
 from gateway.http.auth import authenticate
 from gateway.http.middlewares import REQUEST_ID
 from gateway.http.ratelimit_headers import rate_limit_headers
@@ -35,7 +36,8 @@ DEFAULT_SIZE = "1024x1024"
 @dataclass(frozen=True, slots=True)
 class GenerationParams:
     model: str
-    backend: ImageBackend
+    #: The backends to try, in order (the first, then its fallbacks).
+    chain: tuple[GuardedBackend, ...]
     request: ImageRequest
 
 
@@ -82,7 +84,8 @@ def parse_generation(
     routed = services.router.for_model(model)
     if routed is None:
         raise errors.ModelNotFound(f"The model '{model}' does not exist.", param="model")
-    model_name, backend = routed
+    model_name, chain = routed
+    backend = chain[0].backend
 
     size = body.get("size")
     if size is None:
@@ -109,7 +112,7 @@ def parse_generation(
 
     return GenerationParams(
         model=model_name,
-        backend=backend,
+        chain=chain,
         request=ImageRequest(
             prompt=prompt,
             n=n,
@@ -123,17 +126,20 @@ def parse_generation(
     )
 
 
-async def _call_backend(backend: ImageBackend, request: ImageRequest) -> list[GeneratedImage]:
-    try:
-        async with asyncio.timeout(backend.timeout_seconds):
-            return await backend.generate(request)
-    except errors.GatewayError:
-        raise
-    except TimeoutError:
-        raise errors.UpstreamTimeout() from None
-    except Exception:
-        log.exception("backend %s failed", backend.name)
-        raise errors.UpstreamError() from None
+async def _call_backends(
+    chain: tuple[GuardedBackend, ...], request: ImageRequest
+) -> list[GeneratedImage]:
+    """Images from the first backend in ``chain`` that delivers; else its last error."""
+    error: errors.GatewayError | None = None
+    for guarded in chain:
+        if not guarded.backend.supports_size(request.width, request.height):
+            continue
+        try:
+            return await guarded.generate(request)
+        except (errors.UpstreamError, errors.UpstreamTimeout, errors.ServiceUnavailable) as exc:
+            log.warning("backend %s failed (%s: %s)", guarded.name, exc.code, exc.message)
+            error = exc
+    raise error or errors.UpstreamError()
 
 
 async def generate_images(request: web.Request) -> web.Response:
@@ -175,7 +181,7 @@ async def generate_images(request: web.Request) -> web.Response:
         )
 
     try:
-        images = await _call_backend(params.backend, params.request)
+        images = await _call_backends(params.chain, params.request)
     except BaseException:
         await asyncio.shield(services.admission.release(record.key_id, decision.day, n))
         raise

@@ -68,10 +68,10 @@ async def list_models(request: web.Request) -> web.Response:
                     "object": "model",
                     "created": 0,
                     "owned_by": "image-gateway",
-                    "backend": backend.name,
-                    "sizes": list(backend.size_names),
+                    "backends": [guarded.name for guarded in chain],
+                    "sizes": list(chain[0].backend.size_names),
                 }
-                for model, backend in services.router.models.items()
+                for model, chain in services.router.models.items()
             ],
         }
     )

@@ -1,0 +1,156 @@
+"""Calling an upstream safely: a deadline, a concurrency cap, retries, a circuit breaker.
+
+:class:`GuardedBackend` wraps one :class:`ImageBackend` and promises:
+
+* **Deadline** — the whole call, retries included, ends within the backend's
+  ``timeout_seconds`` (:class:`UpstreamTimeout` past it).
+* **Concurrency cap** — at most ``max_concurrency`` calls in flight; up to ``max_queue``
+  more wait for a slot; past that the call is refused at once with
+  :class:`ServiceUnavailable` and ``Retry-After`` (protects GPU servers and the gateway).
+* **Retries** — only when nothing was produced and trying again is safe: connection
+  errors and upstream 429/502/503 (``UpstreamError(retryable=True)``), after a jittered,
+  doubling backoff, honouring an upstream ``Retry-After`` when it fits the deadline.
+* **Circuit breaker** — after ``breaker_failures`` consecutive failures the backend is
+  skipped at once (:class:`BackendUnavailable`) for ``breaker_reset_seconds``; then one
+  probe call is let through: success closes the breaker, failure opens it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import random
+import time
+from collections.abc import Callable
+
+from gateway.backends.base import GeneratedImage, ImageBackend, ImageRequest
+from gateway.config import ResilienceConfig
+from gateway.errors import GatewayError, ServiceUnavailable, UpstreamError, UpstreamTimeout
+
+__all__ = ["BackendUnavailable", "BreakerState", "GuardedBackend"]
+
+
+class BackendUnavailable(ServiceUnavailable):
+    """This backend cannot take the call now (breaker open, or its queue is full)."""
+
+
+class BreakerState(enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class GuardedBackend:
+    def __init__(
+        self,
+        backend: ImageBackend,
+        settings: ResilienceConfig,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.backend = backend
+        self.name = backend.name
+        self._settings = settings
+        self._clock = clock
+        cap = settings.max_concurrency
+        self._slots = asyncio.Semaphore(cap) if cap else None
+        self._waiting = 0
+        self._failures = 0
+        self._opened_at = 0.0
+        self._probing = False
+        self.state = BreakerState.CLOSED
+
+    # -- the breaker -----------------------------------------------------------
+
+    def _admit_through_breaker(self) -> bool:
+        """True if this call is the half-open probe."""
+        if self.state is BreakerState.CLOSED:
+            return False
+        reset = self._settings.breaker_reset_seconds
+        if self.state is BreakerState.OPEN and self._clock() - self._opened_at >= reset:
+            self.state = BreakerState.HALF_OPEN
+        if self.state is BreakerState.HALF_OPEN and not self._probing:
+            self._probing = True
+            return True
+        left = max(1, round(reset - (self._clock() - self._opened_at)))
+        raise BackendUnavailable(
+            "The image backend is failing; calls are paused.",
+            headers={"Retry-After": str(left)},
+        )
+
+    def _record(self, ok: bool) -> None:
+        if ok:
+            self._failures = 0
+            self.state = BreakerState.CLOSED
+            return
+        self._failures += 1
+        limit = self._settings.breaker_failures
+        if self.state is BreakerState.HALF_OPEN or (limit and self._failures >= limit):
+            self.state = BreakerState.OPEN
+            self._opened_at = self._clock()
+
+    # -- a call ----------------------------------------------------------------
+
+    async def generate(self, request: ImageRequest) -> list[GeneratedImage]:
+        probe = self._admit_through_breaker()
+        try:
+            images = await self._within_slot(request)
+        except BackendUnavailable:
+            raise
+        except GatewayError:
+            self._record(ok=False)
+            raise
+        else:
+            self._record(ok=True)
+            return images
+        finally:
+            if probe:
+                self._probing = False
+
+    async def _within_slot(self, request: ImageRequest) -> list[GeneratedImage]:
+        deadline = self._clock() + self.backend.timeout_seconds
+        if self._slots is None:
+            return await self._with_retries(request, deadline)
+        if self._slots.locked() and self._waiting >= self._settings.max_queue:
+            raise BackendUnavailable(
+                "The image backend is at capacity. Please retry shortly.",
+                headers={"Retry-After": "1"},
+            )
+        self._waiting += 1
+        try:
+            async with asyncio.timeout(max(0.0, deadline - self._clock())):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise UpstreamTimeout("No backend slot became free in time.") from None
+        finally:
+            self._waiting -= 1
+        try:
+            return await self._with_retries(request, deadline)
+        finally:
+            self._slots.release()
+
+    async def _with_retries(self, request: ImageRequest, deadline: float) -> list[GeneratedImage]:
+        backoff = self._settings.retry_backoff_seconds
+        attempt = 0
+        while True:
+            left = deadline - self._clock()
+            if left <= 0:
+                raise UpstreamTimeout()
+            try:
+                async with asyncio.timeout(left):
+                    return await self.backend.generate(request)
+            except TimeoutError:
+                raise UpstreamTimeout() from None
+            except UpstreamError as exc:
+                if not exc.retryable or attempt >= self._settings.retries:
+                    raise
+                wait = backoff * (2**attempt) * random.uniform(0.5, 1.5)
+                if exc.retry_after is not None:
+                    wait = max(wait, exc.retry_after)
+                if self._clock() + wait >= deadline:
+                    raise
+                attempt += 1
+                await asyncio.sleep(wait)
+            except GatewayError:
+                raise
+            except Exception as exc:
+                raise UpstreamError(f"The image backend failed ({type(exc).__name__}).") from exc
