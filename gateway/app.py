@@ -33,6 +33,7 @@ from gateway.http.middlewares import request_context_middleware
 from gateway.http.routes import setup_routes
 from gateway.keys.cache import KeyCache, KeyStore, PostgresKeyStore
 from gateway.limits.admission import Admission, RedisLayout
+from gateway.metrics import Metrics
 from gateway.services import CONFIG, SERVICES, Services
 from gateway.usage.flusher import PostgresSeeds, UsageFlusher
 
@@ -91,9 +92,10 @@ def create_app(
     tokens = TokenIssuer(jwt_secrets, config.auth.token_ttl_seconds, wall_clock)
     passwords = PasswordHasher(config.auth.bcrypt_cost)
     client_ip = ClientIp(config.auth.trusted_proxies)
+    metrics = Metrics()
     app = web.Application(
         client_max_size=config.server.max_body_bytes,
-        middlewares=[request_context_middleware()],
+        middlewares=[request_context_middleware(metrics)],
     )
     app[CONFIG] = config
 
@@ -110,6 +112,7 @@ def create_app(
             default_plan=config.default_plan,
             redis_prefix=config.redis.key_prefix,
             clock=monotonic,
+            on_lookup=lambda layer, result: metrics.key_lookups.labels(layer, result).inc(),
         )
         admission = Admission(redis, layout, PostgresSeeds(pool), clock=limiter_clock)
         flusher = UsageFlusher(
@@ -143,7 +146,9 @@ def create_app(
                 config.auth.max_login_delay_seconds,
             ),
             client_ip=client_ip,
+            metrics=metrics,
         )
+        services = app[SERVICES]
         tasks = [
             asyncio.create_task(keys.listen_for_invalidations(), name="key-invalidations"),
             asyncio.create_task(flusher.run(), name="usage-flusher"),
@@ -151,6 +156,7 @@ def create_app(
         try:
             yield
         finally:
+            services.draining = True
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -166,6 +172,10 @@ def create_app(
             await redis.aclose()
             await pool.close()
 
+    async def start_draining(app: web.Application) -> None:
+        app[SERVICES].draining = True
+
     app.cleanup_ctx.append(resources)
+    app.on_shutdown.append(start_draining)
     setup_routes(app)
     return app

@@ -27,6 +27,7 @@ __all__ = [
     "ConfigError",
     "DatabaseConfig",
     "KeysConfig",
+    "LoggingConfig",
     "PlanConfig",
     "RedisConfig",
     "ResilienceConfig",
@@ -109,6 +110,15 @@ class AuthConfig:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: str = "INFO"
+    #: ``json`` (one object per line) or ``text`` (for a terminal).
+    format: str = "json"
+    #: One line per request.
+    access_log: bool = True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class AdminConfig:
     #: Bearer token of the admin API; empty turns the admin API off (404).
     token: str = ""
@@ -164,6 +174,7 @@ class Config:
     usage: UsageConfig = UsageConfig()
     auth: AuthConfig = AuthConfig()
     admin: AdminConfig = AdminConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     def with_overrides(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
@@ -177,6 +188,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "usage": UsageConfig,
     "auth": AuthConfig,
     "admin": AdminConfig,
+    "logging": LoggingConfig,
 }
 
 
@@ -256,10 +268,10 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> Config:
         sections["auth"] = dataclasses.replace(auth, jwt_secrets=secrets)
 
     default_plan = raw.get("default_plan", next(iter(plans)))
-    if default_plan not in plans:
+    if not isinstance(default_plan, str) or default_plan not in plans:
         raise ConfigError(f"default_plan: unknown plan {default_plan!r}")
     default_model = raw.get("default_model", next(iter(models)))
-    if default_model not in models:
+    if not isinstance(default_model, str) or default_model not in models:
         raise ConfigError(f"default_model: unknown model {default_model!r}")
 
     config = Config(
@@ -283,7 +295,10 @@ def _apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dic
     secret = environ.get("GATEWAY_JWT_SECRET")
     if secret:
         body = _mapping(raw.get("auth"), "auth", required=False)
-        rest = [s for s in body.get("jwt_secrets") or [] if s != secret]
+        configured = body.get("jwt_secrets") or []
+        if not isinstance(configured, list):
+            raise ConfigError("auth.jwt_secrets: must be a list")
+        rest = [s for s in configured if s != secret]
         raw["auth"] = {**body, "jwt_secrets": [secret, *rest]}
     return raw
 
@@ -421,6 +436,10 @@ def _check_values(config: Config) -> None:
             raise ConfigError(
                 f"auth.trusted_proxies[{i}]: {proxy!r} is not an address or network"
             ) from None
+    if config.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError("logging.level: one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    if config.logging.format not in ("json", "text"):
+        raise ConfigError("logging.format: 'json' or 'text'")
     if config.admin.token and len(config.admin.token) < 16:
         raise ConfigError("admin.token: must be at least 16 characters (or empty: off)")
     if not 4 <= config.auth.bcrypt_cost <= 16:

@@ -17,6 +17,7 @@ from gateway.config import Config
 from gateway.http.client_ip import ClientIp
 from gateway.keys.cache import KeyCache
 from gateway.limits.admission import Admission, RedisLayout
+from gateway.metrics import Metrics
 from gateway.usage.flusher import UsageFlusher
 
 __all__ = ["CONFIG", "SERVICES", "Services"]
@@ -37,8 +38,11 @@ class Services:
     ip_throttle: IpThrottle
     login_guard: LoginGuard
     client_ip: ClientIp
+    metrics: Metrics
     #: Wall-clock seconds since the epoch (injected so tests can pin it).
     wall_clock: Callable[[], float]
+    #: Set when the server starts draining (SIGTERM): /readyz answers 503 from then on.
+    draining: bool = False
 
 
 CONFIG = web.AppKey("config", Config)

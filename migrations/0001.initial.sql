@@ -15,7 +15,10 @@ CREATE TABLE users (
     is_active     boolean     NOT NULL DEFAULT true,
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT users_email_normalised CHECK (email = lower(btrim(email)) AND email <> '')
+    -- Normalised: lower case, no surrounding white space of any kind, not empty.
+    CONSTRAINT users_email_normalised CHECK (
+        email = lower(email) AND email !~ '^\s|\s$' AND email <> ''
+    )
 );
 CREATE UNIQUE INDEX users_email_key ON users (email);
 CREATE TRIGGER users_set_updated_at BEFORE UPDATE ON users

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,16 +18,19 @@ from gateway import errors
 from gateway.backends.base import GeneratedImage, ImageRequest, parse_size
 from gateway.backends.resilience import GuardedBackend
 from gateway.http.auth import authenticate
-from gateway.http.middlewares import REQUEST_ID
+from gateway.http.middlewares import LOG_FIELDS, REQUEST_ID
 from gateway.http.ratelimit_headers import rate_limit_headers
 from gateway.http.responses import json_response, read_json_object
 from gateway.keys.cache import KeyRecord
-from gateway.limits.admission import ADMITTED, RATE_LIMITED
+from gateway.limits.admission import ADMITTED, OVER_QUOTA, RATE_LIMITED
+from gateway.metrics import Metrics
 from gateway.services import SERVICES, Services
 
 __all__ = ["GenerationParams", "generate_images", "parse_generation"]
 
 log = logging.getLogger(__name__)
+
+_OUTCOMES = {ADMITTED: "admitted", RATE_LIMITED: "rate_limited", OVER_QUOTA: "quota_exceeded"}
 
 MAX_PROMPT_CHARS = 4000
 MAX_SEED = 2**63 - 1
@@ -126,19 +130,35 @@ def parse_generation(
     )
 
 
+_BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+
 async def _call_backends(
-    chain: tuple[GuardedBackend, ...], request: ImageRequest
-) -> list[GeneratedImage]:
-    """Images from the first backend in ``chain`` that delivers; else its last error."""
+    chain: tuple[GuardedBackend, ...], request: ImageRequest, metrics: Metrics
+) -> tuple[str, list[GeneratedImage]]:
+    """``(backend name, images)`` from the first backend in ``chain`` that delivers.
+
+    Raises the last backend's error when none does.
+    """
     error: errors.GatewayError | None = None
     for guarded in chain:
         if not guarded.backend.supports_size(request.width, request.height):
             continue
+        started = time.perf_counter()
+        outcome = "ok"
         try:
-            return await guarded.generate(request)
-        except (errors.UpstreamError, errors.UpstreamTimeout, errors.ServiceUnavailable) as exc:
-            log.warning("backend %s failed (%s: %s)", guarded.name, exc.code, exc.message)
-            error = exc
+            return guarded.name, await guarded.generate(request)
+        except errors.UpstreamTimeout as exc:
+            outcome, error = "timeout", exc
+        except errors.ServiceUnavailable as exc:
+            outcome, error = "unavailable", exc
+        except errors.UpstreamError as exc:
+            outcome, error = "error", exc
+        finally:
+            metrics.upstream_seconds.labels(guarded.name).observe(time.perf_counter() - started)
+            metrics.upstream_calls.labels(guarded.name, outcome).inc()
+            metrics.breaker_state.labels(guarded.name).set(_BREAKER_VALUES[guarded.state.value])
+        log.warning("backend %s failed (%s: %s)", guarded.name, error.code, error.message)
     raise error or errors.UpstreamError()
 
 
@@ -153,14 +173,22 @@ async def generate_images(request: web.Request) -> web.Response:
     params = parse_generation(body, services, record, request_id)
     n = params.request.n
 
+    fields = request[LOG_FIELDS]
+    fields.update(key_id=record.key_id, user_id=record.user_id, model=params.model, images=0)
+    metrics = services.metrics
+    started = time.perf_counter()
     try:
         decision = await services.admission.admit(record, n, request_id)
     except Exception as exc:
+        metrics.admissions.labels("error").inc()
+        metrics.dependency_errors.labels("redis").inc()
         log.warning("admission unavailable: %s", exc)
         raise errors.ServiceUnavailable(
             "Rate limiting is unavailable, so no request is admitted. Please retry shortly."
         ) from None
 
+    metrics.admission_seconds.observe(time.perf_counter() - started)
+    metrics.admissions.labels(_OUTCOMES[decision.outcome]).inc()
     if decision.outcome != ADMITTED:
         headers = rate_limit_headers(decision)
         if decision.outcome == RATE_LIMITED:
@@ -181,7 +209,7 @@ async def generate_images(request: web.Request) -> web.Response:
         )
 
     try:
-        images = await _call_backends(params.chain, params.request)
+        backend_name, images = await _call_backends(params.chain, params.request, metrics)
     except BaseException:
         await asyncio.shield(services.admission.release(record.key_id, decision.day, n))
         raise
@@ -190,6 +218,7 @@ async def generate_images(request: web.Request) -> web.Response:
         await services.admission.release(record.key_id, decision.day, n - len(delivered))
     if not delivered:
         raise errors.UpstreamError("The image backend returned no images.")
+    fields.update(backend=backend_name, images=len(delivered))
 
     headers = rate_limit_headers(decision, decision.images_used - (n - len(delivered)))
     return json_response(

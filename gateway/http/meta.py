@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from aiohttp import web
 
 from gateway.http.auth import authenticate
 from gateway.http.responses import json_response
+from gateway.metrics import CONTENT_TYPE_LATEST
 from gateway.services import SERVICES
 
-__all__ = ["healthz", "list_models", "readyz"]
+__all__ = ["healthz", "list_models", "metrics", "readyz"]
 
 _CHECK_TIMEOUT = 2.0
 
@@ -20,9 +22,33 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format, summed over every worker process."""
+    services = request.app[SERVICES]
+    stats = services.flusher.stats
+    if stats.last_success is not None:
+        services.metrics.flush_lag.set(time.monotonic() - stats.last_success)
+    services.metrics.flush_pending.set(stats.rows_last_flush)
+    body = services.metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 async def readyz(request: web.Request) -> web.Response:
     """Postgres and Redis are both reachable; 503 naming the one that is not."""
     services = request.app[SERVICES]
+    if services.draining:
+        return json_response(
+            {
+                "status": "draining",
+                "error": {
+                    "message": "Shutting down: not taking new requests.",
+                    "type": "server_error",
+                    "param": None,
+                    "code": "service_unavailable",
+                },
+            },
+            status=503,
+        )
 
     async def postgres() -> None:
         async with services.pool.acquire() as conn:

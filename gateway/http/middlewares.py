@@ -1,4 +1,4 @@
-"""Middlewares: request ids, the one place errors become responses, and response hygiene."""
+"""Middlewares: request ids, the one place errors become responses, metrics, access log."""
 
 from __future__ import annotations
 
@@ -6,22 +6,23 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
+from aiohttp.typedefs import Handler, Middleware
 
 from gateway import errors
 from gateway.http.responses import error_body, json_response
+from gateway.metrics import Metrics
 
-__all__ = ["REQUEST_ID", "request_context_middleware"]
+__all__ = ["LOG_FIELDS", "REQUEST_ID", "request_context_middleware"]
 
 log = logging.getLogger("gateway.access")
 
 REQUEST_ID = web.RequestKey("request_id", str)
+#: Fields a handler adds to the request's access-log line (key id, model, images ...).
+LOG_FIELDS = web.RequestKey("log_fields", dict)
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _HTTP_CODES: dict[int, type[errors.GatewayError]] = {
     400: errors.InvalidRequest,
@@ -35,8 +36,14 @@ class _MethodNotAllowed(errors.GatewayError):
     default_message = "This method is not allowed on this path."
 
 
-def request_context_middleware() -> Middleware:
-    """Give every request an id, turn every error into OpenAI-shaped JSON, log one line."""
+def _route_of(request: web.Request) -> str:
+    route = request.match_info.route
+    resource = route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def request_context_middleware(metrics: Metrics) -> Middleware:
+    """Give every request an id, turn every error into OpenAI-shaped JSON, count, log."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -47,34 +54,50 @@ def request_context_middleware() -> Middleware:
         else:
             request_id = uuid.uuid4().hex
         request[REQUEST_ID] = request_id
+        fields: dict[str, Any] = {}
+        request[LOG_FIELDS] = fields
+        code = ""
         try:
             response = await handler(request)
         except errors.GatewayError as exc:
+            code = exc.code
             response = json_response(error_body(exc), status=exc.status, headers=exc.headers)
         except web.HTTPException as exc:
-            response = _from_http_exception(exc)
+            response, code = _from_http_exception(exc)
         except Exception:
-            log.exception("unhandled error in %s %s", request.method, request.path)
+            log.exception("unhandled error", extra={"request_id": request_id})
+            code = errors.GatewayError.code
             response = json_response(error_body(errors.GatewayError()), status=500)
         headers = response.headers
         headers["X-Request-ID"] = request_id
         headers["X-Content-Type-Options"] = "nosniff"
         headers["Server"] = "image-gateway"
-        if log.isEnabledFor(logging.INFO):
+        elapsed = time.perf_counter() - started
+        route = _route_of(request)
+        metrics.requests.labels(route, str(response.status), code).inc()
+        metrics.request_seconds.labels(route).observe(elapsed)
+        if log.isEnabledFor(logging.INFO) and not log.disabled:
             log.info(
-                "%s %s %d %.1fms request_id=%s",
+                "%s %s %d",
                 request.method,
-                request.path,
+                route,
                 response.status,
-                (time.perf_counter() - started) * 1000,
-                request_id,
+                extra={
+                    "request_id": request_id,
+                    "method": request.method,
+                    "route": route,
+                    "status": response.status,
+                    "code": code or None,
+                    "latency_ms": round(elapsed * 1000, 2),
+                    **fields,
+                },
             )
         return response
 
     return middleware
 
 
-def _from_http_exception(exc: web.HTTPException) -> web.Response:
+def _from_http_exception(exc: web.HTTPException) -> tuple[web.Response, str]:
     if exc.status == 405:
         error: errors.GatewayError = _MethodNotAllowed()
     else:
@@ -85,6 +108,6 @@ def _from_http_exception(exc: web.HTTPException) -> web.Response:
                 (errors.GatewayError,),
                 {"status": exc.status, "code": exc.reason.lower().replace(" ", "_")},
             )
-        error = cls(exc.reason if cls is errors.NotFound else None)
+        error = cls("Not found." if cls is errors.NotFound else None)
     headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "location")}
-    return json_response(error_body(error), status=exc.status, headers=headers)
+    return json_response(error_body(error), status=exc.status, headers=headers), error.code

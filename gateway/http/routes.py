@@ -7,7 +7,7 @@ from aiohttp import web
 from gateway.http import accounts, keys_api
 from gateway.http.admin import setup_admin_routes
 from gateway.http.images import generate_images
-from gateway.http.meta import healthz, list_models, readyz
+from gateway.http.meta import healthz, list_models, metrics, readyz
 from gateway.http.usage_api import read_usage
 
 __all__ = ["setup_routes"]
@@ -32,3 +32,4 @@ def setup_routes(app: web.Application) -> None:
     # Health.
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)

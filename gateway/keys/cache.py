@@ -135,7 +135,12 @@ class KeyCache:
         default_plan: str,
         redis_prefix: str,
         clock: Callable[[], float] = time.monotonic,
+        on_lookup: Callable[[str, str], None] | None = None,
     ) -> None:
+        """``on_lookup(layer, result)`` is told which layer answered each lookup
+        (``process``, ``redis`` or ``postgres``) and whether the key existed
+        (``hit``) or not (``negative``)."""
+        self._on_lookup = on_lookup or (lambda layer, result: None)
         self._redis = redis
         self._store = store
         self._config = config
@@ -165,10 +170,12 @@ class KeyCache:
             record, fresh_until, served_until = entry
             now = self._clock()
             if now < fresh_until:
+                self._on_lookup("process", "negative" if record is None else "hit")
                 return record
             if record is not None and now < served_until:
                 if key_hash not in self._inflight:
                     self._spawn(self._lookup(key_hash))
+                self._on_lookup("process", "hit")
                 return record
         return await self._lookup(key_hash)
 
@@ -199,16 +206,19 @@ class KeyCache:
         entry, lock = self._prefix + key_hash, f"{self._prefix}{key_hash}:loading"
         reply = await self._lookup_script(keys=(entry, lock), args=(_LOAD_LOCK_MS,))
         if reply[0] == _HIT:
-            return cast(bytes, reply[1])
+            raw = cast(bytes, reply[1])
+            self._on_lookup("redis", "negative" if raw == _MISSING else "hit")
+            return raw
         if reply[0] == _LOADING:
             # Another process is reading Postgres: wait for its answer to land in Redis.
             for delay in _LOAD_WAITS:
                 await asyncio.sleep(delay)
-                raw = cast("bytes | None", await self._redis.get(entry))
-                if raw is not None:
-                    return raw
+                loaded = cast("bytes | None", await self._redis.get(entry))
+                if loaded is not None:
+                    return loaded
             # It took too long (or died): read Postgres ourselves.
         row = await self._store.fetch(key_hash)
+        self._on_lookup("postgres", "negative" if row is None else "hit")
         raw = _encode(row)
         ttl_ms = int(self._config.redis_ttl_seconds * 1000)
         async with self._redis.pipeline(transaction=False) as pipe:

@@ -54,6 +54,7 @@ class PostgresSeeds:
 @dataclass(slots=True)
 class FlushStats:
     rows_written: int = 0
+    rows_last_flush: int = 0
     flushes: int = 0
     failures: int = 0
     last_success: float | None = None
@@ -144,6 +145,7 @@ class UsageFlusher:
             async with self._pool.acquire() as conn:
                 await write_counts(conn, key_ids, dates, counts, counted_at)
             self.stats.rows_written += len(key_ids)
+        self.stats.rows_last_flush = len(key_ids)
 
         if acks:
             async with self._redis.pipeline(transaction=False) as pipe:

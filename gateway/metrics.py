@@ -1,0 +1,122 @@
+"""Prometheus metrics, correct with several worker processes.
+
+One :class:`Metrics` per app (no module globals). With ``server.workers > 1`` the
+server sets ``PROMETHEUS_MULTIPROC_DIR`` before the workers start; every worker then
+writes its values to shared files and ``/metrics``, answered by any worker, adds them up.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as prometheus_multiprocess
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "multiprocess_dir"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self._shared = multiprocess_dir() is not None
+        # In multiprocess mode values live in files; a per-process registry would
+        # count them twice, so the metrics are registered nowhere.
+        self._registry = CollectorRegistry()
+        registry: Any = None if self._shared else self._registry
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(name, doc, labels, registry=registry)
+
+        def histogram(
+            name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]
+        ) -> Histogram:
+            return Histogram(name, doc, labels, buckets=buckets, registry=registry)
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...], mode: Literal["max"]) -> Gauge:
+            return Gauge(name, doc, labels, registry=registry, multiprocess_mode=mode)
+
+        self.requests = counter(
+            "gateway_requests_total",
+            "HTTP requests by route, status and error code.",
+            ("route", "status", "code"),
+        )
+        self.request_seconds = histogram(
+            "gateway_request_duration_seconds",
+            "Whole-request latency.",
+            ("route",),
+            _LATENCY_BUCKETS,
+        )
+        self.upstream_seconds = histogram(
+            "gateway_upstream_duration_seconds",
+            "Upstream call latency.",
+            ("backend",),
+            _LATENCY_BUCKETS,
+        )
+        self.admission_seconds = histogram(
+            "gateway_admission_duration_seconds",
+            "Redis admission latency.",
+            (),
+            _FAST_BUCKETS,
+        )
+        self.admissions = counter(
+            "gateway_admissions_total", "Admission decisions by outcome.", ("outcome",)
+        )
+        self.key_lookups = counter(
+            "gateway_key_lookups_total",
+            "Key lookups by the layer that answered (process, redis, postgres) and result.",
+            ("layer", "result"),
+        )
+        self.upstream_calls = counter(
+            "gateway_upstream_calls_total",
+            "Upstream calls by backend and outcome.",
+            ("backend", "outcome"),
+        )
+        self.breaker_state = gauge(
+            "gateway_breaker_state",
+            "Circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ("backend",),
+            "max",
+        )
+        self.flush_lag = gauge(
+            "gateway_usage_flush_lag_seconds",
+            "Seconds since this process last flushed usage to Postgres.",
+            (),
+            "max",
+        )
+        self.flush_pending = gauge(
+            "gateway_usage_pending_rows",
+            "Rows written by the last flush.",
+            (),
+            "max",
+        )
+        self.flush_failures = counter(
+            "gateway_usage_flush_failures_total",
+            "Failed usage flushes.",
+        )
+        self.dependency_errors = counter(
+            "gateway_dependency_errors_total",
+            "Errors talking to Redis or Postgres.",
+            ("dependency",),
+        )
+
+    def render(self) -> bytes:
+        directory = multiprocess_dir()
+        if directory is None:
+            return generate_latest(self._registry)
+        registry = CollectorRegistry()
+        prometheus_multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
