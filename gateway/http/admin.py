@@ -100,7 +100,7 @@ async def patch_user(request: web.Request) -> web.Response:
     body = await read_json_object(request, services.config.server.max_body_bytes)
     changes: dict[str, Any] = {}
     if "plan" in body:
-        if body["plan"] not in services.config.plans:
+        if not isinstance(body["plan"], str) or body["plan"] not in services.config.plans:
             raise errors.InvalidRequest(
                 f"'plan' must be one of: {', '.join(services.config.plans)}.", param="plan"
             )
@@ -187,9 +187,16 @@ async def usage_for_day(request: web.Request) -> web.Response:
     )
 
 
+async def no_such_admin_route(request: web.Request) -> web.Response:
+    """Any other method or path under /admin: 404 (when off, nothing hints it exists)."""
+    _authorise(request)
+    raise errors.NotFound()
+
+
 def setup_admin_routes(app: web.Application) -> None:
     app.router.add_get("/admin/users", find_users)
     app.router.add_get("/admin/users/{id}", get_user)
     app.router.add_patch("/admin/users/{id}", patch_user)
     app.router.add_patch("/admin/keys/{id}", patch_key)
     app.router.add_get("/admin/usage", usage_for_day)
+    app.router.add_route("*", "/admin{tail:(/.*)?}", no_such_admin_route)
