@@ -40,8 +40,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-RUN groupadd --system gateway \
-    && useradd --system --gid gateway --home-dir /app --no-create-home \
+RUN groupadd --system --gid 10001 gateway \
+    && useradd --system --uid 10001 --gid gateway --home-dir /app --no-create-home \
         --shell /usr/sbin/nologin gateway
 
 COPY --from=builder /opt/venv /opt/venv
@@ -50,7 +50,7 @@ WORKDIR /app
 COPY migrations/ /app/migrations/
 COPY config.yaml /app/config.yaml
 
-USER gateway
+USER 10001
 
 EXPOSE 8080
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
+import secrets
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -112,33 +114,26 @@ def _migrate(config: Config, args: argparse.Namespace) -> int:
 
 
 def _serve(config: Config, args: argparse.Namespace) -> int:
-    from aiohttp import web
+    from gateway.logs import configure_logging
+    from gateway.server import resolve_workers, serve
 
-    from gateway.app import create_app
-
-    logging.basicConfig(
-        level=logging.INFO if args.dev else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    configure_logging(config.logging, force_text=args.dev)
+    if args.dev and not config.auth.jwt_secrets:
+        # One secret for every worker, so a token from one is good at all of them.
+        logging.getLogger("gateway").warning(
+            "development mode: signing access tokens with a generated secret; "
+            "tokens will not survive a restart"
+        )
+        auth = dataclasses.replace(config.auth, jwt_secrets=(secrets.token_urlsafe(48),))
+        config = dataclasses.replace(config, auth=auth)
+    host = args.host or config.server.host
+    port = args.port or config.server.port
+    workers = resolve_workers(config)
+    print(
+        f"gateway listening on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''})",
+        flush=True,
     )
-    server = config.server
-    host = args.host or server.host
-    port = args.port or server.port
-    try:
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
-        pass
-    print(f"gateway listening on http://{host}:{port}", flush=True)
-    web.run_app(
-        create_app(config, dev=args.dev),
-        host=host,
-        port=port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=server.shutdown_timeout_seconds,
-    )
-    return 0
+    return serve(config, host, port, dev=args.dev)
 
 
 def _run(config: Config, work: Callable[[Any], Awaitable[int]]) -> int:

@@ -53,6 +53,8 @@ class ServerConfig:
     max_body_bytes: int = 1_048_576
     #: Seconds in-flight requests get to finish after SIGTERM.
     shutdown_timeout_seconds: float = 30.0
+    #: Processes sharing the port (SO_REUSEPORT); 0 or "auto" = one per CPU.
+    workers: int = 1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -216,6 +218,9 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError("config: must be a mapping")
     raw = _apply_env_overrides(raw, environ)
+    server = raw.get("server")
+    if isinstance(server, dict) and server.get("workers") == "auto":
+        raw["server"] = {**server, "workers": 0}
     known = {f.name for f in dataclasses.fields(Config)}
     for key in raw:
         if key not in known:
@@ -398,6 +403,8 @@ def _check_values(config: Config) -> None:
         raise ConfigError("server.port: must be between 1 and 65535")
     positive("server.max_body_bytes", config.server.max_body_bytes)
     positive("server.shutdown_timeout_seconds", config.server.shutdown_timeout_seconds)
+    if not 0 <= config.server.workers <= 256:
+        raise ConfigError("server.workers: a number from 1 to 256, or 0 / 'auto' (one per CPU)")
     if not config.database.url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("database.url: must be a postgresql:// URL")
     positive("database.pool_min_size", config.database.pool_min_size, zero_ok=True)

@@ -147,7 +147,6 @@ class KeyCache:
         self._plans = plans
         self._default_plan = default_plan
         self._redis_prefix = redis_prefix
-        self._prefix = f"{redis_prefix}key:"
         self.channel = invalidation_channel(redis_prefix)
         self._clock = clock
         # hash -> (record or None, fresh until, served until); insertion order = age.
@@ -203,7 +202,8 @@ class KeyCache:
 
     async def _load_raw(self, key_hash: str) -> bytes:
         """The record from Redis; on a miss, one caller across all processes loads it."""
-        entry, lock = self._prefix + key_hash, f"{self._prefix}{key_hash}:loading"
+        entry = _entry_key(self._redis_prefix, key_hash)
+        lock = f"{entry}:loading"  # same hash slot as the entry
         reply = await self._lookup_script(keys=(entry, lock), args=(_LOAD_LOCK_MS,))
         if reply[0] == _HIT:
             raw = cast(bytes, reply[1])
@@ -339,9 +339,15 @@ def invalidation_channel(redis_prefix: str) -> str:
     return f"{redis_prefix}keys:invalidate"
 
 
+def _entry_key(redis_prefix: str, key_hash: str) -> str:
+    """The cached record's Redis key, hash-tagged so its lock shares its cluster slot."""
+    return f"{redis_prefix}key:{{{key_hash}}}"
+
+
 async def publish_invalidation(redis: Redis, redis_prefix: str, key_hashes: list[str]) -> None:
     """Delete the keys' Redis entries and tell every process to drop its copy."""
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.delete(*(f"{redis_prefix}key:{h}" for h in key_hashes))
+        for key_hash in key_hashes:  # one DEL each: the entries live in different slots
+            pipe.delete(_entry_key(redis_prefix, key_hash))
         pipe.publish(invalidation_channel(redis_prefix), " ".join(key_hashes))
         await pipe.execute()

@@ -1,0 +1,124 @@
+"""Running the gateway: one process, or N worker processes sharing the port.
+
+With ``server.workers`` > 1 a small supervisor forks the workers; each binds the same
+port with SO_REUSEPORT, so the kernel spreads connections over them. SIGTERM (or
+SIGINT) is passed on to every worker, which stops accepting, lets in-flight requests
+finish (up to ``server.shutdown_timeout_seconds``), flushes usage and exits; the
+supervisor exits 0 when all have. A worker that dies on its own is started again.
+Prometheus metrics are shared through files in ``PROMETHEUS_MULTIPROC_DIR``, set up
+before any worker imports the client library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+import time
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+from gateway.config import Config
+
+__all__ = ["resolve_workers", "serve"]
+
+log = logging.getLogger(__name__)
+
+_RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0)
+
+
+def resolve_workers(config: Config) -> int:
+    return config.server.workers or os.cpu_count() or 1
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        pass
+
+
+def _run_worker(config: Config, host: str, port: int, dev: bool, reuse_port: bool) -> None:
+    from aiohttp import web
+
+    from gateway.app import create_app
+
+    _use_uvloop()
+    web.run_app(
+        create_app(config, dev=dev),
+        host=host,
+        port=port,
+        reuse_port=reuse_port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=config.server.shutdown_timeout_seconds,
+        handle_signals=True,
+    )
+
+
+def serve(config: Config, host: str, port: int, *, dev: bool = False) -> int:
+    workers = resolve_workers(config)
+    if workers == 1:
+        _run_worker(config, host, port, dev, reuse_port=False)
+        return 0
+
+    owned_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        owned_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = owned_dir
+    context = multiprocessing.get_context("fork")
+    stopping = False
+
+    def start(index: int) -> BaseProcess:
+        process = context.Process(
+            target=_run_worker,
+            args=(config, host, port, dev, True),
+            name=f"gateway-worker-{index}",
+        )
+        process.start()
+        return process
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for process in processes:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+
+    processes = [start(i) for i in range(workers)]
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    restarts = [0] * workers
+    try:
+        while True:
+            alive = False
+            for i, process in enumerate(processes):
+                if process.is_alive():
+                    alive = True
+                elif not stopping:
+                    delay = _RESTART_BACKOFF[min(restarts[i], len(_RESTART_BACKOFF) - 1)]
+                    log.error(
+                        "worker %d exited with %s; starting it again in %.1fs",
+                        i,
+                        process.exitcode,
+                        delay,
+                    )
+                    time.sleep(delay)
+                    restarts[i] += 1
+                    processes[i] = start(i)
+                    alive = True
+            if stopping and not alive:
+                break
+            time.sleep(0.2)
+    finally:
+        for process in processes:
+            process.join(timeout=1)
+        if owned_dir is not None:
+            shutil.rmtree(owned_dir, ignore_errors=True)
+    return 0

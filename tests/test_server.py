@@ -1,0 +1,153 @@
+"""The server as operators run it: real processes, SIGTERM, several workers, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import (
+    FakeUpstream,
+    MakeKey,
+    clean_env,
+    free_port,
+    gateway_command,
+    merge,
+    today,
+    upstream_config,
+    usage_rows,
+    write_config,
+)
+
+pytestmark = pytest.mark.slow
+
+GatewayProcess = Callable[..., Any]
+
+
+async def wait_until_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(400):
+            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+            try:
+                async with session.get(f"{url}/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError("the gateway did not become ready")
+
+
+@asynccontextmanager
+async def running_gateway(
+    tmp_path: Path, raw_config: dict[str, Any], extra: dict[str, Any] | None = None
+) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = free_port()
+    config = merge(merge(raw_config, extra or {}), {"server": {"port": port}})
+    path = write_config(tmp_path / f"config-{port}.yaml", config)
+    process = subprocess.Popen(
+        gateway_command("serve", "--config", str(path), "--host", "127.0.0.1"),
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_until_ready(url, process)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+
+
+async def post(session: aiohttp.ClientSession, url: str, key: str, **body: Any) -> int:
+    body.setdefault("prompt", "p")
+    body.setdefault("size", "256x256")
+    async with session.post(
+        f"{url}/v1/images/generations", json=body, headers={"Authorization": f"Bearer {key}"}
+    ) as response:
+        await response.read()
+        return response.status
+
+
+async def test_sigterm_lets_in_flight_requests_finish_and_flushes(
+    tmp_path: Path,
+    raw_config: dict[str, Any],
+    fake_upstream: FakeUpstream,
+    make_key: MakeKey,
+    db: Any,
+):
+    fake_upstream.mode = "hang"
+    key = await make_key()
+    async with (
+        running_gateway(tmp_path, raw_config, upstream_config(fake_upstream)) as (
+            url,
+            process,
+        ),
+        aiohttp.ClientSession() as session,
+    ):
+        in_flight = asyncio.create_task(post(session, url, key.key, model="remote", n=2))
+        while not fake_upstream.requests:
+            await asyncio.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        # The server stops taking new connections while the request is still running.
+        for _ in range(200):
+            try:
+                async with aiohttp.ClientSession() as fresh, fresh.get(f"{url}/healthz"):
+                    pass
+            except aiohttp.ClientConnectionError:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("still accepting connections after SIGTERM")
+        assert process.poll() is None  # draining, not dead
+        fake_upstream.release.set()
+        assert await in_flight == 200
+        assert await asyncio.to_thread(process.wait, 20) == 0
+    assert await usage_rows(db, key.key_id) == {today(): 2}  # the final flush
+
+
+def metric_total(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_two_workers_share_the_port_and_the_metrics(
+    tmp_path: Path, raw_config: dict[str, Any], make_key: MakeKey, db: Any
+):
+    key = await make_key("pro")
+    extra = {"server": {"workers": 2}, "usage": {"flush_interval_seconds": 0.2}}
+    async with running_gateway(tmp_path, raw_config, extra) as (url, process):
+        # Fresh connections, so the kernel spreads them over both workers.
+        for _ in range(20):
+            async with aiohttp.ClientSession() as session:
+                assert await post(session, url, key.key) == 200
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as r:
+            assert r.status == 200
+            text = await r.text()
+        assert (
+            metric_total(
+                text, "gateway_requests_total", route="/v1/images/generations", status="200"
+            )
+            == 20
+        )
+        assert metric_total(text, "gateway_admissions_total", outcome="admitted") == 20
+        pids = {int(p) for p in re.findall(r'pid="(\d+)"', text)}
+        assert len(pids) in (0, 1, 2)  # multiprocess collector merges across pids
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 20) == 0
+    assert await usage_rows(db, key.key_id) == {today(): 20}
