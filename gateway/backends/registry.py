@@ -10,9 +10,13 @@ from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
+from gateway.backends.a1111 import A1111Backend
 from gateway.backends.base import ImageBackend
+from gateway.backends.gemini import GeminiBackend
 from gateway.backends.http import HttpBackend
 from gateway.backends.local import LocalBackend
+from gateway.backends.openai import OpenAIBackend
+from gateway.backends.replicate import ReplicateBackend
 from gateway.backends.resilience import GuardedBackend
 from gateway.config import BackendConfig, Config, ConfigError
 
@@ -56,6 +60,10 @@ def default_registry() -> BackendRegistry:
     registry = BackendRegistry()
     registry.register("local", LocalBackend)
     registry.register("http", HttpBackend)
+    registry.register("openai", OpenAIBackend)
+    registry.register("a1111", A1111Backend)
+    registry.register("gemini", GeminiBackend)
+    registry.register("replicate", ReplicateBackend)
     registry.load_entry_points()
     return registry
 

@@ -1,0 +1,410 @@
+"""What the upstream HTTP backends share: option checks, credentials, calls, downloads.
+
+Every request a backend sends goes through :class:`Upstream`, which turns each way an
+HTTP exchange can fail into an :class:`UpstreamError` (or :class:`UpstreamTimeout`)
+whose message is safe to show the client: it never holds the upstream's credentials
+or a URL, and at most a short, cleaned excerpt of what the upstream said.
+
+Credentials go only to the API's own URLs. Image downloads carry no credentials, and
+API calls do not follow redirects, so a key never travels to another host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import os
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+
+from gateway.backends.base import GeneratedImage, ImageRequest
+from gateway.backends.http import RETRYABLE_STATUSES, retry_after_seconds
+from gateway.config import ConfigError
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
+
+__all__ = [
+    "MAX_IMAGE_BYTES",
+    "Upstream",
+    "basic_auth",
+    "call_timeout",
+    "env_option",
+    "float_option",
+    "gather_successes",
+    "image_from_base64",
+    "image_from_bytes",
+    "int_option",
+    "json_limit",
+    "read_secret",
+    "request_headers",
+    "same_origin",
+    "sanitize",
+    "text_option",
+    "url_option",
+]
+
+log = logging.getLogger("gateway.backends")
+T = TypeVar("T")
+
+#: The largest image accepted from an upstream (decoded bytes, or one download).
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+_MAX_ERROR_BYTES = 64 * 1024
+_MAX_MESSAGE_CHARS = 300
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
+_KEY_LIKE = re.compile(
+    r"(?i)(?:bearer|basic)\s+\S+|\bsk-[a-z0-9_-]{8,}|\br8_[a-z0-9]{8,}|\bAIza[0-9a-z_-]{20,}"
+)
+_MALFORMED = "The image backend sent a malformed response."
+
+
+# -- options -------------------------------------------------------------------------
+
+
+def url_option(name: str, options: Mapping[str, Any], key: str, default: str | None = None) -> str:
+    """An http(s) base URL without its trailing slash; credentials in it are refused."""
+    value = options.get(key, default)
+    required = "required, " if default is None else ""
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ConfigError(f"backends.{name}.{key}: {required}an http(s) URL")
+    parts = urlsplit(value)
+    if not parts.hostname:
+        raise ConfigError(f"backends.{name}.{key}: {required}an http(s) URL")
+    if parts.username is not None or parts.password is not None:
+        # Never echo the value: it holds a credential.
+        raise ConfigError(
+            f"backends.{name}.{key}: must not hold credentials; name environment variables instead"
+        )
+    return value.rstrip("/")
+
+
+def text_option(
+    name: str, options: Mapping[str, Any], key: str, default: str | None = None
+) -> str | None:
+    value = options.get(key, default)
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ConfigError(f"backends.{name}.{key}: must be a non-empty string")
+    return value
+
+
+def env_option(name: str, options: Mapping[str, Any], key: str, *, required: bool) -> str | None:
+    """The name of an environment variable that holds a credential.
+
+    Capitals, digits and ``_`` only: a pasted key (``sk-...``, ``r8_...``) is refused
+    without being echoed.
+    """
+    value = options.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not _ENV_NAME.match(value):
+        need = "required, " if required else ""
+        raise ConfigError(
+            f"backends.{name}.{key}: {need}the name of an environment variable"
+            " (capitals, digits, '_') that holds the credential, not the credential itself"
+        )
+    return value
+
+
+def int_option(
+    name: str, options: Mapping[str, Any], key: str, default: int, *, minimum: int
+) -> int:
+    value = options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"backends.{name}.{key}: must be a whole number >= {minimum}")
+    return value
+
+
+def float_option(name: str, options: Mapping[str, Any], key: str, default: float) -> float:
+    value = options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"backends.{name}.{key}: must be a number > 0")
+    return float(value)
+
+
+def basic_auth(username: str, password: str) -> str:
+    """An ``Authorization`` header value for HTTP basic auth (RFC 7617, UTF-8)."""
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def read_secret(name: str, key: str, env: str) -> str:
+    """The credential in environment variable ``env``; :class:`ConfigError` if unset."""
+    secret = os.environ.get(env, "").strip()
+    if not secret:
+        raise ConfigError(f"backends.{name}.{key}: environment variable {env} is not set")
+    return secret
+
+
+# -- small helpers -------------------------------------------------------------------
+
+
+def call_timeout(timeout_seconds: float) -> float:
+    """How long one upstream exchange may take: a little under ``timeout_seconds``.
+
+    The gateway stops waiting for a backend at ``timeout_seconds``; stopping slightly
+    earlier lets a backend return the images it already has (a fan-out, a job's cancel).
+    """
+    return timeout_seconds - min(1.0, timeout_seconds / 10)
+
+
+def json_limit(n: int) -> int:
+    """The largest JSON answer accepted for ``n`` base64-encoded images."""
+    return max(1, n) * (MAX_IMAGE_BYTES * 4 // 3) + 1024 * 1024
+
+
+def request_headers(request: ImageRequest) -> dict[str, str]:
+    return {"X-Request-ID": request.request_id} if request.request_id else {}
+
+
+def same_origin(url: str, base_url: str) -> bool:
+    a, b = urlsplit(url), urlsplit(base_url)
+    return (a.scheme.lower(), a.netloc.lower()) == (b.scheme.lower(), b.netloc.lower())
+
+
+def sanitize(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` made safe for a client: no credentials, one line, short."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    text = _KEY_LIKE.sub("[redacted]", text)
+    text = "".join(ch for ch in " ".join(text.split()) if ch.isprintable())
+    if len(text) > _MAX_MESSAGE_CHARS:
+        text = text[: _MAX_MESSAGE_CHARS - 1].rstrip() + "…"
+    return text
+
+
+def _media_type(data: bytes) -> str | None:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    return None
+
+
+def image_from_bytes(data: bytes, *, revised_prompt: str | None = None) -> GeneratedImage:
+    """An image the upstream sent; :class:`UpstreamError` unless it is a PNG/JPEG/WebP/GIF."""
+    if len(data) > MAX_IMAGE_BYTES:
+        raise UpstreamError("The image backend sent an image that is too large.")
+    media_type = _media_type(data)
+    if media_type is None:
+        raise UpstreamError("The image backend sent a malformed image.")
+    return GeneratedImage(data, media_type=media_type, revised_prompt=revised_prompt)
+
+
+def image_from_base64(encoded: Any, *, revised_prompt: str | None = None) -> GeneratedImage:
+    """Decode base64 image data, with or without a ``data:...;base64,`` prefix."""
+    if not isinstance(encoded, str):
+        raise UpstreamError(_MALFORMED)
+    if encoded.startswith("data:"):
+        header, _, encoded = encoded.partition(",")
+        if not header.endswith(";base64"):
+            raise UpstreamError("The image backend sent a malformed image.")
+    if len(encoded) > MAX_IMAGE_BYTES * 4 // 3 + 4:
+        raise UpstreamError("The image backend sent an image that is too large.")
+    try:
+        data = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise UpstreamError("The image backend sent a malformed image.") from None
+    return image_from_bytes(data, revised_prompt=revised_prompt)
+
+
+async def gather_successes(name: str, calls: Sequence[Awaitable[T]]) -> list[T]:
+    """Run ``calls`` concurrently; the results of those that succeeded, in order.
+
+    Raises the first failure when none succeeded. Cancelling the caller cancels them all.
+    """
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    successes = [r for r in results if not isinstance(r, BaseException)]
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if not successes:
+        first = failures[0] if failures else UpstreamError()
+        if isinstance(first, GatewayError):
+            raise first
+        raise UpstreamError() from first
+    if failures:
+        log.warning("backend %s: %d of %d upstream calls failed", name, len(failures), len(calls))
+    return successes
+
+
+async def _read_limited(response: aiohttp.ClientResponse, limit: int, *, truncate: bool) -> bytes:
+    """The body, or its first ``limit`` bytes if ``truncate``, else :class:`UpstreamError`."""
+    if not truncate and (response.content_length or 0) > limit:
+        raise UpstreamError("The image backend sent a response that is too large.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            if truncate:
+                chunks.append(chunk[: limit - (size - len(chunk))])
+                break
+            raise UpstreamError("The image backend sent a response that is too large.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error_detail(payload: Any) -> str | None:
+    """The upstream's own words from an error body: OpenAI, Google, FastAPI, RFC 7807."""
+    if not isinstance(payload, dict):
+        return None
+    error = payload.get("error")
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])
+    if isinstance(error, str) and error:
+        return error
+    detail = payload.get("detail")
+    if isinstance(detail, str) and detail:
+        return detail
+    if isinstance(detail, list):  # FastAPI validation errors
+        messages = [
+            d["msg"] for d in detail if isinstance(d, dict) and isinstance(d.get("msg"), str)
+        ]
+        return "; ".join(messages) or None
+    title = payload.get("title")
+    return title if isinstance(title, str) and title else None
+
+
+# -- the upstream --------------------------------------------------------------------
+
+
+class Upstream:
+    """One upstream API as a backend sees it: the shared session, credentials, deadline.
+
+    Args:
+        http: The gateway's shared ``aiohttp.ClientSession``.
+        name: The backend's name, for logs.
+        timeout_seconds: The backend's ``timeout_seconds``; each exchange gets
+            :func:`call_timeout` of it.
+        headers: Sent with every API call (credentials go here), never with downloads.
+        secrets: Strings to redact from anything the upstream says.
+        credentials_rejected: Tells from an error body that the credentials were
+            refused, for upstreams that say so with a status other than 401/403.
+    """
+
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        *,
+        name: str,
+        timeout_seconds: float,
+        headers: Mapping[str, str] | None = None,
+        secrets: Sequence[str] = (),
+        credentials_rejected: Callable[[Any], bool] | None = None,
+    ) -> None:
+        self._http = http
+        self._name = name
+        self._timeout = call_timeout(timeout_seconds)
+        self._headers = dict(headers or {})
+        self._secrets = tuple(s for s in secrets if s)
+        self._credentials_rejected = credentials_rejected
+
+    def sanitize(self, text: str) -> str:
+        return sanitize(text, self._secrets)
+
+    async def call(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        max_bytes: int = 1024 * 1024,
+        max_seconds: float | None = None,
+    ) -> Any:
+        """Send one API request; the JSON document of its 2xx answer.
+
+        Raises:
+            UpstreamError: the upstream could not be reached, answered with another
+                status, or sent something other than JSON. ``retryable`` (with the
+                upstream's ``Retry-After``) when nothing was done: a connection error,
+                or HTTP 429/502/503.
+            UpstreamTimeout: no full answer within the exchange's time.
+        """
+        seconds = self._timeout if max_seconds is None else min(max_seconds, self._timeout)
+        try:
+            async with self._http.request(
+                method,
+                url,
+                json=body,
+                headers={**self._headers, **(headers or {})},
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=seconds),
+            ) as response:
+                if not 200 <= response.status < 300:
+                    raise await self._status_error(response)
+                raw = await _read_limited(response, max_bytes, truncate=False)
+        except TimeoutError:
+            raise UpstreamTimeout() from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(
+                f"The image backend could not be reached ({type(exc).__name__}).",
+                retryable=isinstance(exc, aiohttp.ClientConnectionError),
+            ) from None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(_MALFORMED) from None
+
+    async def download_image(
+        self, url: Any, *, revised_prompt: str | None = None
+    ) -> GeneratedImage:
+        """Fetch an image the upstream points at (http(s) or a ``data:`` URL).
+
+        No credentials are sent; at most :data:`MAX_IMAGE_BYTES` are read.
+        """
+        if not isinstance(url, str):
+            raise UpstreamError(_MALFORMED)
+        if url.startswith("data:"):
+            return image_from_base64(url, revised_prompt=revised_prompt)
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise UpstreamError("The image backend sent an image URL that cannot be fetched.")
+        try:
+            async with self._http.get(
+                url, max_redirects=5, timeout=aiohttp.ClientTimeout(total=self._timeout)
+            ) as response:
+                if response.status != 200:
+                    raise UpstreamError(
+                        f"Fetching an image from the image backend failed with HTTP"
+                        f" {response.status}."
+                    )
+                data = await _read_limited(response, MAX_IMAGE_BYTES, truncate=False)
+        except TimeoutError:
+            raise UpstreamTimeout() from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(
+                f"Fetching an image from the image backend failed ({type(exc).__name__})."
+            ) from None
+        return image_from_bytes(data, revised_prompt=revised_prompt)
+
+    async def _status_error(self, response: aiohttp.ClientResponse) -> UpstreamError:
+        status = response.status
+        try:
+            raw = await _read_limited(response, _MAX_ERROR_BYTES, truncate=True)
+            payload: Any = orjson.loads(raw)
+        except (aiohttp.ClientError, orjson.JSONDecodeError):
+            payload = None
+        detail = _error_detail(payload)
+        detail = self.sanitize(detail) if detail else None
+        log.warning("backend %s: upstream answered HTTP %s: %s", self._name, status, detail or "-")
+        rejected = self._credentials_rejected is not None and self._credentials_rejected(payload)
+        if status in (401, 403) or rejected:
+            return UpstreamError("The image backend rejected the gateway's credentials.")
+        if status in RETRYABLE_STATUSES:  # nothing was done: the caller may try again
+            return UpstreamError(
+                f"The image backend answered with HTTP {status}.",
+                retryable=True,
+                retry_after=retry_after_seconds(response.headers.get("Retry-After")),
+            )
+        if 400 <= status < 500:
+            if detail:
+                return UpstreamError(f"The image backend refused the request: {detail}")
+            return UpstreamError(f"The image backend refused the request (HTTP {status}).")
+        return UpstreamError(f"The image backend answered with HTTP {status}.")

@@ -1,0 +1,112 @@
+"""The ``openai`` backend: OpenAI's Images API, or any upstream compatible with it.
+
+``POST {base_url}/images/generations`` with ``{"model", "prompt", "n", "size",
+"response_format": "b64_json"}``; images come back as ``data[].b64_json``, or as
+``data[].url``, which is downloaded (without credentials, at most 20 MB).
+``revised_prompt`` is kept. ``gpt-image-*`` models always answer in base64 and refuse a
+``response_format``, so none is sent for them.
+
+Options: ``base_url`` (default ``https://api.openai.com/v1``), ``api_key_env`` (the
+environment variable holding the upstream's key, sent as ``Authorization: Bearer``;
+leave it out for an upstream without keys), ``model`` (the upstream's model name;
+default: the client's), ``organization`` (sent as ``OpenAI-Organization``), ``sizes``,
+``timeout_seconds``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.backends._http import (
+    Upstream,
+    env_option,
+    gather_successes,
+    image_from_base64,
+    json_limit,
+    read_secret,
+    request_headers,
+    text_option,
+    url_option,
+)
+from gateway.backends.base import BackendContext, GeneratedImage, ImageBackend, ImageRequest
+from gateway.errors import GatewayError, UpstreamError
+
+__all__ = ["OpenAIBackend"]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+class OpenAIBackend(ImageBackend):
+    options = ("base_url", "api_key_env", "model", "organization", "sizes", "timeout_seconds")
+
+    def __init__(self, name: str, options: Mapping[str, Any]) -> None:
+        super().__init__(name, options)
+        self._url = url_option(name, options, "base_url", DEFAULT_BASE_URL) + "/images/generations"
+        self._api_key_env = env_option(name, options, "api_key_env", required=False)
+        self._model = text_option(name, options, "model")
+        self._organization = text_option(name, options, "organization")
+        self._upstream: Upstream | None = None
+
+    async def start(self, context: BackendContext) -> None:
+        headers: dict[str, str] = {}
+        secrets: list[str] = []
+        if self._api_key_env:
+            key = read_secret(self.name, "api_key_env", self._api_key_env)
+            headers["Authorization"] = f"Bearer {key}"
+            secrets.append(key)
+        if self._organization:
+            headers["OpenAI-Organization"] = self._organization
+        self._upstream = Upstream(
+            context.http,
+            name=self.name,
+            timeout_seconds=self.timeout_seconds,
+            headers=headers,
+            secrets=secrets,
+        )
+
+    async def generate(self, request: ImageRequest) -> list[GeneratedImage]:
+        upstream = self._upstream
+        assert upstream is not None, "start() was not called"
+        model = self._model or request.model
+        body: dict[str, Any] = {
+            "model": model,
+            "prompt": request.prompt,
+            "n": request.n,
+            "size": f"{request.width}x{request.height}",
+        }
+        if not model.startswith("gpt-image"):
+            body["response_format"] = "b64_json"
+        payload = await upstream.call(
+            "POST",
+            self._url,
+            body=body,
+            headers=request_headers(request),
+            max_bytes=json_limit(request.n),
+        )
+        data = payload.get("data") if isinstance(payload, dict) else None
+        if not isinstance(data, list):
+            raise UpstreamError("The image backend sent a malformed response.")
+        if not data:
+            raise UpstreamError("The image backend returned no images.")
+        images: list[GeneratedImage] = []
+        urls: list[tuple[str, str | None]] = []
+        for item in data[: request.n]:
+            if not isinstance(item, dict):
+                raise UpstreamError("The image backend sent a malformed response.")
+            revised = item.get("revised_prompt")
+            revised = revised if isinstance(revised, str) else None
+            if item.get("b64_json") is not None:
+                images.append(image_from_base64(item["b64_json"], revised_prompt=revised))
+            elif isinstance(item.get("url"), str):
+                urls.append((item["url"], revised))
+            else:
+                raise UpstreamError("The image backend sent a malformed response.")
+        if urls:
+            downloads = [upstream.download_image(url, revised_prompt=r) for url, r in urls]
+            try:
+                images += await gather_successes(self.name, downloads)
+            except GatewayError:
+                if not images:
+                    raise
+        return images

@@ -1,0 +1,198 @@
+"""The ``replicate`` backend: a Replicate model run as a prediction (a job).
+
+``submit`` creates the prediction (``POST {base_url}/models/{model}/predictions``, or
+``POST {base_url}/predictions`` with a ``version``) in sync mode (``Prefer: wait=N``),
+so a fast model is done in one round trip; ``poll`` reads it (``urls.get``), ``cancel``
+stops it (``urls.cancel``). Output URLs are downloaded without credentials. The key goes
+only to ``base_url``'s own host: ``urls`` elsewhere are ignored for the ``base_url`` ones.
+
+Options: ``base_url`` (default ``https://api.replicate.com/v1``), ``api_key_env``
+(required), ``model`` (``owner/name``) or ``version`` (exactly one), ``sizes``,
+``timeout_seconds``, ``poll_interval_seconds`` (default 0.5).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.backends._http import (
+    Upstream,
+    env_option,
+    float_option,
+    gather_successes,
+    read_secret,
+    request_headers,
+    same_origin,
+    text_option,
+    url_option,
+)
+from gateway.backends.base import (
+    BackendContext,
+    ImageRequest,
+    JobBackend,
+    JobState,
+    JobStatus,
+)
+from gateway.config import ConfigError
+from gateway.errors import UpstreamError
+
+__all__ = ["ReplicateBackend"]
+
+DEFAULT_BASE_URL = "https://api.replicate.com/v1"
+_MODEL = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_VERSION = re.compile(r"^[A-Za-z0-9_./:-]{1,200}$")
+_PREDICTION_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_PENDING = frozenset({"starting", "processing"})
+_FAILED = frozenset({"failed", "canceled", "aborted"})
+_CANCEL_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """Where a pending prediction is read and cancelled, and how many images it owes."""
+
+    get: str
+    cancel: str
+    n: int | None = None
+
+
+class ReplicateBackend(JobBackend):
+    options = (
+        "base_url",
+        "api_key_env",
+        "model",
+        "version",
+        "sizes",
+        "timeout_seconds",
+        "poll_interval_seconds",
+    )
+
+    def __init__(self, name: str, options: Mapping[str, Any]) -> None:
+        super().__init__(name, options)
+        self._base_url = url_option(name, options, "base_url", DEFAULT_BASE_URL)
+        self._api_key_env = env_option(name, options, "api_key_env", required=True)
+        model = text_option(name, options, "model")
+        self._version = text_option(name, options, "version")
+        if (model is None) == (self._version is None):
+            raise ConfigError(f"backends.{name}.model: set exactly one of model and version")
+        if model is not None and not _MODEL.match(model):
+            raise ConfigError(f"backends.{name}.model: must be 'owner/name'")
+        if self._version is not None and not _VERSION.match(self._version):
+            raise ConfigError(f"backends.{name}.version: must be a version id")
+        if model is not None:
+            self._create_url = f"{self._base_url}/models/{model}/predictions"
+        else:
+            self._create_url = f"{self._base_url}/predictions"
+        self.poll_interval_seconds = float_option(name, options, "poll_interval_seconds", 0.5)
+        # Sync mode holds the request open for this long; it must end well before the
+        # deadline, or the prediction's id arrives too late to cancel it.
+        self._wait_seconds = min(60, int(self.timeout_seconds / 2))
+        self._jobs: dict[str, _Job] = {}
+        self._upstream: Upstream | None = None
+
+    async def start(self, context: BackendContext) -> None:
+        assert self._api_key_env is not None
+        key = read_secret(self.name, "api_key_env", self._api_key_env)
+        self._upstream = Upstream(
+            context.http,
+            name=self.name,
+            timeout_seconds=self.timeout_seconds,
+            headers={"Authorization": f"Bearer {key}"},
+            secrets=[key],
+        )
+
+    def _started(self) -> Upstream:
+        assert self._upstream is not None, "start() was not called"
+        return self._upstream
+
+    async def submit(self, request: ImageRequest) -> tuple[str, JobStatus]:
+        upstream = self._started()
+        model_input: dict[str, Any] = {
+            "prompt": request.prompt,
+            "num_outputs": request.n,
+            "width": request.width,
+            "height": request.height,
+        }
+        if request.seed is not None:
+            model_input["seed"] = request.seed
+        body: dict[str, Any] = {"input": model_input}
+        if self._version is not None:
+            body["version"] = self._version
+        headers = request_headers(request)
+        if self._wait_seconds >= 1:
+            headers["Prefer"] = f"wait={self._wait_seconds}"
+        prediction = await upstream.call("POST", self._create_url, body=body, headers=headers)
+        job_id = _prediction_id(prediction)
+        status = await self._status_of(prediction, request.n)
+        if status.state is JobState.PENDING:
+            self._jobs[job_id] = self._job_of(job_id, prediction, request.n)
+        return job_id, status
+
+    async def poll(self, job_id: str) -> JobStatus:
+        upstream = self._started()
+        job = self._jobs.get(job_id) or self._job_of(job_id, None, None)
+        prediction = await upstream.call("GET", job.get)
+        if _prediction_id(prediction) != job_id:
+            raise UpstreamError("The image backend sent a malformed response.")
+        status = await self._status_of(prediction, job.n)
+        if status.state is not JobState.PENDING:
+            self._jobs.pop(job_id, None)
+        return status
+
+    async def cancel(self, job_id: str) -> None:
+        upstream = self._started()
+        job = self._jobs.pop(job_id, None) or self._job_of(job_id, None, None)
+        await upstream.call("POST", job.cancel, max_seconds=_CANCEL_SECONDS)
+
+    def _job_of(self, job_id: str, prediction: Any, n: int | None) -> _Job:
+        own = f"{self._base_url}/predictions/{job_id}"
+        urls = prediction.get("urls") if isinstance(prediction, dict) else None
+        urls = urls if isinstance(urls, dict) else {}
+        get, cancel = urls.get("get"), urls.get("cancel")
+        return _Job(
+            get=get if isinstance(get, str) and same_origin(get, self._base_url) else own,
+            cancel=(
+                cancel
+                if isinstance(cancel, str) and same_origin(cancel, self._base_url)
+                else f"{own}/cancel"
+            ),
+            n=n,
+        )
+
+    async def _status_of(self, prediction: Any, n: int | None) -> JobStatus:
+        """The prediction as a :class:`JobStatus`, its outputs downloaded if it succeeded."""
+        assert isinstance(prediction, dict)  # _prediction_id checked it
+        upstream = self._started()
+        state = prediction.get("status")
+        if not isinstance(state, str):
+            raise UpstreamError("The image backend sent a malformed response.")
+        if state in _PENDING:
+            return JobStatus(JobState.PENDING)
+        if state in _FAILED:
+            error = prediction.get("error")
+            if isinstance(error, str) and error.strip():
+                message = f"The image backend failed: {upstream.sanitize(error)}"
+            else:
+                message = f"The image backend's job ended as {state}."
+            return JobStatus(JobState.FAILED, error=message)
+        if state != "succeeded":
+            raise UpstreamError("The image backend sent a malformed response.")
+        output = prediction.get("output")
+        urls = [output] if isinstance(output, str) else output
+        if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+            raise UpstreamError("The image backend sent a malformed response.")
+        if not urls:
+            return JobStatus(JobState.FAILED, error="The image backend returned no images.")
+        urls = urls[:n] if n is not None else urls
+        images = await gather_successes(self.name, [upstream.download_image(u) for u in urls])
+        return JobStatus(JobState.SUCCEEDED, images=images)
+
+
+def _prediction_id(prediction: Any) -> str:
+    job_id = prediction.get("id") if isinstance(prediction, dict) else None
+    if not isinstance(job_id, str) or not _PREDICTION_ID.match(job_id):
+        raise UpstreamError("The image backend sent a malformed response.")
+    return job_id

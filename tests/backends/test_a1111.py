@@ -1,0 +1,101 @@
+"""The a1111 backend's own behaviour: grids are never counted, basic auth is optional."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from gateway.backends.a1111 import A1111Backend
+from gateway.backends.base import BackendContext
+from gateway.config import ConfigError
+from tests.backends.cases import A1111_PASSWORD, A1111_USER, image_request
+from tests.backends.conftest import Serve
+from tests.backends.fakes import A1111Fake, decode_png
+
+
+@pytest.fixture
+async def fake(serve: Serve, monkeypatch: pytest.MonkeyPatch) -> A1111Fake:
+    monkeypatch.setenv("TEST_A1111_USER", A1111_USER)
+    monkeypatch.setenv("TEST_A1111_PASSWORD", A1111_PASSWORD)
+    return await serve(A1111Fake(A1111_USER, A1111_PASSWORD))
+
+
+async def started(fake: A1111Fake, http: aiohttp.ClientSession) -> A1111Backend:
+    backend = A1111Backend(
+        "x",
+        {
+            "base_url": fake.base_url,
+            "username_env": "TEST_A1111_USER",
+            "password_env": "TEST_A1111_PASSWORD",
+        },
+    )
+    await backend.start(BackendContext(http=http))
+    return backend
+
+
+@pytest.mark.parametrize("info", [True, False], ids=["info-says", "counted"])
+async def test_grid_image_is_dropped(
+    fake: A1111Fake, http: aiohttp.ClientSession, info: bool
+) -> None:
+    fake.grid, fake.info = True, info
+    backend = await started(fake, http)
+
+    images = await backend.generate(image_request(n=3))
+
+    assert [decode_png(image.data) for image in images] == [(64, 64)] * 3  # the grid is 128 wide
+
+
+async def test_seed_negative_prompt_and_settings_are_sent(
+    fake: A1111Fake, http: aiohttp.ClientSession
+) -> None:
+    backend = A1111Backend(
+        "x",
+        {
+            "base_url": fake.base_url,
+            "username_env": "TEST_A1111_USER",
+            "password_env": "TEST_A1111_PASSWORD",
+            "steps": 30,
+            "cfg_scale": 5.5,
+            "sampler": "DPM++ 2M Karras",
+        },
+    )
+    await backend.start(BackendContext(http=http))
+
+    await backend.generate(image_request(seed=7, negative_prompt="blurry"))
+
+    body = fake.api_requests()[0].body
+    assert (body["seed"], body["negative_prompt"]) == (7, "blurry")
+    assert (body["steps"], body["cfg_scale"], body["sampler_name"]) == (30, 5.5, "DPM++ 2M Karras")
+
+
+async def test_without_auth_options_no_credentials_are_sent(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    fake = await serve(A1111Fake(None, ""))
+    backend = A1111Backend("x", {"base_url": fake.base_url})
+    await backend.start(BackendContext(http=http))
+
+    assert len(await backend.generate(image_request())) == 1
+    assert fake.api_requests()[0].credentials() == {}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({}, "backends.x.base_url: required, an http(s) URL"),
+        ({"username_env": "SD_USER"}, "backends.x.password_env: required with username_env"),
+        ({"password_env": "SD_PASSWORD"}, "backends.x.username_env: required with password_env"),
+        ({"steps": 0}, "backends.x.steps: must be a whole number >= 1"),
+        ({"steps": True}, "backends.x.steps: must be a whole number >= 1"),
+        ({"cfg_scale": "high"}, "backends.x.cfg_scale: must be a number > 0"),
+        ({"sampler": ""}, "backends.x.sampler: must be a non-empty string"),
+        ({"sizes": ["512x500"]}, "backends.x.sizes: '512x500' is not a multiple of 8"),
+    ],
+)
+def test_option_errors(options: dict[str, object], message: str) -> None:
+    if "base_url" not in options and options:
+        options = {"base_url": "http://sd.internal:7860", **options}
+    with pytest.raises(ConfigError) as caught:
+        A1111Backend("x", options)
+
+    assert str(caught.value).startswith(message)

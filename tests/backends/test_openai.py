@@ -1,0 +1,129 @@
+"""The openai backend's own behaviour: URL results, revised prompts, gpt-image models."""
+
+from __future__ import annotations
+
+import itertools
+
+import aiohttp
+import pytest
+
+from gateway.backends import _http
+from gateway.backends.base import BackendContext
+from gateway.backends.openai import OpenAIBackend
+from gateway.errors import UpstreamError
+from tests.backends.cases import OPENAI_KEY, image_request
+from tests.backends.conftest import Serve
+from tests.backends.fakes import OpenAIFake, decode_png
+
+
+@pytest.fixture
+async def fake(serve: Serve, monkeypatch: pytest.MonkeyPatch) -> OpenAIFake:
+    monkeypatch.setenv("TEST_OPENAI_KEY", OPENAI_KEY)
+    return await serve(OpenAIFake(OPENAI_KEY))
+
+
+async def started(
+    fake: OpenAIFake, http: aiohttp.ClientSession, **options: object
+) -> OpenAIBackend:
+    backend = OpenAIBackend(
+        "x", {"base_url": fake.base_url, "api_key_env": "TEST_OPENAI_KEY", **options}
+    )
+    await backend.start(BackendContext(http=http))
+    return backend
+
+
+async def test_url_results_are_downloaded_without_credentials(
+    fake: OpenAIFake, http: aiohttp.ClientSession
+) -> None:
+    fake.as_urls = True
+    backend = await started(fake, http, model="dall-e-2")
+
+    images = await backend.generate(image_request(n=2))
+
+    assert [decode_png(image.data) for image in images] == [(64, 64), (64, 64)]
+    assert len(fake.downloads()) == 2
+    assert all(d.credentials() == {} for d in fake.downloads())
+    assert images[0].revised_prompt == "a lighthouse at dawn, in watercolour"
+
+
+async def test_revised_prompt_is_kept(fake: OpenAIFake, http: aiohttp.ClientSession) -> None:
+    backend = await started(fake, http)
+
+    [image] = await backend.generate(image_request())
+
+    assert image.revised_prompt == "a lighthouse at dawn, in watercolour"
+
+
+async def test_clients_model_is_used_and_gpt_image_gets_no_response_format(
+    fake: OpenAIFake, http: aiohttp.ClientSession
+) -> None:
+    backend = await started(fake, http)  # no model option
+
+    images = await backend.generate(image_request(model="gpt-image-1"))
+
+    assert len(images) == 1
+    [call] = fake.api_requests()
+    assert call.body["model"] == "gpt-image-1"
+    assert "response_format" not in call.body
+
+
+async def test_organization_is_sent(fake: OpenAIFake, http: aiohttp.ClientSession) -> None:
+    backend = await started(fake, http, organization="org-gateway")
+
+    await backend.generate(image_request())
+
+    assert fake.api_requests()[0].headers["OpenAI-Organization"] == "org-gateway"
+
+
+async def test_without_api_key_env_no_authorization_is_sent(
+    fake: OpenAIFake, http: aiohttp.ClientSession
+) -> None:
+    backend = OpenAIBackend("x", {"base_url": fake.base_url})
+    await backend.start(BackendContext(http=http))
+
+    with pytest.raises(UpstreamError, match="credentials"):
+        await backend.generate(image_request())
+
+    assert fake.api_requests()[0].credentials() == {}
+
+
+async def test_a_failed_download_returns_the_other_images(
+    fake: OpenAIFake, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.as_urls = True
+    real_file_url = fake.file_url
+    count = itertools.count()
+
+    def second_one_missing(data: bytes) -> str:
+        url = real_file_url(data)
+        return url + ".missing" if next(count) == 1 else url
+
+    monkeypatch.setattr(fake, "file_url", second_one_missing)
+    backend = await started(fake, http)
+
+    images = await backend.generate(image_request(n=3))
+
+    assert len(images) == 2
+
+
+async def test_download_larger_than_the_limit_is_refused(
+    fake: OpenAIFake, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.as_urls = True
+    monkeypatch.setattr(_http, "MAX_IMAGE_BYTES", 64)
+    backend = await started(fake, http)
+
+    with pytest.raises(UpstreamError, match="too large"):
+        await backend.generate(image_request())
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://files.example/a.png"])
+async def test_urls_that_are_not_http_are_not_fetched(
+    fake: OpenAIFake, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    fake.as_urls = True
+    monkeypatch.setattr(fake, "file_url", lambda data: url)
+    backend = await started(fake, http)
+
+    with pytest.raises(UpstreamError, match="cannot be fetched"):
+        await backend.generate(image_request())

@@ -1,0 +1,142 @@
+"""The replicate backend's own behaviour: polling, failures, its deadline and cancel."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from gateway.backends.base import BackendContext
+from gateway.backends.replicate import ReplicateBackend
+from gateway.config import ConfigError
+from gateway.errors import UpstreamError, UpstreamTimeout
+from tests.backends.cases import REPLICATE_KEY, image_request
+from tests.backends.conftest import Serve
+from tests.backends.fakes import ReplicateFake, decode_png
+
+
+@pytest.fixture
+async def fake(serve: Serve, monkeypatch: pytest.MonkeyPatch) -> ReplicateFake:
+    monkeypatch.setenv("TEST_REPLICATE_TOKEN", REPLICATE_KEY)
+    return await serve(ReplicateFake(REPLICATE_KEY))
+
+
+async def started(
+    fake: ReplicateFake, http: aiohttp.ClientSession, **options: object
+) -> ReplicateBackend:
+    backend = ReplicateBackend(
+        "x",
+        {
+            "base_url": fake.base_url,
+            "api_key_env": "TEST_REPLICATE_TOKEN",
+            "model": "black-forest-labs/flux-schnell",
+            "poll_interval_seconds": 0.01,
+            **options,
+        },
+    )
+    await backend.start(BackendContext(http=http))
+    return backend
+
+
+def reads(fake: ReplicateFake) -> list[str]:
+    return [r.path for r in fake.api_requests() if r.method == "GET"]
+
+
+async def test_polls_until_succeeded(fake: ReplicateFake, http: aiohttp.ClientSession) -> None:
+    fake.polls_before_done = 2
+    backend = await started(fake, http)
+
+    images = await backend.generate(image_request(n=2, seed=5))
+
+    assert [decode_png(image.data) for image in images] == [(64, 64)] * 2
+    [prediction_id] = fake.predictions
+    assert reads(fake) == [f"/v1/predictions/{prediction_id}"] * 3
+    assert fake.api_requests()[0].body["input"]["seed"] == 5
+    assert fake.cancelled == []
+
+
+async def test_failed_prediction_is_an_upstream_error(
+    fake: ReplicateFake, http: aiohttp.ClientSession
+) -> None:
+    fake.polls_before_done, fake.outcome = 1, "failed"
+    backend = await started(fake, http)
+
+    with pytest.raises(UpstreamError, match="NSFW content detected"):
+        await backend.generate(image_request())
+
+    assert fake.cancelled == []
+
+
+async def test_own_deadline_cancels_the_prediction(
+    fake: ReplicateFake, http: aiohttp.ClientSession
+) -> None:
+    fake.outcome = "never"
+    backend = await started(fake, http, timeout_seconds=0.3)
+
+    async with asyncio.timeout(5):  # only a safety net: the backend's deadline ends it
+        with pytest.raises(UpstreamTimeout):
+            await backend.generate(image_request())
+
+    assert fake.cancelled == list(fake.predictions)
+    assert len(reads(fake)) >= 2
+    assert "Prefer" not in fake.api_requests()[0].headers  # no time for sync mode
+
+
+async def test_hanging_poll_is_cancelled_when_the_caller_gives_up(
+    fake: ReplicateFake, http: aiohttp.ClientSession
+) -> None:
+    fake.outcome, fake.hang_polls = "never", True
+    backend = await started(fake, http)
+
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.3):
+            await backend.generate(image_request())
+
+    assert fake.cancelled == list(fake.predictions)
+
+
+async def test_version_creates_through_predictions(
+    fake: ReplicateFake, http: aiohttp.ClientSession
+) -> None:
+    backend = ReplicateBackend(
+        "x",
+        {"base_url": fake.base_url, "api_key_env": "TEST_REPLICATE_TOKEN", "version": "abc123"},
+    )
+    await backend.start(BackendContext(http=http))
+
+    assert len(await backend.generate(image_request())) == 1
+    create = fake.api_requests()[0]
+    assert (create.path, create.body["version"]) == ("/v1/predictions", "abc123")
+
+
+async def test_urls_on_another_host_are_not_used(
+    fake: ReplicateFake, serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    elsewhere = await serve(ReplicateFake(REPLICATE_KEY))
+    fake.urls_origin = elsewhere.origin
+    fake.polls_before_done = 1
+    backend = await started(fake, http)
+
+    assert len(await backend.generate(image_request())) == 1
+    assert elsewhere.requests == []
+    assert len(reads(fake)) == 2
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"model": "a/b", "version": "abc"},
+            "backends.x.model: set exactly one of model and version",
+        ),
+        ({}, "backends.x.model: set exactly one of model and version"),
+        ({"model": "flux-schnell"}, "backends.x.model: must be 'owner/name'"),
+        ({"model": "a/b", "poll_interval_seconds": 0}, "backends.x.poll_interval_seconds: must be"),
+    ],
+)
+def test_option_errors(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        ReplicateBackend("x", {"api_key_env": "REPLICATE_API_TOKEN", **options})
+
+    assert str(caught.value).startswith(message)
