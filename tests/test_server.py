@@ -5,78 +5,19 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import subprocess
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.conftest import (
-    FakeUpstream,
-    MakeKey,
-    clean_env,
-    free_port,
-    gateway_command,
-    merge,
-    today,
-    upstream_config,
-    usage_rows,
-    write_config,
-)
+from tests.conftest import FakeUpstream, MakeKey, today, upstream_config, usage_rows
+from tests.processes import post, running_gateway
 
 pytestmark = pytest.mark.slow
 
 GatewayProcess = Callable[..., Any]
-
-
-async def wait_until_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(400):
-            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-            try:
-                async with session.get(f"{url}/readyz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError("the gateway did not become ready")
-
-
-@asynccontextmanager
-async def running_gateway(
-    tmp_path: Path, raw_config: dict[str, Any], extra: dict[str, Any] | None = None
-) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    config = merge(merge(raw_config, extra or {}), {"server": {"port": port}})
-    path = write_config(tmp_path / f"config-{port}.yaml", config)
-    process = subprocess.Popen(
-        gateway_command("serve", "--config", str(path), "--host", "127.0.0.1"),
-        env=clean_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        await wait_until_ready(url, process)
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
-
-
-async def post(session: aiohttp.ClientSession, url: str, key: str, **body: Any) -> int:
-    body.setdefault("prompt", "p")
-    body.setdefault("size", "256x256")
-    async with session.post(
-        f"{url}/v1/images/generations", json=body, headers={"Authorization": f"Bearer {key}"}
-    ) as response:
-        await response.read()
-        return response.status
 
 
 async def test_sigterm_lets_in_flight_requests_finish_and_flushes(
