@@ -33,6 +33,7 @@ from gateway.http.middlewares import request_context_middleware
 from gateway.http.routes import setup_routes
 from gateway.keys.cache import KeyCache, KeyStore, PostgresKeyStore
 from gateway.limits.admission import Admission, RedisLayout
+from gateway.limits.local import LocalAdmission
 from gateway.metrics import Metrics
 from gateway.services import CONFIG, SERVICES, Services
 from gateway.usage.flusher import PostgresSeeds, UsageFlusher
@@ -114,7 +115,11 @@ def create_app(
             clock=monotonic,
             on_lookup=lambda layer, result: metrics.key_lookups.labels(layer, result).inc(),
         )
-        admission = Admission(redis, layout, PostgresSeeds(pool), clock=limiter_clock)
+        seeds = PostgresSeeds(pool)
+        fallback = None
+        if config.redis.on_failure == "open":
+            fallback = LocalAdmission(redis, layout, seeds, clock=wall_clock)
+        admission = Admission(redis, layout, seeds, clock=limiter_clock, fallback=fallback)
         flusher = UsageFlusher(
             redis=redis,
             pool=pool,

@@ -72,6 +72,10 @@ class RedisConfig:
     key_prefix: str = "gw:"
     max_connections: int = 64
     socket_timeout_seconds: float = 2.0
+    #: While Redis is unreachable: ``closed`` refuses generation calls (503, no free
+    #: images); ``open`` admits them under per-process approximate limits, counts
+    #: them locally and adds them to Redis when it is back.
+    on_failure: str = "closed"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -416,6 +420,8 @@ def _check_values(config: Config) -> None:
     if "{" in config.redis.key_prefix or "}" in config.redis.key_prefix:
         raise ConfigError("redis.key_prefix: must not contain '{' or '}' (hash tags)")
     positive("redis.max_connections", config.redis.max_connections)
+    if config.redis.on_failure not in ("closed", "open"):
+        raise ConfigError("redis.on_failure: 'closed' or 'open'")
     positive("redis.socket_timeout_seconds", config.redis.socket_timeout_seconds)
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,23}", config.keys.prefix):
         raise ConfigError("keys.prefix: 1-24 letters, digits or '_', starting with a letter")

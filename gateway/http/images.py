@@ -188,7 +188,8 @@ async def generate_images(request: web.Request) -> web.Response:
         ) from None
 
     metrics.admission_seconds.observe(time.perf_counter() - started)
-    metrics.admissions.labels(_OUTCOMES[decision.outcome]).inc()
+    outcome = _OUTCOMES[decision.outcome]
+    metrics.admissions.labels(f"{outcome}_locally" if decision.local else outcome).inc()
     if decision.outcome != ADMITTED:
         headers = rate_limit_headers(decision)
         if decision.outcome == RATE_LIMITED:
@@ -211,11 +212,15 @@ async def generate_images(request: web.Request) -> web.Response:
     try:
         backend_name, images = await _call_backends(params.chain, params.request, metrics)
     except BaseException:
-        await asyncio.shield(services.admission.release(record.key_id, decision.day, n))
+        await asyncio.shield(
+            services.admission.release(record.key_id, decision.day, n, local=decision.local)
+        )
         raise
     delivered = images[:n]
     if len(delivered) < n:
-        await services.admission.release(record.key_id, decision.day, n - len(delivered))
+        await services.admission.release(
+            record.key_id, decision.day, n - len(delivered), local=decision.local
+        )
     if not delivered:
         raise errors.UpstreamError("The image backend returned no images.")
     fields.update(backend=backend_name, images=len(delivered))

@@ -22,6 +22,7 @@ from typing import Any, Protocol, cast
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from gateway.config import KeysConfig, PlanConfig
 from gateway.db.keys import KeyRow, fetch_key_by_hash
@@ -204,7 +205,13 @@ class KeyCache:
         """The record from Redis; on a miss, one caller across all processes loads it."""
         entry = _entry_key(self._redis_prefix, key_hash)
         lock = f"{entry}:loading"  # same hash slot as the entry
-        reply = await self._lookup_script(keys=(entry, lock), args=(_LOAD_LOCK_MS,))
+        try:
+            reply = await self._lookup_script(keys=(entry, lock), args=(_LOAD_LOCK_MS,))
+        except RedisError:
+            # Redis is down: ask Postgres directly (and cache nothing in Redis).
+            row = await self._store.fetch(key_hash)
+            self._on_lookup("postgres", "negative" if row is None else "hit")
+            return _encode(row)
         if reply[0] == _HIT:
             raw = cast(bytes, reply[1])
             self._on_lookup("redis", "negative" if raw == _MISSING else "hit")

@@ -19,16 +19,21 @@ set of counters the usage flusher has not yet written to Postgres.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from gateway.keys.cache import KeyRecord
 from gateway.scripts import load_script
+
+if TYPE_CHECKING:
+    from gateway.limits.local import LocalAdmission
 
 __all__ = [
     "ADMITTED",
@@ -94,6 +99,8 @@ class Decision:
     images_used: int
     #: Seconds until the next UTC midnight, when the daily quota starts afresh.
     images_reset: int
+    #: Decided in this process because Redis was unreachable (``redis.on_failure: open``).
+    local: bool = False
 
     @property
     def admitted(self) -> bool:
@@ -121,9 +128,15 @@ class Admission:
         layout: RedisLayout,
         seeds: SeedSource,
         clock: Callable[[], float] | None = None,
+        fallback: LocalAdmission | None = None,
     ) -> None:
-        """``clock`` (seconds since the epoch) replaces Redis's clock; for tests only."""
+        """``clock`` (seconds since the epoch) replaces Redis's clock; for tests only.
+
+        ``fallback`` decides instead while Redis is unreachable (``redis.on_failure:
+        open``); without one, a Redis error propagates and the caller fails closed.
+        """
         self._clock = clock
+        self._fallback = fallback
         self._layout = layout
         self._seeds = seeds
         self._admit = load_script(redis, "admit")
@@ -156,7 +169,13 @@ class Admission:
             "",
             now,
         ]
-        raw = await self._admit(keys=keys, args=args)
+        try:
+            raw = await self._admit(keys=keys, args=args)
+        except RedisError:
+            if self._fallback is None:
+                raise
+            decision = await self._fallback.admit(record, n)
+            return dataclasses.replace(decision, local=True)
         if raw[0] == NEEDS_SEED:
             day = int(raw[1])
             args[5] = await self._seeds.count_for(key_id, day)
@@ -177,13 +196,16 @@ class Admission:
             images_reset=to_midnight,
         )
 
-    async def release(self, key_id: str, day: int, images: int) -> None:
+    async def release(self, key_id: str, day: int, images: int, *, local: bool = False) -> None:
         """Give back ``images`` reserved on ``day`` that were not delivered.
 
         Never raises: when Redis cannot be reached the release is kept and retried by
         :meth:`retry_unsent` (the usage flusher calls it every interval).
         """
         if images <= 0:
+            return
+        if local and self._fallback is not None:
+            self._fallback.release(key_id, day, images)
             return
         try:
             await self._send_release(key_id, day, images)
@@ -201,7 +223,12 @@ class Admission:
         )
 
     async def retry_unsent(self) -> None:
-        """Send the releases that failed earlier; raises (keeping the rest) if Redis fails."""
+        """Send what could not reach Redis earlier: releases, and counts admitted locally.
+
+        Raises (keeping the rest) if Redis still fails.
+        """
+        if self._fallback is not None and self._fallback.unsynced:
+            await self._fallback.reconcile()
         while self.unsent:
             key_id, day, images = self.unsent[0]
             await self._send_release(key_id, day, images)
