@@ -238,7 +238,8 @@ class FakeUpstream:
     """An aiohttp server answering ``POST /v1/images/generations``.
 
     ``mode``: ``ok`` (n images), ``short`` (n - 1 images), ``fail`` (HTTP 500),
-    ``garbage`` (200 with a non-JSON body), ``hang`` (waits until ``release`` is set).
+    ``garbage`` (200 with a non-JSON body), ``hang`` (waits until ``release`` is set),
+    ``reset`` (drops the connection without answering).
     """
 
     mode: str = "ok"
@@ -261,6 +262,10 @@ class FakeUpstream:
             )
         if self.mode == "fail":
             return web.json_response({"error": {"message": "boom"}}, status=500)
+        if self.mode == "reset":
+            assert request.transport is not None
+            request.transport.abort()  # the connection dies with no answer
+            return web.Response()
         if self.mode == "garbage":
             return web.Response(text="<html>oops</html>")
         if self.mode == "hang":

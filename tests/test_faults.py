@@ -218,3 +218,96 @@ async def test_postgres_down_warm_keys_keep_working_and_usage_catches_up(
         assert await usage_rows(conn, row["id"]) == {today(): 7}
     finally:
         await conn.close()
+
+
+# -- processes killed or stopped under load ------------------------------------------
+
+
+async def _post_outcome(session: Any, url: str, key: str, n: int) -> tuple[str, int]:
+    """("ok", images) for a 200, ("refused", 0) for another status, ("cut", n) if the
+    connection died before an answer (the request may or may not have been admitted)."""
+    import aiohttp
+
+    try:
+        async with session.post(
+            f"{url}/v1/images/generations",
+            json={"prompt": "p", "size": "256x256", "n": n},
+            headers={"Authorization": f"Bearer {key}"},
+        ) as response:
+            body = await response.json()
+            if response.status == 200:
+                return "ok", len(body["data"])
+            return "refused", 0
+    except (TimeoutError, aiohttp.ClientError):
+        return "cut", n
+
+
+async def test_sigkill_under_load_charges_every_delivered_image_and_at_most_the_cut_ones(
+    tmp_path: Path,
+    raw_config: dict[str, Any],
+    make_key: MakeKey,
+    make_gateway: MakeGateway,
+    db: Any,
+):
+    import signal
+
+    import aiohttp
+
+    from tests.processes import running_gateway
+
+    key = await make_key("pro", requests_per_minute=100_000, images_per_day=1_000_000)
+    async with (
+        running_gateway(tmp_path, raw_config) as (url, process),
+        aiohttp.ClientSession() as session,
+    ):
+        load = [asyncio.create_task(_post_outcome(session, url, key.key, 2)) for _ in range(400)]
+        while sum(task.done() for task in load) < 50:  # kill in the middle of the load
+            await asyncio.sleep(0.005)
+        process.send_signal(signal.SIGKILL)
+        outcomes = await asyncio.gather(*load)
+    delivered = sum(images for kind, images in outcomes if kind == "ok")
+    cut = sum(images for kind, images in outcomes if kind == "cut")
+    assert delivered >= 100
+    survivor = await make_gateway()
+    await survivor.flush()
+    charged = (await usage_rows(db, key.key_id)).get(today(), 0)
+    # Every delivered image is charged; beyond that, at most the requests that were cut
+    # mid-flight (admitted, then the process died before answering).
+    assert delivered <= charged <= delivered + cut
+
+
+async def test_sigterm_under_load_cuts_no_request_and_flushes_exactly(
+    tmp_path: Path, raw_config: dict[str, Any], make_key: MakeKey, db: Any, fake_upstream: Any
+):
+    import signal
+
+    import aiohttp
+
+    from tests.conftest import upstream_config
+    from tests.processes import running_gateway
+
+    fake_upstream.mode = "hang"
+    key = await make_key("pro", requests_per_minute=100_000, images_per_day=1_000_000)
+    extra = upstream_config(fake_upstream, max_concurrency=0)
+    async with running_gateway(tmp_path, raw_config, extra) as (url, process):
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
+            load = [asyncio.create_task(_post_model(session, url, key.key)) for _ in range(40)]
+            while len(fake_upstream.requests) < 40:  # all forty are in flight upstream
+                await asyncio.sleep(0.01)
+            process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0)  # let the signal land before the upstream answers
+            fake_upstream.release.set()
+            statuses = await asyncio.gather(*load)
+        assert statuses == [200] * 40
+        assert await asyncio.to_thread(process.wait, 30) == 0
+    assert await usage_rows(db, key.key_id) == {today(): 40}
+
+
+async def _post_model(session: Any, url: str, key: str) -> int:
+    async with session.post(
+        f"{url}/v1/images/generations",
+        json={"prompt": "p", "size": "256x256", "model": "remote"},
+        headers={"Authorization": f"Bearer {key}"},
+    ) as response:
+        await response.read()
+        return int(response.status)

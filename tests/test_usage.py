@@ -94,6 +94,20 @@ async def test_upstream_timeout_is_not_charged(
     assert await usage_rows(db, key.key_id) in ({}, {today(): 0})
 
 
+async def test_upstream_resetting_connections_is_a_502_and_not_charged(
+    make_gateway: MakeGateway, make_key: MakeKey, fake_upstream: FakeUpstream, db
+):
+    fake_upstream.mode = "reset"
+    gateway = await make_gateway(upstream_config(fake_upstream, retries=1))
+    key = await make_key()
+    response = await gateway.generate(key.key, model="remote", n=2)
+    assert response.status == 502
+    assert (await response.json())["error"]["code"] == "upstream_error"
+    assert len(fake_upstream.requests) == 2  # a connection error is retried once
+    await gateway.flush()
+    assert await usage_rows(db, key.key_id) in ({}, {today(): 0})
+
+
 async def test_short_delivery_charges_only_what_came_back(
     make_gateway: MakeGateway, make_key: MakeKey, fake_upstream: FakeUpstream, db
 ):
