@@ -128,7 +128,13 @@ def create_app(
             interval=config.usage.flush_interval_seconds,
             clock=monotonic,
         )
-        http = aiohttp.ClientSession()
+        http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=config.server.upstream_max_connections,
+                limit_per_host=config.server.upstream_max_connections_per_host,
+            ),
+            timeout=aiohttp.ClientTimeout(total=None),  # each backend keeps its own deadline
+        )
         for guarded in router.backends.values():
             await guarded.backend.start(BackendContext(http=http))
         app[SERVICES] = Services(

@@ -55,6 +55,10 @@ class ServerConfig:
     shutdown_timeout_seconds: float = 30.0
     #: Processes sharing the port (SO_REUSEPORT); 0 or "auto" = one per CPU.
     workers: int = 1
+    #: Connections the process's one shared upstream HTTP client may hold open, in all
+    #: and per upstream host (0 = no per-host cap).
+    upstream_max_connections: int = 200
+    upstream_max_connections_per_host: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -407,6 +411,12 @@ def _check_values(config: Config) -> None:
         raise ConfigError("server.port: must be between 1 and 65535")
     positive("server.max_body_bytes", config.server.max_body_bytes)
     positive("server.shutdown_timeout_seconds", config.server.shutdown_timeout_seconds)
+    positive("server.upstream_max_connections", config.server.upstream_max_connections)
+    positive(
+        "server.upstream_max_connections_per_host",
+        config.server.upstream_max_connections_per_host,
+        zero_ok=True,
+    )
     if not 0 <= config.server.workers <= 256:
         raise ConfigError("server.workers: a number from 1 to 256, or 0 / 'auto' (one per CPU)")
     if not config.database.url.startswith(("postgresql://", "postgres://")):
