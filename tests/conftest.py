@@ -173,6 +173,28 @@ async def gateway(make_gateway: MakeGateway) -> Gateway:
     return await make_gateway()
 
 
+@pytest.fixture
+def make_app(make_gateway: MakeGateway, raw_config: dict[str, Any]) -> MakeGateway:
+    """Gateways in a Redis namespace of this test's own (inside the run's, so it is
+    cleaned up with it), with per-IP account budgets that only brute-force tests meet:
+    127.0.0.1's budgets are not shared with other tests."""
+    prefix = f"{raw_config['redis']['key_prefix']}{uuid.uuid4().hex[:10]}:"
+    relaxed = {
+        "auth": {"register_per_minute_per_ip": 10_000, "login_per_minute_per_ip": 10_000},
+        "redis": {"key_prefix": prefix},
+    }
+
+    async def make(extra: dict[str, Any] | None = None, **kwargs: Any) -> Gateway:
+        return await make_gateway(merge(relaxed, extra or {}), **kwargs)
+
+    return make
+
+
+@pytest.fixture
+async def app(make_app: MakeGateway) -> Gateway:
+    return await make_app()
+
+
 # -- data --------------------------------------------------------------------------
 
 

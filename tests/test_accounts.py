@@ -16,50 +16,11 @@ import jwt
 import pytest
 
 from gateway.keys.issue import issue_key
-from tests.conftest import JWT_SECRET, KEY_PREFIX, Gateway, MakeGateway, merge, today
+from tests.conftest import JWT_SECRET, KEY_PREFIX, Gateway, MakeGateway, today
+from tests.support import PASSWORD, expect_error, parse_time
 
-PASSWORD = "correct horse battery staple"
-#: Per-IP budgets high enough that only the brute-force tests ever meet them.
-RELAXED = {"auth": {"register_per_minute_per_ip": 10_000, "login_per_minute_per_ip": 10_000}}
 OLD_SECRET = "old-jwt-secret-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 NEW_SECRET = "new-jwt-secret-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
-ANY = object()  # expect_error: do not check the param
-
-
-async def expect_error(
-    response: Any, status: int, code: str, param: object = None
-) -> dict[str, Any]:
-    assert response.status == status, await response.text()
-    assert response.content_type == "application/json"
-    body = await response.json()
-    error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["code"] == code
-    if param is not ANY:
-        assert error["param"] == param
-    assert isinstance(error["message"], str)
-    assert error["message"]
-    assert "Traceback" not in error["message"]
-    assert response.headers["X-Request-ID"]
-    return error
-
-
-@pytest.fixture
-def make_app(make_gateway: MakeGateway, raw_config: dict[str, Any]) -> MakeGateway:
-    """Gateways in a Redis namespace of this test's own (inside the run's, so it is
-    cleaned up with it): the per-IP budgets of 127.0.0.1 are not shared with other tests."""
-    prefix = f"{raw_config['redis']['key_prefix']}{uuid.uuid4().hex[:10]}:"
-
-    async def make(extra: dict[str, Any] | None = None, **kwargs: Any) -> Gateway:
-        own = merge(RELAXED, {"redis": {"key_prefix": prefix}})
-        return await make_gateway(merge(own, extra or {}), **kwargs)
-
-    return make
-
-
-@pytest.fixture
-async def app(make_app: MakeGateway) -> Gateway:
-    return await make_app()
 
 
 def unique_email() -> str:
@@ -99,12 +60,6 @@ async def token_for(gateway: Gateway, email: str, password: str = PASSWORD) -> s
 
 async def me(gateway: Gateway, token: str) -> Any:
     return await gateway.client.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
-
-
-def parse_time(value: str) -> dt.datetime:
-    parsed = dt.datetime.fromisoformat(value)
-    assert parsed.tzinfo is not None, value
-    return parsed
 
 
 def b64url(data: bytes) -> str:

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, Gateway, MakeGateway, merge, today
+from tests.conftest import ADMIN_TOKEN, Gateway, MakeGateway, today
+from tests.support import (
+    ANY,
+    PASSWORD,
+    expect_error,
+    new_account,
+    new_key,
+    within_a_second,
+)
 
-PASSWORD = "correct horse battery staple"
-#: Per-IP budgets high enough that these tests never meet them.
-RELAXED = {"auth": {"register_per_minute_per_ip": 10_000, "login_per_minute_per_ip": 10_000}}
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 LISTED_KEY_FIELDS = {
     "id",
@@ -28,46 +31,6 @@ LISTED_KEY_FIELDS = {
     "last_used_at",
     "expires_at",
 }
-ANY = object()  # expect_error: do not check the param
-
-
-async def expect_error(
-    response: Any, status: int, code: str, param: object = None
-) -> dict[str, Any]:
-    assert response.status == status, await response.text()
-    assert response.content_type == "application/json"
-    body = await response.json()
-    error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["code"] == code
-    if param is not ANY:
-        assert error["param"] == param
-    assert isinstance(error["message"], str)
-    assert error["message"]
-    assert "Traceback" not in error["message"]
-    assert response.headers["X-Request-ID"]
-    return error
-
-
-async def eventually(check: Callable[[], Awaitable[object]], timeout: float = 3.0) -> None:
-    """Poll ``check`` until it returns True; fail with its last answer after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        outcome = await check()
-        if outcome is True:
-            return
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not observed within {timeout} s; last: {outcome!r}")
-        await asyncio.sleep(0.02)
-
-
-async def within_a_second(*checks: Callable[[], Awaitable[object]]) -> None:
-    """Wait for every check; all of them must have come true within 1 s of the call."""
-    started = time.monotonic()
-    for check in checks:
-        await eventually(check)
-    elapsed = time.monotonic() - started
-    assert elapsed < 1.0, f"the change took {elapsed:.2f} s to be seen"
 
 
 def refused(gateway: Gateway, key: str, status: int, code: str) -> Callable[[], Awaitable[object]]:
@@ -93,53 +56,6 @@ def limit_is(
         return True if got == str(value) else (response.status, got)
 
     return check
-
-
-@pytest.fixture
-def make_app(make_gateway: MakeGateway, raw_config: dict[str, Any]) -> MakeGateway:
-    """Gateways in a Redis namespace of this test's own (inside the run's, so it is
-    cleaned up with it): the per-IP budgets of 127.0.0.1 are not shared with other tests."""
-    prefix = f"{raw_config['redis']['key_prefix']}{uuid.uuid4().hex[:10]}:"
-
-    async def make(extra: dict[str, Any] | None = None, **kwargs: Any) -> Gateway:
-        own = merge(RELAXED, {"redis": {"key_prefix": prefix}})
-        return await make_gateway(merge(own, extra or {}), **kwargs)
-
-    return make
-
-
-@pytest.fixture
-async def app(make_app: MakeGateway) -> Gateway:
-    return await make_app()
-
-
-@dataclass
-class Account:
-    id: str
-    email: str
-    token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
-async def new_account(gateway: Gateway) -> Account:
-    email = f"user-{uuid.uuid4().hex}@example.com"
-    body = {"email": email, "password": PASSWORD}
-    response = await gateway.client.post("/v1/auth/register", json=body)
-    assert response.status == 201, await response.text()
-    user_id = (await response.json())["id"]
-    response = await gateway.client.post("/v1/auth/login", json=body)
-    assert response.status == 200, await response.text()
-    return Account(user_id, email, (await response.json())["access_token"])
-
-
-async def new_key(gateway: Gateway, account: Account, name: str = "test key") -> dict[str, Any]:
-    response = await gateway.client.post("/v1/keys", json={"name": name}, headers=account.headers)
-    assert response.status == 201, await response.text()
-    key: dict[str, Any] = await response.json()
-    return key
 
 
 async def warm(key: str, *gateways: Gateway) -> None:
@@ -275,8 +191,8 @@ async def test_find_user_by_email(app: Gateway):
 
 async def test_get_user_with_keys_and_usage_today(app: Gateway):
     account = await new_account(app)
-    first = await new_key(app, account, "first")
-    second = await new_key(app, account, "second")
+    first = await new_key(app, account, name="first")
+    second = await new_key(app, account, name="second")
     assert (await app.generate(first["key"], n=1)).status == 200
     assert (await app.generate(second["key"], n=2)).status == 200
     await app.flush()
@@ -429,7 +345,7 @@ async def test_deactivating_a_key_reaches_another_instance_within_a_second(
     first, second = await make_app(), await make_app()
     account = await new_account(first)
     key = await new_key(first, account)
-    spare = await new_key(first, account, "spare")
+    spare = await new_key(first, account, name="spare")
     await warm(key["key"], first, second)
     await warm(spare["key"], first, second)
     assert (await patch_key(first, key["id"], {"is_active": False})).status == 200
@@ -459,8 +375,8 @@ async def test_bad_key_override(app: Gateway, db: asyncpg.Connection, field: str
 
 async def test_usage_of_today_includes_unflushed_counts(app: Gateway):
     account = await new_account(app)
-    first = await new_key(app, account, "first")
-    second = await new_key(app, account, "second")
+    first = await new_key(app, account, name="first")
+    second = await new_key(app, account, name="second")
     assert (await app.generate(first["key"], n=2)).status == 200
     assert (await app.generate(second["key"], n=3)).status == 200
     day = today().isoformat()
@@ -477,8 +393,8 @@ async def test_usage_of_today_includes_unflushed_counts(app: Gateway):
 
 async def test_usage_of_an_earlier_day(app: Gateway, db: asyncpg.Connection):
     account = await new_account(app)
-    first = await new_key(app, account, "first")
-    second = await new_key(app, account, "second")
+    first = await new_key(app, account, name="first")
+    second = await new_key(app, account, name="second")
     other = await new_account(app)
     theirs = await new_key(app, other)
     day = today() - dt.timedelta(days=3)

@@ -15,23 +15,7 @@ from tests.conftest import (
     PrivateRedis,
     upstream_config,
 )
-
-
-async def expect_error(
-    response: Any, status: int, code: str, param: str | None = None
-) -> dict[str, Any]:
-    assert response.status == status, await response.text()
-    assert response.content_type == "application/json"
-    body = await response.json()
-    error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["code"] == code
-    assert error["param"] == param
-    assert isinstance(error["message"], str)
-    assert error["message"]
-    assert "Traceback" not in error["message"]
-    assert response.headers["X-Request-ID"]
-    return error
+from tests.support import expect_error
 
 
 async def test_missing_api_key(gateway: Gateway):

@@ -9,7 +9,6 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,16 +25,9 @@ from tests.conftest import (
     today,
     usage_rows,
 )
+from tests.support import eventually
 
 pytestmark = pytest.mark.slow
-
-
-async def eventually(check: Any, timeout: float = 10.0) -> float:
-    started = time.monotonic()
-    while not await check():
-        assert time.monotonic() - started < timeout, "condition never became true"
-        await asyncio.sleep(0.02)
-    return time.monotonic() - started
 
 
 async def test_redis_restart_fails_closed_then_recovers_without_resetting_quotas(

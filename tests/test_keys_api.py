@@ -4,63 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import pytest
 
 from gateway.keys.format import hash_key
-from tests.conftest import KEY_PREFIX, Gateway, MakeGateway, merge
+from tests.conftest import KEY_PREFIX, Gateway, MakeGateway
+from tests.support import (
+    Account,
+    expect_error,
+    new_account,
+    new_key,
+    parse_time,
+    within_a_second,
+)
 
-PASSWORD = "correct horse battery staple"
-#: Per-IP budgets high enough that these tests never meet them.
-RELAXED = {"auth": {"register_per_minute_per_ip": 10_000, "login_per_minute_per_ip": 10_000}}
 CREATED_FIELDS = {"id", "name", "key", "prefix", "created_at", "expires_at"}
 LISTED_FIELDS = {"id", "name", "prefix", "is_active", "created_at", "last_used_at", "expires_at"}
-ANY = object()  # expect_error: do not check the param
-
-
-async def expect_error(
-    response: Any, status: int, code: str, param: object = None
-) -> dict[str, Any]:
-    assert response.status == status, await response.text()
-    assert response.content_type == "application/json"
-    body = await response.json()
-    error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["code"] == code
-    if param is not ANY:
-        assert error["param"] == param
-    assert isinstance(error["message"], str)
-    assert error["message"]
-    assert "Traceback" not in error["message"]
-    assert response.headers["X-Request-ID"]
-    return error
-
-
-async def eventually(check: Callable[[], Awaitable[object]], timeout: float = 3.0) -> None:
-    """Poll ``check`` until it returns True; fail with its last answer after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        outcome = await check()
-        if outcome is True:
-            return
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not observed within {timeout} s; last: {outcome!r}")
-        await asyncio.sleep(0.02)
-
-
-async def within_a_second(*checks: Callable[[], Awaitable[object]]) -> None:
-    """Wait for every check; all of them must have come true within 1 s of the call."""
-    started = time.monotonic()
-    for check in checks:
-        await eventually(check)
-    elapsed = time.monotonic() - started
-    assert elapsed < 1.0, f"the change took {elapsed:.2f} s to be seen"
 
 
 def refused(
@@ -75,56 +38,8 @@ def refused(
     return check
 
 
-@pytest.fixture
-def make_app(make_gateway: MakeGateway, raw_config: dict[str, Any]) -> MakeGateway:
-    """Gateways in a Redis namespace of this test's own (inside the run's, so it is
-    cleaned up with it): the per-IP budgets of 127.0.0.1 are not shared with other tests."""
-    prefix = f"{raw_config['redis']['key_prefix']}{uuid.uuid4().hex[:10]}:"
-
-    async def make(extra: dict[str, Any] | None = None, **kwargs: Any) -> Gateway:
-        own = merge(RELAXED, {"redis": {"key_prefix": prefix}})
-        return await make_gateway(merge(own, extra or {}), **kwargs)
-
-    return make
-
-
-@pytest.fixture
-async def app(make_app: MakeGateway) -> Gateway:
-    return await make_app()
-
-
-@dataclass
-class Account:
-    id: str
-    email: str
-    token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
-async def new_account(gateway: Gateway) -> Account:
-    email = f"user-{uuid.uuid4().hex}@example.com"
-    body = {"email": email, "password": PASSWORD}
-    response = await gateway.client.post("/v1/auth/register", json=body)
-    assert response.status == 201, await response.text()
-    user_id = (await response.json())["id"]
-    response = await gateway.client.post("/v1/auth/login", json=body)
-    assert response.status == 200, await response.text()
-    return Account(user_id, email, (await response.json())["access_token"])
-
-
 async def create(gateway: Gateway, account: Account, body: Any) -> Any:
     return await gateway.client.post("/v1/keys", json=body, headers=account.headers)
-
-
-async def new_key(gateway: Gateway, account: Account, **body: Any) -> dict[str, Any]:
-    body.setdefault("name", "test key")
-    response = await create(gateway, account, body)
-    assert response.status == 201, await response.text()
-    key: dict[str, Any] = await response.json()
-    return key
 
 
 async def rotate(gateway: Gateway, account: Account, key_id: str, body: Any) -> Any:
@@ -146,12 +61,6 @@ async def warm(key: str, *gateways: Gateway) -> None:
         response = await gateway.generate(key)
         assert response.status == 200, await response.text()
         await asyncio.wait_for(gateway.services.keys.subscribed.wait(), 5)
-
-
-def parse_time(value: str) -> dt.datetime:
-    parsed = dt.datetime.fromisoformat(value)
-    assert parsed.tzinfo is not None, value
-    return parsed
 
 
 # -- create -----------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import signal
-import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -15,17 +14,9 @@ import pytest
 
 from tests.conftest import ADMIN_TOKEN, MakeKey, today, usage_rows
 from tests.processes import post, running_gateway
+from tests.support import eventually
 
 pytestmark = pytest.mark.slow
-
-
-async def eventually(check: Any, timeout: float = 10.0) -> float:
-    """Seconds until ``check()`` (a coroutine function) returned true."""
-    started = time.monotonic()
-    while not await check():
-        assert time.monotonic() - started < timeout, "condition never became true"
-        await asyncio.sleep(0.02)
-    return time.monotonic() - started
 
 
 async def test_three_processes_keep_exact_limits_see_revocations_and_lose_nothing(

@@ -4,83 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import pytest
 
-from tests.conftest import Gateway, MakeGateway, merge, today, usage_rows
-
-PASSWORD = "correct horse battery staple"
-#: Per-IP budgets high enough that these tests never meet them.
-RELAXED = {"auth": {"register_per_minute_per_ip": 10_000, "login_per_minute_per_ip": 10_000}}
-ANY = object()  # expect_error: do not check the param
-
-
-async def expect_error(
-    response: Any, status: int, code: str, param: object = None
-) -> dict[str, Any]:
-    assert response.status == status, await response.text()
-    assert response.content_type == "application/json"
-    body = await response.json()
-    error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["code"] == code
-    if param is not ANY:
-        assert error["param"] == param
-    assert isinstance(error["message"], str)
-    assert error["message"]
-    assert "Traceback" not in error["message"]
-    assert response.headers["X-Request-ID"]
-    return error
-
-
-@pytest.fixture
-def make_app(make_gateway: MakeGateway, raw_config: dict[str, Any]) -> MakeGateway:
-    """Gateways in a Redis namespace of this test's own (inside the run's, so it is
-    cleaned up with it): the per-IP budgets of 127.0.0.1 are not shared with other tests."""
-    prefix = f"{raw_config['redis']['key_prefix']}{uuid.uuid4().hex[:10]}:"
-
-    async def make(extra: dict[str, Any] | None = None, **kwargs: Any) -> Gateway:
-        own = merge(RELAXED, {"redis": {"key_prefix": prefix}})
-        return await make_gateway(merge(own, extra or {}), **kwargs)
-
-    return make
-
-
-@pytest.fixture
-async def app(make_app: MakeGateway) -> Gateway:
-    return await make_app()
-
-
-@dataclass
-class Account:
-    id: str
-    email: str
-    token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
-async def new_account(gateway: Gateway) -> Account:
-    email = f"user-{uuid.uuid4().hex}@example.com"
-    body = {"email": email, "password": PASSWORD}
-    response = await gateway.client.post("/v1/auth/register", json=body)
-    assert response.status == 201, await response.text()
-    user_id = (await response.json())["id"]
-    response = await gateway.client.post("/v1/auth/login", json=body)
-    assert response.status == 200, await response.text()
-    return Account(user_id, email, (await response.json())["access_token"])
-
-
-async def new_key(gateway: Gateway, account: Account, name: str = "test key") -> dict[str, Any]:
-    response = await gateway.client.post("/v1/keys", json={"name": name}, headers=account.headers)
-    assert response.status == 201, await response.text()
-    key: dict[str, Any] = await response.json()
-    return key
+from tests.conftest import Gateway, today, usage_rows
+from tests.support import ANY, Account, expect_error, new_account, new_key
 
 
 async def get_usage(gateway: Gateway, account: Account, **params: str) -> Any:
@@ -194,8 +124,8 @@ async def test_only_the_callers_keys(app: Gateway, db: asyncpg.Connection):
 
 async def test_filter_by_key(app: Gateway, db: asyncpg.Connection):
     account = await new_account(app)
-    first = await new_key(app, account, "first")
-    second = await new_key(app, account, "second")
+    first = await new_key(app, account, name="first")
+    second = await new_key(app, account, name="second")
     assert (await app.generate(first["key"], n=2)).status == 200
     assert (await app.generate(second["key"], n=3)).status == 200
     await insert_usage(db, first["id"], days_ago(2), 6)
