@@ -63,5 +63,3 @@ async def post(session: aiohttp.ClientSession, url: str, key: str, **body: Any) 
     ) as response:
         await response.read()
         return response.status
-
-
