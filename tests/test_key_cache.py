@@ -158,7 +158,7 @@ async def wait_for_drop(gateway: Gateway, key_hash: str) -> None:
     """Wait until the instance has dropped its copy (the pub/sub message arrived)."""
     cache = gateway.services.keys
     for _ in range(500):
-        if key_hash not in cache._local:
+        if not cache.holds(key_hash):
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the invalidation never arrived")

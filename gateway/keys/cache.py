@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, cast
@@ -58,6 +59,7 @@ class KeyRecord:
 
     __slots__ = (
         "expires_at",
+        "fresh_until",
         "images_per_day",
         "key_active",
         "key_id",
@@ -90,6 +92,8 @@ class KeyRecord:
         self.requests_per_minute = requests_per_minute
         self.images_per_day = images_per_day
         self.max_images_per_request = max_images_per_request
+        #: Until when (monotonic clock) this process may use it without asking Redis.
+        self.fresh_until = 0.0
 
 
 class KeyStore(Protocol):
@@ -150,8 +154,11 @@ class KeyCache:
         self._redis_prefix = redis_prefix
         self.channel = invalidation_channel(redis_prefix)
         self._clock = clock
-        # hash -> (record or None, fresh until, served until); insertion order = age.
-        self._local: dict[str, tuple[KeyRecord | None, float, float]] = {}
+        # Keyed by the 32-byte digest (half the size of its hex form); insertion order is
+        # age, so the oldest entry goes first when the cache is full. Known keys and
+        # "no such key" are kept apart, the latter with just its expiry.
+        self._local: dict[bytes, KeyRecord] = {}
+        self._missing: dict[bytes, float] = {}
         self._inflight: dict[str, asyncio.Future[KeyRecord | None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._epoch = 0
@@ -165,18 +172,23 @@ class KeyCache:
 
         Raises whatever Redis or Postgres raise when neither can answer.
         """
-        entry = self._local.get(key_hash)
-        if entry is not None:
-            record, fresh_until, served_until = entry
+        digest = bytes.fromhex(key_hash)
+        record = self._local.get(digest)
+        if record is not None:
             now = self._clock()
-            if now < fresh_until:
-                self._on_lookup("process", "negative" if record is None else "hit")
+            if now < record.fresh_until:
+                self._on_lookup("process", "hit")
                 return record
-            if record is not None and now < served_until:
+            if now < record.fresh_until + _STALE_GRACE_SECONDS:
                 if key_hash not in self._inflight:
                     self._spawn(self._lookup(key_hash))
                 self._on_lookup("process", "hit")
                 return record
+        else:
+            missing_until = self._missing.get(digest)
+            if missing_until is not None and self._clock() < missing_until:
+                self._on_lookup("process", "negative")
+                return None
         return await self._lookup(key_hash)
 
     def _lookup(self, key_hash: str) -> asyncio.Future[KeyRecord | None]:
@@ -198,7 +210,7 @@ class KeyCache:
             fresh = now + self._config.negative_ttl_seconds
         else:
             fresh = now + self._config.local_ttl_seconds
-        self._remember(key_hash, record, fresh, fresh + _STALE_GRACE_SECONDS)
+        self._remember(key_hash, record, fresh)
         return record
 
     async def _load_raw(self, key_hash: str) -> bytes:
@@ -249,7 +261,7 @@ class KeyCache:
         return KeyRecord(
             key_id=key_id,
             user_id=user_id,
-            plan=plan_name,
+            plan=sys.intern(plan_name),
             key_active=key_active,
             user_active=user_active,
             expires_at=expires,
@@ -258,14 +270,19 @@ class KeyCache:
             max_images_per_request=plan.max_images_per_request,
         )
 
-    def _remember(
-        self, key_hash: str, record: KeyRecord | None, fresh: float, served: float
-    ) -> None:
-        local = self._local
-        local.pop(key_hash, None)
-        if len(local) >= self._config.local_max_entries:
-            del local[next(iter(local))]
-        local[key_hash] = (record, fresh, served)
+    def _remember(self, key_hash: str, record: KeyRecord | None, fresh: float) -> None:
+        digest = bytes.fromhex(key_hash)
+        self._local.pop(digest, None)
+        self._missing.pop(digest, None)
+        if record is None:
+            table: dict[bytes, Any] = self._missing
+            value: Any = fresh
+        else:
+            record.fresh_until = fresh
+            table, value = self._local, record
+        if len(table) >= self._config.local_max_entries:
+            del table[next(iter(table))]
+        table[digest] = value
 
     # -- invalidation ----------------------------------------------------------
 
@@ -291,7 +308,9 @@ class KeyCache:
     def drop_local(self, hashes: Iterable[str]) -> None:
         self._epoch += 1
         for key_hash in hashes:
-            self._local.pop(key_hash, None)
+            digest = bytes.fromhex(key_hash)
+            self._local.pop(digest, None)
+            self._missing.pop(digest, None)
 
     async def listen_for_invalidations(self) -> None:
         """Run forever: drop local copies of keys that any process invalidates."""
@@ -303,6 +322,7 @@ class KeyCache:
                     # Whatever changed while we were not listening is unknown: start afresh.
                     self._epoch += 1
                     self._local.clear()
+                    self._missing.clear()
                     self.subscribed.set()
                     backoff = 0.1
                     while True:
@@ -338,8 +358,13 @@ class KeyCache:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def holds(self, key_hash: str) -> bool:
+        """Whether this process has its own copy of the key (or of its absence)."""
+        digest = bytes.fromhex(key_hash)
+        return digest in self._local or digest in self._missing
+
     def __len__(self) -> int:
-        return len(self._local)
+        return len(self._local) + len(self._missing)
 
 
 def invalidation_channel(redis_prefix: str) -> str:
