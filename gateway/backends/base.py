@@ -22,6 +22,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import enum
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,10 +43,13 @@ __all__ = [
 ]
 
 
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+
+
 def parse_size(size: str) -> tuple[int, int] | None:
     """``(width, height)`` for a ``"WIDTHxHEIGHT"`` string, or ``None`` if malformed."""
     width, sep, height = size.partition("x")
-    if not sep or not width.isdigit() or not height.isdigit():
+    if not sep or not _ASCII_DIGITS.fullmatch(width) or not _ASCII_DIGITS.fullmatch(height):
         return None
     if len(width) > 5 or len(height) > 5:
         return None

@@ -15,7 +15,7 @@ from gateway.db.usage import day_of_date, usage_of_user
 from gateway.db.users import create_user, login_record
 from gateway.http.bearer import current_user
 from gateway.http.responses import json_response, read_json_object
-from gateway.http.validate import email_field
+from gateway.http.validate import email_field, has_control_characters
 from gateway.services import SERVICES, Services
 from gateway.usage.live import live_counts
 
@@ -70,6 +70,8 @@ async def login(request: web.Request) -> web.Response:
     if not isinstance(raw_email, str) or not isinstance(password, str):
         raise errors.InvalidRequest("'email' and 'password' are required strings.")
     email = raw_email.strip().lower()
+    if has_control_characters(email) or len(email) > 254:
+        raise errors.InvalidCredentials()  # no such account can exist
     await services.login_guard.check(email)
     async with connection(services.pool) as conn:
         user = await login_record(conn, email)

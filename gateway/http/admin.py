@@ -23,7 +23,7 @@ from gateway.http.accounts import today_images, utc_today
 from gateway.http.bearer import bearer_token
 from gateway.http.keys_api import key_json
 from gateway.http.responses import json_response, read_json_object
-from gateway.http.validate import int_field, path_uuid, query_date
+from gateway.http.validate import has_control_characters, int_field, path_uuid, query_date
 from gateway.services import SERVICES, Services
 
 __all__ = ["setup_admin_routes"]
@@ -70,6 +70,8 @@ async def _audit(conn: Any, action: str, target: Any, details: dict[str, Any]) -
 async def find_users(request: web.Request) -> web.Response:
     services = _authorise(request)
     email = request.query.get("email")
+    if email is not None and has_control_characters(email):
+        raise errors.InvalidRequest("'email' must not contain control characters.", param="email")
     async with connection(services.pool) as conn:
         if email is not None:
             user = await db_users.find_user_by_email(conn, email.strip().lower())

@@ -8,6 +8,7 @@ from gateway.http import accounts, keys_api
 from gateway.http.admin import setup_admin_routes
 from gateway.http.images import generate_images
 from gateway.http.meta import healthz, list_models, metrics, readyz
+from gateway.http.openapi import DOCS_STATIC_DIR, docs_page, openapi_json
 from gateway.http.usage_api import read_usage
 
 __all__ = ["setup_routes"]
@@ -33,3 +34,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    # The API description.
+    app.router.add_get("/openapi.json", openapi_json())
+    app.router.add_get("/docs", docs_page)
+    app.router.add_static("/docs/static", DOCS_STATIC_DIR)

@@ -28,9 +28,9 @@ async def read_usage(request: web.Request) -> web.Response:
     user = await current_user(request, services)
     today = utc_today(services)
     end = query_date(request.query.get("end"), "end") or today
-    start = query_date(request.query.get("start"), "start") or end - dt.timedelta(
-        days=DEFAULT_DAYS - 1
-    )
+    start = query_date(request.query.get("start"), "start") or max(
+        dt.date.min + dt.timedelta(days=DEFAULT_DAYS - 1), end
+    ) - dt.timedelta(days=DEFAULT_DAYS - 1)
     if end < start:
         raise errors.InvalidRequest("'end' must not be before 'start'.", param="end")
     if (end - start).days + 1 > MAX_DAYS:

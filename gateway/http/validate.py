@@ -12,20 +12,25 @@ from gateway import errors
 __all__ = [
     "email_field",
     "future_datetime_field",
+    "has_control_characters",
     "int_field",
     "path_uuid",
     "query_date",
     "text_field",
 ]
 
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+# No white space, no control characters (Postgres text cannot hold NUL).
+_EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def text_field(body: dict[str, Any], name: str, *, least: int = 1, most: int = 100) -> str:
     value = body.get(name)
-    if not isinstance(value, str) or not least <= len(value) <= most:
+    if not isinstance(value, str) or not least <= len(value) <= most or _CONTROL.search(value):
         raise errors.InvalidRequest(
-            f"'{name}' is required: a string of {least} to {most} characters.", param=name
+            f"'{name}' is required: a string of {least} to {most} characters, "
+            "without control characters.",
+            param=name,
         )
     return value
 
@@ -64,6 +69,11 @@ def future_datetime_field(body: dict[str, Any], name: str, now: float) -> dt.dat
             parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             parsed = None
+    if parsed is not None and parsed.tzinfo is not None:
+        try:
+            parsed = parsed.astimezone(dt.UTC)  # must exist in UTC, too
+        except (OverflowError, ValueError):
+            parsed = None
     if parsed is None or parsed.tzinfo is None or parsed.timestamp() <= now:
         raise errors.InvalidRequest(
             f"'{name}' must be a future ISO-8601 date and time with a time zone.", param=name
@@ -77,6 +87,10 @@ def path_uuid(value: str) -> uuid.UUID:
         return uuid.UUID(value)
     except ValueError:
         raise errors.NotFound() from None
+
+
+def has_control_characters(value: str) -> bool:
+    return _CONTROL.search(value) is not None
 
 
 def query_date(value: str | None, name: str) -> dt.date | None:
