@@ -43,18 +43,21 @@ __all__ = ["create_app", "create_redis"]
 log = logging.getLogger(__name__)
 
 
-def create_redis(config: RedisConfig) -> Redis:
+def create_redis(config: RedisConfig, *, hot_path: bool = False) -> Redis:
     """A client whose pool waits for a free connection instead of failing.
 
     A command that finds its pooled connection dead (Redis restarted) reconnects and
     is sent once more. Only connection errors are retried, never timeouts: a timed-out
     admission script may have run, and running it again would count twice.
+
+    ``hot_path``: no socket timeout in the client (redis-py wraps every send in a new
+    task for it); its callers bound each call with ``asyncio.timeout`` instead.
     """
     pool = BlockingConnectionPool.from_url(
         config.url,
         max_connections=config.max_connections,
         timeout=config.socket_timeout_seconds,
-        socket_timeout=config.socket_timeout_seconds,
+        socket_timeout=None if hot_path else config.socket_timeout_seconds,
         socket_connect_timeout=config.socket_timeout_seconds,
         retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
     )
@@ -103,10 +106,12 @@ def create_app(
     async def resources(app: web.Application) -> AsyncIterator[None]:
         pool = await create_pool(config.database)
         redis = create_redis(config.redis)
+        hot_redis = create_redis(config.redis, hot_path=True)  # admission and key lookups
         layout = RedisLayout(config.redis.key_prefix)
         store = key_store(pool) if key_store is not None else PostgresKeyStore(pool)
         keys = KeyCache(
-            redis=redis,
+            redis=hot_redis,
+            timeout=config.redis.socket_timeout_seconds,
             store=store,
             config=config.keys,
             plans=config.plans,
@@ -119,7 +124,14 @@ def create_app(
         fallback = None
         if config.redis.on_failure == "open":
             fallback = LocalAdmission(redis, layout, seeds, clock=wall_clock)
-        admission = Admission(redis, layout, seeds, clock=limiter_clock, fallback=fallback)
+        admission = Admission(
+            hot_redis,
+            layout,
+            seeds,
+            clock=limiter_clock,
+            fallback=fallback,
+            timeout=config.redis.socket_timeout_seconds,
+        )
         flusher = UsageFlusher(
             redis=redis,
             pool=pool,
@@ -181,6 +193,7 @@ def create_app(
                     await guarded.backend.close()
             await http.close()
             await redis.aclose()
+            await hot_redis.aclose()
             await pool.close()
 
     async def start_draining(app: web.Application) -> None:

@@ -85,8 +85,10 @@ class RedisConfig:
 @dataclasses.dataclass(frozen=True, slots=True)
 class KeysConfig:
     prefix: str = "nb_live_"
-    #: How long a process trusts its own copy of a key record before asking Redis.
-    local_ttl_seconds: float = 10.0
+    #: How long a process trusts its own copy of a key record before asking Redis. Only
+    #: a backstop: every change reaches every process at once over pub/sub, and a
+    #: process that loses that channel drops all its copies.
+    local_ttl_seconds: float = 300.0
     #: How many key records a process keeps (least recently used go first).
     local_max_entries: int = 100_000
     #: How long a key record (or a "no such key") is kept in Redis.

@@ -75,7 +75,7 @@ def test_shipped_config_with_an_empty_environment_uses_the_defaults():
         host="0.0.0.0", port=8080, max_body_bytes=1048576, shutdown_timeout_seconds=30.0
     )
     assert config.keys.prefix == "nb_live_"
-    assert config.keys.local_ttl_seconds == 10.0
+    assert config.keys.local_ttl_seconds == 300.0
     assert config.keys.redis_ttl_seconds == 300.0
     assert config.usage.flush_interval_seconds == 1.0
     assert dict(config.plans) == {

@@ -141,11 +141,13 @@ class KeyCache:
         redis_prefix: str,
         clock: Callable[[], float] = time.monotonic,
         on_lookup: Callable[[str, str], None] | None = None,
+        timeout: float = 2.0,
     ) -> None:
         """``on_lookup(layer, result)`` is told which layer answered each lookup
         (``process``, ``redis`` or ``postgres``) and whether the key existed
         (``hit``) or not (``negative``)."""
         self._on_lookup = on_lookup or (lambda layer, result: None)
+        self._timeout = timeout
         self._redis = redis
         self._store = store
         self._config = config
@@ -218,8 +220,9 @@ class KeyCache:
         entry = _entry_key(self._redis_prefix, key_hash)
         lock = f"{entry}:loading"  # same hash slot as the entry
         try:
-            reply = await self._lookup_script(keys=(entry, lock), args=(_LOAD_LOCK_MS,))
-        except RedisError:
+            async with asyncio.timeout(self._timeout):
+                reply = await self._lookup_script(keys=(entry, lock), args=(_LOAD_LOCK_MS,))
+        except (RedisError, TimeoutError):
             # Redis is down: ask Postgres directly (and cache nothing in Redis).
             row = await self._store.fetch(key_hash)
             self._on_lookup("postgres", "negative" if row is None else "hit")

@@ -19,6 +19,7 @@ set of counters the usage flusher has not yet written to Postgres.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import uuid
@@ -129,6 +130,7 @@ class Admission:
         seeds: SeedSource,
         clock: Callable[[], float] | None = None,
         fallback: LocalAdmission | None = None,
+        timeout: float = 2.0,
     ) -> None:
         """``clock`` (seconds since the epoch) replaces Redis's clock; for tests only.
 
@@ -137,6 +139,7 @@ class Admission:
         """
         self._clock = clock
         self._fallback = fallback
+        self._timeout = timeout
         self._layout = layout
         self._seeds = seeds
         self._admit = load_script(redis, "admit")
@@ -170,8 +173,9 @@ class Admission:
             now,
         ]
         try:
-            raw = await self._admit(keys=keys, args=args)
-        except RedisError:
+            async with asyncio.timeout(self._timeout):
+                raw = await self._admit(keys=keys, args=args)
+        except (RedisError, TimeoutError):
             if self._fallback is None:
                 raise
             decision = await self._fallback.admit(record, n)
@@ -180,10 +184,12 @@ class Admission:
             day = int(raw[1])
             args[5] = await self._seeds.count_for(key_id, day)
             args[6] = day
-            raw = await self._admit(keys=keys, args=args)
+            async with asyncio.timeout(self._timeout):
+                raw = await self._admit(keys=keys, args=args)
             if raw[0] == NEEDS_SEED:  # the UTC day turned between the two calls
                 args[5], args[6] = 0, int(raw[1])
-                raw = await self._admit(keys=keys, args=args)
+                async with asyncio.timeout(self._timeout):
+                    raw = await self._admit(keys=keys, args=args)
         outcome, day, in_window, reset_us, used, to_midnight = (int(v) for v in raw)
         return Decision(
             outcome=outcome,
@@ -217,10 +223,11 @@ class Admission:
 
     async def _send_release(self, key_id: str, day: int, images: int) -> None:
         shard = self._layout.shard_of(key_id)
-        await self._release(
-            keys=(self._layout.counter(key_id, day), self._layout.pending(shard)),
-            args=(images, f"{key_id}:{day}"),
-        )
+        async with asyncio.timeout(self._timeout):
+            await self._release(
+                keys=(self._layout.counter(key_id, day), self._layout.pending(shard)),
+                args=(images, f"{key_id}:{day}"),
+            )
 
     async def retry_unsent(self) -> None:
         """Send what could not reach Redis earlier: releases, and counts admitted locally.
