@@ -12,6 +12,8 @@ before any worker imports the client library.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
 import os
@@ -29,6 +31,7 @@ __all__ = ["resolve_workers", "serve"]
 log = logging.getLogger(__name__)
 
 _RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0)
+_PR_SET_PDEATHSIG = 1
 
 
 def resolve_workers(config: Config) -> int:
@@ -41,6 +44,16 @@ def _use_uvloop() -> None:
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        pass
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel send this worker SIGTERM if its supervisor dies (even by
+    SIGKILL), so no worker is ever left serving on its own."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the supervisor's own SIGTERM suffices
         pass
 
 
@@ -62,6 +75,14 @@ def _run_worker(config: Config, host: str, port: int, dev: bool, reuse_port: boo
     )
 
 
+def _supervised_worker(config: Config, host: str, port: int, dev: bool, reuse_port: bool) -> None:
+    parent = os.getppid()
+    _die_with_parent()
+    if os.getppid() != parent:  # the supervisor died before the request took hold
+        return
+    _run_worker(config, host, port, dev, reuse_port)
+
+
 def serve(config: Config, host: str, port: int, *, dev: bool = False) -> int:
     workers = resolve_workers(config)
     if workers == 1:
@@ -77,7 +98,7 @@ def serve(config: Config, host: str, port: int, *, dev: bool = False) -> int:
 
     def start(index: int) -> BaseProcess:
         process = context.Process(
-            target=_run_worker,
+            target=_supervised_worker,
             args=(config, host, port, dev, True),
             name=f"gateway-worker-{index}",
         )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -44,14 +47,15 @@ async def running_gateway(
             env=clean_env(),
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: workers and all are killed
         )
     url = f"http://127.0.0.1:{port}"
     try:
         await wait_until_ready(url, process)
         yield url, process
     finally:
-        if process.poll() is None:
-            process.kill()
+        with contextlib.suppress(ProcessLookupError):  # the whole group: workers too
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait(10)
 
 

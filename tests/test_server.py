@@ -92,3 +92,22 @@ async def test_two_workers_share_the_port_and_the_metrics(
         process.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(process.wait, 20) == 0
     assert await usage_rows(db, key.key_id) == {today(): 20}
+
+
+async def test_workers_stop_when_the_supervisor_is_killed(
+    tmp_path: Path, raw_config: dict[str, Any]
+):
+    async with running_gateway(tmp_path, raw_config, {"server": {"workers": 2}}) as (
+        url,
+        process,
+    ):
+        process.send_signal(signal.SIGKILL)  # the supervisor only, not its workers
+        await asyncio.to_thread(process.wait, 10)
+        for _ in range(250):  # the orphaned workers stop serving on their own
+            try:
+                async with aiohttp.ClientSession() as session, session.get(f"{url}/healthz"):
+                    pass
+            except aiohttp.ClientConnectionError:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("workers kept serving after their supervisor died")
