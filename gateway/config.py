@@ -51,6 +51,12 @@ class ServerConfig:
     host: str = "0.0.0.0"
     port: int = 8080
     max_body_bytes: int = 1_048_576
+    #: Seconds a client has to send a request body once its headers are in (then 408).
+    body_read_timeout_seconds: float = 10.0
+    #: Seconds an idle keep-alive connection is kept; aiohttp also uses this timer to
+    #: drop a client that never finishes its headers. Keep it above the idle timeout of
+    #: any load balancer in front of the gateway.
+    keepalive_timeout_seconds: float = 75.0
     #: Seconds in-flight requests get to finish after SIGTERM.
     shutdown_timeout_seconds: float = 30.0
     #: Processes sharing the port (SO_REUSEPORT); 0 or "auto" = one per CPU.
@@ -412,6 +418,8 @@ def _check_values(config: Config) -> None:
     if not 0 < config.server.port < 65536:
         raise ConfigError("server.port: must be between 1 and 65535")
     positive("server.max_body_bytes", config.server.max_body_bytes)
+    positive("server.body_read_timeout_seconds", config.server.body_read_timeout_seconds)
+    positive("server.keepalive_timeout_seconds", config.server.keepalive_timeout_seconds)
     positive("server.shutdown_timeout_seconds", config.server.shutdown_timeout_seconds)
     positive("server.upstream_max_connections", config.server.upstream_max_connections)
     positive(

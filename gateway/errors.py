@@ -12,6 +12,7 @@ __all__ = [
     "AccountDisabled",
     "ApiKeyExpired",
     "ApiKeyRevoked",
+    "ClientClosedRequest",
     "DailyQuotaExceeded",
     "EmailTaken",
     "GatewayError",
@@ -24,6 +25,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "RateLimitExceeded",
+    "RequestTimeout",
     "ServiceUnavailable",
     "TooManyKeys",
     "UpstreamError",
@@ -53,6 +55,18 @@ class GatewayError(Exception):
 class InvalidRequest(GatewayError):
     status, code, type = 400, "invalid_request", "invalid_request_error"
     default_message = "The request is invalid."
+
+
+class RequestTimeout(GatewayError):
+    status, code, type = 408, "request_timeout", "invalid_request_error"
+    default_message = "The request body did not arrive in time."
+
+
+class ClientClosedRequest(GatewayError):
+    """The client went away before its request was read; nobody sees the answer."""
+
+    status, code, type = 400, "client_closed_request", "invalid_request_error"
+    default_message = "The connection closed before the request body was complete."
 
 
 class PayloadTooLarge(GatewayError):

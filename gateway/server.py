@@ -61,8 +61,10 @@ def _run_worker(config: Config, host: str, port: int, dev: bool, reuse_port: boo
     from aiohttp import web
 
     from gateway.app import create_app
+    from gateway.http import protocol
 
     _use_uvloop()
+    protocol.install()
     web.run_app(
         create_app(config, dev=dev),
         host=host,
@@ -71,6 +73,7 @@ def _run_worker(config: Config, host: str, port: int, dev: bool, reuse_port: boo
         access_log=None,
         print=None,
         shutdown_timeout=config.server.shutdown_timeout_seconds,
+        keepalive_timeout=config.server.keepalive_timeout_seconds,
         handle_signals=True,
     )
 

@@ -16,14 +16,19 @@ import math
 import secrets
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from gateway.errors import RateLimitExceeded
+from gateway.errors import RateLimitExceeded, ServiceUnavailable
 from gateway.scripts import load_script
 
 __all__ = ["IpThrottle", "LoginGuard"]
 
 _WINDOW_MS = 60_000
 _FAILURE_MEMORY_SECONDS = 3600
+
+
+def _unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable("Sign-in is unavailable for a moment. Please retry shortly.")
 
 
 def _too_many(retry_seconds: float, what: str) -> RateLimitExceeded:
@@ -41,9 +46,12 @@ class IpThrottle:
     async def hit(self, action: str, client_ip: str, limit: int) -> None:
         """Count one attempt; raises when the IP is over ``limit`` per minute."""
         key = f"{self._prefix}{action}:{client_ip}"
-        wait_ms = int(
-            await self._script(keys=(key,), args=(limit, _WINDOW_MS, secrets.token_hex(8)))
-        )
+        try:
+            wait_ms = int(
+                await self._script(keys=(key,), args=(limit, _WINDOW_MS, secrets.token_hex(8)))
+            )
+        except RedisError as exc:  # no throttle, no account endpoints: fail closed
+            raise _unavailable() from exc
         if wait_ms:
             raise _too_many(wait_ms / 1000, f"{action} attempts from this address")
 
@@ -64,19 +72,28 @@ class LoginGuard:
     async def check(self, email: str) -> None:
         """Raise if this account must still wait before another attempt."""
         _, wait = self._keys(email)
-        left_ms = int(await self._redis.pttl(wait))
+        try:
+            left_ms = int(await self._redis.pttl(wait))
+        except RedisError as exc:
+            raise _unavailable() from exc
         if left_ms > 0:
             raise _too_many(left_ms / 1000, "failed logins for this account")
 
     async def failed(self, email: str) -> None:
         failures_key, wait = self._keys(email)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incr(failures_key)
-            pipe.expire(failures_key, _FAILURE_MEMORY_SECONDS)
-            failures = int((await pipe.execute())[0])
-        if failures >= self._threshold:
-            delay = min(2 ** (failures - self._threshold), self._max_delay)
-            await self._redis.set(wait, "1", ex=delay)
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.incr(failures_key)
+                pipe.expire(failures_key, _FAILURE_MEMORY_SECONDS)
+                failures = int((await pipe.execute())[0])
+            if failures >= self._threshold:
+                delay = min(2 ** (failures - self._threshold), self._max_delay)
+                await self._redis.set(wait, "1", ex=delay)
+        except RedisError as exc:
+            raise _unavailable() from exc
 
     async def succeeded(self, email: str) -> None:
-        await self._redis.delete(*self._keys(email))
+        try:
+            await self._redis.delete(*self._keys(email))
+        except RedisError as exc:
+            raise _unavailable() from exc

@@ -25,12 +25,12 @@ import aiohttp
 import orjson
 
 from gateway.backends.base import GeneratedImage, ImageRequest
-from gateway.backends.http import RETRYABLE_STATUSES, retry_after_seconds
 from gateway.config import ConfigError
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 
 __all__ = [
     "MAX_IMAGE_BYTES",
+    "RETRYABLE_STATUSES",
     "Upstream",
     "basic_auth",
     "call_timeout",
@@ -43,6 +43,7 @@ __all__ = [
     "json_limit",
     "read_secret",
     "request_headers",
+    "retry_after_seconds",
     "same_origin",
     "sanitize",
     "text_option",
@@ -64,6 +65,21 @@ _MALFORMED = "The image backend sent a malformed response."
 
 
 # -- options -------------------------------------------------------------------------
+
+
+#: Upstream answers that mean "nothing was done; try again".
+RETRYABLE_STATUSES = frozenset({429, 502, 503})
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """An upstream's ``Retry-After`` in seconds (the delta-seconds form only)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds <= 3600 else None
 
 
 def url_option(name: str, options: Mapping[str, Any], key: str, default: str | None = None) -> str:

@@ -16,15 +16,19 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
+import orjson
 
+from gateway.backends._http import (
+    RETRYABLE_STATUSES,
+    _read_limited,
+    json_limit,
+    retry_after_seconds,
+)
 from gateway.backends.base import BackendContext, GeneratedImage, ImageBackend, ImageRequest
 from gateway.config import ConfigError
 from gateway.errors import UpstreamError
 
-__all__ = ["RETRYABLE_STATUSES", "HttpBackend", "retry_after_seconds"]
-
-#: Upstream answers that mean "nothing was done; try again".
-RETRYABLE_STATUSES = frozenset({429, 502, 503})
+__all__ = ["HttpBackend"]
 
 
 class HttpBackend(ImageBackend):
@@ -75,33 +79,27 @@ class HttpBackend(ImageBackend):
         if request.request_id:
             headers["X-Request-ID"] = request.request_id
         try:
-            async with self._http.post(self._url, json=body, headers=headers) as response:
+            async with self._http.post(
+                self._url, json=body, headers=headers, allow_redirects=False
+            ) as response:
+                if 300 <= response.status < 400:
+                    raise UpstreamError("The image backend answered with a redirect.")
                 if response.status != 200:
                     raise UpstreamError(
                         f"The image backend answered with HTTP {response.status}.",
                         retryable=response.status in RETRYABLE_STATUSES,
                         retry_after=retry_after_seconds(response.headers.get("Retry-After")),
                     )
-                payload = await response.json(content_type=None)
+                raw = await _read_limited(response, json_limit(request.n), truncate=False)
+                payload = orjson.loads(raw)
         except aiohttp.ClientError as exc:
             raise UpstreamError(
                 f"The image backend could not be reached ({type(exc).__name__}).",
                 retryable=isinstance(exc, aiohttp.ClientConnectionError),
             ) from None
-        except ValueError:
+        except (ValueError, orjson.JSONDecodeError):
             raise UpstreamError("The image backend sent a malformed response.") from None
         return _images_from(payload)
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """An upstream's ``Retry-After`` in seconds (the delta-seconds form only)."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if 0 <= seconds <= 3600 else None
 
 
 def _images_from(payload: Any) -> list[GeneratedImage]:

@@ -40,7 +40,7 @@ async def register(request: web.Request) -> web.Response:
     await services.ip_throttle.hit(
         "register", services.client_ip.of(request), auth.register_per_minute_per_ip
     )
-    body = await read_json_object(request, services.config.server.max_body_bytes)
+    body = await read_json_object(request, services.config.server)
     email = email_field(body)
     password_hash = await services.passwords.hash(_password(body))
     async with connection(services.pool) as conn:
@@ -65,7 +65,7 @@ async def login(request: web.Request) -> web.Response:
     await services.ip_throttle.hit(
         "login", services.client_ip.of(request), auth.login_per_minute_per_ip
     )
-    body = await read_json_object(request, services.config.server.max_body_bytes)
+    body = await read_json_object(request, services.config.server)
     raw_email, password = body.get("email"), body.get("password")
     if not isinstance(raw_email, str) or not isinstance(password, str):
         raise errors.InvalidRequest("'email' and 'password' are required strings.")

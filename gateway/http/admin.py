@@ -99,7 +99,7 @@ async def get_user(request: web.Request) -> web.Response:
 async def patch_user(request: web.Request) -> web.Response:
     services = _authorise(request)
     user_id = path_uuid(request.match_info["id"])
-    body = await read_json_object(request, services.config.server.max_body_bytes)
+    body = await read_json_object(request, services.config.server)
     changes: dict[str, Any] = {}
     if "plan" in body:
         if not isinstance(body["plan"], str) or body["plan"] not in services.config.plans:
@@ -126,7 +126,7 @@ async def patch_user(request: web.Request) -> web.Response:
 async def patch_key(request: web.Request) -> web.Response:
     services = _authorise(request)
     key_id = path_uuid(request.match_info["id"])
-    body = await read_json_object(request, services.config.server.max_body_bytes)
+    body = await read_json_object(request, services.config.server)
     changes: dict[str, Any] = {}
     for name in ("requests_per_minute", "images_per_day"):
         if name in body:

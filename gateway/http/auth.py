@@ -10,27 +10,39 @@ from gateway.keys.format import parse_key
 
 __all__ = ["authenticate", "key_from_headers"]
 
-_QUERY_KEY_NAMES = ("api_key", "apikey", "key", "access_token")
+_QUERY_KEY_NAMES = frozenset({"api_key", "apikey", "api-key", "key", "access_token"})
 
 
-def key_from_headers(request: web.Request) -> str:
-    """The API key sent as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``."""
-    if any(name in request.query for name in _QUERY_KEY_NAMES):
-        raise errors.InvalidRequest(
-            "API keys are not accepted in the URL, where they end up in logs. "
-            "Send the key in the Authorization header.",
-            param="api_key",
-        )
-    header = request.headers.get("Authorization")
-    if header is not None:
+def _refuse_keys_in_url(request: web.Request, key_prefix: str) -> None:
+    for name, value in request.query.items():
+        if name.lower() in _QUERY_KEY_NAMES or value.startswith(key_prefix):
+            raise errors.InvalidRequest(
+                "API keys are not accepted in the URL, where they end up in logs. "
+                "Send the key in the Authorization header.",
+                param="api_key",
+            )
+
+
+def key_from_headers(request: web.Request, key_prefix: str) -> str:
+    """The API key sent as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
+
+    Two different keys in one request are refused rather than one picked silently.
+    """
+    _refuse_keys_in_url(request, key_prefix)
+    keys = set()
+    for header in request.headers.getall("Authorization", ()):
         scheme, _, value = header.strip().partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-        raise errors.InvalidApiKey("The Authorization header must be 'Bearer <key>'.")
-    value = request.headers.get("X-API-Key", "").strip()
-    if value:
-        return value
-    raise errors.MissingApiKey()
+        if scheme.lower() != "bearer" or not value.strip():
+            raise errors.InvalidApiKey("The Authorization header must be 'Bearer <key>'.")
+        keys.add(value.strip())
+    keys.update(v.strip() for v in request.headers.getall("X-API-Key", ()) if v.strip())
+    if len(keys) > 1:
+        raise errors.InvalidRequest(
+            "More than one API key was sent; send exactly one.", param="Authorization"
+        )
+    if not keys:
+        raise errors.MissingApiKey()
+    return keys.pop()
 
 
 async def authenticate(
@@ -41,7 +53,7 @@ async def authenticate(
     A malformed key is refused before any lookup. Redis or Postgres being unreachable
     is a 503 (fail closed).
     """
-    parsed = parse_key(key_from_headers(request), key_prefix)
+    parsed = parse_key(key_from_headers(request, key_prefix), key_prefix)
     if parsed is None:
         raise errors.InvalidApiKey()
     try:

@@ -169,7 +169,7 @@ async def generate_images(request: web.Request) -> web.Response:
     now = services.wall_clock()
 
     record = await authenticate(request, services.keys, config.keys.prefix, now)
-    body = await read_json_object(request, config.server.max_body_bytes)
+    body = await read_json_object(request, config.server)
     params = parse_generation(body, services, record, request_id)
     n = params.request.n
 

@@ -52,7 +52,7 @@ def _created_json(key: str, row: dict[str, Any]) -> dict[str, Any]:
 async def create_key(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     user = await current_user(request, services)
-    body = await read_json_object(request, services.config.server.max_body_bytes)
+    body = await read_json_object(request, services.config.server)
     name = text_field(body, "name")
     expires_at = future_datetime_field(body, "expires_at", services.wall_clock())
     async with connection(services.pool) as conn, conn.transaction():
@@ -104,7 +104,7 @@ async def rotate_key(request: web.Request) -> web.Response:
     key_id = path_uuid(request.match_info["id"])
     body: dict[str, Any] = {}
     if request.can_read_body:
-        body = await read_json_object(request, services.config.server.max_body_bytes)
+        body = await read_json_object(request, services.config.server)
     grace = int_field(body, "grace_seconds", least=0, most=MAX_GRACE_SECONDS, nullable=True)
     now = dt.datetime.fromtimestamp(services.wall_clock(), dt.UTC)
     async with connection(services.pool) as conn, conn.transaction():

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+import aiohttp
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
-from gateway.errors import GatewayError, InvalidRequest, PayloadTooLarge
+from gateway.config import ServerConfig
+from gateway.errors import (
+    ClientClosedRequest,
+    GatewayError,
+    InvalidRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+)
 
 __all__ = ["error_body", "json_response", "read_json_object"]
 
@@ -32,14 +42,22 @@ def error_body(error: GatewayError) -> dict[str, Any]:
     }
 
 
-async def read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
-    """The request body as a JSON object; 413 past ``limit`` bytes, 400 if it is not one."""
+async def read_json_object(request: web.Request, server: ServerConfig) -> dict[str, Any]:
+    """The request body as a JSON object: 413 past ``server.max_body_bytes``, 408 if it
+    takes longer than ``server.body_read_timeout_seconds`` to arrive, 400 if the client
+    goes away first or if it is not a JSON object."""
+    limit = server.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"The request body must be at most {limit} bytes.")
     try:
-        raw = await request.read()
+        async with asyncio.timeout(server.body_read_timeout_seconds):
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"The request body must be at most {limit} bytes.") from None
+    except TimeoutError:
+        raise RequestTimeout() from None
+    except (ConnectionError, aiohttp.ClientPayloadError, HttpProcessingError):
+        raise ClientClosedRequest() from None
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
