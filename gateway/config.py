@@ -97,8 +97,8 @@ class KeysConfig:
     local_ttl_seconds: float = 300.0
     #: How many key records a process keeps (least recently used go first).
     local_max_entries: int = 100_000
-    #: How long a key record (or a "no such key") is kept in Redis.
-    redis_ttl_seconds: float = 300.0
+    #: How long a key record is kept in Redis. A backstop too: every change deletes it.
+    redis_ttl_seconds: float = 3600.0
     #: How long "no such key" is remembered in-process.
     negative_ttl_seconds: float = 60.0
 

@@ -76,7 +76,7 @@ def test_shipped_config_with_an_empty_environment_uses_the_defaults():
     )
     assert config.keys.prefix == "nb_live_"
     assert config.keys.local_ttl_seconds == 300.0
-    assert config.keys.redis_ttl_seconds == 300.0
+    assert config.keys.redis_ttl_seconds == 3600.0
     assert config.usage.flush_interval_seconds == 1.0
     assert dict(config.plans) == {
         "free": PlanConfig(requests_per_minute=10, images_per_day=50, max_images_per_request=4),
