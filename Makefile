@@ -73,3 +73,17 @@ clean: ## stop throwaway servers; remove .venv, .run and caches
 	rm -rf $(VENV) .run build dist .mypy_cache .ruff_cache .pytest_cache
 	find . -path ./.git -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d -print0 \
 	  | xargs -0 rm -rf
+
+# The load benchmark (bench/): the gateway against a bare aiohttp proxy and the upstream.
+BENCH_ARGS ?=
+.PHONY: bench bench-smoke
+
+bench: venv ## run the load benchmark; writes BENCHMARKS.md (BENCH_ARGS='--runs 5')
+	@env_lines="$$($(SERVICES))"
+	eval "$$env_lines"
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-smoke: venv ## a few seconds of the benchmark; fails unless every check passes
+	@env_lines="$$($(SERVICES))"
+	eval "$$env_lines"
+	$(BIN)/python -m bench.run --smoke

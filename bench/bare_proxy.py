@@ -1,0 +1,73 @@
+"""B1: a bare aiohttp pass-through proxy, the gateway's floor.
+
+Same server settings and event loop as ``gateway serve`` (uvloop, access log off, one
+shared ``ClientSession`` made in a cleanup context), forwarding the request body to
+the upstream and returning the upstream's body. No auth, no limits, no JSON parsing.
+
+    python -m bench.bare_proxy --port 9001 --upstream http://127.0.0.1:9000/v1
+
+``--reuse-port`` lets several of these processes share one port (the 2-process B1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+__all__ = ["make_app"]
+
+_SESSION = web.AppKey("session", aiohttp.ClientSession)
+_HEADERS = {"Content-Type": "application/json"}
+
+
+def make_app(upstream: str) -> web.Application:
+    """A proxy for ``POST /v1/images/generations`` to ``{upstream}/images/generations``."""
+    target = upstream.rstrip("/") + "/images/generations"
+
+    async def session(app: web.Application) -> AsyncIterator[None]:
+        app[_SESSION] = aiohttp.ClientSession()
+        yield
+        await app[_SESSION].close()
+
+    async def forward(request: web.Request) -> web.Response:
+        body = await request.read()
+        async with request.app[_SESSION].post(target, data=body, headers=_HEADERS) as reply:
+            data = await reply.read()
+            return web.Response(body=data, status=reply.status, content_type="application/json")
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.cleanup_ctx.append(session)
+    app.router.add_post("/v1/images/generations", forward)
+    app.router.add_get("/healthz", health)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream", required=True, help="the upstream's base URL (…/v1)")
+    parser.add_argument("--reuse-port", action="store_true", help="share the port (SO_REUSEPORT)")
+    args = parser.parse_args()
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # as gateway serve does
+    web.run_app(
+        make_app(args.upstream),
+        host=args.host,
+        port=args.port,
+        access_log=None,
+        print=None,
+        reuse_port=args.reuse_port or None,
+    )
+
+
+if __name__ == "__main__":
+    main()

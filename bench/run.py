@@ -1,0 +1,738 @@
+"""``python -m bench.run``: the gateway (G) against a bare proxy (B1) and the upstream (B0).
+
+One run on this machine: start a fake upstream, a bare aiohttp proxy and the gateway
+(private database, its own Redis, N warm API keys); drive each with the same wrk
+load, interleaved (B0, B1, G, B0, ...), ``--runs`` times; then a fixed-rate latency run
+at half of B1's throughput for B1 and G; then ``server.workers: 2`` against a 2-process
+B1 when the gateway supports it. Prints the table and writes ``BENCHMARKS.md``
+(not with ``--smoke``). Everything it started is stopped, and its database dropped, on
+any exit.
+
+    python -m bench.run [--duration 10] [--connections 32] [--runs 3] [--keys 10000]
+    python -m bench.run --smoke     # a few seconds; exits non-zero unless all is well
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import redis
+import uvloop
+
+from bench import report
+from bench.counters import PostgresCounter, PostgresUsage, RedisUsage, redis_commandstats
+from bench.gateway_setup import (
+    ROOT,
+    BenchDatabase,
+    BenchRedis,
+    backend_type,
+    create_keys,
+    gateway_config,
+    start_gateway,
+    warm,
+    workers_supported,
+)
+from bench.procs import (
+    Child,
+    Children,
+    cpu_seconds,
+    free_port,
+    python_command,
+    raise_on_termination_signals,
+    tree_rss_bytes,
+    wait_http,
+)
+from bench.wrk import LoadResult, ensure_wrk, parse_wrk_output, write_lua, wrk_version
+
+__all__ = ["main"]
+
+PATH = "/v1/images/generations"
+#: A Postgres 15 backend that goes idle reports its statistics within 10 s.
+PG_IDLE_REPORT_S = 11.0
+#: How long after a run its statistics are read.
+PG_SETTLE_S = 1.5
+FLUSH_INTERVAL_S = 1.0
+#: Smoke: Postgres work beyond the flusher's, per request, still counted as ~0.
+SMOKE_PG_TOLERANCE = 0.01
+
+
+def log(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, workdir: Path, children: Children) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.children = children
+        self.wrk: str | None = None
+        self.lua = write_lua(workdir)
+        self.keys_file = workdir / "keys.txt"
+        self.keys: list[str] = []
+        self.wrk_command = ""
+        self.db = BenchDatabase(os.environ.get("DATABASE_URL") or args.database_url)
+        self.redis = BenchRedis(
+            os.environ.get("REDIS_URL") or args.redis_url,
+            children,
+            workdir,
+            private=not args.shared_redis,
+        )
+        self.pg: PostgresCounter | None = None
+        self.pg_busy_until = 0.0
+        #: Seconds of unmeasured load before each measured G run (see measure_gateway).
+        self.prime_s = 0
+        if not args.smoke:
+            from gateway.config import KeysConfig
+
+            ttl = args.local_ttl if args.local_ttl is not None else KeysConfig().local_ttl_seconds
+            self.prime_s = math.ceil(ttl) + 2 if ttl <= 60 else 0
+        self.backend = backend_type()
+        self.outcome = report.Outcome(settings={})
+        self.git_at_start = ""
+        #: Per configuration, the processes that serve it (for CPU time per request).
+        self.roles: dict[str, dict[str, list[int]]] = {}
+
+    # -- load ------------------------------------------------------------------
+
+    def closed_loop(self, name: str, base: str) -> LoadResult:
+        """One timed closed-loop run, with the CPU time its servers used per request."""
+        roles = self.roles.get(name, {})
+        before = {role: cpu_seconds(pids) for role, pids in roles.items()}
+        result = self._closed_loop(name, base)
+        if result.requests:
+            result.extra["cpu_us_per_request"] = {
+                role: (cpu_seconds(pids) - before[role]) * 1e6 / result.requests
+                for role, pids in roles.items()
+            }
+        return result
+
+    def _closed_loop(self, name: str, base: str, duration: int | None = None) -> LoadResult:
+        url = base + PATH
+        a = self.args
+        duration = duration or a.duration
+        if self.wrk is None:
+            return self.python_load(name, url, rate=0, duration=duration)
+        argv = [self.wrk, "-t", str(a.threads), "-c", str(a.connections), "-d", f"{duration}s"]
+        argv += [
+            "--latency",
+            "--timeout",
+            "5s",
+            "-s",
+            str(self.lua),
+            url,
+            "--",
+            str(self.keys_file),
+        ]
+        if not self.wrk_command and duration == a.duration:
+            self.wrk_command = shlex.join(argv)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+        if out.returncode != 0:
+            raise RuntimeError(f"wrk failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+        return parse_wrk_output(name, out.stdout)
+
+    def python_load(
+        self, name: str, url: str, rate: float, duration: int | None = None
+    ) -> LoadResult:
+        a = self.args
+        duration = duration or a.duration
+        argv = python_command("-m", "bench.constant_rate", "--url", url)
+        argv += ["--keys-file", str(self.keys_file), "--rate", f"{rate:.1f}"]
+        argv += ["--duration", str(duration), "--connections", str(a.connections)]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, cwd=ROOT)
+        if out.returncode != 0:
+            raise RuntimeError(f"bench.constant_rate failed:\n{out.stdout}\n{out.stderr}")
+        summary = json.loads(out.stdout.strip().splitlines()[-1])
+        bad = sum(v for k, v in summary["statuses"].items() if k != "200")
+        return LoadResult(
+            name=name,
+            rps=summary["achieved_rate"],
+            p50_ms=summary["p50_ms"],
+            p99_ms=summary["p99_ms"],
+            # and the requests that opened the connections, which the server saw too
+            requests=summary["requests"] + a.connections,
+            duration_s=summary["duration_s"],
+            bad_status=bad,
+            socket_errors=sum(summary["errors"].values()),
+            tool="python",
+            extra=summary,
+        )
+
+    @staticmethod
+    def show(result: LoadResult, label: str = "") -> None:
+        problems = ""
+        if result.bad_status or result.socket_errors:
+            problems = f"  (non-2xx {result.bad_status}, socket errors {result.socket_errors})"
+        log(
+            f"{label or result.name}: {result.rps:.0f} req/s, p50 {result.p50_ms:.2f} ms, "
+            f"p99 {result.p99_ms:.2f} ms, {result.requests} requests{problems}"
+        )
+
+    # -- the gateway's Postgres quiet time and warm keys -----------------------
+
+    def wait_pg_quiet(self) -> None:
+        remaining = self.pg_busy_until - time.monotonic()
+        if remaining > 0:
+            log(f"waiting {remaining:.1f} s for Postgres statistics to settle")
+            time.sleep(remaining)
+
+    def warm_keys(self, base: str, processes: int, repeats: int) -> None:
+        """Touch every key (again) right before a run; wait out Postgres if that used it."""
+        assert self.pg is not None
+        for attempt in (1, 2):
+            self.wait_pg_quiet()
+            before, started = self.pg.snapshot(), time.monotonic()
+            statuses = warm(
+                base + PATH, self.keys, concurrency=self.args.connections, repeats=repeats
+            )
+            if set(statuses) != {200}:
+                raise RuntimeError(f"warming the keys got statuses {dict(statuses)}")
+            time.sleep(PG_SETTLE_S)
+            window = time.monotonic() - started
+            usage = self.pg.usage(
+                before,
+                self.pg.snapshot(),
+                requests=len(self.keys),
+                window_s=window,
+                processes=processes,
+                flush_interval=FLUSH_INTERVAL_S,
+            )
+            if usage.beyond_flusher == 0:
+                return
+            # Keys came from Postgres (their Redis entries expired): let those statistics
+            # land before measuring, then warm again (from Redis, now) so the process
+            # caches are fresh when the run starts.
+            self.pg_busy_until = time.monotonic() + PG_IDLE_REPORT_S
+            if attempt == 1:
+                log(f"warming used Postgres ({usage.observed} transactions); warming again")
+        log("warming used Postgres again; measuring after its statistics settle")
+        self.wait_pg_quiet()
+
+    def measure_gateway(
+        self, name: str, base: str, processes: int, repeats: int
+    ) -> tuple[LoadResult, RedisUsage, PostgresUsage]:
+        assert self.pg is not None
+        self.warm_keys(base, processes, repeats)
+        if self.prime_s:
+            # Run the same load, unmeasured, for one key-cache TTL first: the measured run
+            # then sees the steady state of the refreshes, not an artefact of when the
+            # keys were warmed (all fresh, or all turning stale together).
+            self.show(self._closed_loop(name, base, self.prime_s), f"{name} (priming)")
+        with self.redis.client() as client:
+            redis_before = redis_commandstats(client)
+            pg_before, started = self.pg.snapshot(), time.monotonic()
+            result = self.closed_loop(name, base)
+            redis_after = redis_commandstats(client)
+        time.sleep(PG_SETTLE_S)
+        pg_after, window = self.pg.snapshot(), time.monotonic() - started
+        # The gateway served the requests wrk counted plus those still in flight when
+        # it stopped (at most one per connection); each ran admit.lua exactly once.
+        redis_usage = RedisUsage.between(redis_before, redis_after, result.requests)
+        requests = result.requests
+        if result.requests <= redis_usage.admissions <= result.requests + self.args.connections:
+            requests = redis_usage.admissions
+        redis_usage.requests = requests
+        pg_usage = self.pg.usage(
+            pg_before,
+            pg_after,
+            requests=requests,
+            window_s=window,
+            processes=processes,
+            flush_interval=FLUSH_INTERVAL_S,
+        )
+        per = redis_usage.per_request
+        log(
+            f"{name}: Redis {redis_usage.round_trips_per_request:.3f} EVALSHA/request on the "
+            f"request path, {per(redis_usage.evalsha):.3f} in all (admissions "
+            f"{per(redis_usage.admissions):.3f}, key refreshes {per(redis_usage.lookups):.3f}, "
+            f"flusher {per(redis_usage.flusher):.3f}); Postgres {pg_usage.observed} "
+            f"{pg_usage.method} in {window:.1f} s, {pg_usage.beyond_flusher} beyond the flusher"
+        )
+        return result, redis_usage, pg_usage
+
+    # -- set-up --------------------------------------------------------------------
+
+    def start_upstream(self) -> tuple[str, list[int]]:
+        port = free_port()
+        argv = python_command("-m", "bench.upstream", "--port", str(port))
+        child = self.children.start("upstream", argv, self.workdir / "upstream.log", cwd=ROOT)
+        base = f"http://127.0.0.1:{port}"
+        wait_http(base + "/healthz", child)
+        return base, [child.pid]
+
+    def start_proxy(self, upstream: str, processes: int) -> tuple[str, list[int]]:
+        port = free_port()
+        argv = python_command("-m", "bench.bare_proxy", "--port", str(port))
+        argv += ["--upstream", upstream + "/v1"]
+        if processes > 1:
+            argv.append("--reuse-port")
+        pids = []
+        for i in range(processes):
+            child = self.children.start(
+                f"bare-proxy-{port}-{i}", argv, self.workdir / f"proxy-{port}-{i}.log", cwd=ROOT
+            )
+            wait_http(f"http://127.0.0.1:{port}/healthz", child)
+            pids.append(child.pid)
+        return f"http://127.0.0.1:{port}", pids
+
+    def start_gateway(self, upstream: str, workers: int | None, name: str) -> tuple[Child, str]:
+        port = free_port()
+        raw = gateway_config(
+            port=port,
+            database_url=self.db.url,
+            redis_url=self.redis.url,
+            redis_prefix=self.redis.prefix,
+            upstream_url=upstream + "/v1",
+            backend=self.backend,
+            workers=workers,
+            local_ttl=self.args.local_ttl,
+        )
+        child = start_gateway(self.children, name, raw, self.workdir)
+        base = f"http://127.0.0.1:{port}"
+        wait_http(base + "/healthz", child, timeout=60)
+        return child, base
+
+    def sanity(self, label: str, base: str, key: str) -> None:
+        """One request: 200 with a JSON body holding a PNG, or stop here."""
+        import base64
+
+        request = urllib.request.Request(  # noqa: S310 - loopback only
+            base + PATH,
+            data=b'{"prompt": "bench", "size": "256x256"}',
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                status, body = response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            status, body = exc.code, exc.read()
+        if status != 200:
+            raise RuntimeError(f"{label} answered {status}: {body[:500]!r}")
+        image = base64.b64decode(json.loads(body)["data"][0]["b64_json"])
+        if not image.startswith(b"\x89PNG"):
+            raise RuntimeError(f"{label} did not return a PNG")
+
+    # -- the run ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        a = self.args
+        o = self.outcome
+        o.machine = report.machine_info()
+        self.git_at_start = _git_state()
+        self.wrk, hint = ensure_wrk()
+        if self.wrk is None:
+            if not a.smoke:
+                print(f"error: {hint}", file=sys.stderr)
+                return 2
+            log(f"{hint}; the smoke run uses the Python load generator instead")
+        has_workers = workers_supported()
+        log(
+            f"backend type: {self.backend} "
+            f"({'openai is registered' if self.backend == 'openai' else 'no openai type yet'}); "
+            f"server.workers: {'supported' if has_workers else 'not supported yet'}; "
+            f"load generator: {'wrk' if self.wrk else 'python (bench.constant_rate)'}"
+        )
+
+        self.redis.start()
+        upstream, upstream_pids = self.start_upstream()
+        proxy, proxy_pids = self.start_proxy(upstream, 1)
+        log(f"creating database {self.db.name} and {a.keys} keys")
+        self.db.create()
+        self.pg = PostgresCounter(self.db.admin_url, self.db.url, self.db.name)
+        self.pg.prepare()
+        all_keys = create_keys(self.db.url, a.keys + 1)
+        primer, self.keys = all_keys[0], all_keys[1:]
+        self.keys_file.write_text("\n".join(self.keys) + "\n")
+        gateway, gw = self.start_gateway(upstream, 1 if has_workers else None, "gateway")
+        redis_pids = [self.redis.child.pid] if self.redis.child else []
+        self.roles = {
+            "B0": {"upstream": upstream_pids},
+            "B1": {"proxy or gateway": proxy_pids, "upstream": upstream_pids},
+            "G": {
+                "proxy or gateway": [gateway.pid],
+                "upstream": upstream_pids,
+                "redis": redis_pids,
+            },
+        }
+
+        for label, base in (("B0", upstream), ("B1", proxy), ("G", gw)):
+            self.sanity(label, base, primer)
+
+        o.keys = len(self.keys)
+        # Exercise every path at full concurrency first (buffers, pools, tasks), so the
+        # growth measured next is the keys' own.
+        statuses = warm(gw + PATH, [primer] * a.connections * 8, concurrency=a.connections)
+        if set(statuses) != {200}:
+            raise RuntimeError(f"the primer key got statuses {dict(statuses)}")
+        o.rss_before = tree_rss_bytes(gateway.pid)
+        log(f"warming {len(self.keys)} keys (RSS before: {o.rss_before / 2**20:.1f} MiB)")
+        statuses = warm(gw + PATH, self.keys, concurrency=a.connections)
+        if set(statuses) != {200}:
+            raise RuntimeError(f"warming the keys got statuses {dict(statuses)}")
+        o.rss_after = tree_rss_bytes(gateway.pid)
+        self.pg_busy_until = time.monotonic() + PG_IDLE_REPORT_S  # its lookups hit Postgres
+        log(f"RSS after: {o.rss_after / 2**20:.1f} MiB -> {o.rss_per_key:.0f} bytes per key")
+
+        redis_total: RedisUsage | None = None
+        pg_total: PostgresUsage | None = None
+        for run in range(1, a.runs + 1):
+            for name, base in (("B0", upstream), ("B1", proxy)):
+                result = self.closed_loop(name, base)
+                self.show(result, f"{name} run {run}/{a.runs}")
+                o.runs.setdefault(name, []).append(result)
+            result, r_usage, p_usage = self.measure_gateway("G", gw, 1, 1)
+            self.show(result, f"G run {run}/{a.runs}")
+            o.runs.setdefault("G", []).append(result)
+            redis_total = r_usage if redis_total is None else redis_total.add(r_usage)
+            pg_total = p_usage if pg_total is None else pg_total.add(p_usage)
+        o.redis, o.postgres = redis_total, pg_total
+
+        o.fixed_rate = max(1.0, o.median("B1", "rps") / 2)
+        self.fixed_rate_runs(o.fixed, o.fixed_rate, proxy, gw)
+        if o.median("G", "rps") < o.fixed_rate:
+            # G cannot carry that rate at all; also compare latency at a rate it can carry.
+            o.fixed_low_rate = max(1.0, o.median("G", "rps") / 2)
+            self.fixed_rate_runs(o.fixed_low, o.fixed_low_rate, proxy, gw)
+
+        if a.profile:
+            o.profile = self.profile(gateway, gw, Path(a.profile))
+
+        if a.smoke:
+            o.workers_note = "Skipped in the smoke run."
+        elif not has_workers:
+            o.workers_note = "workers: not supported yet (ServerConfig has no `workers` field)."
+        else:
+            self.children.stop(gateway)
+            self.run_workers(upstream, upstream_pids, redis_pids)
+
+        self.fill_settings()
+        text = report.render(o)
+        print()
+        print(text)
+        return self.verdict(text)
+
+    def fixed_rate_runs(
+        self, into: dict[str, list[LoadResult]], rate: float, proxy: str, gw: str
+    ) -> None:
+        a = self.args
+        log(f"fixed rate: {rate:.0f} requests/s for B1 and G")
+        for run in range(1, a.runs + 1):
+            result = self.python_load("B1", proxy + PATH, rate)
+            self.show(result, f"fixed-rate {rate:.0f}/s B1 run {run}/{a.runs}")
+            into.setdefault("B1", []).append(result)
+            self.warm_keys(gw, 1, 1)
+            result = self.python_load("G", gw + PATH, rate)
+            self.show(result, f"fixed-rate {rate:.0f}/s G run {run}/{a.runs}")
+            into.setdefault("G", []).append(result)
+
+    def run_workers(self, upstream: str, upstream_pids: list[int], redis_pids: list[int]) -> None:
+        a, o = self.args, self.outcome
+        log("server.workers: 2 against a 2-process B1")
+        proxy2, proxy2_pids = self.start_proxy(upstream, 2)
+        gateway2, gw2 = self.start_gateway(upstream, 2, "gateway-2-workers")
+        self.roles["B1x2"] = {"proxy or gateway": proxy2_pids, "upstream": upstream_pids}
+        self.roles["Gx2"] = {
+            "proxy or gateway": [gateway2.pid],
+            "upstream": upstream_pids,
+            "redis": redis_pids,
+        }
+        # A key is cached per process; each connection lands on one of them.
+        statuses = warm(gw2 + PATH, self.keys, concurrency=a.connections, repeats=3)
+        if set(statuses) != {200}:
+            raise RuntimeError(f"warming the keys got statuses {dict(statuses)}")
+        self.pg_busy_until = time.monotonic() + PG_IDLE_REPORT_S
+        redis_total: RedisUsage | None = None
+        pg_total: PostgresUsage | None = None
+        for run in range(1, a.runs + 1):
+            result = self.closed_loop("B1x2", proxy2)
+            self.show(result, f"B1 x2 run {run}/{a.runs}")
+            o.runs.setdefault("B1x2", []).append(result)
+            result, r_usage, p_usage = self.measure_gateway("Gx2", gw2, 2, 2)
+            self.show(result, f"G workers=2 run {run}/{a.runs}")
+            o.runs.setdefault("Gx2", []).append(result)
+            redis_total = r_usage if redis_total is None else redis_total.add(r_usage)
+            pg_total = p_usage if pg_total is None else pg_total.add(p_usage)
+        o.workers_redis, o.workers_postgres = redis_total, pg_total
+        o.workers_note = (
+            "Each key was warmed 2-3 times over new connections before every G run, so that "
+            "both worker processes are likely to hold it."
+        )
+
+    def profile(self, gateway: Child, base: str, output: Path) -> list[str]:
+        """One extra G run under py-spy (not counted); the top functions."""
+        spy = shutil.which("py-spy") or shutil.which(
+            "py-spy", path=str(Path(sys.executable).parent)
+        )
+        if spy is None:
+            self.outcome.notes.append("--profile: py-spy not found (pip install py-spy)")
+            return []
+        self.warm_keys(base, 1, 1)
+        argv = [spy, "record", "--pid", str(gateway.pid), "--duration", str(self.args.duration)]
+        argv += ["--rate", "250", "--nonblocking", "--subprocesses", "--format", "raw"]
+        argv += ["--output", str(output)]
+        spy_child = self.children.start("py-spy", argv, self.workdir / "py-spy.log")
+        time.sleep(1.0)
+        result = self.closed_loop("G (profiled)", base)
+        self.show(result)
+        spy_child.process.wait(self.args.duration + 30)
+        self.children.stop(spy_child)
+        if not output.exists():
+            self.outcome.notes.append(f"--profile: py-spy failed: {spy_child.log_tail(5)}")
+            return []
+        return summarise_profile(output.read_text())
+
+    # -- reporting -----------------------------------------------------------------------
+
+    def fill_settings(self) -> None:
+        a, o = self.args, self.outcome
+        argv = a.argv
+        pg_note = self.pg.why if self.pg else ""
+        o.settings = {
+            "date": report.now_utc(),
+            "command": f"{shlex.quote(sys.executable)} -m bench.run {shlex.join(argv)}".strip(),
+            "load_tool": (
+                f"`{self.wrk_command}` (threads {a.threads})"
+                if self.wrk_command
+                else "bench.constant_rate (closed loop; wrk missing)"
+            )
+            + "; fixed-rate runs: bench.constant_rate (open loop, latency from each request's "
+            "due time; wrk2 is not packaged for Debian)",
+            "runs": a.runs,
+            "duration": a.duration,
+            "connections": a.connections,
+            "keys": a.keys,
+            "backend": self.backend,
+            "redis": (
+                "a private redis-server started for the run (INFO commandstats counts only "
+                "the gateway)"
+                if self.redis.private
+                else f"{self.redis.url} (shared: counts include other clients' commands)"
+            )
+            + f", key prefix `{self.redis.prefix}`",
+            "pg_note": pg_note,
+            "prime_s": self.prime_s,
+        }
+        o.versions = {
+            "Python": platform.python_version(),
+            "aiohttp": aiohttp.__version__,
+            "redis-py": redis.__version__,
+            "asyncpg": asyncpg.__version__,
+            "uvloop": getattr(uvloop, "__version__", "unknown"),
+            "Redis": self.redis.version(),
+            "Postgres": self.db.server_version(),
+            "wrk": wrk_version(self.wrk) if self.wrk else "not installed",
+            "gateway source": self.git_at_start
+            + (
+                ""
+                if _git_state() == self.git_at_start
+                else f" at the start; {_git_state()} at the end (the tree changed meanwhile)"
+            ),
+        }
+        o.machine["load average at end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
+        from gateway.config import KeysConfig
+
+        ttl = a.local_ttl if a.local_ttl is not None else KeysConfig().local_ttl_seconds
+        rps = o.median("G", "rps")
+        if rps > 0 and o.keys:
+            # Keys are used in turn: each every keys/rps seconds, refreshed at the first use
+            # past the TTL.
+            expected = 1 / (math.floor(ttl * rps / o.keys) + 1)
+            o.notes.append(
+                f"keys.local_ttl_seconds = {ttl:g}"
+                + (" (--local-ttl)" if a.local_ttl is not None else " (the gateway's default)")
+                + ": a process's copy of a key older than that is refreshed from Redis (one "
+                "lookup.lua call, in the background) when the key is next used. With "
+                f"{o.keys} keys used in turn at {rps:.0f} requests/s, each key comes back "
+                f"every {o.keys / rps:.1f} s, so about {expected:.2f} refreshes per request "
+                "are expected in the steady state."
+            )
+        o.notes.append(
+            "Keys' Redis entries live keys.redis_ttl_seconds (300 s by default) from when "
+            "they were read from Postgres, and a hit does not extend them: every key in use "
+            f"is read from Postgres again every 5 minutes ({o.keys} keys: about "
+            f"{o.keys / 300:.0f} queries/s). Measured windows rarely include that, since all "
+            "keys were loaded together; a warm-up that reached Postgres is waited out and "
+            "repeated."
+        )
+
+    def verdict(self, text: str) -> int:
+        a, o = self.args, self.outcome
+        groups = (*o.runs.values(), *o.fixed.values(), *o.fixed_low.values())
+        all_runs = [r for rs in groups for r in rs]
+        errors = [r for r in all_runs if not r.ok]
+        if a.smoke:
+            checks = {
+                "every configuration answered only 200s": not errors,
+                "Redis round trips per request 1.00 +/- 0.05 (request path)": o.redis is not None
+                and abs(o.redis.round_trips_per_request - 1) <= 0.05,
+                "Postgres queries per request ~0": o.postgres is not None
+                and o.postgres.per_request <= SMOKE_PG_TOLERANCE,
+            }
+            for name, passed in checks.items():
+                print(f"smoke: {'PASS' if passed else 'FAIL'}  {name}")
+            return 0 if all(checks.values()) else 1
+        output = Path(a.output)
+        output.write_text(text)
+        log(f"wrote {output}")
+        if errors:
+            print(f"error: {len(errors)} run(s) saw non-2xx responses or socket errors")
+            return 1
+        if a.strict and not all(t.passed for t in report.targets(o)):
+            return 1
+        return 0
+
+
+def _git_state() -> str:
+    def git(*argv: str) -> str:
+        out = subprocess.run(["git", *argv], capture_output=True, text=True, cwd=ROOT, check=False)
+        return out.stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    changed = git("status", "--porcelain", "--", "gateway", "pyproject.toml", "migrations")
+    if not changed:
+        return f"commit {head}"
+    return f"commit {head} plus uncommitted changes to {len(changed.splitlines())} file(s)"
+
+
+_FRAME_LINE = re.compile(r":\d+\)$")
+#: Frames under which everything runs: they say nothing about where the time goes.
+_ROOT_FRAMES = frozenset(
+    {"<module>", "_run_module_as_main", "_run_code", "main", "run_app", "serve", "_serve"}
+    | {"_run_worker", "run_until_complete", "run_forever", "_run_once", "_run", "run"}
+)
+
+
+def summarise_profile(collapsed: str, top: int = 15) -> list[str]:
+    """Top functions by own and by total samples, from py-spy's collapsed stacks."""
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for line in collapsed.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        samples += count
+        # (--subprocesses puts a "process <pid>:<command line>" frame on top)
+        frames = [_short(f) for f in stack.split(";") if not f.startswith("process ")]
+        if not frames:
+            continue
+        own[frames[-1]] += count
+        for frame in set(frames):
+            if frame.split(" (", 1)[0] not in _ROOT_FRAMES:
+                total[frame] += count
+    if not samples:
+        return []
+    out = [f"{samples} samples while busy; by own time:"]
+    out += [f"  {n / samples:6.1%}  {f}" for f, n in own.most_common(top)]
+    out += ["by total time (including callees):"]
+    out += [f"  {n / samples:6.1%}  {f}" for f, n in total.most_common(top)]
+    return out
+
+
+def _short(frame: str) -> str:
+    frame = _FRAME_LINE.sub(")", frame.strip())
+    for marker in ("site-packages/", "/work/main/", "lib/python3"):
+        if marker in frame:
+            head, _, tail = frame.partition("(")
+            tail = tail.split(marker, 1)[-1]
+            frame = f"{head}({tail}"
+    return frame
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--duration", type=int, default=10, help="seconds per run (10)")
+    parser.add_argument("--connections", type=int, default=32, help="concurrent connections (32)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per configuration (3)")
+    parser.add_argument("--keys", type=int, default=10_000, help="API keys, all warm (10000)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="1 run of 2 s each, 200 keys, no file written; exit 1 unless all is well",
+    )
+    parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"), help="the report to write")
+    parser.add_argument(
+        "--local-ttl",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="set keys.local_ttl_seconds (default: the gateway's default)",
+    )
+    parser.add_argument(
+        "--shared-redis",
+        action="store_true",
+        help="use REDIS_URL (with a private prefix) instead of a private redis-server",
+    )
+    parser.add_argument("--profile", metavar="PATH", help="one extra G run under py-spy")
+    parser.add_argument("--strict", action="store_true", help="exit 1 if a target fails")
+    parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/gateway")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = _parser()
+    args = parser.parse_args(argv)
+    args.argv = argv
+    if args.smoke:
+        args.duration, args.runs, args.keys = 2, 1, 200
+    if not (1 <= args.duration <= 120 and 1 <= args.runs <= 10):
+        parser.error("--duration must be 1-120 s and --runs 1-10")
+    if not (1 <= args.connections <= 1024 and 1 <= args.keys <= 100_000):
+        parser.error("--connections must be 1-1024 and --keys 1-100000")
+    if not 1 <= args.threads <= args.connections:
+        parser.error("--threads must be 1 to --connections")
+
+    restore = raise_on_termination_signals()
+    workdir = Path(tempfile.mkdtemp(prefix="gw-bench-"))
+    children = Children()
+    bench = Bench(args, workdir, children)
+    status = 1
+    try:
+        status = bench.run()
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        status = 130
+    except Exception as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        for child in children.running():
+            print(
+                f"--- {child.name} log ({child.log_path}):\n{child.log_tail(15)}", file=sys.stderr
+            )
+        status = 1
+    finally:
+        log("cleaning up")
+        children.stop_all()
+        with contextlib.suppress(Exception):
+            bench.db.drop()
+        with contextlib.suppress(Exception):
+            bench.redis.clean()
+        shutil.rmtree(workdir, ignore_errors=True)
+        restore()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""The load benchmark still runs: ``python -m bench.run --smoke`` exits 0.
+
+A few seconds of every configuration (the upstream, the bare proxy, the gateway):
+each answers only 200s, the gateway makes 1.00 +/- 0.05 Redis round trips and ~0
+Postgres queries per warm request. DATABASE_URL and REDIS_URL pass through.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_bench_smoke_run_passes() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke"],
+        cwd=ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=140,
+    )
+    assert result.returncode == 0, (
+        f"bench smoke run exited {result.returncode}\n"
+        f"--- stdout (tail)\n{result.stdout[-6000:]}\n--- stderr (tail)\n{result.stderr[-3000:]}"
+    )
+    assert "smoke: FAIL" not in result.stdout
