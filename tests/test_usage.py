@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +17,11 @@ from tests.conftest import (
     MakeGateway,
     MakeKey,
     PrivateRedis,
-    clean_env,
-    free_port,
-    gateway_command,
-    merge,
     today,
     upstream_config,
     usage_rows,
-    write_config,
 )
+from tests.processes import post, running_gateway
 
 
 async def test_flush_writes_todays_count_and_last_used(gateway: Gateway, make_key: MakeKey, db):
@@ -170,48 +165,16 @@ async def test_redis_restart_keeps_the_quota(
     assert (await gateway.generate(key.key)).status == 429
 
 
-async def wait_until_serving(port: int, process: subprocess.Popen[bytes]) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(400):
-            assert process.poll() is None, "the gateway process exited"
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError("the gateway did not start")
-
-
 async def test_counts_survive_sigkill(
     tmp_path: Path, raw_config: dict[str, Any], make_gateway: MakeGateway, make_key: MakeKey, db
 ):
-    port = free_port()
-    path = write_config(tmp_path / "config.yaml", merge(raw_config, {"server": {"port": port}}))
-    process = subprocess.Popen(
-        gateway_command("serve", "--config", str(path), "--host", "127.0.0.1"),
-        env=clean_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        await wait_until_serving(port, process)
-        key = await make_key()
+    key = await make_key()
+    async with running_gateway(tmp_path, raw_config) as (url, process):
         async with aiohttp.ClientSession() as session:
             for n in (2, 3):
-                async with session.post(
-                    f"http://127.0.0.1:{port}/v1/images/generations",
-                    json={"prompt": "p", "size": "256x256", "n": n},
-                    headers={"Authorization": f"Bearer {key.key}"},
-                ) as response:
-                    assert response.status == 200
+                assert await post(session, url, key.key, n=n) == 200
         process.send_signal(signal.SIGKILL)  # no final flush: it flushes hourly
-        process.wait(10)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
+        await asyncio.to_thread(process.wait, 10)
     assert await usage_rows(db, key.key_id) == {}
     survivor = await make_gateway()  # any other process flushes what the dead one admitted
     await survivor.flush()
