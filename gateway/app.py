@@ -139,6 +139,7 @@ def create_app(
             admission=admission,
             interval=config.usage.flush_interval_seconds,
             clock=monotonic,
+            on_failure=lambda exc: metrics.flush_failed(exc),
         )
         http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(

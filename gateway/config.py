@@ -194,9 +194,6 @@ class Config:
     admin: AdminConfig = AdminConfig()
     logging: LoggingConfig = LoggingConfig()
 
-    def with_overrides(self, **changes: Any) -> Config:
-        return dataclasses.replace(self, **changes)
-
 
 _SECTIONS: dict[str, type[Any]] = {
     "server": ServerConfig,

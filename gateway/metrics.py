@@ -19,6 +19,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
+from redis.exceptions import RedisError
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "multiprocess_dir"]
 
@@ -112,6 +113,11 @@ class Metrics:
             "Errors talking to Redis or Postgres.",
             ("dependency",),
         )
+
+    def flush_failed(self, exc: Exception) -> None:
+        self.flush_failures.inc()
+        dependency = "redis" if isinstance(exc, RedisError) else "postgres"
+        self.dependency_errors.labels(dependency).inc()
 
     def render(self) -> bytes:
         directory = multiprocess_dir()

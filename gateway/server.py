@@ -108,7 +108,7 @@ def serve(config: Config, host: str, port: int, *, dev: bool = False) -> int:
         process.start()
         return process
 
-    def stop(signum: int, frame: FrameType | None) -> None:
+    def stop(_signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
         for process in processes:

@@ -47,6 +47,10 @@ async def test_redis_restart_fails_closed_then_recovers_without_resetting_quotas
     ready = await gateway.client.get("/readyz")
     assert ready.status == 503
     assert (await ready.json())["checks"]["redis"].startswith("unreachable")
+    metrics = await (await gateway.client.get("/metrics")).text()
+    assert 'gateway_dependency_errors_total{dependency="redis"} 5.0' in metrics
+    assert 'gateway_admissions_total{outcome="error"} 5.0' in metrics
+    assert 'code="service_unavailable",route="/v1/images/generations",status="503"} 5.0' in metrics
 
     private_redis.start()  # back, and empty
 

@@ -70,9 +70,6 @@ class RedisLayout:
     def tag(self, shard: int) -> str:
         return self._tags[shard]
 
-    def rate_log(self, key_id: str) -> str:
-        return f"{self._tags[self.shard_of(key_id)]}rl:{key_id}"
-
     def counter_prefix(self, shard: int) -> str:
         return f"{self._tags[shard]}img:"
 
@@ -102,10 +99,6 @@ class Decision:
     images_reset: int
     #: Decided in this process because Redis was unreachable (``redis.on_failure: open``).
     local: bool = False
-
-    @property
-    def admitted(self) -> bool:
-        return self.outcome == ADMITTED
 
     @property
     def requests_remaining(self) -> int:

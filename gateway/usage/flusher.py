@@ -70,7 +70,10 @@ class UsageFlusher:
         admission: Admission,
         interval: float,
         clock: Callable[[], float],
+        on_failure: Callable[[Exception], None] | None = None,
     ) -> None:
+        """``on_failure`` hears of every failed flush (for metrics)."""
+        self._on_failure = on_failure or (lambda exc: None)
         self._pool = pool
         self._layout = layout
         self._admission = admission
@@ -97,6 +100,7 @@ class UsageFlusher:
             except Exception as exc:
                 raise_if_cancelled()
                 self.stats.failures += 1
+                self._on_failure(exc)
                 delay = min(max(delay * 2, self._interval), 30.0)
                 log.warning("usage flush failed (%s); retrying in %.1fs", exc, delay)
 
