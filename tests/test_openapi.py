@@ -179,6 +179,7 @@ GENERATION_ERRORS = {
     "401": {"missing_api_key", "invalid_api_key", "api_key_revoked", "api_key_expired"},
     "403": {"account_disabled"},
     "404": {"model_not_found"},
+    "408": {"request_timeout"},
     "413": {"payload_too_large"},
     "429": {"rate_limit_exceeded", "daily_quota_exceeded"},
     "502": {"upstream_error"},

@@ -178,6 +178,10 @@ def _responses_components() -> JSON:
             "The body is over `server.max_body_bytes` (checked before it is read).",
             errors.PayloadTooLarge,
         ),
+        "RequestTimeout": _error_response(
+            "The body did not arrive within `server.body_read_timeout_seconds`.",
+            errors.RequestTimeout,
+        ),
         "Throttled": _error_response(
             "Too many attempts from this client IP in the last minute, or (login) too many"
             " failed logins for this account: wait `Retry-After` seconds.",
@@ -611,6 +615,7 @@ def _errors(*names: str) -> dict[str, JSON]:
         "NotFound": "404",
         "AdminNotFound": "404",
         "PayloadTooLarge": "413",
+        "RequestTimeout": "408",
         "Throttled": "429",
         "ServiceUnavailable": "503",
     }
@@ -671,6 +676,7 @@ def _generation_operation(operation_id: str, config: Config, size: str, alias: b
                 "ApiKeyUnauthorized",
                 "AccountDisabled",
                 "PayloadTooLarge",
+                "RequestTimeout",
                 "ServiceUnavailable",
             ),
             "404": _error_response(
@@ -763,7 +769,7 @@ def _paths(config: Config, size: str) -> JSON:
                             "created_at": "2026-01-01T12:00:00+00:00",
                         },
                     ),
-                    **_errors("InvalidRequest", "PayloadTooLarge", "Throttled"),
+                    **_errors("InvalidRequest", "PayloadTooLarge", "RequestTimeout", "Throttled"),
                     "409": _error_response("An account with this email exists.", errors.EmailTaken),
                 },
                 security=[],
@@ -789,7 +795,13 @@ def _paths(config: Config, size: str) -> JSON:
                             "expires_in": config.auth.token_ttl_seconds,
                         },
                     ),
-                    **_errors("InvalidRequest", "AccountDisabled", "PayloadTooLarge", "Throttled"),
+                    **_errors(
+                        "InvalidRequest",
+                        "AccountDisabled",
+                        "PayloadTooLarge",
+                        "RequestTimeout",
+                        "Throttled",
+                    ),
                     "401": _error_response(
                         "Unknown email or wrong password (the same answer, in the same time).",
                         errors.InvalidCredentials,
@@ -834,7 +846,11 @@ def _paths(config: Config, size: str) -> JSON:
                 {
                     "201": created_key,
                     **_errors(
-                        "InvalidRequest", "TokenUnauthorized", "AccountDisabled", "PayloadTooLarge"
+                        "InvalidRequest",
+                        "TokenUnauthorized",
+                        "AccountDisabled",
+                        "PayloadTooLarge",
+                        "RequestTimeout",
                     ),
                     "409": _error_response(
                         f"The account holds `auth.max_keys_per_user`"
@@ -873,6 +889,7 @@ def _paths(config: Config, size: str) -> JSON:
                         "AccountDisabled",
                         "NotFound",
                         "PayloadTooLarge",
+                        "RequestTimeout",
                     ),
                 },
                 security=token,
@@ -948,7 +965,11 @@ def _paths(config: Config, size: str) -> JSON:
                 {
                     "200": _ok("The user, changed.", _schema("AdminUser")),
                     **_errors(
-                        "InvalidRequest", "TokenUnauthorized", "AdminNotFound", "PayloadTooLarge"
+                        "InvalidRequest",
+                        "TokenUnauthorized",
+                        "AdminNotFound",
+                        "PayloadTooLarge",
+                        "RequestTimeout",
                     ),
                 },
                 security=admin,
@@ -965,7 +986,11 @@ def _paths(config: Config, size: str) -> JSON:
                 {
                     "200": _ok("The key, changed.", _schema("AdminKey")),
                     **_errors(
-                        "InvalidRequest", "TokenUnauthorized", "AdminNotFound", "PayloadTooLarge"
+                        "InvalidRequest",
+                        "TokenUnauthorized",
+                        "AdminNotFound",
+                        "PayloadTooLarge",
+                        "RequestTimeout",
                     ),
                 },
                 security=admin,
