@@ -415,7 +415,10 @@ def test_local_backend_options_are_checked_when_the_backend_is_built(
         ({"base_url": "http://up/v1", "colour": "red"}, "backends.remote.colour: unknown key"),
         ({}, "backends.remote.base_url: required, an http(s) URL"),
         ({"base_url": "ftp://up/v1"}, "backends.remote.base_url: required, an http(s) URL"),
-        ({"base_url": "http://up/v1", "model": 3}, "backends.remote.model: must be a string"),
+        (
+            {"base_url": "http://up/v1", "model": 3},
+            "backends.remote.model: must be a non-empty string",
+        ),
     ],
 )
 def test_http_backend_options_are_checked_when_the_backend_is_built(

@@ -15,7 +15,7 @@ default: the client's), ``organization`` (sent as ``OpenAI-Organization``), ``si
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway.backends._http import (
@@ -38,11 +38,21 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
 class OpenAIBackend(ImageBackend):
-    options = ("base_url", "api_key_env", "model", "organization", "sizes", "timeout_seconds")
+    options: Sequence[str] = (
+        "base_url",
+        "api_key_env",
+        "model",
+        "organization",
+        "sizes",
+        "timeout_seconds",
+    )
+    #: ``None``: ``base_url`` is required.
+    default_base_url: str | None = DEFAULT_BASE_URL
 
     def __init__(self, name: str, options: Mapping[str, Any]) -> None:
         super().__init__(name, options)
-        self._url = url_option(name, options, "base_url", DEFAULT_BASE_URL) + "/images/generations"
+        base_url = url_option(name, options, "base_url", self.default_base_url)
+        self._url = base_url + "/images/generations"
         self._api_key_env = env_option(name, options, "api_key_env", required=False)
         self._model = text_option(name, options, "model")
         self._organization = text_option(name, options, "organization")
@@ -65,9 +75,8 @@ class OpenAIBackend(ImageBackend):
             secrets=secrets,
         )
 
-    async def generate(self, request: ImageRequest) -> list[GeneratedImage]:
-        upstream = self._upstream
-        assert upstream is not None, "start() was not called"
+    def request_body(self, request: ImageRequest) -> dict[str, Any]:
+        """The JSON sent upstream for ``request``."""
         model = self._model or request.model
         body: dict[str, Any] = {
             "model": model,
@@ -77,10 +86,15 @@ class OpenAIBackend(ImageBackend):
         }
         if not model.startswith("gpt-image"):
             body["response_format"] = "b64_json"
+        return body
+
+    async def generate(self, request: ImageRequest) -> list[GeneratedImage]:
+        upstream = self._upstream
+        assert upstream is not None, "start() was not called"
         payload = await upstream.call(
             "POST",
             self._url,
-            body=body,
+            body=self.request_body(request),
             headers=request_headers(request),
             max_bytes=json_limit(request.n),
         )
