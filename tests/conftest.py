@@ -302,18 +302,29 @@ class FakeUpstream:
 
 
 @contextlib.asynccontextmanager
-async def serve_fake_upstream() -> AsyncIterator[FakeUpstream]:
-    upstream = FakeUpstream()
+async def serve_images_endpoint(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """A server answering ``POST /v1/images/generations`` with ``handler``; its base URL."""
     app = web.Application()
-    app.router.add_post("/v1/images/generations", upstream.handle)
+    app.router.add_post("/v1/images/generations", handler)
     server = TestServer(app)
     await server.start_server()
-    upstream.url = f"http://127.0.0.1:{server.port}/v1"
     try:
-        yield upstream
+        yield f"http://127.0.0.1:{server.port}/v1"
+    finally:
+        await server.close()
+
+
+@contextlib.asynccontextmanager
+async def serve_fake_upstream() -> AsyncIterator[FakeUpstream]:
+    upstream = FakeUpstream()
+    try:
+        async with serve_images_endpoint(upstream.handle) as url:
+            upstream.url = url
+            yield upstream
     finally:
         upstream.release.set()
-        await server.close()
 
 
 @pytest.fixture

@@ -253,8 +253,9 @@ async def test_revoke_reaches_every_instance_within_a_second(
     assert active is False
 
 
+@pytest.mark.parametrize("action", ["revoke", "rotate"])
 @pytest.mark.parametrize("whose", ["someone_else", "unknown_uuid", "not_a_uuid"])
-async def test_revoke_what_is_not_yours(app: Gateway, whose: str):
+async def test_revoke_or_rotate_what_is_not_yours(app: Gateway, action: str, whose: str):
     owner = await new_account(app)
     key = await new_key(app, owner)
     await warm(key["key"], app)
@@ -264,10 +265,14 @@ async def test_revoke_what_is_not_yours(app: Gateway, whose: str):
         "unknown_uuid": str(uuid.uuid4()),
         "not_a_uuid": "not-a-uuid",
     }[whose]
-    response = await app.client.delete(f"/v1/keys/{target}", headers=caller.headers)
+    if action == "revoke":
+        response = await app.client.delete(f"/v1/keys/{target}", headers=caller.headers)
+    else:
+        response = await rotate(app, caller, target, {})
     await expect_error(response, 404, "not_found")
-    assert (await app.generate(key["key"])).status == 200
+    assert (await app.generate(key["key"])).status == 200  # the owner's key is untouched
     assert any(k["id"] == key["id"] and k["is_active"] for k in await list_keys(app, owner))
+    assert [k["id"] for k in await list_keys(app, caller)] == []  # and no key was made
 
 
 # -- rotate -----------------------------------------------------------------------------
@@ -351,19 +356,3 @@ async def test_rotate_bad_grace(app: Gateway, grace: Any):
     response = await rotate(app, account, old["id"], {"grace_seconds": grace})
     await expect_error(response, 400, "invalid_request", "grace_seconds")
     assert (await app.generate(old["key"])).status == 200  # nothing happened
-
-
-@pytest.mark.parametrize("whose", ["someone_else", "unknown_uuid", "not_a_uuid"])
-async def test_rotate_what_is_not_yours(app: Gateway, whose: str):
-    owner = await new_account(app)
-    key = await new_key(app, owner)
-    await warm(key["key"], app)
-    caller = await new_account(app)
-    target = {
-        "someone_else": key["id"],
-        "unknown_uuid": str(uuid.uuid4()),
-        "not_a_uuid": "not-a-uuid",
-    }[whose]
-    await expect_error(await rotate(app, caller, target, {}), 404, "not_found")
-    assert (await app.generate(key["key"])).status == 200
-    assert [k["id"] for k in await list_keys(app, caller)] == []

@@ -42,7 +42,6 @@ import pytest
 import redis
 import redis.asyncio
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
 from gateway.accounts.passwords import PasswordHasher
@@ -64,6 +63,7 @@ from tests.conftest import (
     base_raw_config,
     free_port,
     merge,
+    serve_images_endpoint,
     upstream_config,
 )
 from tests.processes import running_gateway
@@ -941,14 +941,8 @@ async def echoing_upstream() -> AsyncIterator[str]:
             headers={"X-Echo-Authorization": echoed.get("Authorization", "")},
         )
 
-    app = web.Application()
-    app.router.add_post("/v1/images/generations", handle)
-    server = TestServer(app)
-    await server.start_server()
-    try:
-        yield f"http://127.0.0.1:{server.port}/v1"
-    finally:
-        await server.close()
+    async with serve_images_endpoint(handle) as url:
+        yield url
 
 
 async def test_an_upstream_echoing_its_key_does_not_show_it_to_the_client(
@@ -977,14 +971,8 @@ async def redirecting_upstream(location: str, status: int = 307) -> AsyncIterato
     async def handle(request: web.Request) -> web.Response:
         return web.Response(status=status, headers={"Location": location})
 
-    app = web.Application()
-    app.router.add_post("/v1/images/generations", handle)
-    server = TestServer(app)
-    await server.start_server()
-    try:
-        yield f"http://127.0.0.1:{server.port}/v1"
-    finally:
-        await server.close()
+    async with serve_images_endpoint(handle) as url:
+        yield url
 
 
 async def redirected_call(
@@ -1046,14 +1034,8 @@ async def bloated_upstream(padding: int) -> AsyncIterator[str]:
         await request.read()
         return web.Response(body=answer, content_type="application/json")
 
-    app = web.Application()
-    app.router.add_post("/v1/images/generations", handle)
-    server = TestServer(app)
-    await server.start_server()
-    try:
-        yield f"http://127.0.0.1:{server.port}/v1"
-    finally:
-        await server.close()
+    async with serve_images_endpoint(handle) as url:
+        yield url
 
 
 async def test_an_oversized_upstream_answer_is_refused(
