@@ -208,4 +208,5 @@ async def test_deadline_covers_the_retries(
     key = await make_key()
     response = await gateway.generate(key.key, model="remote")
     assert response.status in (502, 504)
-    assert len(fake_upstream.requests) < 1000
+    # Backoff doubles from 0.05 s: the 0.5 s deadline leaves room for a handful of tries.
+    assert 2 <= len(fake_upstream.requests) <= 8

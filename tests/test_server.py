@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -87,8 +86,6 @@ async def test_two_workers_share_the_port_and_the_metrics(
             == 20
         )
         assert metric_total(text, "gateway_admissions_total", outcome="admitted") == 20
-        pids = {int(p) for p in re.findall(r'pid="(\d+)"', text)}
-        assert len(pids) in (0, 1, 2)  # multiprocess collector merges across pids
         process.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(process.wait, 20) == 0
     assert await usage_rows(db, key.key_id) == {today(): 20}

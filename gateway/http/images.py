@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -193,7 +194,7 @@ async def generate_images(request: web.Request) -> web.Response:
     if decision.outcome != ADMITTED:
         headers = rate_limit_headers(decision)
         if decision.outcome == RATE_LIMITED:
-            headers["Retry-After"] = str(max(1, headers_reset(decision.requests_reset)))
+            headers["Retry-After"] = str(max(1, math.ceil(decision.requests_reset)))
             raise errors.RateLimitExceeded(
                 f"Rate limit of {decision.requests_limit} requests per minute reached. "
                 f"Retry after {headers['Retry-After']} s.",
@@ -241,7 +242,3 @@ async def generate_images(request: web.Request) -> web.Response:
         },
         headers=headers,
     )
-
-
-def headers_reset(seconds: float) -> int:
-    return int(-(-seconds // 1))
