@@ -34,6 +34,8 @@ def multiprocess_dir() -> str | None:
 class Metrics:
     def __init__(self) -> None:
         self._shared = multiprocess_dir() is not None
+        # Label sets are few (routes x statuses x codes, backends x outcomes).
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         # In multiprocess mode values live in files; a per-process registry would
         # count them twice, so the metrics are registered nowhere.
         self._registry = CollectorRegistry()
@@ -113,6 +115,14 @@ class Metrics:
             "Errors talking to Redis or Postgres.",
             ("dependency",),
         )
+
+    def labelled(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, looked up once per label set (the hot path's way)."""
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def flush_failed(self, exc: Exception) -> None:
         self.flush_failures.inc()

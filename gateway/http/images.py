@@ -156,9 +156,11 @@ async def _call_backends(
         except errors.UpstreamError as exc:
             outcome, error = "error", exc
         finally:
-            metrics.upstream_seconds.labels(guarded.name).observe(time.perf_counter() - started)
-            metrics.upstream_calls.labels(guarded.name, outcome).inc()
-            metrics.breaker_state.labels(guarded.name).set(_BREAKER_VALUES[guarded.state.value])
+            elapsed = time.perf_counter() - started
+            metrics.labelled(metrics.upstream_seconds, guarded.name).observe(elapsed)
+            metrics.labelled(metrics.upstream_calls, guarded.name, outcome).inc()
+            state = _BREAKER_VALUES[guarded.state.value]
+            metrics.labelled(metrics.breaker_state, guarded.name).set(state)
         log.warning("backend %s failed (%s: %s)", guarded.name, error.code, error.message)
     raise error or errors.UpstreamError()
 
@@ -190,7 +192,7 @@ async def generate_images(request: web.Request) -> web.Response:
 
     metrics.admission_seconds.observe(time.perf_counter() - started)
     outcome = _OUTCOMES[decision.outcome]
-    metrics.admissions.labels(f"{outcome}_locally" if decision.local else outcome).inc()
+    metrics.labelled(metrics.admissions, f"{outcome}_locally" if decision.local else outcome).inc()
     if decision.outcome != ADMITTED:
         headers = rate_limit_headers(decision)
         if decision.outcome == RATE_LIMITED:

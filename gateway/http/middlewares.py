@@ -45,10 +45,6 @@ def _route_of(request: web.Request) -> str:
 def request_context_middleware(metrics: Metrics) -> Middleware:
     """Give every request an id, turn every error into OpenAI-shaped JSON, count, log."""
 
-    # Labelled children, looked up once per (route, status, code) rather than per request.
-    counters: dict[tuple[str, int, str], Any] = {}
-    timers: dict[str, Any] = {}
-
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
@@ -78,15 +74,8 @@ def request_context_middleware(metrics: Metrics) -> Middleware:
         headers["Server"] = "image-gateway"
         elapsed = time.perf_counter() - started
         route = _route_of(request)
-        counter = counters.get((route, response.status, code))
-        if counter is None:
-            counter = metrics.requests.labels(route, str(response.status), code)
-            counters[(route, response.status, code)] = counter
-        counter.inc()
-        timer = timers.get(route)
-        if timer is None:
-            timer = timers[route] = metrics.request_seconds.labels(route)
-        timer.observe(elapsed)
+        metrics.labelled(metrics.requests, route, str(response.status), code).inc()
+        metrics.labelled(metrics.request_seconds, route).observe(elapsed)
         if log.isEnabledFor(logging.INFO) and not log.disabled:
             log.info(
                 "%s %s %d",
