@@ -53,8 +53,10 @@ class ServerConfig:
     max_body_bytes: int = 1_048_576
     #: Seconds a client has to send a request body once its headers are in (then 408).
     body_read_timeout_seconds: float = 10.0
-    #: Seconds an idle keep-alive connection is kept; aiohttp also uses this timer to
-    #: drop a client that never finishes its headers. Keep it above the idle timeout of
+    #: Seconds a client has to send a request's headers, from its first byte (from the
+    #: connection's start for the first request); then the connection is closed.
+    header_read_timeout_seconds: float = 10.0
+    #: Seconds an idle keep-alive connection is kept. Keep it above the idle timeout of
     #: any load balancer in front of the gateway.
     keepalive_timeout_seconds: float = 75.0
     #: Seconds in-flight requests get to finish after SIGTERM.
@@ -416,6 +418,7 @@ def _check_values(config: Config) -> None:
         raise ConfigError("server.port: must be between 1 and 65535")
     positive("server.max_body_bytes", config.server.max_body_bytes)
     positive("server.body_read_timeout_seconds", config.server.body_read_timeout_seconds)
+    positive("server.header_read_timeout_seconds", config.server.header_read_timeout_seconds)
     positive("server.keepalive_timeout_seconds", config.server.keepalive_timeout_seconds)
     positive("server.shutdown_timeout_seconds", config.server.shutdown_timeout_seconds)
     positive("server.upstream_max_connections", config.server.upstream_max_connections)

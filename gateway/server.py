@@ -74,6 +74,8 @@ def _run_worker(config: Config, host: str, port: int, dev: bool, reuse_port: boo
         print=None,
         shutdown_timeout=config.server.shutdown_timeout_seconds,
         keepalive_timeout=config.server.keepalive_timeout_seconds,
+        # Handed by aiohttp to every connection's GatewayRequestHandler.
+        header_read_timeout=config.server.header_read_timeout_seconds,
         handle_signals=True,
     )
 

@@ -305,6 +305,16 @@ def test_unknown_key_is_named_by_its_dotted_path(path: str, message: str):
         ("server.port", None, "server.port: must be a whole number"),
         ("server.host", 8080, "server.host: must be a string"),
         ("server.max_body_bytes", 0, "server.max_body_bytes: must be > 0"),
+        (
+            "server.header_read_timeout_seconds",
+            0,
+            "server.header_read_timeout_seconds: must be > 0",
+        ),
+        (
+            "server.header_read_timeout_seconds",
+            "fast",
+            "server.header_read_timeout_seconds: must be a number",
+        ),
         ("server.shutdown_timeout_seconds", -1, "server.shutdown_timeout_seconds: must be > 0"),
         (
             "server.shutdown_timeout_seconds",

@@ -38,6 +38,8 @@ SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 PROMPT_ANSWER_SECONDS = 5.0
 #: How long a server may let a client take to send its request headers or body.
 REQUEST_READ_DEADLINE = 10.0
+#: The module's gateway's server.header_read_timeout_seconds: within the deadline above.
+HEADER_READ_TIMEOUT = 4.0
 IDLE_CONNECTIONS = 2000
 
 
@@ -72,7 +74,7 @@ async def served(
     raise_open_file_limit(2 * IDLE_CONNECTIONS + 1024)
     raw = base_raw_config(database_url, REDIS_URL, redis_prefix)
     extra = {
-        "server": {"max_body_bytes": MAX_BODY},
+        "server": {"max_body_bytes": MAX_BODY, "header_read_timeout_seconds": HEADER_READ_TIMEOUT},
         "logging": {"level": "DEBUG"},
         # A namespace of its own inside the run's, so 127.0.0.1's per-IP budgets are too.
         "redis": {"key_prefix": f"{redis_prefix}{uuid.uuid4().hex[:10]}:"},
@@ -772,15 +774,29 @@ async def test_a_sane_request_id_is_echoed(served: Served):
 
 
 async def drip(
-    port: int, prefix: bytes, data: bytes, interval: float, seconds: float
+    port: int,
+    prefix: bytes,
+    data: bytes,
+    interval: float,
+    seconds: float,
+    *,
+    kept_alive: bool = False,
+    dripping: asyncio.Event | None = None,
 ) -> tuple[bool, float]:
     """Send ``prefix``, then ``data`` one byte per ``interval`` for at most ``seconds``.
 
-    Returns ``(closed by the server, seconds until then)``.
+    With ``kept_alive``, first send a whole request on the connection and read its 200.
+    ``dripping`` is set once the first byte of ``data`` is sent. Returns ``(closed by the
+    server, seconds until then)``, counted from the start of ``prefix``.
     """
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    started = time.monotonic()
     try:
+        if kept_alive:
+            writer.write(http_request("GET", "/healthz", close=False))
+            await writer.drain()
+            response = await asyncio.wait_for(read_response(reader), PROMPT_ANSWER_SECONDS)
+            assert response.status == 200
+        started = time.monotonic()
         writer.write(prefix)
         await writer.drain()
         for index in range(len(data)):
@@ -790,6 +806,8 @@ async def drip(
             try:
                 writer.write(data[index : index + 1])
                 await writer.drain()
+                if dripping is not None:
+                    dripping.set()
                 # Wait one interval for the server to answer or hang up: either ends it.
                 got = await asyncio.wait_for(reader.read(65536), interval)
             except TimeoutError:
@@ -834,17 +852,62 @@ async def test_slow_clients_do_not_delay_other_clients(served: Served, make_key:
     assert all(not isinstance(r, BaseException) for r in results), results
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KNOWN LIMIT: aiohttp has no header-read deadline of its own; a client that "
-    "never finishes its headers is dropped by the keep-alive timer, "
-    "server.keepalive_timeout_seconds after it connected (default 75 s, kept above "
-    "common load-balancer idle timeouts, which would otherwise see spurious 502s). "
-    "Operators without a load balancer in front can lower it.",
-)
-async def test_slow_headers_are_cut_off(served: Served):
-    closed, after = await drip(served.port, SLOW_HEADERS, b"a" * 1000, 0.1, REQUEST_READ_DEADLINE)
+@pytest.mark.parametrize("kept_alive", [False, True], ids=["first-request", "kept-alive"])
+async def test_slow_headers_are_cut_off(served: Served, kept_alive: bool):
+    closed, after = await drip(
+        served.port,
+        SLOW_HEADERS,
+        b"a" * 1000,
+        0.1,
+        REQUEST_READ_DEADLINE,
+        kept_alive=kept_alive,
+    )
     assert closed, f"still open after {after:.1f}s of one header byte per 100 ms"
+
+
+async def test_cutting_off_slow_headers_stalls_no_one(served: Served, make_key: MakeKey):
+    """While one connection drips its headers until it is cut off, other clients are
+    served at once; a kept-alive connection idle for longer than the header deadline
+    between its requests is not cut off (only the keep-alive timer governs it)."""
+    key = await make_key("pro")
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+    try:
+        writer.write(http_request("GET", "/healthz", close=False))
+        await writer.drain()
+        first = await asyncio.wait_for(read_response(reader), PROMPT_ANSWER_SECONDS)
+        assert first.status == 200
+        idle_since = time.monotonic()
+
+        dripping = asyncio.Event()
+        slow = asyncio.ensure_future(
+            drip(
+                served.port,
+                SLOW_HEADERS,
+                b"a" * 1000,
+                0.1,
+                REQUEST_READ_DEADLINE,
+                dripping=dripping,
+            )
+        )
+        try:
+            await asyncio.wait_for(dripping.wait(), PROMPT_ANSWER_SECONDS)
+            async with asyncio.timeout(PROMPT_ANSWER_SECONDS):
+                await assert_healthy(served, key.key)
+            assert not slow.done(), "the slow client was cut off before the others were served"
+        finally:
+            closed, after = await slow
+        assert closed, f"still open after {after:.1f}s of one header byte per 100 ms"
+
+        assert time.monotonic() - idle_since > HEADER_READ_TIMEOUT
+        writer.write(http_request("GET", "/healthz"))
+        await writer.drain()
+        second = await asyncio.wait_for(read_response(reader), PROMPT_ANSWER_SECONDS)
+        assert second.status == 200
+    finally:
+        writer.close()
+    log = served.log_text()
+    assert "request headers not complete" in log
+    assert "X-Slow" not in log
 
 
 async def test_a_slow_body_is_cut_off(served: Served):
