@@ -13,6 +13,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -33,7 +34,9 @@ from gateway.http.middlewares import request_context_middleware
 from gateway.http.routes import setup_routes
 from gateway.keys.cache import KeyCache, KeyStore, PostgresKeyStore
 from gateway.limits.admission import Admission, RedisLayout
+from gateway.limits.journal import Journal, default_directory
 from gateway.limits.local import LocalAdmission
+from gateway.limits.pipelined import PipelinedRedis
 from gateway.metrics import Metrics
 from gateway.services import CONFIG, SERVICES, Services
 from gateway.usage.flusher import PostgresSeeds, UsageFlusher
@@ -124,6 +127,13 @@ def create_app(
         fallback = None
         if config.redis.on_failure == "open":
             fallback = LocalAdmission(redis, layout, seeds, clock=wall_clock)
+        admissions = PipelinedRedis(config.redis.url, timeout=config.redis.socket_timeout_seconds)
+        journal = Journal(
+            Path(config.usage.journal_dir)
+            if config.usage.journal_dir
+            else default_directory(config.redis.url, config.redis.key_prefix)
+        )
+        journal.open()
         admission = Admission(
             hot_redis,
             layout,
@@ -131,6 +141,8 @@ def create_app(
             clock=limiter_clock,
             fallback=fallback,
             timeout=config.redis.socket_timeout_seconds,
+            journal=journal,
+            hot=admissions,
         )
         flusher = UsageFlusher(
             redis=redis,
@@ -188,6 +200,11 @@ def create_app(
                 await flusher.flush()
             except Exception:
                 log.exception("final usage flush failed; the counts stay pending in Redis")
+            if admission.doubtful or admission.unsent:
+                # Left for another process to settle (the journal outlives us).
+                journal.abandon()
+            else:
+                journal.close()
             await keys.close()
             for guarded in router.backends.values():
                 with contextlib.suppress(Exception):
@@ -195,6 +212,7 @@ def create_app(
             await http.close()
             await redis.aclose()
             await hot_redis.aclose()
+            await admissions.aclose()
             await pool.close()
 
     async def start_draining(app: web.Application) -> None:

@@ -108,6 +108,11 @@ class KeysConfig:
 @dataclasses.dataclass(frozen=True, slots=True)
 class UsageConfig:
     flush_interval_seconds: float = 1.0
+    #: Where each process keeps its journal of reservations in flight, so that the
+    #: images of a process that dies mid-request are given back by the others. Every
+    #: process sharing this Redis data on a host must use the same directory. Empty:
+    #: ``<temp dir>/image-gateway-journal/<hash of redis.url and redis.key_prefix>``.
+    journal_dir: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -10,10 +10,14 @@ import base64
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+import orjson
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from gateway import errors
 from gateway.backends.base import GeneratedImage, ImageRequest, parse_size
@@ -21,13 +25,13 @@ from gateway.backends.resilience import GuardedBackend
 from gateway.http.auth import authenticate
 from gateway.http.middlewares import LOG_FIELDS, REQUEST_ID
 from gateway.http.ratelimit_headers import rate_limit_headers
-from gateway.http.responses import json_response, read_json_object
+from gateway.http.responses import read_json_object
 from gateway.keys.cache import KeyRecord
 from gateway.limits.admission import ADMITTED, OVER_QUOTA, RATE_LIMITED
 from gateway.metrics import Metrics
 from gateway.services import SERVICES, Services
 
-__all__ = ["GenerationParams", "generate_images", "parse_generation"]
+__all__ = ["DeliveringResponse", "GenerationParams", "generate_images", "parse_generation"]
 
 log = logging.getLogger(__name__)
 
@@ -212,35 +216,64 @@ async def generate_images(request: web.Request) -> web.Response:
             headers=headers,
         )
 
+    admission = services.admission
     try:
         backend_name, images = await _call_backends(params.chain, params.request, metrics)
     except BaseException:
-        await asyncio.shield(
-            services.admission.release(record.key_id, decision.day, n, local=decision.local)
-        )
+        await asyncio.shield(admission.release(record.key_id, decision, n))
         raise
     delivered = images[:n]
     if len(delivered) < n:
-        await services.admission.release(
-            record.key_id, decision.day, n - len(delivered), local=decision.local
+        await admission.release(
+            record.key_id, decision, n - len(delivered), delivering=len(delivered)
         )
     if not delivered:
         raise errors.UpstreamError("The image backend returned no images.")
     fields.update(backend=backend_name, images=len(delivered))
 
     headers = rate_limit_headers(decision, decision.images_used - (n - len(delivered)))
-    return json_response(
-        {
-            "created": int(now),
-            "model": params.model,
-            "data": [
-                {
-                    "b64_json": base64.b64encode(image.data).decode("ascii"),
-                    "revised_prompt": image.revised_prompt,
-                }
-                for image in delivered
-            ],
-            "usage": {"images": len(delivered)},
-        },
-        headers=headers,
+    body = {
+        "created": int(now),
+        "model": params.model,
+        "data": [
+            {
+                "b64_json": base64.b64encode(image.data).decode("ascii"),
+                "revised_prompt": image.revised_prompt,
+            }
+            for image in delivered
+        ],
+        "usage": {"images": len(delivered)},
+    }
+    return DeliveringResponse(
+        body=orjson.dumps(body), headers=headers, on_send=partial(admission.delivered, decision)
     )
+
+
+class DeliveringResponse(web.Response):
+    """A 200 that settles its reservation just before its bytes go to the client.
+
+    Settled as late as possible, so a process killed meanwhile leaves the reservation in
+    its journal, for another process to give back (see :mod:`gateway.limits.journal`).
+    """
+
+    def __init__(
+        self, *, body: bytes, headers: dict[str, str], on_send: Callable[[], None]
+    ) -> None:
+        super().__init__(body=body, headers=headers, content_type="application/json")
+        self._on_send: Callable[[], None] | None = on_send
+
+    def _settle(self) -> None:
+        on_send, self._on_send = self._on_send, None
+        if on_send is not None:
+            on_send()
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        try:
+            return await super().prepare(request)
+        except BaseException:
+            self._settle()  # the client left after its images were made: they count
+            raise
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        self._settle()
+        await super().write_eof(data)

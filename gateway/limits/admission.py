@@ -10,7 +10,10 @@ every update happens inside one Redis script (one round trip):
 * **Daily quota** — images per UTC day; a request for ``n`` images is admitted only if
   all ``n`` fit. A refused request changes nothing.
 * **Reservation** — the ``n`` images are counted at admission; :meth:`Admission.release`
-  gives back what the upstream did not deliver.
+  gives back what the upstream did not deliver, and :meth:`Admission.delivered` closes
+  the reservation. Each reservation is also written to this process's journal
+  (:mod:`gateway.limits.journal`, shared memory, no round trip), so if the process dies
+  before delivering, another process gives the images back.
 
 Redis keys share a hash tag per shard (``<prefix>{s<N>}:...``), so every script only
 touches one hash slot and runs unchanged on a Redis Cluster. The shard also holds the
@@ -21,8 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
-import uuid
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,7 +35,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.keys.cache import KeyRecord
-from gateway.scripts import load_script
+from gateway.limits.journal import NO_SLOT, Journal, Reservation, orphans
+from gateway.limits.pipelined import PipelinedRedis, PipelinedScript
+from gateway.scripts import load_script, script_source
 
 if TYPE_CHECKING:
     from gateway.limits.local import LocalAdmission
@@ -99,6 +105,8 @@ class Decision:
     images_reset: int
     #: Decided in this process because Redis was unreachable (``redis.on_failure: open``).
     local: bool = False
+    #: The reservation's slot in this process's journal (:data:`NO_SLOT`: none).
+    ticket: int = NO_SLOT
 
     @property
     def requests_remaining(self) -> int:
@@ -124,21 +132,35 @@ class Admission:
         clock: Callable[[], float] | None = None,
         fallback: LocalAdmission | None = None,
         timeout: float = 2.0,
+        journal: Journal | None = None,
+        hot: PipelinedRedis | None = None,
     ) -> None:
         """``clock`` (seconds since the epoch) replaces Redis's clock; for tests only.
 
         ``fallback`` decides instead while Redis is unreachable (``redis.on_failure:
         open``); without one, a Redis error propagates and the caller fails closed.
+        ``journal`` (opened) records reservations in flight, for :meth:`settle_orphans`.
+        ``hot``: the client for the admission script (one pipelined connection, its own
+        ``timeout``); without it, ``redis`` is used for that too.
         """
         self._clock = clock
         self._fallback = fallback
         self._timeout = timeout
         self._layout = layout
         self._seeds = seeds
+        self._journal = journal
         self._admit = load_script(redis, "admit")
+        self._hot_admit = PipelinedScript(hot, script_source("admit")) if hot else None
         self._release = load_script(redis, "release")
+        self._settle = load_script(redis, "settle")
+        # Log members: unique across processes (the token) and within one (the counter).
+        self._member_prefix = secrets.token_hex(6) + ":"
+        self._sequence = itertools.count()
         #: Releases that could not reach Redis, retried by :meth:`retry_unsent`.
         self.unsent: list[tuple[str, int, int]] = []
+        #: Journal slots of admissions whose reply never came (a Redis error or timeout):
+        #: the script may have run, so they are settled like a dead process's.
+        self.doubtful: list[int] = []
 
     async def admit(self, record: KeyRecord, n: int, request_id: str) -> Decision:
         """Check both limits and, only if both pass, record the request and reserve ``n``.
@@ -152,8 +174,7 @@ class Admission:
         shard = layout.shard_of(key_id)
         tag = layout.tag(shard)
         keys = (f"{tag}rl:{key_id}", f"{tag}img:{key_id}:", f"{tag}pending")
-        # The log's member must be unique even if a client reuses its request id.
-        member = f"{request_id}:{uuid.uuid4().hex[:8]}"
+        member = f"{self._member_prefix}{next(self._sequence):x}"
         now = "" if self._clock is None else int(self._clock() * 1_000_000)
         args: list[Any] = [
             record.requests_per_minute,
@@ -165,25 +186,32 @@ class Admission:
             "",
             now,
         ]
+        journal = self._journal
+        ticket = journal.begin(key_id, n, member) if journal is not None else NO_SLOT
         try:
-            async with asyncio.timeout(self._timeout):
-                raw = await self._admit(keys=keys, args=args)
-        except (RedisError, TimeoutError):
-            if self._fallback is None:
+            raw = await self._run_admit(keys, args)
+            if raw[0] == NEEDS_SEED:
+                day = int(raw[1])
+                args[5] = await self._seeds.count_for(key_id, day)
+                args[6] = day
+                raw = await self._run_admit(keys, args)
+                if raw[0] == NEEDS_SEED:  # the UTC day turned between the two calls
+                    args[5], args[6] = 0, int(raw[1])
+                    raw = await self._run_admit(keys, args)
+        except BaseException as exc:
+            if ticket != NO_SLOT:
+                self.doubtful.append(ticket)
+            if self._fallback is None or not isinstance(exc, RedisError | TimeoutError):
                 raise
             decision = await self._fallback.admit(record, n)
             return dataclasses.replace(decision, local=True)
-        if raw[0] == NEEDS_SEED:
-            day = int(raw[1])
-            args[5] = await self._seeds.count_for(key_id, day)
-            args[6] = day
-            async with asyncio.timeout(self._timeout):
-                raw = await self._admit(keys=keys, args=args)
-            if raw[0] == NEEDS_SEED:  # the UTC day turned between the two calls
-                args[5], args[6] = 0, int(raw[1])
-                async with asyncio.timeout(self._timeout):
-                    raw = await self._admit(keys=keys, args=args)
         outcome, day, in_window, reset_us, used, to_midnight = (int(v) for v in raw)
+        if journal is not None and ticket != NO_SLOT:
+            if outcome == ADMITTED:
+                journal.admitted(ticket, day)
+            else:
+                journal.end(ticket)
+                ticket = NO_SLOT
         return Decision(
             outcome=outcome,
             day=day,
@@ -193,17 +221,46 @@ class Admission:
             images_limit=record.images_per_day,
             images_used=used,
             images_reset=to_midnight,
+            ticket=ticket,
         )
 
-    async def release(self, key_id: str, day: int, images: int, *, local: bool = False) -> None:
-        """Give back ``images`` reserved on ``day`` that were not delivered.
+    async def _run_admit(self, keys: tuple[str, str, str], args: list[Any]) -> Any:
+        if self._hot_admit is not None:  # it keeps the timeout itself
+            return await self._hot_admit(keys=keys, args=args)
+        async with asyncio.timeout(self._timeout):
+            return await self._admit(keys=keys, args=args)
 
-        Never raises: when Redis cannot be reached the release is kept and retried by
-        :meth:`retry_unsent` (the usage flusher calls it every interval).
+    def delivered(self, decision: Decision) -> None:
+        """The reservation's images are being sent: it is settled, charged in full.
+
+        Call it as late as possible: if the process dies after this, the images stay
+        charged though the client may never see them.
         """
+        if self._journal is not None:
+            self._journal.end(decision.ticket)
+
+    async def release(
+        self, key_id: str, decision: Decision, images: int, *, delivering: int = 0
+    ) -> None:
+        """Give back ``images`` of ``decision``'s reservation that were not delivered.
+
+        ``delivering`` images of it are still to be sent (call :meth:`delivered` then);
+        with 0 the reservation is settled here. Never raises: when Redis cannot be
+        reached the release is kept and retried by :meth:`retry_unsent` (the usage
+        flusher calls it every interval).
+        """
+        journal = self._journal
+        if journal is not None:
+            # Before Redis hears of it: a process killed in between over-counts these
+            # images; the other order could give them back twice.
+            if delivering > 0:
+                journal.shrink(decision.ticket, delivering)
+            else:
+                journal.end(decision.ticket)
         if images <= 0:
             return
-        if local and self._fallback is not None:
+        day = decision.day
+        if decision.local and self._fallback is not None:
             self._fallback.release(key_id, day, images)
             return
         try:
@@ -223,7 +280,8 @@ class Admission:
             )
 
     async def retry_unsent(self) -> None:
-        """Send what could not reach Redis earlier: releases, and counts admitted locally.
+        """Send what could not reach Redis earlier: releases, counts admitted locally, and
+        admissions whose reply never came.
 
         Raises (keeping the rest) if Redis still fails.
         """
@@ -233,3 +291,57 @@ class Admission:
             key_id, day, images = self.unsent[0]
             await self._send_release(key_id, day, images)
             self.unsent.pop(0)
+        journal = self._journal
+        while self.doubtful and journal is not None:
+            ticket = self.doubtful[0]
+            await self.settle(journal.entry(ticket))
+            self.doubtful.pop(0)
+            journal.end(ticket)
+
+    async def settle(self, reservation: Reservation) -> int:
+        """Give back a reservation that was never delivered; the images given back.
+
+        Safe to repeat, from any process: only the first call counts.
+        """
+        layout = self._layout
+        tag = layout.tag(layout.shard_of(reservation.key_id))
+        key_id = reservation.key_id
+        async with asyncio.timeout(self._timeout):
+            given_back = await self._settle(
+                keys=(
+                    f"{tag}rl:{key_id}",
+                    f"{tag}img:{key_id}:",
+                    f"{tag}pending",
+                    f"{tag}settled:{reservation.member}",
+                ),
+                args=(reservation.images, reservation.member, key_id, reservation.day),
+            )
+        return int(given_back)
+
+    async def settle_orphans(self) -> int:
+        """Settle the journals of dead processes; the images given back.
+
+        Raises (leaving the journal being settled for the next attempt) if Redis fails.
+        """
+        journal = self._journal
+        if journal is None:
+            return 0
+        total = 0
+        for orphan in orphans(journal.directory, journal.path):
+            given_back = 0
+            try:
+                for reservation in orphan.reservations:
+                    given_back += await self.settle(reservation)
+            except BaseException:
+                orphan.keep()
+                raise
+            orphan.discard()
+            if orphan.reservations:
+                log.info(
+                    "settled %d reservations of a stopped process (%s): %d images given back",
+                    len(orphan.reservations),
+                    orphan.path.name,
+                    given_back,
+                )
+            total += given_back
+        return total

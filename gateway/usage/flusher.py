@@ -111,6 +111,7 @@ class UsageFlusher:
 
     async def _flush(self) -> bool:
         await self._admission.retry_unsent()
+        await self._admission.settle_orphans()
         layout = self._layout
         async with self._redis.pipeline(transaction=False) as pipe:
             for shard in range(SHARDS):

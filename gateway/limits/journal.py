@@ -1,0 +1,265 @@
+"""The reservation journal: what a process admitted and has not yet delivered.
+
+Admission charges a request's images in Redis *before* the upstream call. If the
+process then dies (SIGKILL, OOM kill, a crash), those images were charged but never
+delivered, and nothing in Redis says so. The journal does: each process keeps a small
+memory-mapped file with one slot per request in flight. A slot is written before the
+admission script is sent, marked admitted when its reply arrives, and freed just
+before the response's bytes are handed to the kernel (or when the reservation is
+released after a failed upstream call). No Redis round trip is added: these are
+writes to shared memory, and they survive the process, because the kernel keeps a
+``MAP_SHARED`` mapping's pages in the file's page cache.
+
+Every process holds an exclusive ``flock`` on its own journal; the kernel drops it when
+the process dies, however it dies. Any other gateway process using the same journal
+directory (every flush interval) takes the lock of a journal nobody holds, gives back
+the images of each slot still in use (``settle.lua``: a slot admitted for sure, or one
+whose admission is found in the key's rolling-window log), and deletes the file.
+
+Each slot change is a plain store into the mapping, and the state byte is written last,
+so a process killed mid-write leaves either the old state or a complete new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import mmap
+import os
+import secrets
+import struct
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = [
+    "ADMITTED",
+    "ADMITTING",
+    "FREE",
+    "NO_SLOT",
+    "Journal",
+    "Orphan",
+    "Reservation",
+    "default_directory",
+    "orphans",
+]
+
+log = logging.getLogger(__name__)
+
+FREE, ADMITTING, ADMITTED = 0, 1, 2
+#: Returned by :meth:`Journal.begin` when the journal is closed or every slot is in use.
+NO_SLOT = -1
+
+_MAGIC = b"GWJ1"
+_HEADER = 64
+#: state, images, UTC day (-1 = unknown yet), key id, the admission's log member
+_SLOT = struct.Struct("<BxHi40s40s")
+_DAY_OFFSET = 4  # within a slot, after the state byte, a pad byte and the image count
+_DAY = struct.Struct("<i")
+_COUNT = struct.Struct("<H")
+_SUFFIX = ".journal"
+_CREATION_GRACE_S = 60.0
+
+
+def default_directory(redis_url: str, key_prefix: str) -> Path:
+    """A directory shared by the processes that use this Redis and key prefix.
+
+    Two gateways with different Redis data must not settle each other's journals, so
+    the name is derived from where the data lives (the URL without its password).
+    """
+    parts = urlsplit(redis_url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    where = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    digest = hashlib.sha256(f"{where}\0{key_prefix}".encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "image-gateway-journal" / digest
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A slot still in use in a dead process's journal."""
+
+    state: int
+    images: int
+    #: The UTC day of the admission, or -1 when the process died awaiting the reply.
+    day: int
+    key_id: str
+    member: str
+
+
+class Journal:
+    """This process's journal. Not thread-safe: use it from the event loop's thread."""
+
+    def __init__(self, directory: Path, slots: int = 16384) -> None:
+        self.directory = directory
+        self.slots = slots
+        self.path: Path | None = None
+        self._fd = -1
+        self._map: mmap.mmap | None = None
+        self._free: list[int] = []
+
+    @property
+    def is_open(self) -> bool:
+        return self._map is not None
+
+    def open(self) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        name = f"{os.getpid()}-{secrets.token_hex(4)}{_SUFFIX}"
+        path = self.directory / name
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            # Blocking: another process's scan may hold it for a moment. The header goes
+            # in only once the lock is ours, so no scan takes a new journal for a
+            # dead one.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.ftruncate(fd, _HEADER + self.slots * _SLOT.size)
+            os.pwrite(fd, _MAGIC + struct.pack("<I", self.slots), 0)
+            self._map = mmap.mmap(fd, 0, flags=mmap.MAP_SHARED)
+        except BaseException:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        self._fd, self.path = fd, path
+        self._free = list(range(self.slots - 1, -1, -1))
+
+    def close(self) -> None:
+        """Delete the journal: call only once nothing is in flight (after draining)."""
+        self._shut(delete=True)
+
+    def abandon(self) -> None:
+        """Let go of the journal but leave it, for another process to settle."""
+        self._shut(delete=False)
+
+    def _shut(self, *, delete: bool) -> None:
+        if self._map is None:
+            return
+        self._map.close()
+        self._map = None
+        if delete and self.path is not None:
+            self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = -1
+
+    def begin(self, key_id: str, images: int, member: str) -> int:
+        """Record an admission about to be sent; its slot, or :data:`NO_SLOT`."""
+        journal = self._map
+        if journal is None or not self._free:
+            return NO_SLOT
+        slot = self._free.pop()
+        offset = _HEADER + slot * _SLOT.size
+        _SLOT.pack_into(journal, offset, FREE, images, -1, key_id.encode(), member.encode())
+        journal[offset] = ADMITTING
+        return slot
+
+    def admitted(self, slot: int, day: int) -> None:
+        journal = self._map
+        if journal is None or slot < 0:
+            return
+        offset = _HEADER + slot * _SLOT.size
+        _DAY.pack_into(journal, offset + _DAY_OFFSET, day)
+        journal[offset] = ADMITTED
+
+    def shrink(self, slot: int, images: int) -> None:
+        """Only ``images`` of the reservation remain (the rest is being given back)."""
+        journal = self._map
+        if journal is None or slot < 0:
+            return
+        _COUNT.pack_into(journal, _HEADER + slot * _SLOT.size + 2, images)
+
+    def end(self, slot: int) -> None:
+        """The reservation is settled: delivered, given back, or never admitted."""
+        journal = self._map
+        if journal is None or slot < 0:
+            return
+        journal[_HEADER + slot * _SLOT.size] = FREE
+        self._free.append(slot)
+
+    def entry(self, slot: int) -> Reservation:
+        assert self._map is not None
+        return _read_slot(self._map, slot)
+
+    @property
+    def in_use(self) -> int:
+        return self.slots - len(self._free) if self._map is not None else 0
+
+
+def _read_slot(data: mmap.mmap | bytes, slot: int) -> Reservation:
+    state, images, day, key_id, member = _SLOT.unpack_from(data, _HEADER + slot * _SLOT.size)
+    return Reservation(
+        state=state,
+        images=images,
+        day=day,
+        key_id=key_id.rstrip(b"\0").decode(),
+        member=member.rstrip(b"\0").decode(),
+    )
+
+
+@dataclass(slots=True)
+class Orphan:
+    """A dead process's journal, locked by this process until :meth:`discard`."""
+
+    path: Path
+    fd: int
+    reservations: list[Reservation]
+
+    def discard(self) -> None:
+        """Everything in it is settled: delete it and let go of the lock."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        os.close(self.fd)
+
+    def keep(self) -> None:
+        """Settling failed: leave it for the next attempt (by any process)."""
+        os.close(self.fd)
+
+
+def orphans(directory: Path, own: Path | None) -> Iterator[Orphan]:
+    """The journals in ``directory`` whose process is gone, each locked while yielded.
+
+    The caller must :meth:`Orphan.discard` or :meth:`Orphan.keep` each one.
+    """
+    try:
+        names = sorted(entry.name for entry in os.scandir(directory))
+    except FileNotFoundError:
+        return
+    for name in names:
+        path = directory / name
+        if not name.endswith(_SUFFIX) or path == own:
+            continue
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            continue  # settled by another process just now
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # Another process may have settled and deleted it between open and flock.
+            if os.fstat(fd).st_ino != os.stat(path).st_ino:
+                raise FileNotFoundError(path)
+            data = os.pread(fd, os.fstat(fd).st_size, 0)
+        except (BlockingIOError, FileNotFoundError):
+            os.close(fd)  # its process is alive, or it is gone
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        if data[:4] != _MAGIC or len(data) < _HEADER:
+            # Being created (its process locks it, then writes the header), or left
+            # half-created by a process that died right then.
+            if time.time() - os.fstat(fd).st_mtime < _CREATION_GRACE_S:
+                os.close(fd)
+            else:
+                yield Orphan(path=path, fd=fd, reservations=[])
+            continue
+        (slots,) = struct.unpack_from("<I", data, 4)
+        slots = min(slots, (len(data) - _HEADER) // _SLOT.size)
+        reservations = [
+            entry
+            for entry in (_read_slot(data, slot) for slot in range(slots))
+            if entry.state in (ADMITTING, ADMITTED)
+        ]
+        yield Orphan(path=path, fd=fd, reservations=reservations)
