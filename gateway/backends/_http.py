@@ -318,6 +318,7 @@ class Upstream:
         self._http = http
         self._name = name
         self._timeout = call_timeout(timeout_seconds)
+        self._client_timeout = aiohttp.ClientTimeout(total=self._timeout)
         self._headers = dict(headers or {})
         self._secrets = tuple(s for s in secrets if s)
         self._credentials_rejected = credentials_rejected
@@ -344,15 +345,22 @@ class Upstream:
                 or HTTP 429/502/503.
             UpstreamTimeout: no full answer within the exchange's time.
         """
-        seconds = self._timeout if max_seconds is None else min(max_seconds, self._timeout)
+        timeout = self._client_timeout
+        if max_seconds is not None and max_seconds < self._timeout:
+            timeout = aiohttp.ClientTimeout(total=max_seconds)
+        all_headers = {**self._headers, **(headers or {})}
+        data: bytes | None = None
+        if body is not None:  # orjson: several times faster than aiohttp's json= (stdlib)
+            data = orjson.dumps(body)
+            all_headers["Content-Type"] = "application/json"
         try:
             async with self._http.request(
                 method,
                 url,
-                json=body,
-                headers={**self._headers, **(headers or {})},
+                data=data,
+                headers=all_headers,
                 allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=seconds),
+                timeout=timeout,
             ) as response:
                 if not 200 <= response.status < 300:
                     raise await self._status_error(response)
@@ -384,7 +392,7 @@ class Upstream:
             raise UpstreamError("The image backend sent an image URL that cannot be fetched.")
         try:
             async with self._http.get(
-                url, max_redirects=5, timeout=aiohttp.ClientTimeout(total=self._timeout)
+                url, max_redirects=5, timeout=self._client_timeout
             ) as response:
                 if response.status != 200:
                     raise UpstreamError(
