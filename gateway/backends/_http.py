@@ -62,6 +62,7 @@ _KEY_LIKE = re.compile(
     r"(?i)(?:bearer|basic)\s+\S+|\bsk-[a-z0-9_-]{8,}|\br8_[a-z0-9]{8,}|\bAIza[0-9a-z_-]{20,}"
 )
 _MALFORMED = "The image backend sent a malformed response."
+_BASE64_DIGITS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
 # -- options -------------------------------------------------------------------------
@@ -216,7 +217,11 @@ def image_from_bytes(data: bytes, *, revised_prompt: str | None = None) -> Gener
 
 
 def image_from_base64(encoded: Any, *, revised_prompt: str | None = None) -> GeneratedImage:
-    """Decode base64 image data, with or without a ``data:...;base64,`` prefix."""
+    """An image sent as base64, with or without a ``data:...;base64,`` prefix.
+
+    Base64 as encoders write it is only checked, not decoded: the image keeps the text
+    (:meth:`GeneratedImage.from_base64`), which the gateway sends on as it is.
+    """
     if not isinstance(encoded, str):
         raise UpstreamError(_MALFORMED)
     if encoded.startswith("data:"):
@@ -225,11 +230,37 @@ def image_from_base64(encoded: Any, *, revised_prompt: str | None = None) -> Gen
             raise UpstreamError("The image backend sent a malformed image.")
     if len(encoded) > MAX_IMAGE_BYTES * 4 // 3 + 4:
         raise UpstreamError("The image backend sent an image that is too large.")
-    try:
-        data = base64.b64decode(encoded.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise UpstreamError("The image backend sent a malformed image.") from None
-    return image_from_bytes(data, revised_prompt=revised_prompt)
+    text = encoded.strip()
+    pads = _canonical_base64_padding(text)
+    if pads is None:  # not as an encoder writes it; decoding says whether it is valid
+        try:
+            data = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise UpstreamError("The image backend sent a malformed image.") from None
+        return image_from_bytes(data, revised_prompt=revised_prompt)
+    if len(text) // 4 * 3 - pads > MAX_IMAGE_BYTES:
+        raise UpstreamError("The image backend sent an image that is too large.")
+    media_type = _media_type(binascii.a2b_base64(text[:16]))  # 12 bytes: any signature
+    if media_type is None:
+        raise UpstreamError("The image backend sent a malformed image.")
+    return GeneratedImage.from_base64(text, media_type=media_type, revised_prompt=revised_prompt)
+
+
+def _canonical_base64_padding(text: str) -> int | None:
+    """The number of ``=`` ending ``text`` if it is base64 exactly as encoders write it.
+
+    That is: base64 digits only, padded to a multiple of four, and no stray bits in
+    the last digit, so that decoding and encoding again gives ``text`` back. ``None``
+    otherwise. Much cheaper than decoding: no regular expression, no bytes made.
+    """
+    if len(text) % 4 or not text.isascii():
+        return None
+    pads = 2 if text.endswith("==") else 1 if text.endswith("=") else 0
+    if text.encode("ascii").translate(None, _BASE64_DIGITS) != b"=" * pads:
+        return None
+    if pads and _BASE64_DIGITS.index(text[-1 - pads].encode()) & (0x0F if pads == 2 else 0x03):
+        return None
+    return pads
 
 
 async def gather_successes(name: str, calls: Sequence[Awaitable[T]]) -> list[T]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import binascii
 import enum
 import re
 import time
@@ -70,11 +71,49 @@ class ImageRequest:
     request_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
 class GeneratedImage:
-    data: bytes
-    media_type: str = "image/png"
-    revised_prompt: str | None = None
+    """One image a backend produced: its bytes, media type and the prompt the upstream used.
+
+    An image the upstream sent as base64 can be kept as that text
+    (:meth:`from_base64`): the gateway answers in base64 too, so the text goes to the
+    client as it is, and the image is decoded only if :attr:`data` is read.
+    """
+
+    __slots__ = ("_b64", "_data", "media_type", "revised_prompt")
+
+    def __init__(
+        self, data: bytes, media_type: str = "image/png", revised_prompt: str | None = None
+    ) -> None:
+        self._data: bytes | None = data
+        self._b64: str | None = None
+        self.media_type = media_type
+        self.revised_prompt = revised_prompt
+
+    @classmethod
+    def from_base64(
+        cls, b64: str, media_type: str = "image/png", revised_prompt: str | None = None
+    ) -> GeneratedImage:
+        """The image whose bytes ``b64`` encodes; ``b64`` must be valid base64."""
+        image = cls(b"", media_type, revised_prompt)
+        image._data, image._b64 = None, b64
+        return image
+
+    @property
+    def data(self) -> bytes:
+        """The image's bytes."""
+        if self._data is None:
+            self._data = binascii.a2b_base64(self._b64 or "")
+        return self._data
+
+    def b64(self) -> str:
+        """The image as base64 text (what the gateway answers with)."""
+        if self._b64 is None:
+            self._b64 = binascii.b2a_base64(self.data, newline=False).decode("ascii")
+        return self._b64
+
+    def __repr__(self) -> str:
+        size = len(self._data) if self._data is not None else f"~{len(self._b64 or '') * 3 // 4}"
+        return f"GeneratedImage(<{size} bytes>, {self.media_type!r}, {self.revised_prompt!r})"
 
 
 @dataclass(frozen=True, slots=True)
