@@ -13,6 +13,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from gateway import errors
 from gateway.http.responses import error_body, json_response
+from gateway.logs import AccessLog
 from gateway.metrics import Metrics
 
 __all__ = ["LOG_FIELDS", "REQUEST_ID", "request_context_middleware"]
@@ -44,6 +45,7 @@ def _route_of(request: web.Request) -> str:
 
 def request_context_middleware(metrics: Metrics) -> Middleware:
     """Give every request an id, turn every error into OpenAI-shaped JSON, count, log."""
+    access_log = AccessLog(log)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -76,17 +78,15 @@ def request_context_middleware(metrics: Metrics) -> Middleware:
         route = _route_of(request)
         metrics.labelled(metrics.requests, route, str(response.status), code).inc()
         metrics.labelled(metrics.request_seconds, route).observe(elapsed)
-        if log.isEnabledFor(logging.INFO) and not log.disabled:
-            log.info(
-                "%s %s %d",
-                request.method,
-                route,
-                response.status,
-                extra={
+        if access_log.enabled():
+            method, status = request.method, response.status
+            access_log.write(
+                f"{method} {route} {status}",
+                {
                     "request_id": request_id,
-                    "method": request.method,
+                    "method": method,
                     "route": route,
-                    "status": response.status,
+                    "status": status,
                     "code": code or None,
                     "latency_ms": round(elapsed * 1000, 2),
                     **fields,

@@ -1,0 +1,86 @@
+"""The log format: the access log's direct path writes exactly what ``logging`` writes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from gateway.config import LoggingConfig
+from gateway.logs import AccessLog, _utc_time, configure_logging
+
+ACCESS = logging.getLogger("gateway.access")
+FIELDS = {
+    "request_id": "req-1",
+    "method": "POST",
+    "route": "/v1/images/generations",
+    "status": 200,
+    "code": None,
+    "latency_ms": 1.25,
+    "key_id": uuid.UUID("0b4f3c56-8d1e-4f7a-9c2b-1d2e3f405162"),
+    "model": 'm "quoted" ü',
+    "images": 2,
+}
+
+
+@pytest.fixture(autouse=True)
+def pinned_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A pinned clock; the logging setup as it was, after the test."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, ACCESS.disabled
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0625)
+    yield
+    root.handlers[:], ACCESS.disabled = saved[0], saved[2]
+    root.setLevel(saved[1])
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_an_access_line_is_the_line_logging_would_write(
+    capsys: pytest.CaptureFixture[str], log_format: str
+):
+    configure_logging(LoggingConfig(format=log_format))
+    access_log = AccessLog(ACCESS)
+    assert access_log.enabled()
+    access_log.write("POST /v1/images/generations 200", FIELDS)
+    ACCESS.info("%s %s %d", "POST", "/v1/images/generations", 200, extra=FIELDS)
+    direct, logged = capsys.readouterr().err.splitlines()
+    assert direct == logged
+    if log_format == "json":
+        assert direct.startswith(
+            '{"time":"2023-11-14T22:13:20.062+00:00","level":"info","logger":"gateway.access",'
+            '"message":"POST /v1/images/generations 200","request_id":"req-1",'
+        )
+
+
+def test_access_lines_reach_other_handlers_as_records(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+):
+    configure_logging(LoggingConfig())
+    logging.getLogger().addHandler(caplog.handler)
+    AccessLog(ACCESS).write("GET /healthz 200", {"request_id": "req-2"})
+    [record] = caplog.records
+    assert (record.name, record.getMessage(), record.__dict__["request_id"]) == (
+        "gateway.access",
+        "GET /healthz 200",
+        "req-2",
+    )
+    assert '"request_id":"req-2"' in capsys.readouterr().err
+
+
+def test_no_access_lines_when_the_access_log_is_off(capsys: pytest.CaptureFixture[str]):
+    configure_logging(LoggingConfig(access_log=False))
+    assert not AccessLog(ACCESS).enabled()
+
+
+def test_log_times_are_those_datetime_writes():
+    rng = random.Random(3)
+    for created in [1_700_000_000.9999995, 1_700_000_000.0005, 1_700_000_000.9995] + [
+        rng.uniform(1.6e9, 2e9) for _ in range(20_000)
+    ]:
+        expected = dt.datetime.fromtimestamp(created, dt.UTC).isoformat(timespec="milliseconds")
+        assert _utc_time(created) == expected, created
