@@ -36,6 +36,7 @@ class Metrics:
         self._shared = multiprocess_dir() is not None
         # Label sets are few (routes x statuses x codes, backends x outcomes).
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._request_children: dict[tuple[str, int, str], tuple[Any, Any]] = {}
         # In multiprocess mode values live in files; a per-process registry would
         # count them twice, so the metrics are registered nowhere.
         self._registry = CollectorRegistry()
@@ -123,6 +124,18 @@ class Metrics:
         if child is None:
             child = self._children[key] = metric.labels(*values)
         return child
+
+    def request_done(self, route: str, status: int, code: str, seconds: float) -> None:
+        """Count a request that took ``seconds`` (one lookup for both metrics' children)."""
+        key = (route, status, code)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.requests.labels(route, str(status), code),
+                self.request_seconds.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def flush_failed(self, exc: Exception) -> None:
         self.flush_failures.inc()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 from aiohttp import web
@@ -54,7 +54,7 @@ def request_context_middleware(metrics: Metrics) -> Middleware:
         if incoming is not None and _SANE_REQUEST_ID.fullmatch(incoming):
             request_id = incoming
         else:
-            request_id = uuid.uuid4().hex
+            request_id = os.urandom(16).hex()  # 32 hex digits, like uuid4().hex, for less work
         request[REQUEST_ID] = request_id
         fields: dict[str, Any] = {}
         request[LOG_FIELDS] = fields
@@ -76,8 +76,7 @@ def request_context_middleware(metrics: Metrics) -> Middleware:
         headers["Server"] = "image-gateway"
         elapsed = time.perf_counter() - started
         route = _route_of(request)
-        metrics.labelled(metrics.requests, route, str(response.status), code).inc()
-        metrics.labelled(metrics.request_seconds, route).observe(elapsed)
+        metrics.request_done(route, response.status, code, elapsed)
         if access_log.enabled():
             method, status = request.method, response.status
             access_log.write(
