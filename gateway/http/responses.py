@@ -50,8 +50,11 @@ async def read_json_object(request: web.Request, server: ServerConfig) -> dict[s
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"The request body must be at most {limit} bytes.")
     try:
-        async with asyncio.timeout(server.body_read_timeout_seconds):
+        if request.content.is_eof():  # all of it is here already: nothing to wait for
             raw = await request.read()
+        else:
+            async with asyncio.timeout(server.body_read_timeout_seconds):
+                raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"The request body must be at most {limit} bytes.") from None
     except TimeoutError:

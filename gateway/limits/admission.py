@@ -89,7 +89,7 @@ class RedisLayout:
         return f"{self._tags[shard]}flush-lease"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field
 class Decision:
     """The outcome of one admission, with what the rate-limit headers report."""
 

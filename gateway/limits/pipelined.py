@@ -39,19 +39,13 @@ __all__ = ["PipelinedRedis", "PipelinedScript"]
 _Arg = str | bytes | int | float
 
 
+def _bulk(part: _Arg) -> bytes:
+    data = part if isinstance(part, bytes) else str(part).encode()
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
 def _encode(parts: tuple[_Arg, ...]) -> bytes:
-    out = [b"*%d\r\n" % len(parts)]
-    for part in parts:
-        if isinstance(part, bytes):
-            data = part
-        elif isinstance(part, str):
-            data = part.encode()
-        else:
-            data = repr(part).encode()
-        out.append(b"$%d\r\n" % len(data))
-        out.append(data)
-        out.append(b"\r\n")
-    return b"".join(out)
+    return b"*%d\r\n" % len(parts) + b"".join([_bulk(part) for part in parts])
 
 
 class _Connection(asyncio.Protocol):
@@ -151,10 +145,14 @@ class PipelinedRedis:
         self._connecting: asyncio.Lock | None = None
 
     async def call(self, *parts: _Arg) -> Any:
+        return await self.send(_encode(parts))
+
+    async def send(self, payload: bytes) -> Any:
+        """Send one encoded command; its reply."""
         connection = self._connection
         if connection is None or connection.closed:
             connection = await self._connect()
-        return await connection.send(_encode(parts))
+        return await connection.send(payload)
 
     async def _connect(self) -> _Connection:
         if self._connecting is None:
@@ -205,11 +203,25 @@ class PipelinedScript:
         self._client = client
         self._source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        #: The encoded start of a call, per (number of keys, number of arguments).
+        self._heads: dict[tuple[int, int], bytes] = {}
+
+    def _head(self, keys: int, args: int) -> bytes:
+        head = self._heads.get((keys, args))
+        if head is None:
+            head = b"*%d\r\n" % (3 + keys + args) + b"".join(
+                [_bulk("EVALSHA"), _bulk(self.sha), _bulk(keys)]
+            )
+            self._heads[keys, args] = head
+        return head
 
     async def __call__(self, keys: tuple[str, ...], args: list[_Arg] | tuple[_Arg, ...]) -> Any:
         client = self._client
+        payload = self._head(len(keys), len(args)) + b"".join(
+            [_bulk(part) for part in (*keys, *args)]
+        )
         try:
-            return await client.call("EVALSHA", self.sha, len(keys), *keys, *args)
+            return await client.send(payload)
         except NoScriptError:  # a new or restarted Redis: it did not run
             await client.call("SCRIPT", "LOAD", self._source)
-            return await client.call("EVALSHA", self.sha, len(keys), *keys, *args)
+            return await client.send(payload)
