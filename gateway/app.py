@@ -121,7 +121,7 @@ def create_app(
             default_plan=config.default_plan,
             redis_prefix=config.redis.key_prefix,
             clock=monotonic,
-            on_lookup=lambda layer, result: metrics.key_lookups.labels(layer, result).inc(),
+            on_lookup=lambda layer, hit: metrics.labelled(metrics.key_lookups, layer, hit).inc(),
         )
         seeds = PostgresSeeds(pool)
         fallback = None

@@ -126,8 +126,16 @@ async def test_breaker_opens_skips_the_backend_then_probes_and_closes(
         monotonic=clock,
     )
     key = await make_key("pro")
+
+    async def breaker_gauge() -> float:
+        from tests.test_server import metric_total
+
+        text = await (await gateway.client.get("/metrics")).text()
+        return metric_total(text, "gateway_breaker_state", backend="remote")
+
     for _ in range(3):
         assert (await gateway.generate(key.key, model="remote")).status == 502
+    assert await breaker_gauge() == 2  # open
     # Open: answered at once, the upstream is not called.
     refused = await gateway.generate(key.key, model="remote")
     assert refused.status == 503
@@ -140,6 +148,7 @@ async def test_breaker_opens_skips_the_backend_then_probes_and_closes(
     assert (await gateway.generate(key.key, model="remote")).status == 200
     assert len(fake_upstream.requests) == 5
     assert gateway.services.router.backends["remote"].state.value == "closed"
+    assert await breaker_gauge() == 0
 
 
 async def test_breaker_reopens_when_the_probe_fails(

@@ -58,6 +58,8 @@ class GuardedBackend:
         self._opened_at = 0.0
         self._probing = False
         self.state = BreakerState.CLOSED
+        #: The state last published as a metric (set by the caller that publishes it).
+        self.reported_state: BreakerState | None = None
 
     # -- the breaker -----------------------------------------------------------
 

@@ -6,7 +6,6 @@ authenticate -> validate -> admit (one Redis round trip) -> upstream -> settle -
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import math
 import time
@@ -163,8 +162,10 @@ async def _call_backends(
             elapsed = time.perf_counter() - started
             metrics.labelled(metrics.upstream_seconds, guarded.name).observe(elapsed)
             metrics.labelled(metrics.upstream_calls, guarded.name, outcome).inc()
-            state = _BREAKER_VALUES[guarded.state.value]
-            metrics.labelled(metrics.breaker_state, guarded.name).set(state)
+            if guarded.state is not guarded.reported_state:
+                guarded.reported_state = guarded.state
+                state = _BREAKER_VALUES[guarded.state.value]
+                metrics.labelled(metrics.breaker_state, guarded.name).set(state)
         log.warning("backend %s failed (%s: %s)", guarded.name, error.code, error.message)
     raise error or errors.UpstreamError()
 
@@ -237,7 +238,7 @@ async def generate_images(request: web.Request) -> web.Response:
         "model": params.model,
         "data": [
             {
-                "b64_json": base64.b64encode(image.data).decode("ascii"),
+                "b64_json": image.b64(),
                 "revised_prompt": image.revised_prompt,
             }
             for image in delivered
