@@ -7,6 +7,7 @@ charged. Nothing secret is ever put in a log record by the gateway.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import sys
@@ -129,6 +130,10 @@ class AccessLog:
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self._logger = logger or logging.getLogger("gateway.access")
+        #: Lines formatted in this turn of the event loop, written together at its end
+        #: (one write for all the requests finished in one turn, not one each).
+        self._pending: list[str] = []
+        self._pending_handler: _Handler | None = None
 
     def enabled(self) -> bool:
         return self._logger.isEnabledFor(logging.INFO)
@@ -140,12 +145,27 @@ class AccessLog:
             self._logger.info("%s", message, extra=fields)
             return
         line = handler.formatter.line(time.time(), "INFO", self._logger.name, message, fields)
+        if self._pending and handler is not self._pending_handler:
+            self._write_pending()
+        self._pending.append(line + handler.terminator)
+        self._pending_handler = handler
+        if len(self._pending) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self._write_pending)
+            except RuntimeError:  # no event loop: write it now
+                self._write_pending()
+
+    def _write_pending(self) -> None:
+        handler, lines = self._pending_handler, self._pending
+        if handler is None or not lines:
+            return
+        self._pending = []
         handler.acquire()
         try:
-            handler.stream.write(line + handler.terminator)
+            handler.stream.write("".join(lines))
             handler.flush()
         except Exception:  # as StreamHandler.emit does: report it, carry on
-            handler.handleError(logging.makeLogRecord({"msg": message}))
+            handler.handleError(logging.makeLogRecord({"msg": lines[0]}))
         finally:
             handler.release()
 
