@@ -200,11 +200,11 @@ def create_app(
                 await flusher.flush()
             except Exception:
                 log.exception("final usage flush failed; the counts stay pending in Redis")
-            if admission.doubtful or admission.unsent:
-                # Left for another process to settle (the journal outlives us).
-                journal.abandon()
-            else:
+            if not admission.doubtful:
                 journal.close()
+            # else: admissions whose reply never came are left in the journal, and its
+            # lock held until this process exits (a request cut off by its client may
+            # still be running); then another process settles them.
             await keys.close()
             for guarded in router.backends.values():
                 with contextlib.suppress(Exception):

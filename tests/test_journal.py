@@ -128,3 +128,104 @@ async def test_a_journal_being_created_is_not_taken_for_a_dead_one(
         assert half_made.exists()
     finally:
         half_made.unlink(missing_ok=True)
+
+
+async def test_a_release_sent_again_gives_back_nothing_more(
+    gateway: Gateway, make_key: MakeKey, db
+):
+    key = await make_key("pro")
+    record = _record(str(key.key_id), str(key.user_id))
+    admission = gateway.services.admission
+    kept = await admission.admit(record, 2, "kept")
+    admission.delivered(kept)
+    failed = await admission.admit(record, 3, "failed")
+    await admission.release(record.key_id, failed, 3)
+    # As after a timeout or a reconnect: the same release once more.
+    admission.unsent.append((record.key_id, failed.day, 3, failed.member))
+    await admission.retry_unsent()
+    await gateway.flush()
+    assert await usage_rows(db, key.key_id) == {today(): 2}
+
+
+async def test_a_journal_that_cannot_be_settled_is_set_aside_and_counts_still_flush(
+    gateway: Gateway, make_key: MakeKey, db
+):
+    survivor = gateway.services.admission
+    assert survivor._journal is not None
+    dead = Journal(survivor._journal.directory)
+    dead.open()
+    slot = dead.begin("not-a-key-id", 2, "member")
+    dead.admitted(slot, 20_000)
+    dead.abandon()
+    assert dead.path is not None
+    key = await make_key("pro")
+    assert (await gateway.generate(key.key, n=2)).status == 200
+    await gateway.flush()
+    assert await usage_rows(db, key.key_id) == {today(): 2}
+    assert not dead.path.exists()
+    bad = dead.path.with_name(dead.path.name + ".bad")
+    assert bad.exists()
+    bad.unlink()
+
+
+async def test_a_journal_from_before_a_reboot_is_discarded_not_settled(
+    gateway: Gateway, make_key: MakeKey, db
+):
+    key = await make_key("pro")
+    record = _record(str(key.key_id), str(key.user_id))
+    survivor = gateway.services.admission
+    assert survivor._journal is not None
+    dead = Journal(survivor._journal.directory)
+    dead.open()
+    await _admission_like(gateway, dead).admit(record, 4, "r")
+    assert dead.path is not None
+    with dead.path.open("r+b") as f:  # as if written before the machine restarted
+        f.seek(8)
+        f.write(b"00000000-0000-0000-0000-000000000000")
+    dead.abandon()
+    assert await survivor.settle_orphans() == 0  # its pages may be stale: charge stays
+    assert not dead.path.exists()
+    await gateway.flush()
+    assert await usage_rows(db, key.key_id) == {today(): 4}
+
+
+def test_a_journal_directory_others_can_write_to_is_refused(tmp_path: Path):
+    import pytest
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(PermissionError, match="journal_dir"):
+        Journal(shared).open()
+    assert list(shared.iterdir()) == []
+
+
+async def test_an_admission_that_never_left_the_process_frees_its_slot(
+    gateway: Gateway, make_key: MakeKey, tmp_path: Path
+):
+    import pytest
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from gateway.limits.pipelined import PipelinedRedis
+    from tests.conftest import free_port
+
+    key = await make_key("pro")
+    record = _record(str(key.key_id), str(key.user_id))
+    services = gateway.services
+    journal = Journal(tmp_path / "journal")
+    journal.open()
+    nowhere = PipelinedRedis(f"redis://127.0.0.1:{free_port()}/0", timeout=1)
+    admission = Admission(
+        services.redis,
+        services.layout,
+        PostgresSeeds(services.pool),
+        journal=journal,
+        hot=nowhere,
+    )
+    try:
+        with pytest.raises(RedisConnectionError):
+            await admission.admit(record, 1, "r")
+        assert journal.in_use == 0
+        assert not admission.doubtful
+    finally:
+        journal.close()

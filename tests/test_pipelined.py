@@ -145,3 +145,40 @@ async def test_nothing_listening_is_a_connection_error():
     client = PipelinedRedis(url, timeout=1)
     with pytest.raises(RedisConnectionError):
         await client.call("PING")
+
+
+async def test_callers_share_one_connection_attempt():
+    async with misbehaving_server("silent") as (url, connections):
+        # A password: the client waits for AUTH's answer, which never comes.
+        client = PipelinedRedis(url.replace("redis://", "redis://:secret@"), timeout=0.3)
+        try:
+            results = await asyncio.gather(
+                *(client.call("PING") for _ in range(20)), return_exceptions=True
+            )
+            assert all(isinstance(result, RedisConnectionError) for result in results)
+            assert len(connections) == 1
+            # Right after a failed attempt, calls fail at once without another one.
+            with pytest.raises(RedisConnectionError):
+                await client.call("PING")
+            assert len(connections) == 1
+        finally:
+            await client.aclose()
+
+
+def test_tls_options_in_the_url_are_used():
+    import ssl
+
+    client = PipelinedRedis("rediss://redis.internal:6380/0?ssl_cert_reqs=none", timeout=1)
+    context = client._ssl_context()
+    assert context.verify_mode == ssl.CERT_NONE
+    strict = PipelinedRedis("rediss://redis.internal:6380/0", timeout=1)._ssl_context()
+    assert strict.verify_mode == ssl.CERT_REQUIRED
+    assert strict.check_hostname
+
+
+async def test_a_closed_client_stays_closed(redis_prefix: str):
+    client = PipelinedRedis(REDIS_URL, timeout=5)
+    assert await client.call("PING") == b"PONG"
+    await client.aclose()
+    with pytest.raises(RedisConnectionError):
+        await client.call("PING")

@@ -232,22 +232,25 @@ async def generate_images(request: web.Request) -> web.Response:
         raise errors.UpstreamError("The image backend returned no images.")
     fields.update(backend=backend_name, images=len(delivered))
 
-    headers = rate_limit_headers(decision, decision.images_used - (n - len(delivered)))
-    body = {
-        "created": int(now),
-        "model": params.model,
-        "data": [
-            {
-                "b64_json": image.b64(),
-                "revised_prompt": image.revised_prompt,
-            }
-            for image in delivered
-        ],
-        "usage": {"images": len(delivered)},
-    }
-    return DeliveringResponse(
-        body=orjson.dumps(body), headers=headers, on_send=partial(admission.delivered, decision)
-    )
+    try:
+        headers = rate_limit_headers(decision, decision.images_used - (n - len(delivered)))
+        body = {
+            "created": int(now),
+            "model": params.model,
+            "data": [
+                {"b64_json": image.b64(), "revised_prompt": image.revised_prompt}
+                for image in delivered
+            ],
+            "usage": {"images": len(delivered)},
+        }
+        return DeliveringResponse(
+            body=orjson.dumps(body),
+            headers=headers,
+            on_send=partial(admission.delivered, decision),
+        )
+    except BaseException:
+        admission.delivered(decision)  # the images were made: charged, slot freed
+        raise
 
 
 class DeliveringResponse(web.Response):

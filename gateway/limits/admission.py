@@ -23,6 +23,7 @@ set of counters the usage flusher has not yet written to Postgres.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import itertools
 import logging
@@ -32,11 +33,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.keys.cache import KeyRecord
 from gateway.limits.journal import NO_SLOT, Journal, Reservation, orphans
-from gateway.limits.pipelined import PipelinedRedis, PipelinedScript
+from gateway.limits.pipelined import NotSent, PipelinedRedis, PipelinedScript
 from gateway.scripts import load_script, script_source
 
 if TYPE_CHECKING:
@@ -88,6 +91,10 @@ class RedisLayout:
     def lease(self, shard: int) -> str:
         return f"{self._tags[shard]}flush-lease"
 
+    def settled(self, shard: int, member: str) -> str:
+        """The marker of a reservation given back (release.lua, settle.lua)."""
+        return f"{self._tags[shard]}settled:{member}"
+
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field
 class Decision:
@@ -107,6 +114,8 @@ class Decision:
     local: bool = False
     #: The reservation's slot in this process's journal (:data:`NO_SLOT`: none).
     ticket: int = NO_SLOT
+    #: The admission's unique id (its member in the key's rolling-window log).
+    member: str = ""
 
     @property
     def requests_remaining(self) -> int:
@@ -157,10 +166,10 @@ class Admission:
         self._member_prefix = secrets.token_hex(6) + ":"
         self._sequence = itertools.count()
         #: Releases that could not reach Redis, retried by :meth:`retry_unsent`.
-        self.unsent: list[tuple[str, int, int]] = []
+        self.unsent: collections.deque[tuple[str, int, int, str]] = collections.deque()
         #: Journal slots of admissions whose reply never came (a Redis error or timeout):
         #: the script may have run, so they are settled like a dead process's.
-        self.doubtful: list[int] = []
+        self.doubtful: collections.deque[int] = collections.deque()
 
     async def admit(self, record: KeyRecord, n: int, request_id: str) -> Decision:
         """Check both limits and, only if both pass, record the request and reserve ``n``.
@@ -199,8 +208,11 @@ class Admission:
                     args[5], args[6] = 0, int(raw[1])
                     raw = await self._run_admit(keys, args)
         except BaseException as exc:
-            if ticket != NO_SLOT:
-                self.doubtful.append(ticket)
+            if ticket != NO_SLOT and journal is not None:
+                if isinstance(exc, NotSent):  # it never left this process
+                    journal.end(ticket)
+                else:
+                    self.doubtful.append(ticket)
             if self._fallback is None or not isinstance(exc, RedisError | TimeoutError):
                 raise
             decision = await self._fallback.admit(record, n)
@@ -222,6 +234,7 @@ class Admission:
             images_used=used,
             images_reset=to_midnight,
             ticket=ticket,
+            member=member,
         )
 
     async def _run_admit(self, keys: tuple[str, str, str], args: list[Any]) -> Any:
@@ -264,18 +277,24 @@ class Admission:
             self._fallback.release(key_id, day, images)
             return
         try:
-            await self._send_release(key_id, day, images)
+            await self._send_release(key_id, day, images, decision.member)
         except Exception as exc:
             log.warning(
                 "could not release %d images of key %s (%s); will retry", images, key_id, exc
             )
-            self.unsent.append((key_id, day, images))
+            self.unsent.append((key_id, day, images, decision.member))
 
-    async def _send_release(self, key_id: str, day: int, images: int) -> None:
-        shard = self._layout.shard_of(key_id)
+    async def _send_release(self, key_id: str, day: int, images: int, member: str) -> None:
+        """Once only (the reservation's marker), so it is safe to send again."""
+        layout = self._layout
+        shard = layout.shard_of(key_id)
         async with asyncio.timeout(self._timeout):
             await self._release(
-                keys=(self._layout.counter(key_id, day), self._layout.pending(shard)),
+                keys=(
+                    layout.counter(key_id, day),
+                    layout.pending(shard),
+                    layout.settled(shard, member),
+                ),
                 args=(images, f"{key_id}:{day}"),
             )
 
@@ -288,14 +307,13 @@ class Admission:
         if self._fallback is not None and self._fallback.unsynced:
             await self._fallback.reconcile()
         while self.unsent:
-            key_id, day, images = self.unsent[0]
-            await self._send_release(key_id, day, images)
-            self.unsent.pop(0)
+            await self._send_release(*self.unsent[0])
+            self.unsent.popleft()
         journal = self._journal
         while self.doubtful and journal is not None:
             ticket = self.doubtful[0]
             await self.settle(journal.entry(ticket))
-            self.doubtful.pop(0)
+            self.doubtful.popleft()
             journal.end(ticket)
 
     async def settle(self, reservation: Reservation) -> int:
@@ -312,7 +330,7 @@ class Admission:
                     f"{tag}rl:{key_id}",
                     f"{tag}img:{key_id}:",
                     f"{tag}pending",
-                    f"{tag}settled:{reservation.member}",
+                    layout.settled(layout.shard_of(key_id), reservation.member),
                 ),
                 args=(reservation.images, reservation.member, key_id, reservation.day),
             )
@@ -321,7 +339,9 @@ class Admission:
     async def settle_orphans(self) -> int:
         """Settle the journals of dead processes; the images given back.
 
-        Raises (leaving the journal being settled for the next attempt) if Redis fails.
+        Raises (leaving the journal being settled for the next attempt) if Redis cannot
+        be reached. A journal that cannot be settled for another reason (unreadable,
+        corrupt, refused by Redis) is set aside as ``*.bad``, logged, and skipped.
         """
         journal = self._journal
         if journal is None:
@@ -332,6 +352,13 @@ class Admission:
             try:
                 for reservation in orphan.reservations:
                     given_back += await self.settle(reservation)
+            except (RedisConnectionError, RedisTimeoutError, TimeoutError):
+                orphan.keep()
+                raise
+            except Exception:
+                log.exception("could not settle the journal %s; set aside", orphan.path.name)
+                orphan.set_aside()
+                continue
             except BaseException:
                 orphan.keep()
                 raise

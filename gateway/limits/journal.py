@@ -29,13 +29,14 @@ import logging
 import mmap
 import os
 import secrets
+import stat
 import struct
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit
 
 __all__ = [
     "ADMITTED",
@@ -55,15 +56,28 @@ FREE, ADMITTING, ADMITTED = 0, 1, 2
 #: Returned by :meth:`Journal.begin` when the journal is closed or every slot is in use.
 NO_SLOT = -1
 
-_MAGIC = b"GWJ1"
+_MAGIC = b"GWJ2"
+#: magic, number of slots, the boot it was written in (a journal from before a reboot
+#: may hold pages that never reached the disk: it is discarded, never settled)
+_HEADER_FIELDS = struct.Struct("<4sI36s")
 _HEADER = 64
-#: state, images, UTC day (-1 = unknown yet), key id, the admission's log member
-_SLOT = struct.Struct("<BxHi40s40s")
-_DAY_OFFSET = 4  # within a slot, after the state byte, a pad byte and the image count
+#: state, 3 pad bytes, images, UTC day (-1 = unknown yet), key id, the log member
+_SLOT = struct.Struct("<BxxxIi40s40s")
+_COUNT_OFFSET = 4
+_DAY_OFFSET = 8
 _DAY = struct.Struct("<i")
-_COUNT = struct.Struct("<H")
+_COUNT = struct.Struct("<I")
+_TEXT = 40
 _SUFFIX = ".journal"
 _CREATION_GRACE_S = 60.0
+
+
+def _boot_id() -> bytes:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+            return f.read(36)
+    except OSError:  # not Linux: no reboot check
+        return b""
 
 
 def default_directory(redis_url: str, key_prefix: str) -> Path:
@@ -73,9 +87,13 @@ def default_directory(redis_url: str, key_prefix: str) -> Path:
     the name is derived from where the data lives (the URL without its password).
     """
     parts = urlsplit(redis_url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    where = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    scheme = parts.scheme.lower()
+    if scheme == "unix":
+        where = f"unix:{parts.path}"
+    else:
+        where = f"{scheme}:{(parts.hostname or 'localhost').lower()}:{parts.port or 6379}"
+    db = parse_qs(parts.query).get("db", [parts.path.strip("/") if scheme != "unix" else ""])[0]
+    where += f"/{int(db) if db.isdigit() else 0}"
     digest = hashlib.sha256(f"{where}\0{key_prefix}".encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / "image-gateway-journal" / digest
 
@@ -108,17 +126,30 @@ class Journal:
         return self._map is not None
 
     def open(self) -> None:
+        """Create this process's journal; raises if the directory is not safe to use."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = os.lstat(self.directory)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+            # Anyone else who can write there could plant journals to be "given back".
+            raise PermissionError(
+                f"usage.journal_dir {self.directory} must be a directory owned by this "
+                "user with no access for others (mode 0700)"
+            )
         name = f"{os.getpid()}-{secrets.token_hex(4)}{_SUFFIX}"
         path = self.directory / name
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
             # Blocking: another process's scan may hold it for a moment. The header goes
             # in only once the lock is ours, so no scan takes a new journal for a
             # dead one.
             fcntl.flock(fd, fcntl.LOCK_EX)
-            os.ftruncate(fd, _HEADER + self.slots * _SLOT.size)
-            os.pwrite(fd, _MAGIC + struct.pack("<I", self.slots), 0)
+            size = _HEADER + self.slots * _SLOT.size
+            if hasattr(os, "posix_fallocate"):
+                # Real blocks now: a full disk fails here, not as SIGBUS on a store later.
+                os.posix_fallocate(fd, 0, size)
+            else:  # pragma: no cover - not Linux
+                os.ftruncate(fd, size)
+            os.pwrite(fd, _HEADER_FIELDS.pack(_MAGIC, self.slots, _boot_id()), 0)
             self._map = mmap.mmap(fd, 0, flags=mmap.MAP_SHARED)
         except BaseException:
             os.close(fd)
@@ -148,11 +179,12 @@ class Journal:
     def begin(self, key_id: str, images: int, member: str) -> int:
         """Record an admission about to be sent; its slot, or :data:`NO_SLOT`."""
         journal = self._map
-        if journal is None or not self._free:
+        key, name = key_id.encode(), member.encode()
+        if journal is None or not self._free or len(key) > _TEXT or len(name) > _TEXT:
             return NO_SLOT
         slot = self._free.pop()
         offset = _HEADER + slot * _SLOT.size
-        _SLOT.pack_into(journal, offset, FREE, images, -1, key_id.encode(), member.encode())
+        _SLOT.pack_into(journal, offset, FREE, images, -1, key, name)
         journal[offset] = ADMITTING
         return slot
 
@@ -169,14 +201,17 @@ class Journal:
         journal = self._map
         if journal is None or slot < 0:
             return
-        _COUNT.pack_into(journal, _HEADER + slot * _SLOT.size + 2, images)
+        _COUNT.pack_into(journal, _HEADER + slot * _SLOT.size + _COUNT_OFFSET, images)
 
     def end(self, slot: int) -> None:
         """The reservation is settled: delivered, given back, or never admitted."""
         journal = self._map
         if journal is None or slot < 0:
             return
-        journal[_HEADER + slot * _SLOT.size] = FREE
+        offset = _HEADER + slot * _SLOT.size
+        if journal[offset] == FREE:  # ended already: the slot is not free twice
+            return
+        journal[offset] = FREE
         self._free.append(slot)
 
     def entry(self, slot: int) -> Reservation:
@@ -194,8 +229,8 @@ def _read_slot(data: mmap.mmap | bytes, slot: int) -> Reservation:
         state=state,
         images=images,
         day=day,
-        key_id=key_id.rstrip(b"\0").decode(),
-        member=member.rstrip(b"\0").decode(),
+        key_id=key_id.rstrip(b"\0").decode(errors="replace"),
+        member=member.rstrip(b"\0").decode(errors="replace"),
     )
 
 
@@ -217,6 +252,12 @@ class Orphan:
         """Settling failed: leave it for the next attempt (by any process)."""
         os.close(self.fd)
 
+    def set_aside(self) -> None:
+        """It cannot be settled: rename it ``*.bad`` (never scanned again) for a human."""
+        with contextlib.suppress(OSError):
+            self.path.rename(self.path.with_name(self.path.name + ".bad"))
+        os.close(self.fd)
+
 
 def orphans(directory: Path, own: Path | None) -> Iterator[Orphan]:
     """The journals in ``directory`` whose process is gone, each locked while yielded.
@@ -227,39 +268,56 @@ def orphans(directory: Path, own: Path | None) -> Iterator[Orphan]:
         names = sorted(entry.name for entry in os.scandir(directory))
     except FileNotFoundError:
         return
+    boot = _boot_id()
     for name in names:
         path = directory / name
         if not name.endswith(_SUFFIX) or path == own:
             continue
         try:
-            fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
-            continue  # settled by another process just now
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            # Another process may have settled and deleted it between open and flock.
-            if os.fstat(fd).st_ino != os.stat(path).st_ino:
-                raise FileNotFoundError(path)
-            data = os.pread(fd, os.fstat(fd).st_size, 0)
-        except (BlockingIOError, FileNotFoundError):
-            os.close(fd)  # its process is alive, or it is gone
+            orphan = _take(path, boot)
+        except OSError as exc:  # unreadable, not a regular file, not ours...
+            log.warning("skipping journal %s (%s)", name, exc)
             continue
-        except BaseException:
+        if orphan is not None:
+            yield orphan
+
+
+def _take(path: Path, boot: bytes) -> Orphan | None:
+    """The journal at ``path``, locked, if its process is gone; else None."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None  # settled by another process just now
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            raise PermissionError("not a regular file of this user")
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Another process may have settled and deleted it between open and flock.
+        if info.st_ino != os.stat(path).st_ino:
+            raise FileNotFoundError(path)
+        data = os.pread(fd, info.st_size, 0)
+    except (BlockingIOError, FileNotFoundError):
+        os.close(fd)  # its process is alive, or it is gone
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    if len(data) < _HEADER or data[:4] != _MAGIC:
+        # Being created (its process locks it, then writes the header), or left
+        # half-created by a process that died right then.
+        if time.time() - info.st_mtime < _CREATION_GRACE_S:
             os.close(fd)
-            raise
-        if data[:4] != _MAGIC or len(data) < _HEADER:
-            # Being created (its process locks it, then writes the header), or left
-            # half-created by a process that died right then.
-            if time.time() - os.fstat(fd).st_mtime < _CREATION_GRACE_S:
-                os.close(fd)
-            else:
-                yield Orphan(path=path, fd=fd, reservations=[])
-            continue
-        (slots,) = struct.unpack_from("<I", data, 4)
-        slots = min(slots, (len(data) - _HEADER) // _SLOT.size)
-        reservations = [
-            entry
-            for entry in (_read_slot(data, slot) for slot in range(slots))
-            if entry.state in (ADMITTING, ADMITTED)
-        ]
-        yield Orphan(path=path, fd=fd, reservations=reservations)
+            return None
+        return Orphan(path=path, fd=fd, reservations=[])
+    _, slots, written_in = _HEADER_FIELDS.unpack_from(data)
+    if boot and written_in != boot:
+        log.warning("discarding journal %s: written before the last reboot", path.name)
+        return Orphan(path=path, fd=fd, reservations=[])
+    slots = min(slots, (len(data) - _HEADER) // _SLOT.size)
+    reservations = [
+        entry
+        for entry in (_read_slot(data, slot) for slot in range(slots))
+        if entry.state in (ADMITTING, ADMITTED)
+    ]
+    return Orphan(path=path, fd=fd, reservations=reservations)

@@ -29,12 +29,21 @@ import ssl
 from typing import Any, cast
 
 import hiredis
-from redis.asyncio.connection import parse_url
+from redis.asyncio.connection import RedisSSLContext, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["PipelinedRedis", "PipelinedScript"]
+__all__ = ["NotSent", "PipelinedRedis", "PipelinedScript"]
+
+#: After a failed connect, calls fail at once for this long (no connect storm while
+#: Redis is down), then the next call tries again.
+RECONNECT_PAUSE_S = 0.25
+
+
+class NotSent(RedisConnectionError):
+    """The command never left this process: it certainly did not run."""
+
 
 _Arg = str | bytes | int | float
 
@@ -90,7 +99,7 @@ class _Connection(asyncio.Protocol):
 
     def send(self, payload: bytes) -> asyncio.Future[Any]:
         if self.closed:
-            raise RedisConnectionError("the Redis connection is closed")
+            raise NotSent("the Redis connection is closed")
         future: asyncio.Future[Any] = self._loop.create_future()
         self._waiting.append((future, self._loop.time() + self._timeout))
         if not self._buffer:
@@ -105,16 +114,20 @@ class _Connection(asyncio.Protocol):
             self._transport.write(b"".join(self._buffer))
         self._buffer.clear()
 
-    def _check_deadline(self) -> None:
+    def _check_deadline(self, second_look: bool = False) -> None:
         self._watchdog = None
         if not self._waiting:
             return
         _, deadline = self._waiting[0]
         now = self._loop.time()
-        if now >= deadline:
-            self._fail(RedisTimeoutError(f"no reply from Redis within {self._timeout:g} s"))
-        else:
+        if now < deadline:
             self._watchdog = self._loop.call_later(deadline - now, self._check_deadline)
+        elif not second_look:
+            # uvloop runs due timers before it reads sockets: after the loop was busy
+            # for a while, the replies may be waiting. Look again once they are read.
+            self._watchdog = self._loop.call_later(0, self._check_deadline, True)
+        else:
+            self._fail(RedisTimeoutError(f"no reply from Redis within {self._timeout:g} s"))
 
     def _fail(self, error: Exception) -> None:
         self.closed = True
@@ -135,14 +148,18 @@ class _Connection(asyncio.Protocol):
 
 class PipelinedRedis:
     """One pipelined connection to the Redis of ``url`` (``redis://``, ``rediss://``,
-    ``unix://``), opened on first use and again after it is lost."""
+    ``unix://``, with redis-py's URL options), opened on first use and again after it
+    is lost."""
 
     def __init__(self, url: str, *, timeout: float) -> None:
         self._options = parse_url(url)
-        self._tls = url.startswith("rediss://")
+        self._tls = url.lower().startswith("rediss://")
         self._timeout = timeout
         self._connection: _Connection | None = None
-        self._connecting: asyncio.Lock | None = None
+        self._connecting: asyncio.Future[_Connection] | None = None
+        self._paused_until = 0.0
+        self._last_error: BaseException | None = None
+        self._closed = False
 
     async def call(self, *parts: _Arg) -> Any:
         return await self.send(_encode(parts))
@@ -155,42 +172,85 @@ class PipelinedRedis:
         return await connection.send(payload)
 
     async def _connect(self) -> _Connection:
-        if self._connecting is None:
-            self._connecting = asyncio.Lock()
-        async with self._connecting:
-            if self._connection is not None and not self._connection.closed:
-                return self._connection
-            loop = asyncio.get_running_loop()
-            options = self._options
-            connection = _Connection(self._timeout)
-            try:
-                async with asyncio.timeout(self._timeout):
-                    if "path" in options:
-                        await loop.create_unix_connection(lambda: connection, options["path"])
-                    else:
-                        await loop.create_connection(
-                            lambda: connection,
-                            options.get("host", "localhost"),
-                            options.get("port", 6379),
-                            ssl=ssl.create_default_context() if self._tls else None,
-                        )
-                    if options.get("password"):
-                        auth: tuple[_Arg, ...] = (options["password"],)
-                        if options.get("username"):
-                            auth = (options["username"], *auth)
-                        await connection.send(_encode(("AUTH", *auth)))
-                    if options.get("db"):
-                        await connection.send(_encode(("SELECT", options["db"])))
-            except (OSError, TimeoutError) as exc:
-                connection.close()
-                raise RedisConnectionError(f"cannot connect to Redis: {exc}") from None
-            except BaseException:
-                connection.close()
-                raise
-            self._connection = connection
-            return connection
+        if self._closed:
+            raise NotSent("the Redis client is closed")
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._paused_until:
+            raise NotSent(f"cannot connect to Redis: {self._last_error}")
+        if self._connecting is None:  # one attempt, whoever is waiting for it
+            self._connecting = loop.create_future()
+            attempt = loop.create_task(self._open())
+            attempt.add_done_callback(self._connected)
+        return await asyncio.shield(self._connecting)
+
+    def _connected(self, attempt: asyncio.Task[_Connection]) -> None:
+        waiters, self._connecting = self._connecting, None
+        assert waiters is not None
+        if attempt.cancelled():
+            waiters.set_exception(NotSent("the connection to Redis was abandoned"))
+        elif (error := attempt.exception()) is not None:
+            self._last_error = error
+            self._paused_until = asyncio.get_running_loop().time() + RECONNECT_PAUSE_S
+            waiters.set_exception(error)
+        elif self._closed:
+            attempt.result().close()
+            waiters.set_exception(NotSent("the Redis client is closed"))
+        else:
+            self._connection = attempt.result()
+            waiters.set_result(self._connection)
+        # Mark an error as retrieved: its waiters may all have gone (cancelled), and
+        # asyncio would log it as never retrieved.
+        waiters.exception()
+
+    async def _open(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        options = self._options
+        connection = _Connection(self._timeout)
+        try:
+            async with asyncio.timeout(self._timeout):
+                if "path" in options:
+                    await loop.create_unix_connection(lambda: connection, options["path"])
+                else:
+                    await loop.create_connection(
+                        lambda: connection,
+                        options.get("host", "localhost"),
+                        options.get("port", 6379),
+                        ssl=self._ssl_context() if self._tls else None,
+                    )
+                if options.get("password"):
+                    auth: tuple[_Arg, ...] = (options["password"],)
+                    if options.get("username"):
+                        auth = (options["username"], *auth)
+                    await connection.send(_encode(("AUTH", *auth)))
+                if options.get("db"):
+                    await connection.send(_encode(("SELECT", options["db"])))
+        except (OSError, TimeoutError) as exc:
+            connection.close()
+            raise NotSent(f"cannot connect to Redis: {exc or type(exc).__name__}") from None
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        """As redis-py's own ``rediss://`` connections would make it, from the URL."""
+        o: dict[str, Any] = dict(self._options)
+        return RedisSSLContext(
+            keyfile=o.get("ssl_keyfile"),
+            certfile=o.get("ssl_certfile"),
+            cert_reqs=o.get("ssl_cert_reqs", "required"),
+            ca_certs=o.get("ssl_ca_certs"),
+            ca_data=o.get("ssl_ca_data"),
+            ca_path=o.get("ssl_ca_path"),
+            check_hostname=o.get("ssl_check_hostname", True),
+            min_version=o.get("ssl_min_version"),
+            ciphers=o.get("ssl_ciphers"),
+            password=o.get("ssl_password"),
+        ).get()
 
     async def aclose(self) -> None:
+        """Close the connection; later calls fail with :class:`NotSent`."""
+        self._closed = True
         if self._connection is not None:
             self._connection.close()
             self._connection = None

@@ -111,7 +111,10 @@ class UsageFlusher:
 
     async def _flush(self) -> bool:
         await self._admission.retry_unsent()
-        await self._admission.settle_orphans()
+        try:
+            await self._admission.settle_orphans()
+        except Exception as exc:  # never in the way of writing the counts
+            log.warning("settling stopped processes' journals failed (%s); will retry", exc)
         layout = self._layout
         async with self._redis.pipeline(transaction=False) as pipe:
             for shard in range(SHARDS):

@@ -1,10 +1,11 @@
 -- Give back the images of a reservation whose process died before delivering them
--- (found in its journal), once only, however many processes try.
+-- (found in its journal), once only, however many processes try, and not at all if
+-- the process had released it already (release.lua sets the same marker).
 --
 -- KEYS[1]  the key's rolling-window log of admitted requests
 -- KEYS[2]  prefix of the key's per-day image counters (the UTC day number is appended)
 -- KEYS[3]  the shard's set of counters that Postgres has not caught up with
--- KEYS[4]  this reservation's marker (it was settled)
+-- KEYS[4]  the reservation's marker (set once it is settled)
 -- ARGV[1]  images reserved
 -- ARGV[2]  the admission's member in the log
 -- ARGV[3]  the API key id
@@ -15,9 +16,6 @@
 
 local SETTLED_TTL = 259200  -- as long as a counter lives
 
-if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', SETTLED_TTL) then
-  return 0
-end
 local day = tonumber(ARGV[4])
 if day < 0 then
   -- Admitted only if the log has it (it keeps 60 s): otherwise, or if it is older,
@@ -31,6 +29,9 @@ end
 local counter = KEYS[2] .. day
 local current = redis.call('GET', counter)
 if not current then
+  return 0
+end
+if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', SETTLED_TTL) then
   return 0
 end
 local n = math.min(tonumber(ARGV[1]), tonumber(current))
