@@ -263,7 +263,7 @@ class KeyCache:
             plan = self._plans[self._default_plan]
         return KeyRecord(
             key_id=key_id,
-            user_id=user_id,
+            user_id=sys.intern(user_id),  # one copy for all of a user's keys
             plan=sys.intern(plan_name),
             key_active=key_active,
             user_active=user_active,
