@@ -37,16 +37,22 @@ def _admission_like(gateway: Gateway, journal: Journal) -> Admission:
     return Admission(services.redis, services.layout, PostgresSeeds(services.pool), journal=journal)
 
 
+def _another_process_journal(gateway: Gateway) -> Journal:
+    """An open journal beside the gateway's own, as another process on the host has."""
+    own = gateway.services.admission._journal
+    assert own is not None
+    journal = Journal(own.directory)
+    journal.open()
+    return journal
+
+
 async def test_a_dead_process_reservations_are_given_back_once(
     gateway: Gateway, make_key: MakeKey, db, tmp_path: Path
 ):
     key = await make_key("pro")
     record = _record(str(key.key_id), str(key.user_id))
     survivor = gateway.services.admission
-    shared = survivor._journal
-    assert shared is not None
-    dead = Journal(shared.directory)
-    dead.open()
+    dead = _another_process_journal(gateway)
     assert dead.path is not None
     assert dead.path.exists()
     doomed = _admission_like(gateway, dead)
@@ -83,9 +89,7 @@ async def test_a_live_process_journal_is_left_alone(gateway: Gateway, make_key: 
     key = await make_key("pro")
     record = _record(str(key.key_id), str(key.user_id))
     survivor = gateway.services.admission
-    assert survivor._journal is not None
-    alive = Journal(survivor._journal.directory)
-    alive.open()
+    alive = _another_process_journal(gateway)
     try:
         other = _admission_like(gateway, alive)
         decision = await other.admit(record, 2, "r1")  # in flight in a live process
@@ -150,10 +154,7 @@ async def test_a_release_sent_again_gives_back_nothing_more(
 async def test_a_journal_that_cannot_be_settled_is_set_aside_and_counts_still_flush(
     gateway: Gateway, make_key: MakeKey, db
 ):
-    survivor = gateway.services.admission
-    assert survivor._journal is not None
-    dead = Journal(survivor._journal.directory)
-    dead.open()
+    dead = _another_process_journal(gateway)
     slot = dead.begin("not-a-key-id", 2, "member")
     dead.admitted(slot, 20_000)
     dead.abandon()
@@ -174,9 +175,7 @@ async def test_a_journal_from_before_a_reboot_is_discarded_not_settled(
     key = await make_key("pro")
     record = _record(str(key.key_id), str(key.user_id))
     survivor = gateway.services.admission
-    assert survivor._journal is not None
-    dead = Journal(survivor._journal.directory)
-    dead.open()
+    dead = _another_process_journal(gateway)
     await _admission_like(gateway, dead).admit(record, 4, "r")
     assert dead.path is not None
     with dead.path.open("r+b") as f:  # as if written before the machine restarted
