@@ -1,9 +1,9 @@
 """Shared fixtures: a private database and Redis namespace per run, apps, keys, upstreams.
 
 Every run creates its own Postgres database (dropped at the end) on the server named
-by ``DATABASE_URL`` and its own Redis key prefix on ``REDIS_URL``, so runs never touch
-each other's or a developer's data. Tests that must flush or restart Redis start a
-private ``redis-server`` of their own.
+by ``DATABASE_URL``, its own Redis key prefix on ``REDIS_URL`` and its own temporary
+directory (removed at the end), so runs never touch each other's or a developer's data.
+Tests that must flush or restart Redis start a private ``redis-server`` of their own.
 """
 
 from __future__ import annotations
@@ -45,6 +45,19 @@ from gateway.keys.issue import issue_key
 from gateway.services import SERVICES, Services
 
 ROOT = Path(__file__).resolve().parent.parent
+
+#: The run's own temporary directory, for it and every gateway it starts (journals,
+#: metrics files, pytest's tmp_path): removed when the run ends.
+RUN_TMP = tempfile.mkdtemp(prefix="gateway-tests-")
+os.chmod(RUN_TMP, 0o711)  # noqa: S103 - others may pass through: a private Postgres runs as postgres
+os.environ["TMPDIR"] = RUN_TMP
+tempfile.tempdir = None  # forget a cached earlier answer
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(RUN_TMP, ignore_errors=True)
+
+
 SERVER_DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/gateway")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 KEY_PREFIX = "nb_test_"
