@@ -57,10 +57,10 @@ async def test_a_dead_process_reservations_are_given_back_once(
     assert dead.path.exists()
     doomed = _admission_like(gateway, dead)
 
-    delivered = await doomed.admit(record, 3, "r1")
+    delivered = await doomed.admit(record, 3)
     doomed.delivered(delivered)  # sent: stays charged
-    admitted = await doomed.admit(record, 4, "r2")  # admitted, never answered
-    replied_never = await doomed.admit(record, 2, "r3")  # Redis ran it; the reply was lost
+    admitted = await doomed.admit(record, 4)  # admitted, never answered
+    replied_never = await doomed.admit(record, 2)  # Redis ran it; the reply was lost
     assert admitted.outcome == replied_never.outcome == ADMITTED
     # The process died between sending the script and reading its reply: rewind that
     # slot to what the journal held while the reply was on its way.
@@ -92,7 +92,7 @@ async def test_a_live_process_journal_is_left_alone(gateway: Gateway, make_key: 
     alive = _another_process_journal(gateway)
     try:
         other = _admission_like(gateway, alive)
-        decision = await other.admit(record, 2, "r1")  # in flight in a live process
+        decision = await other.admit(record, 2)  # in flight in a live process
         assert await survivor.settle_orphans() == 0
         assert alive.path is not None
         assert alive.path.exists()
@@ -140,9 +140,9 @@ async def test_a_release_sent_again_gives_back_nothing_more(
     key = await make_key("pro")
     record = _record(str(key.key_id), str(key.user_id))
     admission = gateway.services.admission
-    kept = await admission.admit(record, 2, "kept")
+    kept = await admission.admit(record, 2)
     admission.delivered(kept)
-    failed = await admission.admit(record, 3, "failed")
+    failed = await admission.admit(record, 3)
     await admission.release(record.key_id, failed, 3)
     # As after a timeout or a reconnect: the same release once more.
     admission.unsent.append((record.key_id, failed.day, 3, failed.member))
@@ -176,7 +176,7 @@ async def test_a_journal_from_before_a_reboot_is_discarded_not_settled(
     record = _record(str(key.key_id), str(key.user_id))
     survivor = gateway.services.admission
     dead = _another_process_journal(gateway)
-    await _admission_like(gateway, dead).admit(record, 4, "r")
+    await _admission_like(gateway, dead).admit(record, 4)
     assert dead.path is not None
     with dead.path.open("r+b") as f:  # as if written before the machine restarted
         f.seek(8)
@@ -223,7 +223,7 @@ async def test_an_admission_that_never_left_the_process_frees_its_slot(
     )
     try:
         with pytest.raises(RedisConnectionError):
-            await admission.admit(record, 1, "r")
+            await admission.admit(record, 1)
         assert journal.in_use == 0
         assert not admission.doubtful
     finally:

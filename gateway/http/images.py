@@ -186,7 +186,7 @@ async def generate_images(request: web.Request) -> web.Response:
     metrics = services.metrics
     started = time.perf_counter()
     try:
-        decision = await services.admission.admit(record, n, request_id)
+        decision = await services.admission.admit(record, n)
     except Exception as exc:
         metrics.admissions.labels("error").inc()
         metrics.dependency_errors.labels("redis").inc()

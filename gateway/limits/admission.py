@@ -171,7 +171,7 @@ class Admission:
         #: the script may have run, so they are settled like a dead process's.
         self.doubtful: collections.deque[int] = collections.deque()
 
-    async def admit(self, record: KeyRecord, n: int, request_id: str) -> Decision:
+    async def admit(self, record: KeyRecord, n: int) -> Decision:
         """Check both limits and, only if both pass, record the request and reserve ``n``.
 
         One Redis round trip, except on a key's first request of a UTC day after Redis
