@@ -123,9 +123,10 @@ class _Connection(asyncio.Protocol):
         if now < deadline:
             self._watchdog = self._loop.call_later(deadline - now, self._check_deadline)
         elif not second_look:
-            # uvloop runs due timers before it reads sockets: after the loop was busy
-            # for a while, the replies may be waiting. Look again once they are read.
-            self._watchdog = self._loop.call_later(0, self._check_deadline, True)
+            # The loop runs due timers before it reads sockets: after it was busy for a
+            # while, the replies may be waiting unread. Look again after the next read
+            # (a timer due later than now, so not in this same round of timers).
+            self._watchdog = self._loop.call_later(0.001, self._check_deadline, True)
         else:
             self._fail(RedisTimeoutError(f"no reply from Redis within {self._timeout:g} s"))
 
