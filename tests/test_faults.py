@@ -22,6 +22,7 @@ from tests.conftest import (
     MakeKey,
     PrivateRedis,
     free_port,
+    merge,
     today,
     usage_rows,
 )
@@ -287,6 +288,68 @@ async def test_sigkill_with_requests_in_flight_charges_exactly_the_delivered_ima
     response = await survivor.generate(key.key)
     assert response.status == 200
     assert response.headers["x-ratelimit-remaining-images"] == str(1_000_000 - 121)
+
+
+def _listening_sockets(port: int) -> int:
+    """TCP sockets listening on ``port`` (on any address)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    count += 1
+    return count
+
+
+def _alive(pid: int) -> bool:
+    """Running (not gone, not a zombie awaiting its parent)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def test_a_killed_worker_s_requests_in_flight_are_given_back_by_the_others(
+    tmp_path: Path, raw_config: dict[str, Any], make_key: MakeKey, db: Any, fake_upstream: Any
+):
+    import signal
+
+    import aiohttp
+
+    from tests.conftest import upstream_config
+    from tests.processes import running_gateway
+
+    fake_upstream.mode = "hang"
+    key = await make_key("pro", requests_per_minute=100_000, images_per_day=1_000_000)
+    extra = merge(upstream_config(fake_upstream, max_concurrency=0), {"server": {"workers": 2}})
+    async with (
+        running_gateway(tmp_path, raw_config, extra) as (url, supervisor),
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session,
+    ):
+        port = int(url.rsplit(":", 1)[1])
+        while _listening_sockets(port) < 2:  # both workers have bound the port
+            await asyncio.sleep(0.01)
+        workers = Path(f"/proc/{supervisor.pid}/task/{supervisor.pid}/children").read_text()
+        victim = int(workers.split()[0])
+        # Forty connections, spread over both workers by the kernel, all held upstream.
+        load = [
+            asyncio.create_task(_post_outcome(session, url, key.key, 2, model="remote"))
+            for _ in range(40)
+        ]
+        while len(fake_upstream.requests) < 40:
+            await asyncio.sleep(0.01)
+        os.kill(victim, signal.SIGKILL)
+        while _alive(victim):
+            await asyncio.sleep(0.01)
+        fake_upstream.release.set()  # the other worker's requests complete
+        outcomes = await asyncio.gather(*load)
+        delivered = sum(images for kind, images in outcomes if kind == "ok")
+        assert set(outcomes) == {("ok", 2), ("cut", 2)}  # both workers had some
+        supervisor.send_signal(signal.SIGTERM)  # final flushes: a worker settles the journal
+        assert await asyncio.to_thread(supervisor.wait, 30) == 0
+    assert await usage_rows(db, key.key_id) == {today(): delivered}
 
 
 async def test_sigkill_at_any_moment_under_load_charges_the_delivered_images(
