@@ -36,7 +36,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+
+from redis.asyncio.connection import parse_url
 
 __all__ = [
     "ADMITTED",
@@ -86,14 +87,12 @@ def default_directory(redis_url: str, key_prefix: str) -> Path:
     Two gateways with different Redis data must not settle each other's journals, so
     the name is derived from where the data lives (the URL without its password).
     """
-    parts = urlsplit(redis_url)
-    scheme = parts.scheme.lower()
-    if scheme == "unix":
-        where = f"unix:{parts.path}"
+    options = parse_url(redis_url)  # as redis-py reads it: no spelling makes a difference
+    if "path" in options:
+        where = f"unix:{options['path']}"
     else:
-        where = f"{scheme}:{(parts.hostname or 'localhost').lower()}:{parts.port or 6379}"
-    db = parse_qs(parts.query).get("db", [parts.path.strip("/") if scheme != "unix" else ""])[0]
-    where += f"/{int(db) if db.isdigit() else 0}"
+        where = f"{str(options.get('host', 'localhost')).lower()}:{options.get('port', 6379)}"
+    where += f"/{options.get('db', 0)}"
     digest = hashlib.sha256(f"{where}\0{key_prefix}".encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / "image-gateway-journal" / digest
 
