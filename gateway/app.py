@@ -138,11 +138,11 @@ def create_app(
             hot_redis,
             layout,
             seeds,
+            hot=admissions,
             clock=limiter_clock,
             fallback=fallback,
             timeout=config.redis.socket_timeout_seconds,
             journal=journal,
-            hot=admissions,
         )
         flusher = UsageFlusher(
             redis=redis,

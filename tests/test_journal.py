@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.keys.cache import KeyRecord
 from gateway.limits.admission import ADMITTED, Admission
 from gateway.limits.journal import ADMITTING, Journal
+from gateway.limits.pipelined import PipelinedRedis
 from gateway.usage.flusher import PostgresSeeds
-from tests.conftest import Gateway, MakeKey, today, usage_rows
+from tests.conftest import REDIS_URL, Gateway, MakeKey, free_port, today, usage_rows
 
 
 def _record(key_id: str, user_id: str) -> KeyRecord:
@@ -31,10 +36,24 @@ def _record(key_id: str, user_id: str) -> KeyRecord:
     )
 
 
-def _admission_like(gateway: Gateway, journal: Journal) -> Admission:
-    """Another process's admission: the same Redis data, its own journal."""
+AdmissionLike = Callable[..., Admission]
+
+
+@pytest.fixture
+async def admission_like(gateway: Gateway) -> AsyncIterator[AdmissionLike]:
+    """Another process's admission: the same Redis data (unless ``redis_url`` says
+    otherwise), its own connection and the given journal."""
     services = gateway.services
-    return Admission(services.redis, services.layout, PostgresSeeds(services.pool), journal=journal)
+    clients: list[PipelinedRedis] = []
+
+    def make(journal: Journal, redis_url: str = REDIS_URL) -> Admission:
+        clients.append(PipelinedRedis(redis_url, timeout=1))
+        seeds = PostgresSeeds(services.pool)
+        return Admission(services.redis, services.layout, seeds, hot=clients[-1], journal=journal)
+
+    yield make
+    for client in clients:
+        await client.aclose()
 
 
 def _another_process_journal(gateway: Gateway) -> Journal:
@@ -47,7 +66,7 @@ def _another_process_journal(gateway: Gateway) -> Journal:
 
 
 async def test_a_dead_process_reservations_are_given_back_once(
-    gateway: Gateway, make_key: MakeKey, db, tmp_path: Path
+    gateway: Gateway, make_key: MakeKey, db, admission_like: AdmissionLike
 ):
     key = await make_key("pro")
     record = _record(str(key.key_id), str(key.user_id))
@@ -55,7 +74,7 @@ async def test_a_dead_process_reservations_are_given_back_once(
     dead = _another_process_journal(gateway)
     assert dead.path is not None
     assert dead.path.exists()
-    doomed = _admission_like(gateway, dead)
+    doomed = admission_like(dead)
 
     delivered = await doomed.admit(record, 3)
     doomed.delivered(delivered)  # sent: stays charged
@@ -85,13 +104,15 @@ async def test_a_dead_process_reservations_are_given_back_once(
         assert await survivor.settle(entry) == 0
 
 
-async def test_a_live_process_journal_is_left_alone(gateway: Gateway, make_key: MakeKey, db):
+async def test_a_live_process_journal_is_left_alone(
+    gateway: Gateway, make_key: MakeKey, db, admission_like: AdmissionLike
+):
     key = await make_key("pro")
     record = _record(str(key.key_id), str(key.user_id))
     survivor = gateway.services.admission
     alive = _another_process_journal(gateway)
     try:
-        other = _admission_like(gateway, alive)
+        other = admission_like(alive)
         decision = await other.admit(record, 2)  # in flight in a live process
         assert await survivor.settle_orphans() == 0
         assert alive.path is not None
@@ -104,19 +125,25 @@ async def test_a_live_process_journal_is_left_alone(gateway: Gateway, make_key: 
     assert not alive.path.exists()
 
 
-async def test_a_failed_upstream_call_settles_the_journal(
-    gateway: Gateway, make_key: MakeKey, fake_upstream, make_gateway
+async def test_failed_and_short_upstream_calls_charge_what_was_delivered_and_free_their_slots(
+    make_key: MakeKey, fake_upstream, make_gateway, db
 ):
     from tests.conftest import upstream_config
 
-    fake_upstream.mode = "fail"
     remote = await make_gateway(upstream_config(fake_upstream, retries=0))
     journal = remote.services.admission._journal
     assert journal is not None
     key = await make_key("pro")
-    assert (await remote.generate(key.key, model="remote")).status >= 500
+    fake_upstream.mode = "fail"
+    assert (await remote.generate(key.key, model="remote", n=2)).status == 502
+    fake_upstream.mode = "short"  # n - 1 images
+    short = await remote.generate(key.key, model="remote", n=3)
+    assert short.status == 200
+    assert len((await short.json())["data"]) == 2
     assert (await remote.generate(key.key)).status == 200
-    assert journal.in_use == 0
+    await remote.flush()
+    assert await usage_rows(db, key.key_id) == {today(): 3}
+    assert journal.in_use == 0  # nothing left to settle, were the process to die now
 
 
 async def test_a_journal_being_created_is_not_taken_for_a_dead_one(
@@ -170,13 +197,13 @@ async def test_a_journal_that_cannot_be_settled_is_set_aside_and_counts_still_fl
 
 
 async def test_a_journal_from_before_a_reboot_is_discarded_not_settled(
-    gateway: Gateway, make_key: MakeKey, db
+    gateway: Gateway, make_key: MakeKey, db, admission_like: AdmissionLike
 ):
     key = await make_key("pro")
     record = _record(str(key.key_id), str(key.user_id))
     survivor = gateway.services.admission
     dead = _another_process_journal(gateway)
-    await _admission_like(gateway, dead).admit(record, 4)
+    await admission_like(dead).admit(record, 4)
     assert dead.path is not None
     with dead.path.open("r+b") as f:  # as if written before the machine restarted
         f.seek(8)
@@ -189,8 +216,6 @@ async def test_a_journal_from_before_a_reboot_is_discarded_not_settled(
 
 
 def test_a_journal_directory_others_can_write_to_is_refused(tmp_path: Path):
-    import pytest
-
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o777)
@@ -200,31 +225,37 @@ def test_a_journal_directory_others_can_write_to_is_refused(tmp_path: Path):
 
 
 async def test_an_admission_that_never_left_the_process_frees_its_slot(
-    gateway: Gateway, make_key: MakeKey, tmp_path: Path
+    gateway: Gateway, make_key: MakeKey, tmp_path: Path, admission_like: AdmissionLike
 ):
-    import pytest
-    from redis.exceptions import ConnectionError as RedisConnectionError
-
-    from gateway.limits.pipelined import PipelinedRedis
-    from tests.conftest import free_port
-
     key = await make_key("pro")
     record = _record(str(key.key_id), str(key.user_id))
-    services = gateway.services
     journal = Journal(tmp_path / "journal")
     journal.open()
-    nowhere = PipelinedRedis(f"redis://127.0.0.1:{free_port()}/0", timeout=1)
-    admission = Admission(
-        services.redis,
-        services.layout,
-        PostgresSeeds(services.pool),
-        journal=journal,
-        hot=nowhere,
-    )
+    admission = admission_like(journal, redis_url=f"redis://127.0.0.1:{free_port()}/0")
     try:
-        with pytest.raises(RedisConnectionError):
+        with pytest.raises(RedisConnectionError):  # nothing listens there
             await admission.admit(record, 1)
         assert journal.in_use == 0
         assert not admission.doubtful
     finally:
         journal.close()
+
+
+def test_processes_using_the_same_redis_data_share_a_journal_directory():
+    from gateway.limits.journal import default_directory
+
+    same = {
+        default_directory(url, "gw:")
+        for url in (
+            "redis://127.0.0.1:6379/0",
+            "redis://127.0.0.1:6379",
+            "redis://:secret@127.0.0.1:6379/0",
+            "REDIS://127.0.0.1:6379/0",
+        )
+    }
+    assert len(same) == 1
+    (directory,) = same
+    assert "secret" not in str(directory)
+    assert default_directory("redis://127.0.0.1:6379/1", "gw:") != directory
+    assert default_directory("redis://127.0.0.1:6380/0", "gw:") != directory
+    assert default_directory("redis://127.0.0.1:6379/0", "other:") != directory

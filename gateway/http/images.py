@@ -184,9 +184,10 @@ async def generate_images(request: web.Request) -> web.Response:
     fields = request[LOG_FIELDS]
     fields.update(key_id=record.key_id, user_id=record.user_id, model=params.model, images=0)
     metrics = services.metrics
+    admission = services.admission
     started = time.perf_counter()
     try:
-        decision = await services.admission.admit(record, n)
+        decision = await admission.admit(record, n)
     except Exception as exc:
         metrics.admissions.labels("error").inc()
         metrics.dependency_errors.labels("redis").inc()
@@ -217,7 +218,6 @@ async def generate_images(request: web.Request) -> web.Response:
             headers=headers,
         )
 
-    admission = services.admission
     try:
         backend_name, images = await _call_backends(params.chain, params.request, metrics)
     except BaseException:

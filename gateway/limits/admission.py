@@ -138,19 +138,20 @@ class Admission:
         redis: Redis,
         layout: RedisLayout,
         seeds: SeedSource,
+        *,
+        hot: PipelinedRedis,
         clock: Callable[[], float] | None = None,
         fallback: LocalAdmission | None = None,
         timeout: float = 2.0,
         journal: Journal | None = None,
-        hot: PipelinedRedis | None = None,
     ) -> None:
-        """``clock`` (seconds since the epoch) replaces Redis's clock; for tests only.
+        """``hot`` sends the admission script (one pipelined connection, keeping its own
+        timeout); ``redis`` the rest (releases, settlements), each within ``timeout``.
 
+        ``clock`` (seconds since the epoch) replaces Redis's clock; for tests only.
         ``fallback`` decides instead while Redis is unreachable (``redis.on_failure:
         open``); without one, a Redis error propagates and the caller fails closed.
         ``journal`` (opened) records reservations in flight, for :meth:`settle_orphans`.
-        ``hot``: the client for the admission script (one pipelined connection, its own
-        ``timeout``); without it, ``redis`` is used for that too.
         """
         self._clock = clock
         self._fallback = fallback
@@ -158,8 +159,7 @@ class Admission:
         self._layout = layout
         self._seeds = seeds
         self._journal = journal
-        self._admit = load_script(redis, "admit")
-        self._hot_admit = PipelinedScript(hot, script_source("admit")) if hot else None
+        self._admit = PipelinedScript(hot, script_source("admit"))
         self._release = load_script(redis, "release")
         self._settle = load_script(redis, "settle")
         # Log members: unique across processes (the token) and within one (the counter).
@@ -197,28 +197,29 @@ class Admission:
         ]
         journal = self._journal
         ticket = journal.begin(key_id, n, member) if journal is not None else NO_SLOT
+        # (A journal ignores NO_SLOT: a reservation it had no room for is not recorded.)
         try:
-            raw = await self._run_admit(keys, args)
+            raw = await self._admit(keys=keys, args=args)
             if raw[0] == NEEDS_SEED:
                 day = int(raw[1])
                 args[5] = await self._seeds.count_for(key_id, day)
                 args[6] = day
-                raw = await self._run_admit(keys, args)
+                raw = await self._admit(keys=keys, args=args)
                 if raw[0] == NEEDS_SEED:  # the UTC day turned between the two calls
                     args[5], args[6] = 0, int(raw[1])
-                    raw = await self._run_admit(keys, args)
+                    raw = await self._admit(keys=keys, args=args)
         except BaseException as exc:
-            if ticket != NO_SLOT and journal is not None:
+            if journal is not None:
                 if isinstance(exc, NotSent):  # it never left this process
                     journal.end(ticket)
-                else:
+                elif ticket != NO_SLOT:
                     self.doubtful.append(ticket)
             if self._fallback is None or not isinstance(exc, RedisError | TimeoutError):
                 raise
             decision = await self._fallback.admit(record, n)
             return dataclasses.replace(decision, local=True)
         outcome, day, in_window, reset_us, used, to_midnight = (int(v) for v in raw)
-        if journal is not None and ticket != NO_SLOT:
+        if journal is not None:
             if outcome == ADMITTED:
                 journal.admitted(ticket, day)
             else:
@@ -236,12 +237,6 @@ class Admission:
             ticket=ticket,
             member=member,
         )
-
-    async def _run_admit(self, keys: tuple[str, str, str], args: list[Any]) -> Any:
-        if self._hot_admit is not None:  # it keeps the timeout itself
-            return await self._hot_admit(keys=keys, args=args)
-        async with asyncio.timeout(self._timeout):
-            return await self._admit(keys=keys, args=args)
 
     def delivered(self, decision: Decision) -> None:
         """The reservation's images are being sent: it is settled, charged in full.
