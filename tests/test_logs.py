@@ -84,3 +84,21 @@ def test_log_times_are_those_datetime_writes():
     ]:
         expected = dt.datetime.fromtimestamp(created, dt.UTC).isoformat(timespec="milliseconds")
         assert _utc_time(created) == expected, created
+
+
+async def test_lines_finished_in_one_loop_turn_are_written_in_order(
+    capsys: pytest.CaptureFixture[str],
+):
+    import asyncio
+
+    configure_logging(LoggingConfig(format="json"))
+    access_log = AccessLog(ACCESS)
+    for request_id in ("turn-1", "turn-2", "turn-3"):
+        access_log.write("POST /v1/images/generations 200", {**FIELDS, "request_id": request_id})
+    await asyncio.sleep(0)  # the end of the turn
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split('"request_id":"')[1].split('"')[0] for line in lines] == [
+        "turn-1",
+        "turn-2",
+        "turn-3",
+    ]
