@@ -25,6 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from gateway.accounts.passwords import PasswordHasher
 from gateway.accounts.throttle import IpThrottle, LoginGuard
 from gateway.accounts.tokens import TokenIssuer
+from gateway.backends import h1
 from gateway.backends.base import BackendContext
 from gateway.backends.registry import BackendRegistry, Router, default_registry
 from gateway.config import Config, ConfigError, RedisConfig
@@ -160,8 +161,12 @@ def create_app(
             ),
             timeout=aiohttp.ClientTimeout(total=None),  # each backend keeps its own deadline
         )
+        api = h1.Client(
+            max_connections=config.server.upstream_max_connections,
+            max_per_host=config.server.upstream_max_connections_per_host,
+        )
         for guarded in router.backends.values():
-            await guarded.backend.start(BackendContext(http=http))
+            await guarded.backend.start(BackendContext(http=http, api=api))
         app[SERVICES] = Services(
             config=config,
             pool=pool,
@@ -210,6 +215,7 @@ def create_app(
                 with contextlib.suppress(Exception):
                     await guarded.backend.close()
             await http.close()
+            await api.close()
             await redis.aclose()
             await hot_redis.aclose()
             await admissions.aclose()

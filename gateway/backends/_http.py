@@ -24,7 +24,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
-from gateway.backends.base import GeneratedImage, ImageRequest
+from gateway.backends import h1
+from gateway.backends.base import BackendContext, GeneratedImage, ImageRequest
 from gateway.config import ConfigError
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 
@@ -281,18 +282,15 @@ async def gather_successes(name: str, calls: Sequence[Awaitable[T]]) -> list[T]:
     return successes
 
 
-async def _read_limited(response: aiohttp.ClientResponse, limit: int, *, truncate: bool) -> bytes:
-    """The body, or its first ``limit`` bytes if ``truncate``, else :class:`UpstreamError`."""
-    if not truncate and (response.content_length or 0) > limit:
+async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, or :class:`UpstreamError` if it is larger than ``limit``."""
+    if (response.content_length or 0) > limit:
         raise UpstreamError("The image backend sent a response that is too large.")
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(64 * 1024):
         size += len(chunk)
         if size > limit:
-            if truncate:
-                chunks.append(chunk[: limit - (size - len(chunk))])
-                break
             raise UpstreamError("The image backend sent a response that is too large.")
         chunks.append(chunk)
     return b"".join(chunks)
@@ -323,10 +321,13 @@ def _error_detail(payload: Any) -> str | None:
 
 
 class Upstream:
-    """One upstream API as a backend sees it: the shared session, credentials, deadline.
+    """One upstream API as a backend sees it: the shared clients, credentials, deadline.
+
+    API calls go through the gateway's lean HTTP/1.1 client (:mod:`gateway.backends.h1`);
+    image downloads, which follow redirects, through the shared ``aiohttp`` session.
 
     Args:
-        http: The gateway's shared ``aiohttp.ClientSession``.
+        context: What the gateway lends the backend (both HTTP clients).
         name: The backend's name, for logs.
         timeout_seconds: The backend's ``timeout_seconds``; each exchange gets
             :func:`call_timeout` of it.
@@ -338,7 +339,7 @@ class Upstream:
 
     def __init__(
         self,
-        http: aiohttp.ClientSession,
+        context: BackendContext,
         *,
         name: str,
         timeout_seconds: float,
@@ -346,11 +347,15 @@ class Upstream:
         secrets: Sequence[str] = (),
         credentials_rejected: Callable[[Any], bool] | None = None,
     ) -> None:
-        self._http = http
+        if context.api is None or context.http is None:
+            raise ValueError("BackendContext needs both its HTTP clients (api and http)")
+        self._api: h1.Client = context.api
+        self._http: aiohttp.ClientSession = context.http
         self._name = name
         self._timeout = call_timeout(timeout_seconds)
         self._client_timeout = aiohttp.ClientTimeout(total=self._timeout)
         self._headers = dict(headers or {})
+        self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self._secrets = tuple(s for s in secrets if s)
         self._credentials_rejected = credentials_rejected
 
@@ -376,35 +381,39 @@ class Upstream:
                 or HTTP 429/502/503.
             UpstreamTimeout: no full answer within the exchange's time.
         """
-        timeout = self._client_timeout
-        if max_seconds is not None and max_seconds < self._timeout:
-            timeout = aiohttp.ClientTimeout(total=max_seconds)
-        all_headers = {**self._headers, **(headers or {})}
+        timeout = self._timeout
+        if max_seconds is not None and max_seconds < timeout:
+            timeout = max_seconds
         data: bytes | None = None
-        if body is not None:  # orjson: several times faster than aiohttp's json= (stdlib)
+        if body is not None:  # orjson: several times faster than the stdlib's json
             data = orjson.dumps(body)
-            all_headers["Content-Type"] = "application/json"
+            all_headers = self._json_headers
+        else:
+            all_headers = self._headers
+        if headers:
+            all_headers = {**all_headers, **headers}
         try:
-            async with self._http.request(
+            response = await self._api.request(
                 method,
                 url,
-                data=data,
                 headers=all_headers,
-                allow_redirects=False,
-                timeout=timeout,
-            ) as response:
-                if not 200 <= response.status < 300:
-                    raise await self._status_error(response)
-                raw = await _read_limited(response, max_bytes, truncate=False)
+                body=data,
+                max_bytes=max_bytes,
+                max_seconds=timeout,
+            )
         except TimeoutError:
             raise UpstreamTimeout() from None
-        except aiohttp.ClientError as exc:
+        except h1.ResponseTooLarge:
+            raise UpstreamError("The image backend sent a response that is too large.") from None
+        except h1.ClientError as exc:
             raise UpstreamError(
                 f"The image backend could not be reached ({type(exc).__name__}).",
-                retryable=isinstance(exc, aiohttp.ClientConnectionError),
+                retryable=isinstance(exc, h1.ConnectError | h1.ConnectionClosed),
             ) from None
+        if not 200 <= response.status < 300:
+            raise self._status_error(response)
         try:
-            return orjson.loads(raw)
+            return orjson.loads(response.body)
         except orjson.JSONDecodeError:
             raise UpstreamError(_MALFORMED) from None
 
@@ -430,7 +439,7 @@ class Upstream:
                         f"Fetching an image from the image backend failed with HTTP"
                         f" {response.status}."
                     )
-                data = await _read_limited(response, MAX_IMAGE_BYTES, truncate=False)
+                data = await _read_limited(response, MAX_IMAGE_BYTES)
         except TimeoutError:
             raise UpstreamTimeout() from None
         except aiohttp.ClientError as exc:
@@ -439,12 +448,11 @@ class Upstream:
             ) from None
         return image_from_bytes(data, revised_prompt=revised_prompt)
 
-    async def _status_error(self, response: aiohttp.ClientResponse) -> UpstreamError:
+    def _status_error(self, response: h1.Response) -> UpstreamError:
         status = response.status
         try:
-            raw = await _read_limited(response, _MAX_ERROR_BYTES, truncate=True)
-            payload: Any = orjson.loads(raw)
-        except (aiohttp.ClientError, orjson.JSONDecodeError):
+            payload: Any = orjson.loads(response.body[:_MAX_ERROR_BYTES])
+        except orjson.JSONDecodeError:
             payload = None
         detail = _error_detail(payload)
         detail = self.sanitize(detail) if detail else None
@@ -456,7 +464,7 @@ class Upstream:
             return UpstreamError(
                 f"The image backend answered with HTTP {status}.",
                 retryable=True,
-                retry_after=retry_after_seconds(response.headers.get("Retry-After")),
+                retry_after=retry_after_seconds(response.headers.get("retry-after")),
             )
         if 400 <= status < 500:
             if detail:

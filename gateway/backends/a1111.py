@@ -83,7 +83,7 @@ class A1111Backend(ImageBackend):
             headers["Authorization"] = basic_auth(username, password)
             secrets += [password, headers["Authorization"].removeprefix("Basic ")]
         self._upstream = Upstream(
-            context.http,
+            context,
             name=self.name,
             timeout_seconds=self.timeout_seconds,
             headers=headers,

@@ -120,8 +120,11 @@ class GeneratedImage:
 class BackendContext:
     """What the gateway lends a backend while it runs."""
 
-    #: The process's shared HTTP client session (an ``aiohttp.ClientSession``).
+    #: The process's shared ``aiohttp.ClientSession`` (image downloads, and any
+    #: backend that wants a general-purpose client).
     http: Any = None
+    #: The process's pooled client for API calls (a :class:`gateway.backends.h1.Client`).
+    api: Any = None
 
 
 class ImageBackend(abc.ABC):

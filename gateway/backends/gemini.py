@@ -91,7 +91,7 @@ class GeminiBackend(ImageBackend):
         assert self._api_key_env is not None
         key = read_secret(self.name, "api_key_env", self._api_key_env)
         self._upstream = Upstream(
-            context.http,
+            context,
             name=self.name,
             timeout_seconds=self.timeout_seconds,
             headers={"x-goog-api-key": key},

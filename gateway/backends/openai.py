@@ -68,7 +68,7 @@ class OpenAIBackend(ImageBackend):
         if self._organization:
             headers["OpenAI-Organization"] = self._organization
         self._upstream = Upstream(
-            context.http,
+            context,
             name=self.name,
             timeout_seconds=self.timeout_seconds,
             headers=headers,

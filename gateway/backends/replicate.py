@@ -97,7 +97,7 @@ class ReplicateBackend(JobBackend):
         assert self._api_key_env is not None
         key = read_secret(self.name, "api_key_env", self._api_key_env)
         self._upstream = Upstream(
-            context.http,
+            context,
             name=self.name,
             timeout_seconds=self.timeout_seconds,
             headers={"Authorization": f"Bearer {key}"},

@@ -12,8 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
 from gateway.backends.a1111 import A1111Backend
 from gateway.backends.base import BackendContext, ImageBackend, ImageRequest
 from gateway.backends.gemini import GeminiBackend
@@ -71,10 +69,10 @@ class Case:
         return self.backend_type("x", {**self.options(fake), **extra})
 
     async def started(
-        self, fake: FakeUpstream, http: aiohttp.ClientSession, **extra: Any
+        self, fake: FakeUpstream, context: BackendContext, **extra: Any
     ) -> ImageBackend:
         backend = self.backend(fake, **extra)
-        await backend.start(BackendContext(http=http))
+        await backend.start(context)
         return backend
 
 

@@ -1,4 +1,4 @@
-"""Fixtures for the backend tests: an HTTP client session and fake upstream servers."""
+"""Fixtures for the backend tests: the backends' HTTP clients and fake upstream servers."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from gateway.backends import h1
+from gateway.backends.base import BackendContext
 from tests.backends.fakes import FakeUpstream
 
 F = TypeVar("F", bound=FakeUpstream)
@@ -19,10 +21,12 @@ class Serve(Protocol):
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """The shared session a backend gets through ``BackendContext``."""
+async def context() -> AsyncIterator[BackendContext]:
+    """What the gateway lends a backend: its API client and its download session."""
+    api = h1.Client()
     async with aiohttp.ClientSession() as session:
-        yield session
+        yield BackendContext(http=session, api=api)
+    await api.close()
 
 
 @pytest.fixture

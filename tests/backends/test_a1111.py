@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import aiohttp
 import pytest
 
 from gateway.backends.a1111 import A1111Backend
@@ -20,7 +19,7 @@ async def fake(serve: Serve, monkeypatch: pytest.MonkeyPatch) -> A1111Fake:
     return await serve(A1111Fake(A1111_USER, A1111_PASSWORD))
 
 
-async def started(fake: A1111Fake, http: aiohttp.ClientSession) -> A1111Backend:
+async def started(fake: A1111Fake, context: BackendContext) -> A1111Backend:
     backend = A1111Backend(
         "x",
         {
@@ -29,16 +28,14 @@ async def started(fake: A1111Fake, http: aiohttp.ClientSession) -> A1111Backend:
             "password_env": "TEST_A1111_PASSWORD",
         },
     )
-    await backend.start(BackendContext(http=http))
+    await backend.start(context)
     return backend
 
 
 @pytest.mark.parametrize("info", [True, False], ids=["info-says", "counted"])
-async def test_grid_image_is_dropped(
-    fake: A1111Fake, http: aiohttp.ClientSession, info: bool
-) -> None:
+async def test_grid_image_is_dropped(fake: A1111Fake, context: BackendContext, info: bool) -> None:
     fake.grid, fake.info = True, info
-    backend = await started(fake, http)
+    backend = await started(fake, context)
 
     images = await backend.generate(image_request(n=3))
 
@@ -46,7 +43,7 @@ async def test_grid_image_is_dropped(
 
 
 async def test_seed_negative_prompt_and_settings_are_sent(
-    fake: A1111Fake, http: aiohttp.ClientSession
+    fake: A1111Fake, context: BackendContext
 ) -> None:
     backend = A1111Backend(
         "x",
@@ -59,7 +56,7 @@ async def test_seed_negative_prompt_and_settings_are_sent(
             "sampler": "DPM++ 2M Karras",
         },
     )
-    await backend.start(BackendContext(http=http))
+    await backend.start(context)
 
     await backend.generate(image_request(seed=7, negative_prompt="blurry"))
 
@@ -69,11 +66,11 @@ async def test_seed_negative_prompt_and_settings_are_sent(
 
 
 async def test_without_auth_options_no_credentials_are_sent(
-    serve: Serve, http: aiohttp.ClientSession
+    serve: Serve, context: BackendContext
 ) -> None:
     fake = await serve(A1111Fake(None, ""))
     backend = A1111Backend("x", {"base_url": fake.base_url})
-    await backend.start(BackendContext(http=http))
+    await backend.start(context)
 
     assert len(await backend.generate(image_request())) == 1
     assert fake.api_requests()[0].credentials() == {}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import socket
 
-import aiohttp
 import pytest
 
 from gateway.backends.base import BackendContext
@@ -35,8 +34,8 @@ async def fake(case: Case, serve: Serve) -> FakeUpstream:
     return await serve(case.make_fake())
 
 
-async def test_one_image(case: Case, fake: FakeUpstream, http: aiohttp.ClientSession) -> None:
-    backend = await case.started(fake, http)
+async def test_one_image(case: Case, fake: FakeUpstream, context: BackendContext) -> None:
+    backend = await case.started(fake, context)
     request = image_request(n=1)
 
     images = await backend.generate(request)
@@ -48,8 +47,8 @@ async def test_one_image(case: Case, fake: FakeUpstream, http: aiohttp.ClientSes
     case.check_request(call, request)
 
 
-async def test_several_images(case: Case, fake: FakeUpstream, http: aiohttp.ClientSession) -> None:
-    backend = await case.started(fake, http)
+async def test_several_images(case: Case, fake: FakeUpstream, context: BackendContext) -> None:
+    backend = await case.started(fake, context)
     request = image_request(n=3, seed=42)
 
     images = await backend.generate(request)
@@ -63,9 +62,9 @@ async def test_several_images(case: Case, fake: FakeUpstream, http: aiohttp.Clie
 
 
 async def test_refused_request_is_an_upstream_error_without_the_credential(
-    case: Case, fake: FakeUpstream, http: aiohttp.ClientSession
+    case: Case, fake: FakeUpstream, context: BackendContext
 ) -> None:
-    backend = await case.started(fake, http)
+    backend = await case.started(fake, context)
     fake.mode = "bad_request"
 
     with pytest.raises(UpstreamError) as caught:
@@ -78,9 +77,9 @@ async def test_refused_request_is_an_upstream_error_without_the_credential(
 
 
 async def test_rejected_credentials(
-    case: Case, fake: FakeUpstream, http: aiohttp.ClientSession
+    case: Case, fake: FakeUpstream, context: BackendContext
 ) -> None:
-    backend = await case.started(fake, http)
+    backend = await case.started(fake, context)
     fake.mode = "unauthorized"
 
     with pytest.raises(UpstreamError) as caught:
@@ -101,13 +100,13 @@ async def test_rejected_credentials(
 async def test_upstream_failure_is_an_upstream_error(
     case: Case,
     fake: FakeUpstream,
-    http: aiohttp.ClientSession,
+    context: BackendContext,
     mode: str,
     status: int,
     retryable: bool,
     retry_after: float | None,
 ) -> None:
-    backend = await case.started(fake, http)
+    backend = await case.started(fake, context)
     fake.mode = mode
 
     with pytest.raises(UpstreamError) as caught:
@@ -118,7 +117,7 @@ async def test_upstream_failure_is_an_upstream_error(
 
 
 async def test_unreachable_upstream_is_a_retryable_upstream_error(
-    case: Case, fake: FakeUpstream, http: aiohttp.ClientSession
+    case: Case, fake: FakeUpstream, context: BackendContext
 ) -> None:
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
@@ -126,7 +125,7 @@ async def test_unreachable_upstream_is_a_retryable_upstream_error(
     backend = case.backend(
         fake, base_url=fake.base_url.replace(fake.origin, f"http://127.0.0.1:{port}")
     )
-    await backend.start(BackendContext(http=http))
+    await backend.start(context)
 
     with pytest.raises(UpstreamError, match="could not be reached") as caught:
         await backend.generate(image_request())
@@ -136,9 +135,9 @@ async def test_unreachable_upstream_is_a_retryable_upstream_error(
 
 @pytest.mark.parametrize("mode", ["not_json", "no_images"])
 async def test_malformed_answer_is_an_upstream_error(
-    case: Case, fake: FakeUpstream, http: aiohttp.ClientSession, mode: str
+    case: Case, fake: FakeUpstream, context: BackendContext, mode: str
 ) -> None:
-    backend = await case.started(fake, http)
+    backend = await case.started(fake, context)
     fake.mode = mode
 
     with pytest.raises(UpstreamError) as caught:
@@ -148,9 +147,9 @@ async def test_malformed_answer_is_an_upstream_error(
 
 
 async def test_hanging_upstream_ends_with_the_callers_timeout(
-    case: Case, fake: FakeUpstream, http: aiohttp.ClientSession
+    case: Case, fake: FakeUpstream, context: BackendContext
 ) -> None:
-    backend = await case.started(fake, http)
+    backend = await case.started(fake, context)
     fake.mode = "hang"
 
     with pytest.raises(TimeoutError):
@@ -161,9 +160,9 @@ async def test_hanging_upstream_ends_with_the_callers_timeout(
 
 
 async def test_only_the_upstream_credentials_are_sent(
-    case: Case, fake: FakeUpstream, http: aiohttp.ClientSession
+    case: Case, fake: FakeUpstream, context: BackendContext
 ) -> None:
-    backend = await case.started(fake, http)
+    backend = await case.started(fake, context)
 
     await backend.generate(image_request(n=2))
 
@@ -213,14 +212,14 @@ async def test_a_credential_pasted_instead_of_a_variable_name_is_not_echoed(
 async def test_missing_credential_variable_fails_at_start(
     case: Case,
     fake: FakeUpstream,
-    http: aiohttp.ClientSession,
+    context: BackendContext,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv(case.credential_env)
     backend = case.backend(fake)  # constructing does no I/O and reads no secrets
 
     with pytest.raises(ConfigError) as caught:
-        await backend.start(BackendContext(http=http))
+        await backend.start(context)
 
     assert str(caught.value) == (
         f"backends.x.{case.credential_option}: environment variable"

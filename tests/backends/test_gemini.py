@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
 import pytest
 
 from gateway.backends.base import BackendContext
@@ -22,21 +21,19 @@ async def fake(serve: Serve, monkeypatch: pytest.MonkeyPatch) -> GeminiFake:
     return await serve(GeminiFake(GEMINI_KEY))
 
 
-async def started(
-    fake: GeminiFake, http: aiohttp.ClientSession, **options: object
-) -> GeminiBackend:
+async def started(fake: GeminiFake, context: BackendContext, **options: object) -> GeminiBackend:
     backend = GeminiBackend(
         "x", {"base_url": fake.base_url, "api_key_env": "TEST_GEMINI_KEY", **options}
     )
-    await backend.start(BackendContext(http=http))
+    await backend.start(context)
     return backend
 
 
 async def test_several_images_make_that_many_concurrent_calls(
-    fake: GeminiFake, http: aiohttp.ClientSession
+    fake: GeminiFake, context: BackendContext
 ) -> None:
     fake.wait_for_calls = 3  # no call is answered before all three have arrived
-    backend = await started(fake, http)
+    backend = await started(fake, context)
 
     async with asyncio.timeout(5):
         images = await backend.generate(image_request(n=3))
@@ -46,10 +43,10 @@ async def test_several_images_make_that_many_concurrent_calls(
 
 
 async def test_partial_failure_returns_the_images_made(
-    fake: GeminiFake, http: aiohttp.ClientSession
+    fake: GeminiFake, context: BackendContext
 ) -> None:
     fake.failing_calls = {1}
-    backend = await started(fake, http)
+    backend = await started(fake, context)
 
     images = await backend.generate(image_request(n=3))
 
@@ -58,45 +55,45 @@ async def test_partial_failure_returns_the_images_made(
 
 
 async def test_all_calls_failing_is_an_upstream_error(
-    fake: GeminiFake, http: aiohttp.ClientSession
+    fake: GeminiFake, context: BackendContext
 ) -> None:
     fake.failing_calls = {0, 1}
-    backend = await started(fake, http)
+    backend = await started(fake, context)
 
     with pytest.raises(UpstreamError, match="HTTP 500"):
         await backend.generate(image_request(n=2))
 
 
 async def test_snake_case_inline_data_is_accepted(
-    fake: GeminiFake, http: aiohttp.ClientSession
+    fake: GeminiFake, context: BackendContext
 ) -> None:
     fake.snake_case = True
-    backend = await started(fake, http)
+    backend = await started(fake, context)
 
     [image] = await backend.generate(image_request())
 
     assert decode_png(image.data) == (16, 16)
 
 
-async def test_thought_images_are_skipped(fake: GeminiFake, http: aiohttp.ClientSession) -> None:
+async def test_thought_images_are_skipped(fake: GeminiFake, context: BackendContext) -> None:
     fake.thought_image = True
-    backend = await started(fake, http)
+    backend = await started(fake, context)
 
     [image] = await backend.generate(image_request())
 
     assert decode_png(image.data) == (16, 16)  # not the 8x8 draft
 
 
-async def test_blocked_prompt_says_why(fake: GeminiFake, http: aiohttp.ClientSession) -> None:
+async def test_blocked_prompt_says_why(fake: GeminiFake, context: BackendContext) -> None:
     fake.block_reason = "PROHIBITED_CONTENT"
-    backend = await started(fake, http)
+    backend = await started(fake, context)
 
     with pytest.raises(UpstreamError, match=r"refused the prompt \(PROHIBITED_CONTENT\)"):
         await backend.generate(image_request())
 
 
-async def test_size_picks_the_aspect_ratio(fake: GeminiFake, http: aiohttp.ClientSession) -> None:
-    backend = await started(fake, http)
+async def test_size_picks_the_aspect_ratio(fake: GeminiFake, context: BackendContext) -> None:
+    backend = await started(fake, context)
 
     [image] = await backend.generate(image_request(width=1344, height=768))
 
@@ -105,9 +102,9 @@ async def test_size_picks_the_aspect_ratio(fake: GeminiFake, http: aiohttp.Clien
     assert decode_png(image.data) == (256, 144)
 
 
-async def test_model_option_picks_the_path(fake: GeminiFake, http: aiohttp.ClientSession) -> None:
+async def test_model_option_picks_the_path(fake: GeminiFake, context: BackendContext) -> None:
     fake.model = "gemini-3-pro-image-preview"
-    backend = await started(fake, http, model="models/gemini-3-pro-image-preview")
+    backend = await started(fake, context, model="models/gemini-3-pro-image-preview")
 
     assert len(await backend.generate(image_request())) == 1
     assert (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 
-import aiohttp
 import pytest
 
 from gateway.backends import _http
@@ -22,21 +21,19 @@ async def fake(serve: Serve, monkeypatch: pytest.MonkeyPatch) -> OpenAIFake:
     return await serve(OpenAIFake(OPENAI_KEY))
 
 
-async def started(
-    fake: OpenAIFake, http: aiohttp.ClientSession, **options: object
-) -> OpenAIBackend:
+async def started(fake: OpenAIFake, context: BackendContext, **options: object) -> OpenAIBackend:
     backend = OpenAIBackend(
         "x", {"base_url": fake.base_url, "api_key_env": "TEST_OPENAI_KEY", **options}
     )
-    await backend.start(BackendContext(http=http))
+    await backend.start(context)
     return backend
 
 
 async def test_url_results_are_downloaded_without_credentials(
-    fake: OpenAIFake, http: aiohttp.ClientSession
+    fake: OpenAIFake, context: BackendContext
 ) -> None:
     fake.as_urls = True
-    backend = await started(fake, http, model="dall-e-2")
+    backend = await started(fake, context, model="dall-e-2")
 
     images = await backend.generate(image_request(n=2))
 
@@ -46,8 +43,8 @@ async def test_url_results_are_downloaded_without_credentials(
     assert images[0].revised_prompt == "a lighthouse at dawn, in watercolour"
 
 
-async def test_revised_prompt_is_kept(fake: OpenAIFake, http: aiohttp.ClientSession) -> None:
-    backend = await started(fake, http)
+async def test_revised_prompt_is_kept(fake: OpenAIFake, context: BackendContext) -> None:
+    backend = await started(fake, context)
 
     [image] = await backend.generate(image_request())
 
@@ -55,9 +52,9 @@ async def test_revised_prompt_is_kept(fake: OpenAIFake, http: aiohttp.ClientSess
 
 
 async def test_clients_model_is_used_and_gpt_image_gets_no_response_format(
-    fake: OpenAIFake, http: aiohttp.ClientSession
+    fake: OpenAIFake, context: BackendContext
 ) -> None:
-    backend = await started(fake, http)  # no model option
+    backend = await started(fake, context)  # no model option
 
     images = await backend.generate(image_request(model="gpt-image-1"))
 
@@ -67,8 +64,8 @@ async def test_clients_model_is_used_and_gpt_image_gets_no_response_format(
     assert "response_format" not in call.body
 
 
-async def test_organization_is_sent(fake: OpenAIFake, http: aiohttp.ClientSession) -> None:
-    backend = await started(fake, http, organization="org-gateway")
+async def test_organization_is_sent(fake: OpenAIFake, context: BackendContext) -> None:
+    backend = await started(fake, context, organization="org-gateway")
 
     await backend.generate(image_request())
 
@@ -76,10 +73,10 @@ async def test_organization_is_sent(fake: OpenAIFake, http: aiohttp.ClientSessio
 
 
 async def test_without_api_key_env_no_authorization_is_sent(
-    fake: OpenAIFake, http: aiohttp.ClientSession
+    fake: OpenAIFake, context: BackendContext
 ) -> None:
     backend = OpenAIBackend("x", {"base_url": fake.base_url})
-    await backend.start(BackendContext(http=http))
+    await backend.start(context)
 
     with pytest.raises(UpstreamError, match="credentials"):
         await backend.generate(image_request())
@@ -88,7 +85,7 @@ async def test_without_api_key_env_no_authorization_is_sent(
 
 
 async def test_a_failed_download_returns_the_other_images(
-    fake: OpenAIFake, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+    fake: OpenAIFake, context: BackendContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake.as_urls = True
     real_file_url = fake.file_url
@@ -99,7 +96,7 @@ async def test_a_failed_download_returns_the_other_images(
         return url + ".missing" if next(count) == 1 else url
 
     monkeypatch.setattr(fake, "file_url", second_one_missing)
-    backend = await started(fake, http)
+    backend = await started(fake, context)
 
     images = await backend.generate(image_request(n=3))
 
@@ -107,11 +104,11 @@ async def test_a_failed_download_returns_the_other_images(
 
 
 async def test_download_larger_than_the_limit_is_refused(
-    fake: OpenAIFake, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+    fake: OpenAIFake, context: BackendContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake.as_urls = True
     monkeypatch.setattr(_http, "MAX_IMAGE_BYTES", 64)
-    backend = await started(fake, http)
+    backend = await started(fake, context)
 
     with pytest.raises(UpstreamError, match="too large"):
         await backend.generate(image_request())
@@ -119,11 +116,11 @@ async def test_download_larger_than_the_limit_is_refused(
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://files.example/a.png"])
 async def test_urls_that_are_not_http_are_not_fetched(
-    fake: OpenAIFake, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch, url: str
+    fake: OpenAIFake, context: BackendContext, monkeypatch: pytest.MonkeyPatch, url: str
 ) -> None:
     fake.as_urls = True
     monkeypatch.setattr(fake, "file_url", lambda data: url)
-    backend = await started(fake, http)
+    backend = await started(fake, context)
 
     with pytest.raises(UpstreamError, match="cannot be fetched"):
         await backend.generate(image_request())

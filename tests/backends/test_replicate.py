@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
 import pytest
 
 from gateway.backends.base import BackendContext
@@ -23,7 +22,7 @@ async def fake(serve: Serve, monkeypatch: pytest.MonkeyPatch) -> ReplicateFake:
 
 
 async def started(
-    fake: ReplicateFake, http: aiohttp.ClientSession, **options: object
+    fake: ReplicateFake, context: BackendContext, **options: object
 ) -> ReplicateBackend:
     backend = ReplicateBackend(
         "x",
@@ -35,7 +34,7 @@ async def started(
             **options,
         },
     )
-    await backend.start(BackendContext(http=http))
+    await backend.start(context)
     return backend
 
 
@@ -43,9 +42,9 @@ def reads(fake: ReplicateFake) -> list[str]:
     return [r.path for r in fake.api_requests() if r.method == "GET"]
 
 
-async def test_polls_until_succeeded(fake: ReplicateFake, http: aiohttp.ClientSession) -> None:
+async def test_polls_until_succeeded(fake: ReplicateFake, context: BackendContext) -> None:
     fake.polls_before_done = 2
-    backend = await started(fake, http)
+    backend = await started(fake, context)
 
     images = await backend.generate(image_request(n=2, seed=5))
 
@@ -57,10 +56,10 @@ async def test_polls_until_succeeded(fake: ReplicateFake, http: aiohttp.ClientSe
 
 
 async def test_failed_prediction_is_an_upstream_error(
-    fake: ReplicateFake, http: aiohttp.ClientSession
+    fake: ReplicateFake, context: BackendContext
 ) -> None:
     fake.polls_before_done, fake.outcome = 1, "failed"
-    backend = await started(fake, http)
+    backend = await started(fake, context)
 
     with pytest.raises(UpstreamError, match="NSFW content detected"):
         await backend.generate(image_request())
@@ -69,10 +68,10 @@ async def test_failed_prediction_is_an_upstream_error(
 
 
 async def test_own_deadline_cancels_the_prediction(
-    fake: ReplicateFake, http: aiohttp.ClientSession
+    fake: ReplicateFake, context: BackendContext
 ) -> None:
     fake.outcome = "never"
-    backend = await started(fake, http, timeout_seconds=0.3)
+    backend = await started(fake, context, timeout_seconds=0.3)
 
     async with asyncio.timeout(5):  # only a safety net: the backend's deadline ends it
         with pytest.raises(UpstreamTimeout):
@@ -84,10 +83,10 @@ async def test_own_deadline_cancels_the_prediction(
 
 
 async def test_hanging_poll_is_cancelled_when_the_caller_gives_up(
-    fake: ReplicateFake, http: aiohttp.ClientSession
+    fake: ReplicateFake, context: BackendContext
 ) -> None:
     fake.outcome, fake.hang_polls = "never", True
-    backend = await started(fake, http)
+    backend = await started(fake, context)
 
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.3):
@@ -97,13 +96,13 @@ async def test_hanging_poll_is_cancelled_when_the_caller_gives_up(
 
 
 async def test_version_creates_through_predictions(
-    fake: ReplicateFake, http: aiohttp.ClientSession
+    fake: ReplicateFake, context: BackendContext
 ) -> None:
     backend = ReplicateBackend(
         "x",
         {"base_url": fake.base_url, "api_key_env": "TEST_REPLICATE_TOKEN", "version": "abc123"},
     )
-    await backend.start(BackendContext(http=http))
+    await backend.start(context)
 
     assert len(await backend.generate(image_request())) == 1
     create = fake.api_requests()[0]
@@ -111,12 +110,12 @@ async def test_version_creates_through_predictions(
 
 
 async def test_urls_on_another_host_are_not_used(
-    fake: ReplicateFake, serve: Serve, http: aiohttp.ClientSession
+    fake: ReplicateFake, serve: Serve, context: BackendContext
 ) -> None:
     elsewhere = await serve(ReplicateFake(REPLICATE_KEY))
     fake.urls_origin = elsewhere.origin
     fake.polls_before_done = 1
-    backend = await started(fake, http)
+    backend = await started(fake, context)
 
     assert len(await backend.generate(image_request())) == 1
     assert elsewhere.requests == []

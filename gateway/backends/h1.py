@@ -1,0 +1,496 @@
+"""A lean HTTP/1.1 client for upstream API calls: pooled keep-alive connections.
+
+Each call is one request and one whole, size-limited response, which is all an API call
+needs. That lets a call be a handful of Python lines around llhttp (the parser Node.js
+uses, through ``httptools``): the request head is formatted in one string, written in
+one ``write``, and parsed by one protocol object that hands the caller a finished
+:class:`Response`. ``aiohttp.ClientSession`` stays in use for image downloads (they
+follow redirects) and for third-party backends; this client does what every backend
+request costs, at roughly a third of the CPU time (see BENCHMARKS.md).
+
+Promises:
+
+* One deadline per call covers waiting for a connection, connecting, sending and
+  reading; past it the call raises :class:`TimeoutError` and its connection is closed.
+* At most ``max_connections`` connections in all (and ``max_per_host`` per origin, if
+  set); callers beyond that wait, first come first served.
+* A connection goes back to the pool only after a whole response that allows
+  keep-alive; idle connections are closed after ``idle_seconds``. A cancelled call
+  closes its connection (its response would be left unread on it).
+* Every failure to talk HTTP is a :class:`ClientError`: :class:`ConnectError` when no
+  connection could be made (nothing was sent), :class:`ConnectionClosed`,
+  :class:`ProtocolError` for a malformed response, :class:`ResponseTooLarge` past
+  ``max_bytes`` (decoded).
+
+Header names and values are checked for CR/LF, so nothing a client sends can split
+the request. No proxies are used (``aiohttp`` was not asked to trust the environment
+either) and redirects are not followed: a response is returned as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+import zlib
+from collections import deque
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+import httptools
+
+from gateway import __version__
+
+__all__ = [
+    "Client",
+    "ClientError",
+    "ConnectError",
+    "ConnectionClosed",
+    "ProtocolError",
+    "Response",
+    "ResponseTooLarge",
+]
+
+USER_AGENT = f"image-gateway/{__version__}"
+_DEFAULT_HEADERS = f"User-Agent: {USER_AGENT}\r\nAccept-Encoding: gzip, deflate\r\n"
+
+
+class ClientError(Exception):
+    """The HTTP exchange failed."""
+
+
+class ConnectError(ClientError):
+    """No connection could be made; nothing was sent."""
+
+
+class ConnectionClosed(ClientError):
+    """The connection closed before the whole response arrived."""
+
+
+class ProtocolError(ClientError):
+    """The upstream sent something that is not a valid HTTP/1.1 response."""
+
+
+class ResponseTooLarge(ClientError):
+    """The response body is larger than the call allows."""
+
+
+class Response:
+    """A whole response: status, headers (names in lower case), decoded body."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"Response({self.status}, {len(self.body)} bytes)"
+
+
+class _Origin:
+    """Where requests for one ``scheme://host:port`` go, and its idle connections."""
+
+    __slots__ = ("busy", "host", "host_header", "idle", "key", "port", "tls")
+
+    def __init__(self, scheme: str, host: str, port: int, host_header: str) -> None:
+        self.key = (scheme, host, port)
+        self.host = host
+        self.port = port
+        self.tls = scheme == "https"
+        self.host_header = host_header
+        #: Connections ready for a request, the most recently used last.
+        self.idle: list[_Connection] = []
+        self.busy = 0
+
+
+class _Target:
+    """A URL split once: its origin and the request line's target."""
+
+    __slots__ = ("origin", "path")
+
+    def __init__(self, origin: _Origin, path: str) -> None:
+        self.origin = origin
+        self.path = path
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; parses the response to the request in flight."""
+
+    def __init__(self, origin: _Origin, loop: asyncio.AbstractEventLoop) -> None:
+        self.origin = origin
+        self._loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter: asyncio.Future[Response] | None = None
+        self._limit = 0
+        self._size = 0
+        self._headers: dict[str, str] = {}
+        self._chunks: list[bytes] = []
+        self._headers_done = False
+        self._framed = False  # Content-Length or chunked: the end is not the close
+
+    # -- the caller's side --------------------------------------------------------
+
+    def send(self, head: bytes, body: bytes | None, limit: int) -> asyncio.Future[Response]:
+        assert self.transport is not None
+        assert self._waiter is None
+        self._waiter = waiter = self._loop.create_future()
+        self._limit = limit
+        self._size = 0
+        self._headers = {}
+        self._chunks = []
+        self._headers_done = False
+        self._framed = False
+        if body:
+            self.transport.writelines((head, body))
+        else:
+            self.transport.write(head)
+        return waiter
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _fail(self, error: ClientError) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+        self.abort()
+
+    # -- asyncio.Protocol -----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None:  # bytes nobody asked for: this connection is unusable
+            self.abort()
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError:
+            pass  # a callback failed the call already
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            self._fail(ProtocolError("malformed HTTP response"))
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport; connection_lost settles the call
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        waiter, self._waiter = self._waiter, None
+        if waiter is None or waiter.done():
+            return
+        if self._headers_done and not self._framed and exc is None:
+            waiter.set_result(self._response())  # a body delimited by the close
+        else:
+            waiter.set_exception(ConnectionClosed("the connection closed mid-response"))
+
+    # -- httptools callbacks --------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._waiter is None:  # a second response to one request
+            self.abort()
+            raise httptools.HttpParserCallbackError
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        if key in self._headers:  # repeated: joined as RFC 9110 allows for lists
+            text = self._headers[key] + ", " + text
+        self._headers[key] = text
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+        length = self._headers.get("content-length")
+        self._framed = length is not None or "chunked" in self._headers.get("transfer-encoding", "")
+        if length is not None and length.isdigit() and int(length) > self._limit:
+            self._fail(ResponseTooLarge("the response is too large"))
+            raise httptools.HttpParserCallbackError
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > self._limit and "content-encoding" not in self._headers:
+            self._fail(ResponseTooLarge("the response is too large"))
+            raise httptools.HttpParserCallbackError
+        self._chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is None or waiter.done():
+            return
+        if not self._parser.should_keep_alive():
+            self.abort()
+        try:
+            waiter.set_result(self._response())
+        except ClientError as exc:
+            waiter.set_exception(exc)
+            self.abort()
+
+    def _response(self) -> Response:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            raise ProtocolError("an interim response was not asked for")
+        chunks = self._chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        coding = self._headers.get("content-encoding", "identity").strip().lower()
+        if coding != "identity":
+            body = _decode(body, coding, self._limit)
+        return Response(status, self._headers, body)
+
+
+def _decode(body: bytes, coding: str, limit: int) -> bytes:
+    """``body`` with its gzip or deflate coding undone, at most ``limit`` bytes of it."""
+    if coding in ("gzip", "x-gzip"):
+        decoder = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    elif coding == "deflate":  # zlib-wrapped per RFC 9110; raw deflate from some servers
+        decoder = zlib.decompressobj(wbits=zlib.MAX_WBITS if body[:1] == b"x" else -zlib.MAX_WBITS)
+    else:
+        raise ProtocolError(f"unsupported content coding {coding[:40]!r}")
+    try:
+        data = decoder.decompress(body, limit + 1)
+    except zlib.error:
+        raise ProtocolError("a compressed body is corrupt") from None
+    if len(data) > limit:
+        raise ResponseTooLarge("the response is too large")
+    return data
+
+
+def _check_header(text: str) -> str:
+    if "\r" in text or "\n" in text:
+        raise ValueError("a header name or value holds CR or LF")
+    return text
+
+
+class Client:
+    """Pooled keep-alive HTTP/1.1 connections to any number of origins.
+
+    Args:
+        max_connections: Connections open at once, in all.
+        max_per_host: Connections open at once to one origin (0: no cap of its own).
+        idle_seconds: An idle connection older than this is closed, not reused.
+        ssl_context: For ``https`` URLs (default: the system's trust store, verified).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_connections: int = 100,
+        max_per_host: int = 0,
+        idle_seconds: float = 15.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._max = max_connections
+        self._max_per_host = max_per_host
+        self._idle_seconds = idle_seconds
+        self._ssl = ssl_context
+        self._origins: dict[tuple[str, str, int], _Origin] = {}
+        self._targets: dict[str, _Target] = {}
+        self._open = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._closed = False
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        max_bytes: int,
+        max_seconds: float,
+    ) -> Response:
+        """Send one request; its whole response (any status).
+
+        Raises:
+            ClientError: the exchange failed (see the module's docstring).
+            TimeoutError: no whole response within ``max_seconds``.
+            ValueError: ``url`` is not an absolute http(s) URL, or a header holds CR/LF.
+        """
+        target = self._target(url)
+        origin = target.origin
+        lines = [f"{method} {target.path} HTTP/1.1\r\nHost: {origin.host_header}\r\n"]
+        lines.append(_DEFAULT_HEADERS)
+        if headers:
+            lines += [f"{_check_header(k)}: {_check_header(v)}\r\n" for k, v in headers.items()]
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            lines.append(f"Content-Length: {len(body) if body else 0}\r\n")
+        lines.append("\r\n")
+        head = "".join(lines).encode("latin-1")
+
+        loop = asyncio.get_running_loop()
+        deadline = _Deadline(loop, max_seconds)
+        connection: _Connection | None = None
+        try:
+            connection = await self._acquire(origin, loop)
+            response = await connection.send(head, body, max_bytes)
+        except asyncio.CancelledError:
+            if deadline.expired():
+                raise TimeoutError() from None
+            raise
+        finally:
+            deadline.cancel()
+            if connection is not None:
+                self._release(connection)
+        return response
+
+    async def close(self) -> None:
+        """Close every connection; the client is not used afterwards."""
+        self._closed = True
+        for origin in self._origins.values():
+            for connection in origin.idle:
+                connection.abort()
+            origin.idle.clear()
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(ConnectError("the client is closed"))
+
+    # -- the pool ---------------------------------------------------------------------
+
+    def _target(self, url: str) -> _Target:
+        target = self._targets.get(url)
+        if target is not None:
+            return target
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("not an absolute http(s) URL")
+        default_port = 443 if parts.scheme == "https" else 80
+        port = parts.port or default_port
+        host = parts.hostname
+        shown = f"[{host}]" if ":" in host else host
+        host_header = shown if port == default_port else f"{shown}:{port}"
+        key = (parts.scheme, host, port)
+        origin = self._origins.get(key)
+        if origin is None:
+            origin = self._origins[key] = _Origin(parts.scheme, host, port, host_header)
+        path = _check_header(parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        target = _Target(origin, path)
+        if len(self._targets) >= 1024:  # URLs with ids in them (job polls): forget old ones
+            self._targets.clear()
+        self._targets[url] = target
+        return target
+
+    def _full(self, origin: _Origin) -> bool:
+        if self._open >= self._max:
+            return True
+        return bool(self._max_per_host) and origin.busy + len(origin.idle) >= self._max_per_host
+
+    async def _acquire(self, origin: _Origin, loop: asyncio.AbstractEventLoop) -> _Connection:
+        while True:
+            if self._closed:
+                raise ConnectError("the client is closed")
+            idle = origin.idle
+            while idle:
+                connection = idle.pop()
+                if (
+                    connection.closed
+                    or time.monotonic() - connection.idle_since > self._idle_seconds
+                ):
+                    self._forget(connection)
+                    continue
+                origin.busy += 1
+                return connection
+            if not self._full(origin):
+                break
+            if self._open >= self._max and self._drop_an_idle_connection():
+                continue
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # woken, then cancelled: the turn goes to the next caller
+                waiter.cancel()
+                raise
+        self._open += 1
+        origin.busy += 1
+        try:
+            return await self._connect(origin, loop)
+        except BaseException:
+            self._open -= 1
+            origin.busy -= 1
+            self._wake()
+            raise
+
+    async def _connect(self, origin: _Origin, loop: asyncio.AbstractEventLoop) -> _Connection:
+        tls: ssl.SSLContext | None = None
+        if origin.tls:
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            tls = self._ssl
+        try:
+            _, connection = await loop.create_connection(
+                lambda: _Connection(origin, loop),
+                origin.host,
+                origin.port,
+                ssl=tls,
+                server_hostname=origin.host if tls else None,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise ConnectError(f"cannot connect ({type(exc).__name__})") from None
+        return connection
+
+    def _release(self, connection: _Connection) -> None:
+        origin = connection.origin
+        origin.busy -= 1
+        if connection.closed or connection._waiter is not None or self._closed:
+            connection.abort()  # closed, or a response still due on it: never reused
+            self._open -= 1
+        else:
+            connection.idle_since = time.monotonic()
+            origin.idle.append(connection)
+        self._wake()
+
+    def _forget(self, connection: _Connection) -> None:
+        connection.abort()
+        self._open -= 1
+
+    def _drop_an_idle_connection(self) -> bool:
+        """Close one idle connection (to any origin) to make room; False if none."""
+        for origin in self._origins.values():
+            if origin.idle:
+                self._forget(origin.idle.pop(0))
+                return True
+        return False
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+
+class _Deadline:
+    """Cancels the calling task at the deadline; tells that cancellation from others.
+
+    What ``asyncio.timeout`` does, without its context manager's per-call overhead.
+    """
+
+    __slots__ = ("_cancelling", "_fired", "_task", "_timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+        task = asyncio.current_task(loop)
+        assert task is not None
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._fired = False
+        self._timer = loop.call_later(seconds, self._fire)
+
+    def _fire(self) -> None:
+        self._fired = True
+        self._task.cancel()
+
+    def expired(self) -> bool:
+        """True if the deadline (and nothing else) cancelled the task."""
+        return self._fired and self._task.uncancel() <= self._cancelling
+
+    def cancel(self) -> None:
+        self._timer.cancel()
