@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from gateway import __version__
+from gateway.deadline import Deadline
 
 __all__ = [
     "Client",
@@ -324,7 +325,7 @@ class Client:
         head = "".join(lines).encode("latin-1")
 
         loop = asyncio.get_running_loop()
-        deadline = _Deadline(loop, max_seconds)
+        deadline = Deadline(max_seconds)
         connection: _Connection | None = None
         try:
             connection = await self._acquire(origin, loop)
@@ -466,31 +467,3 @@ class Client:
             if not waiter.done():
                 waiter.set_result(None)
                 return
-
-
-class _Deadline:
-    """Cancels the calling task at the deadline; tells that cancellation from others.
-
-    What ``asyncio.timeout`` does, without its context manager's per-call overhead.
-    """
-
-    __slots__ = ("_cancelling", "_fired", "_task", "_timer")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
-        task = asyncio.current_task(loop)
-        assert task is not None
-        self._task = task
-        self._cancelling = task.cancelling()
-        self._fired = False
-        self._timer = loop.call_later(seconds, self._fire)
-
-    def _fire(self) -> None:
-        self._fired = True
-        self._task.cancel()
-
-    def expired(self) -> bool:
-        """True if the deadline (and nothing else) cancelled the task."""
-        return self._fired and self._task.uncancel() <= self._cancelling
-
-    def cancel(self) -> None:
-        self._timer.cancel()

@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 from gateway.backends.base import GeneratedImage, ImageBackend, ImageRequest
 from gateway.config import ResilienceConfig
+from gateway.deadline import Deadline
 from gateway.errors import GatewayError, ServiceUnavailable, UpstreamError, UpstreamTimeout
 
 __all__ = ["BackendUnavailable", "BreakerState", "GuardedBackend"]
@@ -138,10 +139,7 @@ class GuardedBackend:
             if left <= 0:
                 raise UpstreamTimeout()
             try:
-                async with asyncio.timeout(left):
-                    return await self.backend.generate(request)
-            except TimeoutError:
-                raise UpstreamTimeout() from None
+                return await self._attempt(request, left)
             except UpstreamError as exc:
                 if not exc.retryable or attempt >= self._settings.retries:
                     raise
@@ -156,3 +154,17 @@ class GuardedBackend:
                 raise
             except Exception as exc:
                 raise UpstreamError(f"The image backend failed ({type(exc).__name__}).") from exc
+
+    async def _attempt(self, request: ImageRequest, seconds: float) -> list[GeneratedImage]:
+        """One call to the backend, cut off after ``seconds``."""
+        timer = Deadline(seconds)
+        try:
+            return await self.backend.generate(request)
+        except asyncio.CancelledError:
+            if timer.expired():
+                raise UpstreamTimeout() from None
+            raise
+        except TimeoutError:
+            raise UpstreamTimeout() from None
+        finally:
+            timer.cancel()
