@@ -6,7 +6,7 @@ from aiohttp import web
 
 from gateway import errors
 from gateway.keys.cache import KeyCache, KeyRecord
-from gateway.keys.format import parse_key
+from gateway.keys.format import hash_key, parse_key
 
 __all__ = ["authenticate", "key_from_headers"]
 
@@ -53,15 +53,19 @@ async def authenticate(
     A malformed key is refused before any lookup. Redis or Postgres being unreachable
     is a 503 (fail closed).
     """
-    parsed = parse_key(key_from_headers(request, key_prefix), key_prefix)
-    if parsed is None:
-        raise errors.InvalidApiKey()
-    try:
-        record = await cache.get(parsed.key_hash)
-    except Exception as exc:
-        raise errors.ServiceUnavailable(
-            "The key store is unreachable. Please retry shortly."
-        ) from exc
+    key = key_from_headers(request, key_prefix)
+    # A key this process holds needs no format check: only a real key hashes to it.
+    record = cache.cached(hash_key(key))
+    if record is None:
+        parsed = parse_key(key, key_prefix)
+        if parsed is None:
+            raise errors.InvalidApiKey()
+        try:
+            record = await cache.get(parsed.key_hash)
+        except Exception as exc:
+            raise errors.ServiceUnavailable(
+                "The key store is unreachable. Please retry shortly."
+            ) from exc
     if record is None:
         raise errors.InvalidApiKey()
     if not record.key_active:

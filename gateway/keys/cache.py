@@ -169,6 +169,17 @@ class KeyCache:
 
     # -- lookups ---------------------------------------------------------------
 
+    def cached(self, key_hash: str) -> KeyRecord | None:
+        """The key's record if this process holds it fresh; no I/O, no refresh.
+
+        The hot path's first look: a hit here needs nothing else (see :meth:`get`).
+        """
+        record = self._local.get(bytes.fromhex(key_hash))
+        if record is not None and self._clock() < record.fresh_until:
+            self._on_lookup("process", "hit")
+            return record
+        return None
+
     async def get(self, key_hash: str) -> KeyRecord | None:
         """The key's record, or ``None`` if no such key exists.
 
