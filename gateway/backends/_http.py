@@ -410,6 +410,8 @@ class Upstream:
                 f"The image backend could not be reached ({type(exc).__name__}).",
                 retryable=isinstance(exc, h1.ConnectError | h1.ConnectionClosed),
             ) from None
+        except ValueError:  # a header the request line cannot carry
+            raise UpstreamError("The request could not be sent to the image backend.") from None
         if not 200 <= response.status < 300:
             raise self._status_error(response)
         try:

@@ -30,11 +30,13 @@ either) and redirects are not followed: a response is returned as it is.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 import zlib
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Literal
 from urllib.parse import urlsplit
 
 import httptools
@@ -53,6 +55,8 @@ __all__ = [
 ]
 
 USER_AGENT = f"image-gateway/{__version__}"
+#: The most header bytes (names and values) accepted in a response.
+MAX_HEADER_BYTES = 64 * 1024
 _DEFAULT_HEADERS = f"User-Agent: {USER_AGENT}\r\nAccept-Encoding: gzip, deflate\r\n"
 
 
@@ -119,16 +123,24 @@ class _Target:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; parses the response to the request in flight."""
 
-    def __init__(self, origin: _Origin, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        origin: _Origin,
+        loop: asyncio.AbstractEventLoop,
+        on_lost: Callable[[_Connection], None],
+    ) -> None:
         self.origin = origin
         self._loop = loop
+        self._on_lost = on_lost
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[Response] | None = None
+        self._head_request = False
         self._limit = 0
         self._size = 0
+        self._header_bytes = 0
         self._headers: dict[str, str] = {}
         self._chunks: list[bytes] = []
         self._headers_done = False
@@ -136,12 +148,16 @@ class _Connection(asyncio.Protocol):
 
     # -- the caller's side --------------------------------------------------------
 
-    def send(self, head: bytes, body: bytes | None, limit: int) -> asyncio.Future[Response]:
+    def send(
+        self, head: bytes, body: bytes | None, limit: int, *, head_request: bool = False
+    ) -> asyncio.Future[Response]:
         assert self.transport is not None
         assert self._waiter is None
         self._waiter = waiter = self._loop.create_future()
+        self._head_request = head_request
         self._limit = limit
         self._size = 0
+        self._header_bytes = 0
         self._headers = {}
         self._chunks = []
         self._headers_done = False
@@ -185,10 +201,16 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         waiter, self._waiter = self._waiter, None
-        if waiter is None or waiter.done():
+        if waiter is None:
+            self._on_lost(self)  # an idle connection: the pool forgets it
+            return
+        if waiter.done():
             return
         if self._headers_done and not self._framed and exc is None:
-            waiter.set_result(self._response())  # a body delimited by the close
+            try:  # a body delimited by the close
+                waiter.set_result(self._response())
+            except ClientError as error:
+                waiter.set_exception(error)
         else:
             waiter.set_exception(ConnectionClosed("the connection closed mid-response"))
 
@@ -200,6 +222,10 @@ class _Connection(asyncio.Protocol):
             raise httptools.HttpParserCallbackError
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > MAX_HEADER_BYTES:
+            self._fail(ProtocolError("the response headers are too large"))
+            raise httptools.HttpParserCallbackError
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         if key in self._headers:  # repeated: joined as RFC 9110 allows for lists
@@ -208,15 +234,26 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
-        length = self._headers.get("content-length")
-        self._framed = length is not None or "chunked" in self._headers.get("transfer-encoding", "")
+        headers = self._headers
+        if self._head_request:  # no body follows, whatever the headers say
+            waiter, self._waiter = self._waiter, None
+            self.abort()  # the parser would wait for one: not reused
+            if waiter is not None and not waiter.done():
+                waiter.set_result(Response(self._parser.get_status_code(), headers, b""))
+            raise httptools.HttpParserCallbackError
+        length = headers.get("content-length")
+        self._framed = (
+            length is not None or "chunked" in headers.get("transfer-encoding", "").lower()
+        )
         if length is not None and length.isdigit() and int(length) > self._limit:
             self._fail(ResponseTooLarge("the response is too large"))
             raise httptools.HttpParserCallbackError
 
     def on_body(self, body: bytes) -> None:
+        # Counted as it arrives, compressed or not: a compressed body is never larger
+        # than what it decodes to, save a few bytes for incompressible data.
         self._size += len(body)
-        if self._size > self._limit and "content-encoding" not in self._headers:
+        if self._size > self._limit:
             self._fail(ResponseTooLarge("the response is too large"))
             raise httptools.HttpParserCallbackError
         self._chunks.append(body)
@@ -240,7 +277,7 @@ class _Connection(asyncio.Protocol):
         chunks = self._chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         coding = self._headers.get("content-encoding", "identity").strip().lower()
-        if coding != "identity":
+        if coding not in ("identity", ""):
             body = _decode(body, coding, self._limit)
         return Response(status, self._headers, body)
 
@@ -259,6 +296,8 @@ def _decode(body: bytes, coding: str, limit: int) -> bytes:
         raise ProtocolError("a compressed body is corrupt") from None
     if len(data) > limit:
         raise ResponseTooLarge("the response is too large")
+    if body and not decoder.eof:
+        raise ProtocolError("a compressed body is cut short")
     return data
 
 
@@ -292,8 +331,11 @@ class Client:
         self._ssl = ssl_context
         self._origins: dict[tuple[str, str, int], _Origin] = {}
         self._targets: dict[str, _Target] = {}
+        #: Connections open or being opened, idle ones included.
         self._open = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        #: Callers waiting for a connection, in order: each future gets a connection,
+        #: or ``None`` for leave to open one (already counted in ``_open``).
+        self._waiters: deque[tuple[_Origin, asyncio.Future[_Connection | None]]] = deque()
         self._closed = False
 
     async def request(
@@ -311,11 +353,14 @@ class Client:
         Raises:
             ClientError: the exchange failed (see the module's docstring).
             TimeoutError: no whole response within ``max_seconds``.
-            ValueError: ``url`` is not an absolute http(s) URL, or a header holds CR/LF.
+            ValueError: ``url`` is not an absolute http(s) URL, or a header holds CR/LF
+                or a character outside Latin-1.
         """
         target = self._target(url)
         origin = target.origin
-        lines = [f"{method} {target.path} HTTP/1.1\r\nHost: {origin.host_header}\r\n"]
+        lines = [
+            f"{_check_header(method)} {target.path} HTTP/1.1\r\nHost: {origin.host_header}\r\n"
+        ]
         lines.append(_DEFAULT_HEADERS)
         if headers:
             lines += [f"{_check_header(k)}: {_check_header(v)}\r\n" for k, v in headers.items()]
@@ -324,12 +369,11 @@ class Client:
         lines.append("\r\n")
         head = "".join(lines).encode("latin-1")
 
-        loop = asyncio.get_running_loop()
         deadline = Deadline(max_seconds)
         connection: _Connection | None = None
         try:
-            connection = await self._acquire(origin, loop)
-            response = await connection.send(head, body, max_bytes)
+            connection = await self._acquire(origin)
+            response = await connection.send(head, body, max_bytes, head_request=method == "HEAD")
         except asyncio.CancelledError:
             if deadline.expired():
                 raise TimeoutError() from None
@@ -341,14 +385,18 @@ class Client:
         return response
 
     async def close(self) -> None:
-        """Close every connection; the client is not used afterwards."""
+        """Close every idle connection; calls waiting for one fail with ConnectError.
+
+        A call in flight finishes; its connection is closed then.
+        """
         self._closed = True
         for origin in self._origins.values():
             for connection in origin.idle:
                 connection.abort()
+                self._open -= 1
             origin.idle.clear()
         while self._waiters:
-            waiter = self._waiters.popleft()
+            _, waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(ConnectError("the client is closed"))
 
@@ -371,56 +419,82 @@ class Client:
         if origin is None:
             origin = self._origins[key] = _Origin(parts.scheme, host, port, host_header)
         path = _check_header(parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if " " in path:
+            raise ValueError("a URL with a space in its path")
         target = _Target(origin, path)
         if len(self._targets) >= 1024:  # URLs with ids in them (job polls): forget old ones
             self._targets.clear()
         self._targets[url] = target
         return target
 
-    def _full(self, origin: _Origin) -> bool:
-        if self._open >= self._max:
-            return True
-        return bool(self._max_per_host) and origin.busy + len(origin.idle) >= self._max_per_host
+    async def _acquire(self, origin: _Origin) -> _Connection:
+        if self._closed:
+            raise ConnectError("the client is closed")
+        if not self._waiters:  # nobody is ahead of this caller
+            granted = self._grant(origin)
+            if granted is not False:
+                return granted if granted is not None else await self._connect(origin)
+        waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
+        entry = (origin, waiter)
+        self._waiters.append(entry)
+        self._dispatch()
+        try:
+            granted = await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._give_back(origin, waiter.result())  # granted, then cancelled
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(entry)
+            raise
+        return granted if granted is not None else await self._connect(origin)
 
-    async def _acquire(self, origin: _Origin, loop: asyncio.AbstractEventLoop) -> _Connection:
-        while True:
-            if self._closed:
-                raise ConnectError("the client is closed")
-            idle = origin.idle
-            while idle:
-                connection = idle.pop()
-                if (
-                    connection.closed
-                    or time.monotonic() - connection.idle_since > self._idle_seconds
-                ):
-                    self._forget(connection)
-                    continue
-                origin.busy += 1
-                return connection
-            if not self._full(origin):
-                break
-            if self._open >= self._max and self._drop_an_idle_connection():
+    def _grant(self, origin: _Origin) -> _Connection | Literal[False] | None:
+        """An idle connection to ``origin``; ``None``: leave to open one; ``False``: wait."""
+        idle = origin.idle
+        now = time.monotonic()
+        while idle:
+            connection = idle.pop()
+            if connection.closed or now - connection.idle_since > self._idle_seconds:
+                self._forget(connection)
                 continue
-            waiter = loop.create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
-                    self._wake()  # woken, then cancelled: the turn goes to the next caller
-                waiter.cancel()
-                raise
+            origin.busy += 1
+            return connection
+        if self._max_per_host and origin.busy >= self._max_per_host:
+            return False
+        if self._open >= self._max and not self._drop_an_idle_connection():
+            return False
         self._open += 1
         origin.busy += 1
-        try:
-            return await self._connect(origin, loop)
-        except BaseException:
+        return None
+
+    def _dispatch(self) -> None:
+        """Serve the waiting callers that can go now, first come first served."""
+        if not self._waiters:
+            return
+        still: deque[tuple[_Origin, asyncio.Future[_Connection | None]]] = deque()
+        while self._waiters:
+            origin, waiter = entry = self._waiters.popleft()
+            if waiter.done():
+                continue
+            granted = self._grant(origin)
+            if granted is False:
+                still.append(entry)
+            else:
+                waiter.set_result(granted)
+        self._waiters = still
+
+    def _give_back(self, origin: _Origin, granted: _Connection | None) -> None:
+        if granted is None:  # leave to open a connection, unused
             self._open -= 1
             origin.busy -= 1
-            self._wake()
-            raise
+            self._dispatch()
+        else:
+            self._release(granted)
 
-    async def _connect(self, origin: _Origin, loop: asyncio.AbstractEventLoop) -> _Connection:
+    async def _connect(self, origin: _Origin) -> _Connection:
+        """Open a connection to ``origin``; its place is already counted in the pool."""
+        loop = asyncio.get_running_loop()
         tls: ssl.SSLContext | None = None
         if origin.tls:
             if self._ssl is None:
@@ -428,14 +502,17 @@ class Client:
             tls = self._ssl
         try:
             _, connection = await loop.create_connection(
-                lambda: _Connection(origin, loop),
+                lambda: _Connection(origin, loop, self._lost),
                 origin.host,
                 origin.port,
                 ssl=tls,
                 server_hostname=origin.host if tls else None,
             )
-        except (OSError, ssl.SSLError) as exc:
-            raise ConnectError(f"cannot connect ({type(exc).__name__})") from None
+        except BaseException as exc:
+            self._give_back(origin, None)
+            if isinstance(exc, OSError | ssl.SSLError):
+                raise ConnectError(f"cannot connect ({type(exc).__name__})") from None
+            raise
         return connection
 
     def _release(self, connection: _Connection) -> None:
@@ -445,11 +522,24 @@ class Client:
             connection.abort()  # closed, or a response still due on it: never reused
             self._open -= 1
         else:
-            connection.idle_since = time.monotonic()
-            origin.idle.append(connection)
-        self._wake()
+            connection.idle_since = now = time.monotonic()
+            idle = origin.idle
+            idle.append(connection)
+            # The oldest idle connection comes first: close those past their time.
+            while idle and now - idle[0].idle_since > self._idle_seconds:
+                self._forget(idle.pop(0))
+        self._dispatch()
+
+    def _lost(self, connection: _Connection) -> None:
+        """An idle connection closed (by the server, or aborted by the pool)."""
+        idle = connection.origin.idle
+        if connection in idle:
+            idle.remove(connection)
+            self._open -= 1
+            self._dispatch()
 
     def _forget(self, connection: _Connection) -> None:
+        """Close a connection taken out of an idle list."""
         connection.abort()
         self._open -= 1
 
@@ -460,10 +550,3 @@ class Client:
                 self._forget(origin.idle.pop(0))
                 return True
         return False
-
-    def _wake(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
