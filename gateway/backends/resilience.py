@@ -96,7 +96,11 @@ class GuardedBackend:
     async def generate(self, request: ImageRequest) -> list[GeneratedImage]:
         probe = self._admit_through_breaker()
         try:
-            images = await self._within_slot(request)
+            if self._slots is None:
+                deadline = self._clock() + self.backend.timeout_seconds
+                images = await self._with_retries(request, deadline)
+            else:
+                images = await self._within_slot(request)
         except BackendUnavailable:
             raise
         except GatewayError:
@@ -110,9 +114,8 @@ class GuardedBackend:
                 self._probing = False
 
     async def _within_slot(self, request: ImageRequest) -> list[GeneratedImage]:
+        assert self._slots is not None
         deadline = self._clock() + self.backend.timeout_seconds
-        if self._slots is None:
-            return await self._with_retries(request, deadline)
         if self._slots.locked() and self._waiting >= self._settings.max_queue:
             raise BackendUnavailable(
                 "The image backend is at capacity. Please retry shortly.",
@@ -138,9 +141,17 @@ class GuardedBackend:
             left = deadline - self._clock()
             if left <= 0:
                 raise UpstreamTimeout()
+            timer = Deadline(left)
             try:
-                return await self._attempt(request, left)
+                return await self.backend.generate(request)
+            except asyncio.CancelledError:
+                if timer.expired():
+                    raise UpstreamTimeout() from None
+                raise
+            except TimeoutError:
+                raise UpstreamTimeout() from None
             except UpstreamError as exc:
+                timer.cancel()  # before any wait for a retry
                 if not exc.retryable or attempt >= self._settings.retries:
                     raise
                 wait = backoff * (2**attempt) * random.uniform(0.5, 1.5)
@@ -154,17 +165,5 @@ class GuardedBackend:
                 raise
             except Exception as exc:
                 raise UpstreamError(f"The image backend failed ({type(exc).__name__}).") from exc
-
-    async def _attempt(self, request: ImageRequest, seconds: float) -> list[GeneratedImage]:
-        """One call to the backend, cut off after ``seconds``."""
-        timer = Deadline(seconds)
-        try:
-            return await self.backend.generate(request)
-        except asyncio.CancelledError:
-            if timer.expired():
-                raise UpstreamTimeout() from None
-            raise
-        except TimeoutError:
-            raise UpstreamTimeout() from None
-        finally:
-            timer.cancel()
+            finally:
+                timer.cancel()

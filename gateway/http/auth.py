@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from aiohttp import web
 
 from gateway import errors
 from gateway.keys.cache import KeyCache, KeyRecord
-from gateway.keys.format import hash_key, parse_key
+from gateway.keys.format import parse_key
 
 __all__ = ["authenticate", "key_from_headers"]
 
@@ -55,7 +57,8 @@ async def authenticate(
     """
     key = key_from_headers(request, key_prefix)
     # A key this process holds needs no format check: only a real key hashes to it.
-    record = cache.cached(hash_key(key))
+    # ("replace": a header with undecodable bytes is no key, and must not raise here.)
+    record = cache.cached(hashlib.sha256(key.encode("utf-8", "replace")).digest())
     if record is None:
         parsed = parse_key(key, key_prefix)
         if parsed is None:

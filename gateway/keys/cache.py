@@ -169,12 +169,13 @@ class KeyCache:
 
     # -- lookups ---------------------------------------------------------------
 
-    def cached(self, key_hash: str) -> KeyRecord | None:
-        """The key's record if this process holds it fresh; no I/O, no refresh.
+    def cached(self, digest: bytes) -> KeyRecord | None:
+        """The record of the key with this SHA-256 ``digest`` if this process holds it
+        fresh; no I/O, no refresh.
 
         The hot path's first look: a hit here needs nothing else (see :meth:`get`).
         """
-        record = self._local.get(bytes.fromhex(key_hash))
+        record = self._local.get(digest)
         if record is not None and self._clock() < record.fresh_until:
             self._on_lookup("process", "hit")
             return record
