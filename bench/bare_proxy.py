@@ -7,6 +7,9 @@ the upstream and returning the upstream's body. No auth, no limits, no JSON pars
     python -m bench.bare_proxy --port 9001 --upstream http://127.0.0.1:9000/v1
 
 ``--reuse-port`` lets several of these processes share one port (the 2-process B1).
+``--client gateway`` forwards with the gateway's own upstream client
+(:mod:`gateway.backends.h1`) instead of ``aiohttp.ClientSession``: B1h, the floor for
+a proxy built the way the gateway is.
 """
 
 from __future__ import annotations
@@ -18,13 +21,16 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from gateway.backends import h1
+
 __all__ = ["make_app"]
 
 _SESSION = web.AppKey("session", aiohttp.ClientSession)
+_CLIENT = web.AppKey("client", h1.Client)
 _HEADERS = {"Content-Type": "application/json"}
 
 
-def make_app(upstream: str) -> web.Application:
+def make_app(upstream: str, client: str = "aiohttp") -> web.Application:
     """A proxy for ``POST /v1/images/generations`` to ``{upstream}/images/generations``."""
     target = upstream.rstrip("/") + "/images/generations"
 
@@ -39,11 +45,27 @@ def make_app(upstream: str) -> web.Application:
             data = await reply.read()
             return web.Response(body=data, status=reply.status, content_type="application/json")
 
+    async def gateway_client(app: web.Application) -> AsyncIterator[None]:
+        app[_CLIENT] = h1.Client(max_connections=200)  # the gateway's default pool size
+        yield
+        await app[_CLIENT].close()
+
+    async def forward_with_gateway_client(request: web.Request) -> web.Response:
+        body = await request.read()
+        reply = await request.app[_CLIENT].request(
+            "POST", target, headers=_HEADERS, body=body, max_bytes=2**30, max_seconds=30
+        )
+        return web.Response(body=reply.body, status=reply.status, content_type="application/json")
+
     async def health(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
     app = web.Application()
-    app.cleanup_ctx.append(session)
+    if client == "gateway":
+        app.cleanup_ctx.append(gateway_client)
+        forward = forward_with_gateway_client
+    else:
+        app.cleanup_ctx.append(session)
     app.router.add_post("/v1/images/generations", forward)
     app.router.add_get("/healthz", health)
     return app
@@ -55,12 +77,18 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True, help="the upstream's base URL (…/v1)")
     parser.add_argument("--reuse-port", action="store_true", help="share the port (SO_REUSEPORT)")
+    parser.add_argument(
+        "--client",
+        choices=("aiohttp", "gateway"),
+        default="aiohttp",
+        help="forward with aiohttp.ClientSession (B1) or the gateway's client (B1h)",
+    )
     args = parser.parse_args()
     import uvloop
 
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # as gateway serve does
     web.run_app(
-        make_app(args.upstream),
+        make_app(args.upstream, args.client),
         host=args.host,
         port=args.port,
         access_log=None,

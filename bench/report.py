@@ -18,6 +18,7 @@ __all__ = ["Outcome", "Target", "machine_info", "render", "targets"]
 LABELS = {
     "B0": "B0 upstream, direct",
     "B1": "B1 bare aiohttp proxy",
+    "B1h": "B1h bare proxy, gateway's upstream client",
     "G": "G gateway",
     "B1x2": "B1 bare proxy, 2 processes",
     "Gx2": "G gateway, server.workers: 2",
@@ -260,7 +261,7 @@ def render(outcome: Outcome) -> str:
         f"Command: `{s['command']}`  ",
         f"Load generator: {s['load_tool']}  ",
         f"Per configuration: {s['runs']} run(s) of {s['duration']} s, {s['connections']} "
-        f"connections, interleaved (B0, B1, G, B0, ...); medians shown.  ",
+        f"connections, interleaved (B0, B1, B1h, G, B0, ...); medians shown.  ",
         f"Gateway backend: `type: {s['backend']}` pointed at the fake upstream; "
         f"{s['keys']} API keys, each requested once more before every measured G run"
         + (
@@ -278,19 +279,27 @@ def render(outcome: Outcome) -> str:
     lines += ["", "## Versions", ""]
     lines += [f"- {k}: {v}" for k, v in outcome.versions.items()]
     lines += ["", "## Throughput and latency (closed loop, wrk `--latency`)", ""]
-    lines += _load_table(outcome, ["B0", "B1", "G"])
+    lines += _load_table(outcome, _present(outcome, ["B0", "B1", "B1h", "G"]))
     lines += [
         "",
         f"G/B1 throughput: **{outcome.ratio('G', 'B1'):.2f}**; "
         f"G/B0: **{outcome.ratio('G', 'B0'):.2f}**; B1/B0: {outcome.ratio('B1', 'B0'):.2f}",
     ]
+    if outcome.runs.get("B1h"):
+        lines += [
+            "",
+            f"G/B1h throughput: {outcome.ratio('G', 'B1h'):.2f}. B1h is B1 forwarding with "
+            "the gateway's own upstream client (`gateway/backends/h1.py`) instead of "
+            "`aiohttp.ClientSession`: part of G/B1 is that client being lighter than "
+            "aiohttp's, and G/B1h is what the gateway's own work costs on top of it.",
+        ]
     lines += [
         "",
         "CPU time per request, µs (user + system, from /proc, median of runs; on 2 cores, "
         "wrk takes its share too):",
         "",
     ]
-    lines += _cpu_table(outcome, ["B0", "B1", "G"])
+    lines += _cpu_table(outcome, _present(outcome, ["B0", "B1", "B1h", "G"]))
     if outcome.fixed:
         lines += [
             "",
@@ -358,3 +367,8 @@ def render(outcome: Outcome) -> str:
 
 def now_utc() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _present(outcome: Outcome, names: list[str]) -> list[str]:
+    """``names`` without the configurations that were not measured in this run."""
+    return [name for name in names if outcome.runs.get(name)]

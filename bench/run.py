@@ -277,10 +277,12 @@ class Bench:
         wait_http(base + "/healthz", child)
         return base, [child.pid]
 
-    def start_proxy(self, upstream: str, processes: int) -> tuple[str, list[int]]:
+    def start_proxy(
+        self, upstream: str, processes: int, client: str = "aiohttp"
+    ) -> tuple[str, list[int]]:
         port = free_port()
         argv = python_command("-m", "bench.bare_proxy", "--port", str(port))
-        argv += ["--upstream", upstream + "/v1"]
+        argv += ["--upstream", upstream + "/v1", "--client", client]
         if processes > 1:
             argv.append("--reuse-port")
         pids = []
@@ -353,6 +355,7 @@ class Bench:
         self.redis.start()
         upstream, upstream_pids = self.start_upstream()
         proxy, proxy_pids = self.start_proxy(upstream, 1)
+        lean, lean_pids = self.start_proxy(upstream, 1, client="gateway")
         log(f"creating database {self.db.name} and {a.keys} keys")
         self.db.create()
         self.pg = PostgresCounter(self.db.admin_url, self.db.url, self.db.name)
@@ -365,6 +368,7 @@ class Bench:
         self.roles = {
             "B0": {"upstream": upstream_pids},
             "B1": {"proxy or gateway": proxy_pids, "upstream": upstream_pids},
+            "B1h": {"proxy or gateway": lean_pids, "upstream": upstream_pids},
             "G": {
                 "proxy or gateway": [gateway.pid],
                 "upstream": upstream_pids,
@@ -372,7 +376,7 @@ class Bench:
             },
         }
 
-        for label, base in (("B0", upstream), ("B1", proxy), ("G", gw)):
+        for label, base in (("B0", upstream), ("B1", proxy), ("B1h", lean), ("G", gw)):
             self.sanity(label, base, primer)
 
         o.keys = len(self.keys)
@@ -393,7 +397,7 @@ class Bench:
         redis_total: RedisUsage | None = None
         pg_total: PostgresUsage | None = None
         for run in range(1, a.runs + 1):
-            for name, base in (("B0", upstream), ("B1", proxy)):
+            for name, base in (("B0", upstream), ("B1", proxy), ("B1h", lean)):
                 result = self.closed_loop(name, base)
                 self.show(result, f"{name} run {run}/{a.runs}")
                 o.runs.setdefault(name, []).append(result)
