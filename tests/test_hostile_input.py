@@ -959,3 +959,22 @@ async def test_thousands_of_idle_connections_do_not_block_a_request(
         for writer in writers:
             writer.close()
     await assert_healthy(served, key.key)
+
+
+async def test_a_connection_busy_past_the_header_deadline_is_not_cut_off(served: Served):
+    """Requests back to back on one connection, for twice the header deadline: each
+    head gets its own time, so none is cut off and the connection stays open."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+    try:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 2 * HEADER_READ_TIMEOUT
+        answered = 0
+        while loop.time() < until:
+            writer.write(http_request("GET", "/healthz", close=False))
+            await writer.drain()
+            answer = await asyncio.wait_for(read_response(reader), PROMPT_ANSWER_SECONDS)
+            assert answer.status == 200
+            answered += 1
+        assert answered > 1
+    finally:
+        writer.close()

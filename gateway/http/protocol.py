@@ -54,7 +54,7 @@ class GatewayRequestHandler(RequestHandler):
             idle kept-alive connection is left to the keep-alive timer.
     """
 
-    __slots__ = ("_header_deadline", "_header_read_timeout", "_last_payload")
+    __slots__ = ("_head_since", "_header_deadline", "_header_read_timeout", "_last_payload")
 
     def __init__(
         self,
@@ -65,6 +65,11 @@ class GatewayRequestHandler(RequestHandler):
     ) -> None:
         super().__init__(manager, **kwargs)
         self._header_read_timeout = header_read_timeout
+        #: When the request head now arriving began (loop time); None between heads.
+        self._head_since: float | None = None
+        #: Armed at most once at a time, and not re-armed per request: when it fires it
+        #: closes the connection if the head in progress is late, else it is armed again
+        #: for that head's own deadline (cheaper than a timer per request).
         self._header_deadline: asyncio.TimerHandle | None = None
         # The body of the latest request whose head is in: bytes that arrive once it is
         # complete are the next request's head.
@@ -75,12 +80,15 @@ class GatewayRequestHandler(RequestHandler):
         self._start_header_deadline()
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self._stop_header_deadline()
+        self._head_since = None
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         head_begins = (
-            self._header_deadline is None
+            self._head_since is None
             and data
             and self._last_payload.is_eof()
             and not (self._force_close or self._close or self._upgraded)
@@ -103,27 +111,31 @@ class GatewayRequestHandler(RequestHandler):
         finally:
             # A head that began behind this request (pipelined) gets its full time from
             # now, when the connection turns to it.
-            if self._header_deadline is not None:
-                self._stop_header_deadline()
+            if self._head_since is not None:
                 self._start_header_deadline()
 
     def _start_header_deadline(self) -> None:
-        loop = self._loop
-        self._header_deadline = loop.call_at(
-            loop.time() + self._header_read_timeout, self._header_deadline_passed
-        )
+        self._head_since = since = self._loop.time()
+        if self._header_deadline is None:
+            self._arm(since + self._header_read_timeout)
 
     def _stop_header_deadline(self) -> None:
-        if self._header_deadline is not None:
-            self._header_deadline.cancel()
-            self._header_deadline = None
+        self._head_since = None  # the timer, if armed, finds no head when it fires
+
+    def _arm(self, when: float) -> None:
+        self._header_deadline = self._loop.call_at(when, self._header_deadline_passed)
 
     def _header_deadline_passed(self) -> None:
         self._header_deadline = None
-        if self._force_close or self.transport is None:
+        since = self._head_since
+        if since is None or self._force_close or self.transport is None:
+            return
+        due = since + self._header_read_timeout
+        if self._loop.time() < due:  # a later head than the one that armed it
+            self._arm(due)
             return
         if self._request_in_progress:  # a pipelined head: finish_response restarts it
-            self._start_header_deadline()
+            self._arm(self._loop.time() + self._header_read_timeout)
             return
         peer = self.peername
         log.info(
