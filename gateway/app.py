@@ -38,6 +38,7 @@ from gateway.limits.admission import Admission, RedisLayout
 from gateway.limits.journal import Journal, default_directory
 from gateway.limits.local import LocalAdmission
 from gateway.limits.pipelined import PipelinedRedis
+from gateway.logs import AccessLog
 from gateway.metrics import Metrics
 from gateway.services import CONFIG, SERVICES, Services
 from gateway.usage.flusher import PostgresSeeds, UsageFlusher
@@ -101,9 +102,10 @@ def create_app(
     passwords = PasswordHasher(config.auth.bcrypt_cost)
     client_ip = ClientIp(config.auth.trusted_proxies)
     metrics = Metrics()
+    access_log = AccessLog(flush_seconds=config.logging.access_log_flush_seconds)
     app = web.Application(
         client_max_size=config.server.max_body_bytes,
-        middlewares=[request_context_middleware(metrics)],
+        middlewares=[request_context_middleware(metrics, access_log)],
     )
     app[CONFIG] = config
 
@@ -220,6 +222,7 @@ def create_app(
             await hot_redis.aclose()
             await admissions.aclose()
             await pool.close()
+            access_log.flush()
 
     async def start_draining(app: web.Application) -> None:
         app[SERVICES].draining = True

@@ -141,6 +141,10 @@ class LoggingConfig:
     format: str = "json"
     #: One line per request.
     access_log: bool = True
+    #: Access lines are written in batches, at most this long after their request
+    #: (and at once when 256 are waiting, and when the server stops); 0: at the end of
+    #: each event-loop turn.
+    access_log_flush_seconds: float = 0.1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -478,6 +482,8 @@ def _check_values(config: Config) -> None:
         raise ConfigError("logging.level: one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
     if config.logging.format not in ("json", "text"):
         raise ConfigError("logging.format: 'json' or 'text'")
+    if not 0 <= config.logging.access_log_flush_seconds <= 10:
+        raise ConfigError("logging.access_log_flush_seconds: must be from 0 to 10")
     if config.admin.token and len(config.admin.token) < 16:
         raise ConfigError("admin.token: must be at least 16 characters (or empty: off)")
     if not 4 <= config.auth.bcrypt_cost <= 16:

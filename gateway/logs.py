@@ -121,51 +121,80 @@ def configure_logging(config: LoggingConfig, *, force_text: bool = False) -> Non
 class AccessLog:
     """The access log: one INFO line per request, on the ``gateway.access`` logger.
 
+    Lines are written in batches, as busy gateways do (Envoy flushes its access logs
+    every second, nginx has ``buffer=``/``flush=``): a batch goes out ``flush_seconds``
+    after its first line, or at once when it holds ``max_pending`` lines, and
+    :meth:`flush` writes what is left when the server stops. So a line may appear up to
+    ``flush_seconds`` late, and a process killed with SIGKILL loses at most that much
+    of its access log (never any usage: that is counted elsewhere). With
+    ``flush_seconds`` 0 the lines of one event-loop turn are written together at its end.
+
     A ``LogRecord`` costs more than the rest of the line: the caller's frame is looked
     up, some twenty attributes are set, the logger tree is walked. So when the lines
     would reach only the handler :func:`configure_logging` installed (the usual case),
-    the line is formatted and written here, exactly as that handler would write it.
-    Otherwise (another logging setup, tests capturing records) it is logged as usual.
+    each line is formatted and written here, exactly as that handler would write it.
+    Otherwise (another logging setup, tests capturing records) it is logged at once as
+    usual.
     """
 
-    def __init__(self, logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger | None = None,
+        *,
+        flush_seconds: float = 0.0,
+        max_pending: int = 256,
+    ) -> None:
         self._logger = logger or logging.getLogger("gateway.access")
-        #: Lines formatted in this turn of the event loop, written together at its end
-        #: (one write for all the requests finished in one turn, not one each).
-        self._pending: list[str] = []
-        self._pending_handler: _Handler | None = None
+        self._flush_seconds = flush_seconds
+        self._max_pending = max_pending
+        #: (time, message, fields) of the lines not written yet, and their handler.
+        self._pending: list[tuple[float, str, dict[str, Any]]] = []
+        self._handler: _Handler | None = None
+        self._timer: asyncio.Handle | None = None
 
     def enabled(self) -> bool:
         return self._logger.isEnabledFor(logging.INFO)
 
     def write(self, message: str, fields: dict[str, Any]) -> None:
         """Log ``message`` with ``fields`` as ``extra``; call only when :meth:`enabled`."""
-        handler = self._only_handler()
+        pending = self._pending
+        if not pending:  # a new batch: where do its lines go?
+            self._handler = self._only_handler()
+        handler = self._handler
         if handler is None:
             self._logger.info("%s", message, extra=fields)
             return
-        line = handler.formatter.line(time.time(), "INFO", self._logger.name, message, fields)
-        if self._pending and handler is not self._pending_handler:
-            self._write_pending()
-        self._pending.append(line + handler.terminator)
-        self._pending_handler = handler
-        if len(self._pending) == 1:
+        pending.append((time.time(), message, fields))
+        if len(pending) >= self._max_pending:
+            self.flush()
+        elif self._timer is None:
             try:
-                asyncio.get_running_loop().call_soon(self._write_pending)
+                loop = asyncio.get_running_loop()
             except RuntimeError:  # no event loop: write it now
-                self._write_pending()
+                self.flush()
+                return
+            if self._flush_seconds > 0:
+                self._timer = loop.call_later(self._flush_seconds, self.flush)
+            else:  # after this turn's callbacks, before the next turn's
+                self._timer = loop.call_soon(self.flush)
 
-    def _write_pending(self) -> None:
-        handler, lines = self._pending_handler, self._pending
-        if handler is None or not lines:
+    def flush(self) -> None:
+        """Write the pending lines now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        handler, pending = self._handler, self._pending
+        if handler is None or not pending:
             return
         self._pending = []
+        line, name, terminator = handler.formatter.line, self._logger.name, handler.terminator
+        text = "".join([line(t, "INFO", name, m, f) + terminator for t, m, f in pending])
         handler.acquire()
         try:
-            handler.stream.write("".join(lines))
+            handler.stream.write(text)
             handler.flush()
         except Exception:  # as StreamHandler.emit does: report it, carry on
-            handler.handleError(logging.makeLogRecord({"msg": lines[0]}))
+            handler.handleError(logging.makeLogRecord({"msg": pending[0][1]}))
         finally:
             handler.release()
 

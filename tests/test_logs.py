@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
 import logging
 import random
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.config import LoggingConfig
 from gateway.logs import AccessLog, _utc_time, configure_logging
+from tests.conftest import MakeKey
 
 ACCESS = logging.getLogger("gateway.access")
 FIELDS = {
@@ -102,3 +107,51 @@ async def test_lines_finished_in_one_loop_turn_are_written_in_order(
         "turn-2",
         "turn-3",
     ]
+
+
+async def test_lines_wait_for_the_flush_interval_or_a_full_batch(
+    capsys: pytest.CaptureFixture[str],
+):
+    configure_logging(LoggingConfig(format="json"))
+    access_log = AccessLog(ACCESS, flush_seconds=60, max_pending=3)
+    for request_id in ("batch-1", "batch-2"):
+        access_log.write("POST /v1/images/generations 200", {**FIELDS, "request_id": request_id})
+    await asyncio.sleep(0)
+    assert capsys.readouterr().err == ""  # not yet: the batch is neither due nor full
+    access_log.write("POST /v1/images/generations 200", {**FIELDS, "request_id": "batch-3"})
+    access_log.write("POST /v1/images/generations 200", {**FIELDS, "request_id": "batch-4"})
+    written = capsys.readouterr().err.splitlines()  # the third line filled the batch
+    assert [line.split('"request_id":"')[1].split('"')[0] for line in written] == [
+        "batch-1",
+        "batch-2",
+        "batch-3",
+    ]
+    access_log.flush()  # as the server does when it stops
+    assert '"request_id":"batch-4"' in capsys.readouterr().err
+
+
+async def test_a_stopped_gateway_has_written_every_access_line(
+    tmp_path: Path, raw_config: dict[str, Any], make_key: MakeKey
+):
+    """Lines still in the batch when the server stops are written on the way out."""
+    import signal
+
+    import aiohttp
+
+    from tests.processes import post, running_gateway
+
+    key = await make_key("pro")
+    async with running_gateway(tmp_path, raw_config) as (url, process):
+        async with aiohttp.ClientSession() as session:
+            statuses = [await post(session, url, key.key) for _ in range(5)]
+        assert statuses == [200] * 5
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 30) == 0
+    [log_path] = tmp_path.glob("gateway-*.log")
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    generations = [
+        line
+        for line in lines
+        if line.get("logger") == "gateway.access" and line.get("route") == "/v1/images/generations"
+    ]
+    assert [line["status"] for line in generations] == [200] * 5
