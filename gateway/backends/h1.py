@@ -31,14 +31,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
+import aiohappyeyeballs
 import httptools
 
 from gateway import __version__
@@ -55,6 +57,8 @@ __all__ = [
 ]
 
 USER_AGENT = f"image-gateway/{__version__}"
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+_QUERY_SAFE = _PATH_SAFE + "?"
 #: The most header bytes (names and values) accepted in a response.
 MAX_HEADER_BYTES = 64 * 1024
 _DEFAULT_HEADERS = f"User-Agent: {USER_AGENT}\r\nAccept-Encoding: gzip, deflate\r\n"
@@ -142,7 +146,10 @@ class _Connection(asyncio.Protocol):
         self._size = 0
         self._header_bytes = 0
         self._headers: dict[str, str] = {}
-        self._chunks: list[bytes] = []
+        #: The body so far: bytes while it is one piece (most are), then a bytearray,
+        #: so that many small chunks cost their bytes and no more.
+        self._body: bytes | bytearray = b""
+        self._head_bytes = 0
         self._headers_done = False
         self._framed = False  # Content-Length or chunked: the end is not the close
 
@@ -153,13 +160,16 @@ class _Connection(asyncio.Protocol):
     ) -> asyncio.Future[Response]:
         assert self.transport is not None
         assert self._waiter is None
+        if self.closed or self.transport.is_closing():
+            raise ConnectionClosed("the connection closed before the request was sent")
         self._waiter = waiter = self._loop.create_future()
         self._head_request = head_request
         self._limit = limit
         self._size = 0
         self._header_bytes = 0
         self._headers = {}
-        self._chunks = []
+        self._body = b""
+        self._head_bytes = 0
         self._headers_done = False
         self._framed = False
         if body:
@@ -188,14 +198,23 @@ class _Connection(asyncio.Protocol):
         if self._waiter is None:  # bytes nobody asked for: this connection is unusable
             self.abort()
             return
+        in_head = not self._headers_done
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError:
             pass  # a callback failed the call already
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
             self._fail(ProtocolError("malformed HTTP response"))
+            return
+        if in_head and not self._headers_done and self._waiter is not None:
+            # Still in the head: the parser holds a header line that has not ended, which
+            # on_header (called only once a line ends) cannot see. Bound it here.
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEADER_BYTES + 1024:  # and a status line
+                self._fail(ProtocolError("the response headers are too large"))
 
     def eof_received(self) -> bool | None:
+        self.closed = True
         return None  # close the transport; connection_lost settles the call
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -256,14 +275,25 @@ class _Connection(asyncio.Protocol):
         if self._size > self._limit:
             self._fail(ResponseTooLarge("the response is too large"))
             raise httptools.HttpParserCallbackError
-        self._chunks.append(body)
+        so_far = self._body
+        if not so_far:
+            self._body = body
+        else:
+            if type(so_far) is bytes:
+                so_far = self._body = bytearray(so_far)
+            so_far += body
 
     def on_message_complete(self) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is None or waiter.done():
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:  # an interim response: the real one follows
+            self._headers, self._headers_done, self._framed = {}, False, False
+            self._header_bytes = self._head_bytes = 0
             return
         if not self._parser.should_keep_alive():
             self.abort()
+        waiter, self._waiter = self._waiter, None
+        if waiter is None or waiter.done():
+            return
         try:
             waiter.set_result(self._response())
         except ClientError as exc:
@@ -273,9 +303,8 @@ class _Connection(asyncio.Protocol):
     def _response(self) -> Response:
         status = self._parser.get_status_code()
         if 100 <= status < 200:
-            raise ProtocolError("an interim response was not asked for")
-        chunks = self._chunks
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            raise ProtocolError("a protocol switch was not asked for")
+        body = self._body if type(self._body) is bytes else bytes(self._body)
         coding = self._headers.get("content-encoding", "identity").strip().lower()
         if coding not in ("identity", ""):
             body = _decode(body, coding, self._limit)
@@ -371,6 +400,7 @@ class Client:
 
         deadline = Deadline(max_seconds)
         connection: _Connection | None = None
+        response: Response | None = None
         try:
             connection = await self._acquire(origin)
             response = await connection.send(head, body, max_bytes, head_request=method == "HEAD")
@@ -381,6 +411,8 @@ class Client:
         finally:
             deadline.cancel()
             if connection is not None:
+                if response is None:  # no whole response (or one that came as the call
+                    connection.abort()  # was cancelled): what is left on it is not ours
                 self._release(connection)
         return response
 
@@ -418,7 +450,11 @@ class Client:
         origin = self._origins.get(key)
         if origin is None:
             origin = self._origins[key] = _Origin(parts.scheme, host, port, host_header)
-        path = _check_header(parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        # Percent-encoded as aiohttp does (what is already encoded stays as it is).
+        path = quote(parts.path or "/", safe=_PATH_SAFE)
+        if parts.query:
+            path += "?" + quote(parts.query, safe=_QUERY_SAFE)
+        _check_header(path)
         if " " in path:
             raise ValueError("a URL with a space in its path")
         target = _Target(origin, path)
@@ -501,13 +537,22 @@ class Client:
                 self._ssl = ssl.create_default_context()
             tls = self._ssl
         try:
-            _, connection = await loop.create_connection(
-                lambda: _Connection(origin, loop, self._lost),
-                origin.host,
-                origin.port,
-                ssl=tls,
-                server_hostname=origin.host if tls else None,
+            # Every address the name has, IPv6 and IPv4 raced as aiohttp does (RFC 8305),
+            # so an address that drops packets costs 0.25 s, not the whole deadline.
+            addresses = await loop.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)
+            sock = await aiohappyeyeballs.start_connection(
+                addresses, happy_eyeballs_delay=0.25, interleave=1, loop=loop
             )
+            try:
+                _, connection = await loop.create_connection(
+                    lambda: _Connection(origin, loop, self._lost),
+                    sock=sock,
+                    ssl=tls,
+                    server_hostname=origin.host if tls else None,
+                )
+            except BaseException:
+                sock.close()
+                raise
         except BaseException as exc:
             self._give_back(origin, None)
             if isinstance(exc, OSError | ssl.SSLError):

@@ -14,6 +14,7 @@ import asyncio
 import gzip
 import os
 import socket
+import tracemalloc
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -908,8 +909,21 @@ async def test_transfer_coding_names_are_case_insensitive_so_a_cut_body_is_not_a
         await call(client, server.url)
 
 
-async def test_an_interim_response_raises_protocol_error(client: h1.Client, raw: RawStart) -> None:
-    server = await raw(answer_once(b"HTTP/1.1 100 Continue\r\n\r\n" + response()))
+async def test_interim_responses_are_skipped(client: h1.Client, raw: RawStart) -> None:
+    """1xx answers (a proxy's 100 Continue, 103 Early Hints) come before the real one."""
+    interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+    server = await raw(answer_each(lambda _: interim + response(b"the answer", "X-Real: yes")))
+
+    answer = await call(client, server.url)
+
+    assert (answer.status, answer.body, answer.headers.get("x-real")) == (200, b"the answer", "yes")
+    assert "link" not in answer.headers
+    again = await call(client, server.url)  # and the connection is still in step
+    assert again.status == 200
+
+
+async def test_a_protocol_switch_raises_protocol_error(client: h1.Client, raw: RawStart) -> None:
+    server = await raw(answer_once(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n"))
 
     with pytest.raises(h1.ProtocolError):
         await call(client, server.url)
@@ -1160,3 +1174,83 @@ async def test_close_fails_callers_waiting_for_a_connection_and_drops_busy_ones_
     release.set()
     assert (await held).body == b"/held"  # the call in flight finishes...
     await wait(server.conns[0].gone)  # ...and its connection is closed, not kept
+
+
+# -- what a hostile or odd upstream cannot do ----------------------------------------------
+
+
+async def test_a_header_line_that_never_ends_is_refused_at_once(
+    client: h1.Client, raw: RawStart
+) -> None:
+    """No end of line, so no header callback: the head is bounded as its bytes arrive."""
+
+    async def endless(conn: Conn) -> None:
+        if await conn.request() is None:
+            return
+        conn.send(b"HTTP/1.1 200 OK\r\nX-Endless: ")
+        while not conn.gone.is_set():
+            conn.send(b"a" * 65536)
+            await conn.writer.drain()
+
+    server = await raw(endless)
+
+    with pytest.raises(h1.ProtocolError, match="headers are too large"):
+        await call(client, server.url, max_seconds=60)  # refused long before the deadline
+
+
+async def test_many_small_chunks_cost_their_bytes_and_no_more(
+    client: h1.Client, raw: RawStart
+) -> None:
+    """A body sent one byte per chunk is kept as one buffer, not one object per chunk."""
+    body = bytes(range(256)) * 256  # 64 KiB, in 65,536 chunks
+    wire = CHUNKED_HEAD + b"".join(chunk(body[i : i + 1]) for i in range(len(body))) + LAST_CHUNK
+    server = await raw(answer_once(wire))
+
+    tracemalloc.start()
+    try:
+        answer = await call(client, server.url)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert answer.body == body
+    assert peak < 16 * len(body), peak  # one object per chunk would be ~35 bytes a byte
+
+
+async def test_a_call_cancelled_as_its_response_arrives_leaves_nothing_in_the_pool(
+    client: h1.Client,
+) -> None:
+    """The response and the cancellation land in the same loop turn: the connection, which
+    the server said it would close, is not kept for the next call."""
+    caller: asyncio.Task[h1.Response] | None = None
+
+    class Server(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            if b"\r\n\r\n" in data:
+                self.transport.write(response(b"{}", "Connection: close"))  # type: ignore[attr-defined]
+                assert caller is not None
+                asyncio.get_running_loop().call_soon(caller.cancel)
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Server, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    try:
+        caller = asyncio.create_task(call(client, url))
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        assert all(not origin.idle for origin in client._origins.values())
+        again = await call(client, url)  # a new connection, which answers
+        assert again.body == b"{}"
+    finally:
+        server.close()
+
+
+async def test_a_path_outside_ascii_is_percent_encoded(client: h1.Client, raw: RawStart) -> None:
+    server = await raw(answer_each(lambda request: response(request.target.encode())))
+
+    answer = await call(client, f"{server.url}/café/x%20y?q=é&r=a%2Fb")
+
+    assert answer.body == b"/caf%C3%A9/x%20y?q=%C3%A9&r=a%2Fb"
