@@ -81,6 +81,10 @@ def _run_worker(config: Config, host: str, port: int, dev: bool, reuse_port: boo
 
 
 def _supervised_worker(config: Config, host: str, port: int, dev: bool, reuse_port: bool) -> None:
+    # Forked with the supervisor's handlers: until the server installs its own, a
+    # SIGTERM must stop this worker, not run the supervisor's handler in it.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     parent = os.getppid()
     _die_with_parent()
     if os.getppid() != parent:  # the supervisor died before the request took hold
@@ -136,6 +140,8 @@ def serve(config: Config, host: str, port: int, *, dev: bool = False) -> int:
                         delay,
                     )
                     time.sleep(delay)
+                    if stopping:  # SIGTERM came during the pause: start nothing new
+                        continue
                     restarts[i] += 1
                     processes[i] = start(i)
                     alive = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -108,3 +109,25 @@ async def test_workers_stop_when_the_supervisor_is_killed(
                 return
             await asyncio.sleep(0.02)
         raise AssertionError("workers kept serving after their supervisor died")
+
+
+async def test_sigterm_while_a_dead_worker_waits_to_restart_stops_everything(
+    tmp_path: Path, raw_config: dict[str, Any]
+):
+    """A worker dies; SIGTERM comes during the pause before its restart: the supervisor
+    starts nothing new, and it and the other worker exit."""
+    async with running_gateway(tmp_path, raw_config, {"server": {"workers": 2}}) as (
+        url,
+        process,
+    ):
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+        workers = [int(pid) for pid in children.read_text().split()]
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)
+        [log_path] = tmp_path.glob(f"gateway-{url.rsplit(':', 1)[1]}.log")
+        while "starting it again" not in log_path.read_text():  # the pause has begun
+            await asyncio.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 30) == 0
+        assert children.exists() is False or not children.read_text().split()
+    assert not Path(f"/proc/{workers[1]}/stat").exists()
