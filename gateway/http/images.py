@@ -196,7 +196,7 @@ async def generate_images(request: web.Request) -> web.Response:
             "Rate limiting is unavailable, so no request is admitted. Please retry shortly."
         ) from None
 
-    metrics.admission_seconds.observe(time.perf_counter() - started)
+    metrics.labelled(metrics.admission_seconds).observe(time.perf_counter() - started)
     outcome = _OUTCOMES[decision.outcome]
     metrics.labelled(metrics.admissions, f"{outcome}_locally" if decision.local else outcome).inc()
     if decision.outcome != ADMITTED:
