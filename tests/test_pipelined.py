@@ -182,3 +182,18 @@ async def test_a_closed_client_stays_closed(redis_prefix: str):
     await client.aclose()
     with pytest.raises(RedisConnectionError):
         await client.call("PING")
+
+
+def test_a_call_is_encoded_byte_for_byte_as_resp_bulk_strings():
+    from gateway.limits.pipelined import _encode_parts
+
+    def bulk(part: str | int | float) -> bytes:
+        data = str(part).encode()
+        return b"$%d\r\n%b\r\n" % (len(data), data)
+
+    for parts in (
+        ("gw:{s3}:rl:0b4f", "gw:{s3}:pending", 100000, 1, "a1:1f3", "", 1795566244123456),
+        ("préfixe:{s1}:rl:k", "", 2, 0.25),  # text outside ASCII: lengths are in bytes
+        (),
+    ):
+        assert _encode_parts(parts) == b"".join(bulk(part) for part in parts)
