@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway.db.usage import write_counts
+from gateway.db.usage import day_of_date, write_counts
 from tests.conftest import (
     FakeUpstream,
     Gateway,
@@ -48,8 +48,8 @@ async def test_an_older_reading_never_overwrites_a_newer_one(make_key: MakeKey, 
     key = await make_key()
     newer = dt.datetime.now(dt.UTC)
     older = newer - dt.timedelta(seconds=1)
-    await write_counts(db, [key.key_id], [today()], [7], newer)
-    await write_counts(db, [key.key_id], [today()], [5], older)  # a slow, racing flusher
+    await write_counts(db, [key.key_id], [day_of_date(today())], [7], newer)
+    await write_counts(db, [key.key_id], [day_of_date(today())], [5], older)  # a racing flusher
     assert await usage_rows(db, key.key_id) == {today(): 7}
 
 

@@ -38,6 +38,7 @@ __all__ = ["PostgresSeeds", "UsageFlusher"]
 log = logging.getLogger(__name__)
 
 _BATCH = 1000
+_ACK_SHARDS_PER_TRIP = 4
 
 
 class PostgresSeeds:
@@ -125,8 +126,8 @@ class UsageFlusher:
                 )
             replies = await pipe.execute()
 
-        key_ids: list[uuid.UUID] = []
-        dates: list[dt.date] = []
+        key_ids: list[str] = []
+        days: list[int] = []
         counts: list[int] = []
         acks: dict[int, list[Any]] = {}
         read_at = 0.0
@@ -135,32 +136,34 @@ class UsageFlusher:
             if not reply:
                 continue  # nothing pending, or another process holds the lease
             read_at = max(read_at, int(reply[0]) + int(reply[1]) / 1_000_000)
-            members = reply[2:]
+            members = reply[2:]  # member, value, member, value, ...
             more = more or len(members) // 2 >= _BATCH
-            ack = acks.setdefault(shard, [])
+            acks[shard] = members
             for member, value in zip(members[::2], members[1::2], strict=True):
-                ack += [member, value]
                 count = int(value)
                 if count < 0:
                     continue  # the counter is gone: nothing left to write
                 key_id, _, day = member.decode().partition(":")
-                key_ids.append(uuid.UUID(key_id))
-                dates.append(date_of_day(int(day)))
+                key_ids.append(key_id)
+                days.append(int(day))
                 counts.append(count)
+            await asyncio.sleep(0)  # a shard at a time: requests are served in between
 
         if key_ids:
             counted_at = dt.datetime.fromtimestamp(read_at, dt.UTC)
             async with self._pool.acquire() as conn:
-                await write_counts(conn, key_ids, dates, counts, counted_at)
+                await write_counts(conn, key_ids, days, counts, counted_at)
             self.stats.rows_written += len(key_ids)
         self.stats.rows_last_flush = len(key_ids)
 
-        if acks:
+        # A few shards per round trip: each pipeline's encoding holds the event loop.
+        shards = list(acks)
+        for start in range(0, len(shards), _ACK_SHARDS_PER_TRIP):
             async with self._redis.pipeline(transaction=False) as pipe:
-                for shard, ack in acks.items():
+                for shard in shards[start : start + _ACK_SHARDS_PER_TRIP]:
                     await self._ack(
                         keys=(layout.pending(shard), layout.lease(shard)),
-                        args=(layout.counter_prefix(shard), self._token, *ack),
+                        args=(layout.counter_prefix(shard), self._token, *acks[shard]),
                         client=pipe,
                     )
                 await pipe.execute()
