@@ -30,7 +30,8 @@ def key_from_headers(request: web.Request, key_prefix: str) -> str:
 
     Two different keys in one request are refused rather than one picked silently.
     """
-    _refuse_keys_in_url(request, key_prefix)
+    if request.query_string:
+        _refuse_keys_in_url(request, key_prefix)
     keys = set()
     for header in request.headers.getall("Authorization", ()):
         scheme, _, value = header.strip().partition(" ")

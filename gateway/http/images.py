@@ -41,7 +41,7 @@ MAX_SEED = 2**63 - 1
 DEFAULT_SIZE = "1024x1024"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field
 class GenerationParams:
     model: str
     #: The backends to try, in order (the first, then its fallbacks).
