@@ -184,7 +184,11 @@ def gateway_config(
     backend: str,
     workers: int | None,
     local_ttl: float | None,
+    access_log: bool = False,
 ) -> dict[str, Any]:
+    """The gateway's config for a run. Its access log is off unless ``access_log``: B1
+    writes none either (the issue's target compares the same server settings); the
+    report measures the gateway with it on too (Gl)."""
     keys: dict[str, Any] = {"prefix": KEY_PREFIX}
     if local_ttl is not None:
         keys["local_ttl_seconds"] = local_ttl
@@ -197,6 +201,7 @@ def gateway_config(
         "redis": {"url": redis_url, "key_prefix": redis_prefix},
         "keys": keys,
         "usage": {"flush_interval_seconds": 1.0},
+        "logging": {"access_log": access_log},
         "auth": {"jwt_secrets": [secrets.token_urlsafe(48)]},
         "plans": {
             "bench": {

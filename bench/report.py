@@ -20,6 +20,7 @@ LABELS = {
     "B1": "B1 bare aiohttp proxy",
     "B1h": "B1h bare proxy, gateway's upstream client",
     "G": "G gateway",
+    "Gl": "Gl gateway, access log on",
     "B1x2": "B1 bare proxy, 2 processes",
     "Gx2": "G gateway, server.workers: 2",
 }
@@ -261,7 +262,7 @@ def render(outcome: Outcome) -> str:
         f"Command: `{s['command']}`  ",
         f"Load generator: {s['load_tool']}  ",
         f"Per configuration: {s['runs']} run(s) of {s['duration']} s, {s['connections']} "
-        f"connections, interleaved (B0, B1, B1h, G, B0, ...); medians shown.  ",
+        f"connections, interleaved (B0, B1, B1h, G, Gl, B0, ...); medians shown.  ",
         f"Gateway backend: `type: {s['backend']}` pointed at the fake upstream; "
         f"{s['keys']} API keys, each requested once more before every measured G run"
         + (
@@ -270,7 +271,9 @@ def render(outcome: Outcome) -> str:
             if s.get("prime_s")
             else ""
         )
-        + f"; Redis: {s['redis']}.",
+        + f"; Redis: {s['redis']}. G runs with `logging.access_log: false` (B1 writes no "
+        "access log either; usage flushing and metrics stay on); Gl is the same gateway "
+        "with its access log on.",
         "",
         "## Machine",
         "",
@@ -279,12 +282,19 @@ def render(outcome: Outcome) -> str:
     lines += ["", "## Versions", ""]
     lines += [f"- {k}: {v}" for k, v in outcome.versions.items()]
     lines += ["", "## Throughput and latency (closed loop, wrk `--latency`)", ""]
-    lines += _load_table(outcome, _present(outcome, ["B0", "B1", "B1h", "G"]))
+    lines += _load_table(outcome, _present(outcome, ["B0", "B1", "B1h", "G", "Gl"]))
     lines += [
         "",
         f"G/B1 throughput: **{outcome.ratio('G', 'B1'):.2f}**; "
         f"G/B0: **{outcome.ratio('G', 'B0'):.2f}**; B1/B0: {outcome.ratio('B1', 'B0'):.2f}",
     ]
+    if outcome.runs.get("Gl"):
+        lines += [
+            "",
+            f"With its access log on (Gl: `logging.access_log: true`, the default; G and B1 "
+            f"run without one), G/B1 is {outcome.ratio('Gl', 'B1'):.2f}: one JSON line per "
+            "request costs that much.",
+        ]
     if outcome.runs.get("B1h"):
         lines += [
             "",
@@ -299,7 +309,7 @@ def render(outcome: Outcome) -> str:
         "wrk takes its share too):",
         "",
     ]
-    lines += _cpu_table(outcome, _present(outcome, ["B0", "B1", "B1h", "G"]))
+    lines += _cpu_table(outcome, _present(outcome, ["B0", "B1", "B1h", "G", "Gl"]))
     if outcome.fixed:
         lines += [
             "",

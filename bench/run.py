@@ -294,9 +294,12 @@ class Bench:
             pids.append(child.pid)
         return f"http://127.0.0.1:{port}", pids
 
-    def start_gateway(self, upstream: str, workers: int | None, name: str) -> tuple[Child, str]:
+    def start_gateway(
+        self, upstream: str, workers: int | None, name: str, *, access_log: bool = False
+    ) -> tuple[Child, str]:
         port = free_port()
         raw = gateway_config(
+            access_log=access_log,
             port=port,
             database_url=self.db.url,
             redis_url=self.redis.url,
@@ -364,6 +367,9 @@ class Bench:
         primer, self.keys = all_keys[0], all_keys[1:]
         self.keys_file.write_text("\n".join(self.keys) + "\n")
         gateway, gw = self.start_gateway(upstream, 1 if has_workers else None, "gateway")
+        logged, gwl = self.start_gateway(
+            upstream, 1 if has_workers else None, "gateway-access-log", access_log=True
+        )
         redis_pids = [self.redis.child.pid] if self.redis.child else []
         self.roles = {
             "B0": {"upstream": upstream_pids},
@@ -374,9 +380,20 @@ class Bench:
                 "upstream": upstream_pids,
                 "redis": redis_pids,
             },
+            "Gl": {
+                "proxy or gateway": [logged.pid],
+                "upstream": upstream_pids,
+                "redis": redis_pids,
+            },
         }
 
-        for label, base in (("B0", upstream), ("B1", proxy), ("B1h", lean), ("G", gw)):
+        for label, base in (
+            ("B0", upstream),
+            ("B1", proxy),
+            ("B1h", lean),
+            ("G", gw),
+            ("Gl", gwl),
+        ):
             self.sanity(label, base, primer)
 
         o.keys = len(self.keys)
@@ -404,6 +421,11 @@ class Bench:
             result, r_usage, p_usage = self.measure_gateway("G", gw, 1, 1)
             self.show(result, f"G run {run}/{a.runs}")
             o.runs.setdefault("G", []).append(result)
+            # The same gateway with its access log on: throughput and CPU only.
+            warm(gwl + PATH, self.keys, concurrency=a.connections)
+            result = self.closed_loop("Gl", gwl)
+            self.show(result, f"G with access log run {run}/{a.runs}")
+            o.runs.setdefault("Gl", []).append(result)
             redis_total = r_usage if redis_total is None else redis_total.add(r_usage)
             pg_total = p_usage if pg_total is None else pg_total.add(p_usage)
         o.redis, o.postgres = redis_total, pg_total
@@ -424,6 +446,7 @@ class Bench:
             o.workers_note = "workers: not supported yet (ServerConfig has no `workers` field)."
         else:
             self.children.stop(gateway)
+            self.children.stop(logged)
             self.run_workers(upstream, upstream_pids, redis_pids)
 
         self.fill_settings()
