@@ -179,3 +179,22 @@ async def test_counts_survive_sigkill(
     survivor = await make_gateway()  # any other process flushes what the dead one admitted
     await survivor.flush()
     assert await usage_rows(db, key.key_id) == {today(): 5}
+
+
+async def test_last_used_moves_at_most_once_a_minute(make_key: MakeKey, db):
+    """A busy key's row is not rewritten by every flush, only when a minute has passed."""
+    key = await make_key()
+    day = day_of_date(today())
+    first = dt.datetime.now(dt.UTC)
+
+    async def last_used() -> dt.datetime:
+        return await db.fetchval("SELECT last_used_at FROM api_keys WHERE id = $1", key.key_id)
+
+    await write_counts(db, [key.key_id], [day], [1], first)
+    assert await last_used() == first
+    await write_counts(db, [key.key_id], [day], [2], first + dt.timedelta(seconds=30))
+    assert await last_used() == first
+    later = first + dt.timedelta(seconds=61)
+    await write_counts(db, [key.key_id], [day], [3], later)
+    assert await last_used() == later
+    assert await usage_rows(db, key.key_id) == {today(): 3}  # the counts themselves: every time
