@@ -38,7 +38,6 @@ __all__ = ["PostgresSeeds", "UsageFlusher"]
 log = logging.getLogger(__name__)
 
 _BATCH = 1000
-_ACK_SHARDS_PER_TRIP = 4
 
 
 class PostgresSeeds:
@@ -117,22 +116,19 @@ class UsageFlusher:
         except Exception as exc:  # never in the way of writing the counts
             log.warning("settling stopped processes' journals failed (%s); will retry", exc)
         layout = self._layout
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for shard in range(SHARDS):
-                await self._collect(
-                    keys=(layout.pending(shard), layout.lease(shard)),
-                    args=(layout.counter_prefix(shard), _BATCH, self._token, self._lease_ms),
-                    client=pipe,
-                )
-            replies = await pipe.execute()
-
         key_ids: list[str] = []
         days: list[int] = []
         counts: list[int] = []
         acks: dict[int, list[Any]] = {}
         read_at = 0.0
         more = False
-        for shard, reply in enumerate(replies):
+        # One shard per round trip, not one pipeline for all: Redis runs a client's
+        # pipelined scripts back to back, and admissions would wait behind them all.
+        for shard in range(SHARDS):
+            reply = await self._collect(
+                keys=(layout.pending(shard), layout.lease(shard)),
+                args=(layout.counter_prefix(shard), _BATCH, self._token, self._lease_ms),
+            )
             if not reply:
                 continue  # nothing pending, or another process holds the lease
             read_at = max(read_at, int(reply[0]) + int(reply[1]) / 1_000_000)
@@ -147,7 +143,6 @@ class UsageFlusher:
                 key_ids.append(key_id)
                 days.append(int(day))
                 counts.append(count)
-            await asyncio.sleep(0)  # a shard at a time: requests are served in between
 
         if key_ids:
             counted_at = dt.datetime.fromtimestamp(read_at, dt.UTC)
@@ -156,17 +151,11 @@ class UsageFlusher:
             self.stats.rows_written += len(key_ids)
         self.stats.rows_last_flush = len(key_ids)
 
-        # A few shards per round trip: each pipeline's encoding holds the event loop.
-        shards = list(acks)
-        for start in range(0, len(shards), _ACK_SHARDS_PER_TRIP):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for shard in shards[start : start + _ACK_SHARDS_PER_TRIP]:
-                    await self._ack(
-                        keys=(layout.pending(shard), layout.lease(shard)),
-                        args=(layout.counter_prefix(shard), self._token, *acks[shard]),
-                        client=pipe,
-                    )
-                await pipe.execute()
+        for shard, members in acks.items():  # a shard per round trip, as above
+            await self._ack(
+                keys=(layout.pending(shard), layout.lease(shard)),
+                args=(layout.counter_prefix(shard), self._token, *members),
+            )
         self.stats.flushes += 1
         self.stats.last_success = self._clock()
         return more
