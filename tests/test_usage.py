@@ -198,3 +198,18 @@ async def test_last_used_moves_at_most_once_a_minute(make_key: MakeKey, db):
     await write_counts(db, [key.key_id], [day], [3], later)
     assert await last_used() == later
     assert await usage_rows(db, key.key_id) == {today(): 3}  # the counts themselves: every time
+
+
+async def test_a_flush_of_many_rows_writes_every_one(make_key: MakeKey, db):
+    """More rows than one statement carries: all of them land, in one transaction."""
+    key = await make_key()
+    first_day = day_of_date(today()) - 1199
+    days = list(range(first_day, first_day + 1200))
+    counted_at = dt.datetime.now(dt.UTC)
+    await write_counts(db, [key.key_id] * len(days), days, [d % 7 + 1 for d in days], counted_at)
+    rows = await db.fetch(
+        "SELECT usage_date, image_count FROM usage WHERE api_key_id = $1", key.key_id
+    )
+    assert {day_of_date(r["usage_date"]): r["image_count"] for r in rows} == {
+        d: d % 7 + 1 for d in days
+    }
