@@ -101,10 +101,9 @@ class Response:
 class _Origin:
     """Where requests for one ``scheme://host:port`` go, and its idle connections."""
 
-    __slots__ = ("busy", "host", "host_header", "idle", "key", "port", "tls")
+    __slots__ = ("busy", "host", "host_header", "idle", "port", "tls")
 
     def __init__(self, scheme: str, host: str, port: int, host_header: str) -> None:
-        self.key = (scheme, host, port)
         self.host = host
         self.port = port
         self.tls = scheme == "https"
@@ -143,15 +142,18 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[Response] | None = None
         self._head_request = False
         self._limit = 0
-        self._size = 0
-        self._header_bytes = 0
+        self._new_response()
+
+    def _new_response(self) -> None:
+        """Forget what was read of a response: a new request's, or after a 1xx."""
         self._headers: dict[str, str] = {}
+        self._header_bytes = 0  # names and values of the complete header lines
+        self._head_bytes = 0  # raw bytes of a head still arriving
+        self._headers_done = False
+        self._framed = False  # Content-Length or chunked: the end is not the close
         #: The body so far: bytes while it is one piece (most are), then a bytearray,
         #: so that many small chunks cost their bytes and no more.
         self._body: bytes | bytearray = b""
-        self._head_bytes = 0
-        self._headers_done = False
-        self._framed = False  # Content-Length or chunked: the end is not the close
 
     # -- the caller's side --------------------------------------------------------
 
@@ -165,13 +167,7 @@ class _Connection(asyncio.Protocol):
         self._waiter = waiter = self._loop.create_future()
         self._head_request = head_request
         self._limit = limit
-        self._size = 0
-        self._header_bytes = 0
-        self._headers = {}
-        self._body = b""
-        self._head_bytes = 0
-        self._headers_done = False
-        self._framed = False
+        self._new_response()
         if body:
             self.transport.writelines((head, body))
         else:
@@ -271,11 +267,10 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         # Counted as it arrives, compressed or not: a compressed body is never larger
         # than what it decodes to, save a few bytes for incompressible data.
-        self._size += len(body)
-        if self._size > self._limit:
+        so_far = self._body
+        if len(so_far) + len(body) > self._limit:
             self._fail(ResponseTooLarge("the response is too large"))
             raise httptools.HttpParserCallbackError
-        so_far = self._body
         if not so_far:
             self._body = body
         else:
@@ -286,8 +281,7 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:  # an interim response: the real one follows
-            self._headers, self._headers_done, self._framed = {}, False, False
-            self._header_bytes = self._head_bytes = 0
+            self._new_response()
             return
         if not self._parser.should_keep_alive():
             self.abort()
