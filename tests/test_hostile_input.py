@@ -978,3 +978,21 @@ async def test_a_connection_busy_past_the_header_deadline_is_not_cut_off(served:
         assert answered > 1
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize(
+    "key",
+    [b"nb_live_\xff\xfe\xfd", b"\xed\xa0\x80" * 14, b"nb_live_" + "é".encode() * 19],
+    ids=["not-utf8", "utf8-surrogate", "non-ascii"],
+)
+async def test_a_key_that_is_not_text_is_refused_as_invalid(served: Served, key: bytes):
+    """Bytes no key can hold reach the key cache's first look as text it must not choke
+    on: the answer is the 401 for a bad key, never a 500."""
+    data = (
+        b"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Authorization: Bearer " + key + b"\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 18\r\nConnection: close\r\n\r\n{"prompt": "fox"}\n'
+    )
+    response = await exchange(served.port, data)
+    assert response.status == 401, response.body
+    assert response.json()["error"]["code"] == "invalid_api_key"

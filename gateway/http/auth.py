@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from aiohttp import web
 
 from gateway import errors
 from gateway.keys.cache import KeyCache, KeyRecord
-from gateway.keys.format import parse_key
+from gateway.keys.format import key_digest, parse_key
 
 __all__ = ["authenticate", "key_from_headers"]
 
@@ -58,8 +56,7 @@ async def authenticate(
     """
     key = key_from_headers(request, key_prefix)
     # A key this process holds needs no format check: only a real key hashes to it.
-    # ("replace": a header with undecodable bytes is no key, and must not raise here.)
-    record = cache.cached(hashlib.sha256(key.encode("utf-8", "replace")).digest())
+    record = cache.cached(key_digest(key))
     if record is None:
         parsed = parse_key(key, key_prefix)
         if parsed is None:

@@ -187,13 +187,12 @@ class KeyCache:
         Raises whatever Redis or Postgres raise when neither can answer.
         """
         digest = bytes.fromhex(key_hash)
+        record = self.cached(digest)
+        if record is not None:
+            return record
         record = self._local.get(digest)
         if record is not None:
-            now = self._clock()
-            if now < record.fresh_until:
-                self._on_lookup("process", "hit")
-                return record
-            if now < record.fresh_until + _STALE_GRACE_SECONDS:
+            if self._clock() < record.fresh_until + _STALE_GRACE_SECONDS:
                 if key_hash not in self._inflight:
                     self._spawn(self._lookup(key_hash))
                 self._on_lookup("process", "hit")

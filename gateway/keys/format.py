@@ -12,7 +12,7 @@ import secrets
 import zlib
 from dataclasses import dataclass
 
-__all__ = ["ParsedKey", "display_prefix", "generate_key", "hash_key", "parse_key"]
+__all__ = ["ParsedKey", "display_prefix", "generate_key", "hash_key", "key_digest", "parse_key"]
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _ALPHABET_SET = frozenset(ALPHABET)
@@ -42,8 +42,17 @@ def generate_key(prefix: str) -> str:
     return f"{prefix}{body}{_checksum(prefix + body)}"
 
 
+def key_digest(key: str) -> bytes:
+    """SHA-256 of the key: what the process cache is keyed by (``hash_key`` in hex).
+
+    Any text is accepted (a header with undecodable bytes is no key, but must not raise).
+    """
+    return hashlib.sha256(key.encode("utf-8", "replace")).digest()
+
+
 def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+    """The key's stored hash: its :func:`key_digest` in hex."""
+    return key_digest(key).hex()
 
 
 def parse_key(candidate: str, prefix: str) -> ParsedKey | None:
