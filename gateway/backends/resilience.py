@@ -96,11 +96,11 @@ class GuardedBackend:
     async def generate(self, request: ImageRequest) -> list[GeneratedImage]:
         probe = self._admit_through_breaker()
         try:
-            if self._slots is None:
-                deadline = self._clock() + self.backend.timeout_seconds
+            deadline = self._clock() + self.backend.timeout_seconds
+            if self._slots is None:  # no cap: one coroutine less on every call
                 images = await self._with_retries(request, deadline)
             else:
-                images = await self._within_slot(request)
+                images = await self._within_slot(request, deadline)
         except BackendUnavailable:
             raise
         except GatewayError:
@@ -113,9 +113,8 @@ class GuardedBackend:
             if probe:
                 self._probing = False
 
-    async def _within_slot(self, request: ImageRequest) -> list[GeneratedImage]:
+    async def _within_slot(self, request: ImageRequest, deadline: float) -> list[GeneratedImage]:
         assert self._slots is not None
-        deadline = self._clock() + self.backend.timeout_seconds
         if self._slots.locked() and self._waiting >= self._settings.max_queue:
             raise BackendUnavailable(
                 "The image backend is at capacity. Please retry shortly.",
