@@ -44,14 +44,11 @@ def _route_of(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
-def request_context_middleware(metrics: Metrics, access_log: AccessLog | None = None) -> Middleware:
+def request_context_middleware(metrics: Metrics, access_log: AccessLog) -> Middleware:
     """Give every request an id, turn every error into OpenAI-shaped JSON, count, log.
 
-    ``access_log`` (default: one that writes each event-loop turn's lines at its end)
-    is flushed by whoever made it, when the server stops.
+    ``access_log`` is flushed by whoever made it, when the server stops.
     """
-    if access_log is None:
-        access_log = AccessLog(log)
     # Request ids: unique (a random per-process prefix, then a count), not secret, and
     # 32 hex digits like uuid4().hex, without a system call per request.
     id_prefix = secrets.token_hex(8)
