@@ -20,18 +20,28 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from gateway.backends import h1
+from gateway.limits.pipelined import PipelinedRedis, PipelinedScript
 
 __all__ = ["make_app"]
 
 _SESSION = web.AppKey("session", aiohttp.ClientSession)
 _CLIENT = web.AppKey("client", h1.Client)
+_ROUND_TRIP = web.AppKey("round_trip", PipelinedScript)
 _HEADERS = {"Content-Type": "application/json"}
+#: The least a Redis round trip can be: a script that does nothing.
+_NOTHING = "return 1"
 
 
-def make_app(upstream: str, client: str = "aiohttp") -> web.Application:
-    """A proxy for ``POST /v1/images/generations`` to ``{upstream}/images/generations``."""
+def make_app(upstream: str, client: str = "aiohttp", redis_url: str = "") -> web.Application:
+    """A proxy for ``POST /v1/images/generations`` to ``{upstream}/images/generations``.
+
+    With ``redis_url``, each request first makes one Redis round trip (an ``EVALSHA``
+    of a script that does nothing, through the gateway's own Redis client), as every
+    gateway request must: the floor for a proxy that admits through Redis.
+    """
     target = upstream.rstrip("/") + "/images/generations"
 
     async def session(app: web.Application) -> AsyncIterator[None]:
@@ -57,16 +67,33 @@ def make_app(upstream: str, client: str = "aiohttp") -> web.Application:
         )
         return web.Response(body=reply.body, status=reply.status, content_type="application/json")
 
+    async def redis_client(app: web.Application) -> AsyncIterator[None]:
+        redis = PipelinedRedis(redis_url, timeout=5)
+        app[_ROUND_TRIP] = PipelinedScript(redis, _NOTHING)
+        yield
+        await redis.aclose()
+
+    def after_round_trip(handler: Handler) -> Handler:
+        async def admitted_forward(request: web.Request) -> web.StreamResponse:
+            await request.app[_ROUND_TRIP]((), ())
+            return await handler(request)
+
+        return admitted_forward
+
     async def health(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
     app = web.Application()
+    handler: Handler = forward
     if client == "gateway":
         app.cleanup_ctx.append(gateway_client)
-        forward = forward_with_gateway_client
+        handler = forward_with_gateway_client
     else:
         app.cleanup_ctx.append(session)
-    app.router.add_post("/v1/images/generations", forward)
+    if redis_url:
+        app.cleanup_ctx.append(redis_client)
+        handler = after_round_trip(handler)
+    app.router.add_post("/v1/images/generations", handler)
     app.router.add_get("/healthz", health)
     return app
 
@@ -83,12 +110,15 @@ def main() -> None:
         default="aiohttp",
         help="forward with aiohttp.ClientSession (B1) or the gateway's client (B1h)",
     )
+    parser.add_argument(
+        "--redis", default="", metavar="URL", help="one Redis round trip per request first"
+    )
     args = parser.parse_args()
     import uvloop
 
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # as gateway serve does
     web.run_app(
-        make_app(args.upstream, args.client),
+        make_app(args.upstream, args.client, args.redis),
         host=args.host,
         port=args.port,
         access_log=None,

@@ -19,6 +19,7 @@ LABELS = {
     "B0": "B0 upstream, direct",
     "B1": "B1 bare aiohttp proxy",
     "B1h": "B1h bare proxy, gateway's upstream client",
+    "B1r": "B1r bare aiohttp proxy + 1 Redis round trip",
     "G": "G gateway",
     "Gl": "Gl gateway, access log on",
     "B1x2": "B1 bare proxy, 2 processes",
@@ -200,7 +201,7 @@ def _cpu_table(outcome: Outcome, names: list[str]) -> list[str]:
 
 def _keep_up(outcome: Outcome, fixed: bool | str, rate: float) -> list[str]:
     lines = []
-    for name in ("B1", "G"):
+    for name in _present_fixed(outcome, ["B1", "B1r", "G"], fixed):
         achieved = outcome.median(name, "rps", fixed=fixed)
         if achieved < 0.95 * rate:
             lines += [
@@ -262,7 +263,7 @@ def render(outcome: Outcome) -> str:
         f"Command: `{s['command']}`  ",
         f"Load generator: {s['load_tool']}  ",
         f"Per configuration: {s['runs']} run(s) of {s['duration']} s, {s['connections']} "
-        f"connections, interleaved (B0, B1, B1h, G, Gl, B0, ...); medians shown.  ",
+        f"connections, interleaved (B0, B1, B1h, B1r, G, Gl, B0, ...); medians shown.  ",
         f"Gateway backend: `type: {s['backend']}` pointed at the fake upstream; "
         f"{s['keys']} API keys, each requested once more before every measured G run"
         + (
@@ -282,7 +283,7 @@ def render(outcome: Outcome) -> str:
     lines += ["", "## Versions", ""]
     lines += [f"- {k}: {v}" for k, v in outcome.versions.items()]
     lines += ["", "## Throughput and latency (closed loop, wrk `--latency`)", ""]
-    lines += _load_table(outcome, _present(outcome, ["B0", "B1", "B1h", "G", "Gl"]))
+    lines += _load_table(outcome, _present(outcome, ["B0", "B1", "B1h", "B1r", "G", "Gl"]))
     lines += [
         "",
         f"G/B1 throughput: **{outcome.ratio('G', 'B1'):.2f}**; "
@@ -303,13 +304,21 @@ def render(outcome: Outcome) -> str:
             "`aiohttp.ClientSession`: part of G/B1 is that client being lighter than "
             "aiohttp's, and G/B1h is what the gateway's own work costs on top of it.",
         ]
+    if outcome.runs.get("B1r"):
+        lines += [
+            "",
+            f"B1r/B1 throughput: {outcome.ratio('B1r', 'B1'):.2f}. B1r is B1 making, before "
+            "it forwards, the one Redis round trip every gateway request makes (an "
+            "`EVALSHA` of a script that does nothing, through the gateway's own Redis "
+            "client, to the same Redis): the least that the one-round-trip target costs.",
+        ]
     lines += [
         "",
         "CPU time per request, µs (user + system, from /proc, median of runs; on 2 cores, "
         "wrk takes its share too):",
         "",
     ]
-    lines += _cpu_table(outcome, _present(outcome, ["B0", "B1", "B1h", "G", "Gl"]))
+    lines += _cpu_table(outcome, _present(outcome, ["B0", "B1", "B1h", "B1r", "G", "Gl"]))
     if outcome.fixed:
         lines += [
             "",
@@ -317,8 +326,9 @@ def render(outcome: Outcome) -> str:
             "latency from when each request was due",
             "",
         ]
-        lines += _load_table(outcome, ["B1", "G"], fixed=True)
+        lines += _load_table(outcome, _present_fixed(outcome, ["B1", "B1r", "G"]), fixed=True)
         lines += _keep_up(outcome, True, outcome.fixed_rate)
+        lines += _hop_share(outcome)
     if outcome.fixed_low:
         lines += [
             "",
@@ -326,7 +336,8 @@ def render(outcome: Outcome) -> str:
             "(half of G's median), which G can carry:",
             "",
         ]
-        lines += _load_table(outcome, ["B1", "G"], fixed="low")
+        names = _present_fixed(outcome, ["B1", "B1r", "G"], "low")
+        lines += _load_table(outcome, names, fixed="low")
         lines += _keep_up(outcome, "low", outcome.fixed_low_rate)
     if outcome.redis is not None:
         lines += ["", "## Redis per request (G, all measured runs)", ""]
@@ -382,3 +393,21 @@ def now_utc() -> str:
 def _present(outcome: Outcome, names: list[str]) -> list[str]:
     """``names`` without the configurations that were not measured in this run."""
     return [name for name in names if outcome.runs.get(name)]
+
+
+def _present_fixed(outcome: Outcome, names: list[str], fixed: bool | str = True) -> list[str]:
+    """``names`` without the configurations not run at that fixed rate."""
+    source = outcome.source(fixed)
+    return [name for name in names if source.get(name)]
+
+
+def _hop_share(outcome: Outcome) -> list[str]:
+    """How much of G's p99 above B1's the Redis round trip alone accounts for."""
+    if not (outcome.fixed.get("B1r") and outcome.fixed.get("G")):
+        return []
+    b1, b1r, g = (outcome.median(name, "p99_ms", fixed=True) for name in ("B1", "B1r", "G"))
+    return [
+        "",
+        f"p99 above B1's: B1r {b1r - b1:+.2f} ms (the Redis round trip alone), "
+        f"G {g - b1:+.2f} ms; G above B1r: {g - b1r:+.2f} ms (the gateway's own work).",
+    ]

@@ -1,12 +1,13 @@
 """``python -m bench.run``: the gateway (G) against a bare proxy (B1) and the upstream (B0).
 
-One run on this machine: start a fake upstream, a bare aiohttp proxy and the gateway
-(private database, its own Redis, N warm API keys); drive each with the same wrk
-load, interleaved (B0, B1, G, B0, ...), ``--runs`` times; then a fixed-rate latency run
-at half of B1's throughput for B1 and G; then ``server.workers: 2`` against a 2-process
-B1 when the gateway supports it. Prints the table and writes ``BENCHMARKS.md``
-(not with ``--smoke``). Everything it started is stopped, and its database dropped, on
-any exit.
+One run on this machine: start a fake upstream, the bare aiohttp proxy (B1) and two
+variants of it (B1h: with the gateway's upstream client; B1r: plus one Redis round trip
+per request), and the gateway (private database, its own Redis, N warm API keys); drive
+each with the same wrk load, interleaved (B0, B1, B1h, B1r, G, Gl, B0, ...), ``--runs``
+times; then a fixed-rate latency run at half of B1's throughput for B1, B1r and G; then
+``server.workers: 2`` against a 2-process B1 when the gateway supports it. Prints the
+table and writes ``BENCHMARKS.md`` (not with ``--smoke``). Everything it started is
+stopped, and its database dropped, on any exit.
 
     python -m bench.run [--duration 10] [--connections 32] [--runs 3] [--keys 10000]
     python -m bench.run --smoke     # a few seconds; exits non-zero unless all is well
@@ -278,11 +279,13 @@ class Bench:
         return base, [child.pid]
 
     def start_proxy(
-        self, upstream: str, processes: int, client: str = "aiohttp"
+        self, upstream: str, processes: int, client: str = "aiohttp", redis_url: str = ""
     ) -> tuple[str, list[int]]:
         port = free_port()
         argv = python_command("-m", "bench.bare_proxy", "--port", str(port))
         argv += ["--upstream", upstream + "/v1", "--client", client]
+        if redis_url:
+            argv += ["--redis", redis_url]
         if processes > 1:
             argv.append("--reuse-port")
         pids = []
@@ -359,6 +362,7 @@ class Bench:
         upstream, upstream_pids = self.start_upstream()
         proxy, proxy_pids = self.start_proxy(upstream, 1)
         lean, lean_pids = self.start_proxy(upstream, 1, client="gateway")
+        hop, hop_pids = self.start_proxy(upstream, 1, redis_url=self.redis.url)
         log(f"creating database {self.db.name} and {a.keys} keys")
         self.db.create()
         self.pg = PostgresCounter(self.db.admin_url, self.db.url, self.db.name)
@@ -375,6 +379,11 @@ class Bench:
             "B0": {"upstream": upstream_pids},
             "B1": {"proxy or gateway": proxy_pids, "upstream": upstream_pids},
             "B1h": {"proxy or gateway": lean_pids, "upstream": upstream_pids},
+            "B1r": {
+                "proxy or gateway": hop_pids,
+                "upstream": upstream_pids,
+                "redis": redis_pids,
+            },
             "G": {
                 "proxy or gateway": [gateway.pid],
                 "upstream": upstream_pids,
@@ -391,6 +400,7 @@ class Bench:
             ("B0", upstream),
             ("B1", proxy),
             ("B1h", lean),
+            ("B1r", hop),
             ("G", gw),
             ("Gl", gwl),
         ):
@@ -414,7 +424,7 @@ class Bench:
         redis_total: RedisUsage | None = None
         pg_total: PostgresUsage | None = None
         for run in range(1, a.runs + 1):
-            for name, base in (("B0", upstream), ("B1", proxy), ("B1h", lean)):
+            for name, base in (("B0", upstream), ("B1", proxy), ("B1h", lean), ("B1r", hop)):
                 result = self.closed_loop(name, base)
                 self.show(result, f"{name} run {run}/{a.runs}")
                 o.runs.setdefault(name, []).append(result)
@@ -431,11 +441,11 @@ class Bench:
         o.redis, o.postgres = redis_total, pg_total
 
         o.fixed_rate = max(1.0, o.median("B1", "rps") / 2)
-        self.fixed_rate_runs(o.fixed, o.fixed_rate, proxy, gw)
+        self.fixed_rate_runs(o.fixed, o.fixed_rate, proxy, hop, gw)
         if o.median("G", "rps") < o.fixed_rate:
             # G cannot carry that rate at all; also compare latency at a rate it can carry.
             o.fixed_low_rate = max(1.0, o.median("G", "rps") / 2)
-            self.fixed_rate_runs(o.fixed_low, o.fixed_low_rate, proxy, gw)
+            self.fixed_rate_runs(o.fixed_low, o.fixed_low_rate, proxy, hop, gw)
 
         if a.profile:
             o.profile = self.profile(gateway, gw, Path(a.profile))
@@ -456,14 +466,15 @@ class Bench:
         return self.verdict(text)
 
     def fixed_rate_runs(
-        self, into: dict[str, list[LoadResult]], rate: float, proxy: str, gw: str
+        self, into: dict[str, list[LoadResult]], rate: float, proxy: str, hop: str, gw: str
     ) -> None:
         a = self.args
-        log(f"fixed rate: {rate:.0f} requests/s for B1 and G")
+        log(f"fixed rate: {rate:.0f} requests/s for B1, B1r and G")
         for run in range(1, a.runs + 1):
-            result = self.python_load("B1", proxy + PATH, rate)
-            self.show(result, f"fixed-rate {rate:.0f}/s B1 run {run}/{a.runs}")
-            into.setdefault("B1", []).append(result)
+            for name, base in (("B1", proxy), ("B1r", hop)):
+                result = self.python_load(name, base + PATH, rate)
+                self.show(result, f"fixed-rate {rate:.0f}/s {name} run {run}/{a.runs}")
+                into.setdefault(name, []).append(result)
             self.warm_keys(gw, 1, 1)
             result = self.python_load("G", gw + PATH, rate)
             self.show(result, f"fixed-rate {rate:.0f}/s G run {run}/{a.runs}")
@@ -590,13 +601,14 @@ class Bench:
                 f"every {o.keys / rps:.1f} s, so about {expected:.2f} refreshes per request "
                 "are expected in the steady state."
             )
+        redis_ttl = KeysConfig().redis_ttl_seconds
         o.notes.append(
-            "Keys' Redis entries live keys.redis_ttl_seconds (300 s by default) from when "
-            "they were read from Postgres, and a hit does not extend them: every key in use "
-            f"is read from Postgres again every 5 minutes ({o.keys} keys: about "
-            f"{o.keys / 300:.0f} queries/s). Measured windows rarely include that, since all "
-            "keys were loaded together; a warm-up that reached Postgres is waited out and "
-            "repeated."
+            f"Keys' Redis entries live keys.redis_ttl_seconds ({redis_ttl:.0f} s by default) "
+            "from when they were read from Postgres, and a hit does not extend them: every "
+            f"key in use is read from Postgres again every {redis_ttl / 60:.0f} minutes "
+            f"({o.keys} keys: about {o.keys / redis_ttl:.1f} queries/s). Measured windows "
+            "rarely include that, since all keys were loaded together; a warm-up that "
+            "reached Postgres is waited out and repeated."
         )
 
     def verdict(self, text: str) -> int:
