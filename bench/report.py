@@ -248,7 +248,9 @@ def _postgres_lines(usage: PostgresUsage, method_note: str) -> list[str]:
         f"over {usage.window_s:.1f} s ({usage.raw_per_request:.4f} per request before "
         f"subtracting the flusher)",
         f"- the usage flusher may account for {usage.allowance} (at most one batch per "
-        f"flush interval per process: {usage.details.get('flush_batches_allowed', '?')} batches)",
+        f"flush interval per process: {usage.details.get('flush_batches_allowed', '?')} batches; "
+        "two processes flush this database: G's and Gl's, which share its Redis data too, "
+        "or the two workers)",
         f"- **beyond the flusher: {usage.beyond_flusher} -> {usage.per_request:.4f} "
         f"queries per request**",
     ]

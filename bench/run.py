@@ -108,6 +108,9 @@ class Bench:
         self.backend = backend_type()
         self.outcome = report.Outcome(settings={})
         self.git_at_start = ""
+        #: Gateway processes that flush usage into the bench database: each may write one
+        #: batch per flush interval (G and Gl share it, as do Gx2's two workers).
+        self.flushers = 0
         #: Per configuration, the processes that serve it (for CPU time per request).
         self.roles: dict[str, dict[str, list[int]]] = {}
 
@@ -194,7 +197,7 @@ class Bench:
             log(f"waiting {remaining:.1f} s for Postgres statistics to settle")
             time.sleep(remaining)
 
-    def warm_keys(self, base: str, processes: int, repeats: int) -> None:
+    def warm_keys(self, base: str, repeats: int) -> None:
         """Touch every key (again) right before a run; wait out Postgres if that used it."""
         assert self.pg is not None
         for attempt in (1, 2):
@@ -212,7 +215,7 @@ class Bench:
                 self.pg.snapshot(),
                 requests=len(self.keys),
                 window_s=window,
-                processes=processes,
+                processes=self.flushers,
                 flush_interval=FLUSH_INTERVAL_S,
             )
             if usage.beyond_flusher == 0:
@@ -227,10 +230,10 @@ class Bench:
         self.wait_pg_quiet()
 
     def measure_gateway(
-        self, name: str, base: str, processes: int, repeats: int
+        self, name: str, base: str, repeats: int
     ) -> tuple[LoadResult, RedisUsage, PostgresUsage]:
         assert self.pg is not None
-        self.warm_keys(base, processes, repeats)
+        self.warm_keys(base, repeats)
         if self.prime_s:
             # Run the same load, unmeasured, for one key-cache TTL first: the measured run
             # then sees the steady state of the refreshes, not an artefact of when the
@@ -255,7 +258,7 @@ class Bench:
             pg_after,
             requests=requests,
             window_s=window,
-            processes=processes,
+            processes=self.flushers,
             flush_interval=FLUSH_INTERVAL_S,
         )
         per = redis_usage.per_request
@@ -374,6 +377,7 @@ class Bench:
         logged, gwl = self.start_gateway(
             upstream, 1 if has_workers else None, "gateway-access-log", access_log=True
         )
+        self.flushers = 2
         redis_pids = [self.redis.child.pid] if self.redis.child else []
         self.roles = {
             "B0": {"upstream": upstream_pids},
@@ -428,7 +432,7 @@ class Bench:
                 result = self.closed_loop(name, base)
                 self.show(result, f"{name} run {run}/{a.runs}")
                 o.runs.setdefault(name, []).append(result)
-            result, r_usage, p_usage = self.measure_gateway("G", gw, 1, 1)
+            result, r_usage, p_usage = self.measure_gateway("G", gw, 1)
             self.show(result, f"G run {run}/{a.runs}")
             o.runs.setdefault("G", []).append(result)
             # The same gateway with its access log on: throughput and CPU only.
@@ -475,7 +479,7 @@ class Bench:
                 result = self.python_load(name, base + PATH, rate)
                 self.show(result, f"fixed-rate {rate:.0f}/s {name} run {run}/{a.runs}")
                 into.setdefault(name, []).append(result)
-            self.warm_keys(gw, 1, 1)
+            self.warm_keys(gw, 1)
             result = self.python_load("G", gw + PATH, rate)
             self.show(result, f"fixed-rate {rate:.0f}/s G run {run}/{a.runs}")
             into.setdefault("G", []).append(result)
@@ -485,6 +489,7 @@ class Bench:
         log("server.workers: 2 against a 2-process B1")
         proxy2, proxy2_pids = self.start_proxy(upstream, 2)
         gateway2, gw2 = self.start_gateway(upstream, 2, "gateway-2-workers")
+        self.flushers = 2
         self.roles["B1x2"] = {"proxy or gateway": proxy2_pids, "upstream": upstream_pids}
         self.roles["Gx2"] = {
             "proxy or gateway": [gateway2.pid],
@@ -502,7 +507,7 @@ class Bench:
             result = self.closed_loop("B1x2", proxy2)
             self.show(result, f"B1 x2 run {run}/{a.runs}")
             o.runs.setdefault("B1x2", []).append(result)
-            result, r_usage, p_usage = self.measure_gateway("Gx2", gw2, 2, 2)
+            result, r_usage, p_usage = self.measure_gateway("Gx2", gw2, 2)
             self.show(result, f"G workers=2 run {run}/{a.runs}")
             o.runs.setdefault("Gx2", []).append(result)
             redis_total = r_usage if redis_total is None else redis_total.add(r_usage)
@@ -521,7 +526,7 @@ class Bench:
         if spy is None:
             self.outcome.notes.append("--profile: py-spy not found (pip install py-spy)")
             return []
-        self.warm_keys(base, 1, 1)
+        self.warm_keys(base, 1)
         argv = [spy, "record", "--pid", str(gateway.pid), "--duration", str(self.args.duration)]
         argv += ["--rate", "250", "--nonblocking", "--subprocesses", "--format", "raw"]
         argv += ["--output", str(output)]
