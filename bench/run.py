@@ -563,8 +563,9 @@ class Bench:
             "keys": a.keys,
             "backend": self.backend,
             "redis": (
-                "a private redis-server started for the run (INFO commandstats counts only "
-                "the gateway)"
+                "a private redis-server started for the run (INFO commandstats, read "
+                "around each G run, counts only the gateway's commands; B1r uses it in its "
+                "own runs)"
                 if self.redis.private
                 else f"{self.redis.url} (shared: counts include other clients' commands)"
             )
