@@ -213,3 +213,32 @@ async def test_a_flush_of_many_rows_writes_every_one(make_key: MakeKey, db):
     assert {day_of_date(r["usage_date"]): r["image_count"] for r in rows} == {
         d: d % 7 + 1 for d in days
     }
+
+
+async def test_a_paced_flush_of_many_keys_writes_every_row_and_last_use(make_key: MakeKey, db):
+    """More keys than one statement of either kind carries, with pauses between the
+    statements: every key's count and its last use land."""
+    owner = await make_key()
+    rows = await db.fetch(
+        """
+        INSERT INTO api_keys (user_id, key_hash, prefix)
+        SELECT $1, md5(g::text) || md5((g + 1)::text), 'nb_live_'
+        FROM generate_series(1, 1100) AS g
+        RETURNING id
+        """,
+        owner.user_id,
+    )
+    key_ids = [str(row["id"]) for row in rows]
+    day = day_of_date(today())
+    counted_at = dt.datetime.now(dt.UTC)
+    counts = [i % 9 + 1 for i in range(len(key_ids))]
+    await write_counts(db, key_ids, [day] * len(key_ids), counts, counted_at, pause=0.001)
+    written = await db.fetch(
+        "SELECT u.api_key_id, u.image_count, k.last_used_at FROM usage u"
+        " JOIN api_keys k ON k.id = u.api_key_id WHERE k.user_id = $1",
+        owner.user_id,
+    )
+    assert {str(r["api_key_id"]): r["image_count"] for r in written} == dict(
+        zip(key_ids, counts, strict=True)
+    )
+    assert {r["last_used_at"] for r in written} == {counted_at}
