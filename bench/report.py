@@ -201,7 +201,7 @@ def _cpu_table(outcome: Outcome, names: list[str]) -> list[str]:
 
 def _keep_up(outcome: Outcome, fixed: bool | str, rate: float) -> list[str]:
     lines = []
-    for name in _present_fixed(outcome, ["B1", "B1r", "G"], fixed):
+    for name in _present(outcome, ["B1", "B1r", "G"], fixed):
         achieved = outcome.median(name, "rps", fixed=fixed)
         if achieved < 0.95 * rate:
             lines += [
@@ -328,7 +328,7 @@ def render(outcome: Outcome) -> str:
             "latency from when each request was due",
             "",
         ]
-        lines += _load_table(outcome, _present_fixed(outcome, ["B1", "B1r", "G"]), fixed=True)
+        lines += _load_table(outcome, _present(outcome, ["B1", "B1r", "G"], True), fixed=True)
         lines += _keep_up(outcome, True, outcome.fixed_rate)
         lines += _hop_share(outcome)
     if outcome.fixed_low:
@@ -338,7 +338,7 @@ def render(outcome: Outcome) -> str:
             "(half of G's median), which G can carry:",
             "",
         ]
-        names = _present_fixed(outcome, ["B1", "B1r", "G"], "low")
+        names = _present(outcome, ["B1", "B1r", "G"], "low")
         lines += _load_table(outcome, names, fixed="low")
         lines += _keep_up(outcome, "low", outcome.fixed_low_rate)
     if outcome.redis is not None:
@@ -392,13 +392,9 @@ def now_utc() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _present(outcome: Outcome, names: list[str]) -> list[str]:
-    """``names`` without the configurations that were not measured in this run."""
-    return [name for name in names if outcome.runs.get(name)]
-
-
-def _present_fixed(outcome: Outcome, names: list[str], fixed: bool | str = True) -> list[str]:
-    """``names`` without the configurations not run at that fixed rate."""
+def _present(outcome: Outcome, names: list[str], fixed: bool | str = False) -> list[str]:
+    """``names`` without the configurations this run did not measure (in closed loop,
+    or at the fixed rate ``fixed`` names)."""
     source = outcome.source(fixed)
     return [name for name in names if source.get(name)]
 

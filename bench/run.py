@@ -108,9 +108,8 @@ class Bench:
         self.backend = backend_type()
         self.outcome = report.Outcome(settings={})
         self.git_at_start = ""
-        #: Gateway processes that flush usage into the bench database: each may write one
-        #: batch per flush interval (G and Gl share it, as do Gx2's two workers).
-        self.flushers = 0
+        #: The gateways running on the bench database, with their process counts.
+        self._gateways: dict[Child, int] = {}
         #: Per configuration, the processes that serve it (for CPU time per request).
         self.roles: dict[str, dict[str, list[int]]] = {}
 
@@ -316,9 +315,20 @@ class Bench:
             local_ttl=self.args.local_ttl,
         )
         child = start_gateway(self.children, name, raw, self.workdir)
+        self._gateways[child] = workers or 1
         base = f"http://127.0.0.1:{port}"
         wait_http(base + "/healthz", child, timeout=60)
         return child, base
+
+    def stop_gateway(self, child: Child) -> None:
+        self._gateways.pop(child, None)
+        self.children.stop(child)
+
+    @property
+    def flushers(self) -> int:
+        """Gateway processes that flush usage into the bench database: each may write one
+        batch per flush interval (G and Gl share it, as do Gx2's two workers)."""
+        return sum(self._gateways.values())
 
     def sanity(self, label: str, base: str, key: str) -> None:
         """One request: 200 with a JSON body holding a PNG, or stop here."""
@@ -377,7 +387,6 @@ class Bench:
         logged, gwl = self.start_gateway(
             upstream, 1 if has_workers else None, "gateway-access-log", access_log=True
         )
-        self.flushers = 2
         redis_pids = [self.redis.child.pid] if self.redis.child else []
         self.roles = {
             "B0": {"upstream": upstream_pids},
@@ -459,8 +468,8 @@ class Bench:
         elif not has_workers:
             o.workers_note = "workers: not supported yet (ServerConfig has no `workers` field)."
         else:
-            self.children.stop(gateway)
-            self.children.stop(logged)
+            self.stop_gateway(gateway)
+            self.stop_gateway(logged)
             self.run_workers(upstream, upstream_pids, redis_pids)
 
         self.fill_settings()
@@ -489,7 +498,6 @@ class Bench:
         log("server.workers: 2 against a 2-process B1")
         proxy2, proxy2_pids = self.start_proxy(upstream, 2)
         gateway2, gw2 = self.start_gateway(upstream, 2, "gateway-2-workers")
-        self.flushers = 2
         self.roles["B1x2"] = {"proxy or gateway": proxy2_pids, "upstream": upstream_pids}
         self.roles["Gx2"] = {
             "proxy or gateway": [gateway2.pid],
