@@ -232,7 +232,7 @@ async def test_a_paced_flush_of_many_keys_writes_every_row_and_last_use(make_key
     day = day_of_date(today())
     counted_at = dt.datetime.now(dt.UTC)
     counts = [i % 9 + 1 for i in range(len(key_ids))]
-    await write_counts(db, key_ids, [day] * len(key_ids), counts, counted_at, pause=0.001)
+    await write_counts(db, key_ids, [day] * len(key_ids), counts, counted_at, spread=0.05)
     written = await db.fetch(
         "SELECT u.api_key_id, u.image_count, k.last_used_at FROM usage u"
         " JOIN api_keys k ON k.id = u.api_key_id WHERE k.user_id = $1",

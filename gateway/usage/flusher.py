@@ -28,7 +28,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from gateway.db.usage import count_for_day, date_of_day, statements_for, write_counts
+from gateway.db.usage import count_for_day, date_of_day, write_counts
 from gateway.limits.admission import SHARDS, Admission, RedisLayout
 from gateway.scripts import load_script
 from gateway.tasks import raise_if_cancelled
@@ -38,11 +38,10 @@ __all__ = ["PostgresSeeds", "UsageFlusher"]
 log = logging.getLogger(__name__)
 
 _BATCH = 1000
-#: A flush's Postgres statements are spread over at most this share of the interval,
-#: and never further apart than _MAX_PAUSE_S: its work reaches Postgres in slices,
-#: not in one burst that takes a core from the requests (see ``write_counts``).
+#: A flush's Postgres statements are spread over at most this share of the interval:
+#: its work reaches Postgres in slices, not in one burst that takes a core from the
+#: requests (see ``write_counts``).
 _SPREAD_SHARE = 0.5
-_MAX_PAUSE_S = 0.015
 
 
 class PostgresSeeds:
@@ -151,9 +150,10 @@ class UsageFlusher:
 
         if key_ids:
             counted_at = dt.datetime.fromtimestamp(read_at, dt.UTC)
-            pause = min(_MAX_PAUSE_S, self._interval * _SPREAD_SHARE / statements_for(len(key_ids)))
             async with self._pool.acquire() as conn:
-                await write_counts(conn, key_ids, days, counts, counted_at, pause=pause)
+                await write_counts(
+                    conn, key_ids, days, counts, counted_at, spread=self._interval * _SPREAD_SHARE
+                )
             self.stats.rows_written += len(key_ids)
         self.stats.rows_last_flush = len(key_ids)
 
