@@ -337,7 +337,7 @@ choose_pg_base() {
 }
 
 pg_major() {
-    "$PG_BIN/postgres" --version | grep -oE '[0-9]+(\.[0-9]+)*' | head -n1 | cut -d. -f1
+    "$PG_BIN/postgres" --version | grep -oE '[0-9]+(\.[0-9]+)*' | sed -n 1p | cut -d. -f1
 }
 
 # pid_alive PID: the process exists and is not a zombie waiting to be reaped.
