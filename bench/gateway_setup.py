@@ -185,10 +185,12 @@ def gateway_config(
     workers: int | None,
     local_ttl: float | None,
     access_log: bool = False,
+    flush_interval: float = 1.0,
 ) -> dict[str, Any]:
     """The gateway's config for a run. Its access log is off unless ``access_log``: B1
     writes none either (the issue's target compares the same server settings); the
-    report measures the gateway with it on too (Gl)."""
+    report measures the gateway with it on too (Gl). ``flush_interval`` is
+    ``usage.flush_interval_seconds`` (the default, 1 s, but for the diagnostic Gn)."""
     keys: dict[str, Any] = {"prefix": KEY_PREFIX}
     if local_ttl is not None:
         keys["local_ttl_seconds"] = local_ttl
@@ -200,7 +202,7 @@ def gateway_config(
         "database": {"url": database_url},
         "redis": {"url": redis_url, "key_prefix": redis_prefix},
         "keys": keys,
-        "usage": {"flush_interval_seconds": 1.0},
+        "usage": {"flush_interval_seconds": flush_interval},
         "logging": {"access_log": access_log},
         "auth": {"jwt_secrets": [secrets.token_urlsafe(48)]},
         "plans": {

@@ -4,7 +4,8 @@ One run on this machine: start a fake upstream, the bare aiohttp proxy (B1) and 
 variants of it (B1h: with the gateway's upstream client; B1r: plus one Redis round trip
 per request), and the gateway (private database, its own Redis, N warm API keys); drive
 each with the same wrk load, interleaved (B0, B1, B1h, B1r, G, Gl, B0, ...), ``--runs``
-times; then a fixed-rate latency run at half of B1's throughput for B1, B1r and G; then
+times; then a fixed-rate latency run at half of B1's throughput for B1, B1r, G and Gn
+(G with its usage flush held back, which shows what the flush costs); then
 ``server.workers: 2`` against a 2-process B1 when the gateway supports it. Prints the
 table and writes ``BENCHMARKS.md`` (not with ``--smoke``). Everything it started is
 stopped, and its database dropped, on any exit.
@@ -71,6 +72,8 @@ PG_IDLE_REPORT_S = 11.0
 #: How long after a run its statistics are read.
 PG_SETTLE_S = 1.5
 FLUSH_INTERVAL_S = 1.0
+#: Gn's flush interval: no flush within a run (it flushes once, when stopped).
+HELD_FLUSH_INTERVAL_S = 86400.0
 #: Smoke: Postgres work beyond the flusher's, per request, still counted as ~0.
 SMOKE_PG_TOLERANCE = 0.01
 
@@ -300,22 +303,32 @@ class Bench:
         return f"http://127.0.0.1:{port}", pids
 
     def start_gateway(
-        self, upstream: str, workers: int | None, name: str, *, access_log: bool = False
+        self,
+        upstream: str,
+        workers: int | None,
+        name: str,
+        *,
+        access_log: bool = False,
+        flush: bool = True,
     ) -> tuple[Child, str]:
+        """A gateway on the bench database. ``flush=False`` (Gn) holds its usage back for
+        the whole run, under a Redis prefix of its own, so no other gateway's flusher
+        writes its counts either."""
         port = free_port()
         raw = gateway_config(
             access_log=access_log,
             port=port,
             database_url=self.db.url,
             redis_url=self.redis.url,
-            redis_prefix=self.redis.prefix,
+            redis_prefix=self.redis.prefix + ("" if flush else "held:"),
             upstream_url=upstream + "/v1",
             backend=self.backend,
             workers=workers,
             local_ttl=self.args.local_ttl,
+            flush_interval=FLUSH_INTERVAL_S if flush else HELD_FLUSH_INTERVAL_S,
         )
         child = start_gateway(self.children, name, raw, self.workdir)
-        self._gateways[child] = workers or 1
+        self._gateways[child] = (workers or 1) if flush else 0
         base = f"http://127.0.0.1:{port}"
         wait_http(base + "/healthz", child, timeout=60)
         return child, base
@@ -327,7 +340,8 @@ class Bench:
     @property
     def flushers(self) -> int:
         """Gateway processes that flush usage into the bench database: each may write one
-        batch per flush interval (G and Gl share it, as do Gx2's two workers)."""
+        batch per flush interval (G and Gl share it, as do Gx2's two workers; Gn does not
+        flush during a run)."""
         return sum(self._gateways.values())
 
     def sanity(self, label: str, base: str, key: str) -> None:
@@ -387,6 +401,9 @@ class Bench:
         logged, gwl = self.start_gateway(
             upstream, 1 if has_workers else None, "gateway-access-log", access_log=True
         )
+        held, gwn = self.start_gateway(
+            upstream, 1 if has_workers else None, "gateway-flush-held", flush=False
+        )
         redis_pids = [self.redis.child.pid] if self.redis.child else []
         self.roles = {
             "B0": {"upstream": upstream_pids},
@@ -416,6 +433,7 @@ class Bench:
             ("B1r", hop),
             ("G", gw),
             ("Gl", gwl),
+            ("Gn", gwn),
         ):
             self.sanity(label, base, primer)
 
@@ -433,6 +451,9 @@ class Bench:
         o.rss_after = tree_rss_bytes(gateway.pid)
         self.pg_busy_until = time.monotonic() + PG_IDLE_REPORT_S  # its lookups hit Postgres
         log(f"RSS after: {o.rss_after / 2**20:.1f} MiB -> {o.rss_per_key:.0f} bytes per key")
+        statuses = warm(gwn + PATH, self.keys, concurrency=a.connections)
+        if set(statuses) != {200}:
+            raise RuntimeError(f"warming the keys on Gn got statuses {dict(statuses)}")
 
         redis_total: RedisUsage | None = None
         pg_total: PostgresUsage | None = None
@@ -454,11 +475,11 @@ class Bench:
         o.redis, o.postgres = redis_total, pg_total
 
         o.fixed_rate = max(1.0, o.median("B1", "rps") / 2)
-        self.fixed_rate_runs(o.fixed, o.fixed_rate, proxy, hop, gw)
+        self.fixed_rate_runs(o.fixed, o.fixed_rate, proxy, hop, gw, gwn)
         if o.median("G", "rps") < o.fixed_rate:
             # G cannot carry that rate at all; also compare latency at a rate it can carry.
             o.fixed_low_rate = max(1.0, o.median("G", "rps") / 2)
-            self.fixed_rate_runs(o.fixed_low, o.fixed_low_rate, proxy, hop, gw)
+            self.fixed_rate_runs(o.fixed_low, o.fixed_low_rate, proxy, hop, gw, gwn)
 
         if a.profile:
             o.profile = self.profile(gateway, gw, Path(a.profile))
@@ -470,6 +491,7 @@ class Bench:
         else:
             self.stop_gateway(gateway)
             self.stop_gateway(logged)
+            self.stop_gateway(held)
             self.run_workers(upstream, upstream_pids, redis_pids)
 
         self.fill_settings()
@@ -479,19 +501,25 @@ class Bench:
         return self.verdict(text)
 
     def fixed_rate_runs(
-        self, into: dict[str, list[LoadResult]], rate: float, proxy: str, hop: str, gw: str
+        self,
+        into: dict[str, list[LoadResult]],
+        rate: float,
+        proxy: str,
+        hop: str,
+        gw: str,
+        held: str,
     ) -> None:
         a = self.args
-        log(f"fixed rate: {rate:.0f} requests/s for B1, B1r and G")
+        log(f"fixed rate: {rate:.0f} requests/s for B1, B1r, G and Gn")
         for run in range(1, a.runs + 1):
-            for name, base in (("B1", proxy), ("B1r", hop)):
+            for name, base in (("B1", proxy), ("B1r", hop), ("G", gw), ("Gn", held)):
+                if name == "G":
+                    self.warm_keys(gw, 1)
+                elif name == "Gn":
+                    warm(held + PATH, self.keys, concurrency=a.connections)
                 result = self.python_load(name, base + PATH, rate)
                 self.show(result, f"fixed-rate {rate:.0f}/s {name} run {run}/{a.runs}")
                 into.setdefault(name, []).append(result)
-            self.warm_keys(gw, 1)
-            result = self.python_load("G", gw + PATH, rate)
-            self.show(result, f"fixed-rate {rate:.0f}/s G run {run}/{a.runs}")
-            into.setdefault("G", []).append(result)
 
     def run_workers(self, upstream: str, upstream_pids: list[int], redis_pids: list[int]) -> None:
         a, o = self.args, self.outcome

@@ -1,6 +1,7 @@
 """The load benchmark still runs: ``python -m bench.run --smoke`` exits 0.
 
-A few seconds of every configuration (the upstream, the bare proxy, the gateway):
+A few seconds of every configuration (the upstream, the bare proxies, the gateway, with
+its usage flush and held back):
 each answers only 200s, the gateway makes 1.00 +/- 0.05 Redis round trips and ~0
 Postgres queries per warm request. DATABASE_URL and REDIS_URL pass through.
 """
@@ -33,3 +34,6 @@ def test_bench_smoke_run_passes() -> None:
         f"--- stdout (tail)\n{result.stdout[-6000:]}\n--- stderr (tail)\n{result.stderr[-3000:]}"
     )
     assert "smoke: FAIL" not in result.stdout
+    # Every fixed-rate configuration made it into the report, the diagnostic Gn included.
+    for label in ("B1 bare aiohttp proxy", "B1r bare aiohttp proxy", "G gateway", "Gn gateway"):
+        assert f"| {label}" in result.stdout.split("## Fixed rate")[1].split("## Redis")[0]
