@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -175,6 +176,21 @@ class PostgresCounter:
         self._database = database
         self.method = "xact_commit"
         self.why = ""
+
+    def server_pid(self) -> int | None:
+        """The Postgres server's process id when it runs on this machine (its backends
+        are its children, so their CPU time can be read from /proc), else None."""
+        with psycopg.connect(self._database_url, autocommit=True) as conn:
+            row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        if not row:
+            return None
+        try:
+            stat = Path(f"/proc/{row[0]}/stat").read_text()
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            command = Path(f"/proc/{parent}/cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            return None  # another machine's (or another namespace's) server
+        return parent if b"postgres" in command else None
 
     def prepare(self) -> None:
         """Use pg_stat_statements if the server preloads it (say why not otherwise)."""

@@ -178,16 +178,17 @@ _KNOWN = {
 }
 
 
-_ROLES = ("proxy or gateway", "upstream", "redis")
+_ROLES = ("proxy or gateway", "upstream", "redis", "postgres")
 
 
-def _cpu_table(outcome: Outcome, names: list[str]) -> list[str]:
+def _cpu_table(outcome: Outcome, names: list[str], fixed: bool | str = False) -> list[str]:
     lines = [
-        "| configuration | proxy or gateway | upstream | redis | all three |",
-        "|---|---:|---:|---:|---:|",
+        "| configuration | proxy or gateway | upstream | redis | postgres | all |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
+    source = outcome.source(fixed)
     for name in names:
-        results = [r for r in outcome.runs.get(name, []) if "cpu_us_per_request" in r.extra]
+        results = [r for r in source.get(name, []) if "cpu_us_per_request" in r.extra]
         if not results:
             continue
         cells = []
@@ -333,9 +334,17 @@ def render(outcome: Outcome) -> str:
             "latency from when each request was due",
             "",
         ]
-        lines += _load_table(outcome, _present(outcome, FIXED_RATE, True), fixed=True)
+        names = _present(outcome, FIXED_RATE, True)
+        lines += _load_table(outcome, names, fixed=True)
         lines += _keep_up(outcome, True, outcome.fixed_rate)
         lines += _hop_share(outcome)
+        lines += [
+            "",
+            "CPU time per request at this rate, µs (more than in closed loop: fewer requests "
+            "share each wake-up of each process; the load generator takes its share too):",
+            "",
+        ]
+        lines += _cpu_table(outcome, names, fixed=True)
     if outcome.fixed_low:
         lines += [
             "",

@@ -32,6 +32,8 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -115,14 +117,20 @@ class Bench:
         self._gateways: dict[Child, int] = {}
         #: Per configuration, the processes that serve it (for CPU time per request).
         self.roles: dict[str, dict[str, list[int]]] = {}
+        #: The Postgres server (all its processes), when it runs on this machine.
+        self.postgres_pids: list[int] = []
 
     # -- load ------------------------------------------------------------------
 
     def closed_loop(self, name: str, base: str) -> LoadResult:
         """One timed closed-loop run, with the CPU time its servers used per request."""
+        return self.with_cpu(name, partial(self._closed_loop, name, base))
+
+    def with_cpu(self, name: str, load: Callable[[], LoadResult]) -> LoadResult:
+        """``load()``, with the CPU time ``name``'s processes used per request."""
         roles = self.roles.get(name, {})
         before = {role: cpu_seconds(pids) for role, pids in roles.items()}
-        result = self._closed_loop(name, base)
+        result = load()
         if result.requests:
             result.extra["cpu_us_per_request"] = {
                 role: (cpu_seconds(pids) - before[role]) * 1e6 / result.requests
@@ -273,6 +281,19 @@ class Bench:
         )
         return result, redis_usage, pg_usage
 
+    def wait_flushed(self, timeout: float = 30.0) -> None:
+        """Until G's usage is all in Postgres: no counter of its Redis prefix pending."""
+        from gateway.limits.admission import SHARDS, RedisLayout
+
+        layout = RedisLayout(self.redis.prefix)
+        deadline = time.monotonic() + timeout
+        with self.redis.client() as client:
+            while any(client.scard(layout.pending(shard)) for shard in range(SHARDS)):
+                if time.monotonic() > deadline:
+                    log(f"G's usage flush still pending after {timeout:.0f} s; going on")
+                    return
+                time.sleep(0.05)
+
     # -- set-up --------------------------------------------------------------------
 
     def start_upstream(self) -> tuple[str, list[int]]:
@@ -336,6 +357,10 @@ class Bench:
     def stop_gateway(self, child: Child) -> None:
         self._gateways.pop(child, None)
         self.children.stop(child)
+
+    def postgres_role(self) -> dict[str, list[int]]:
+        """The Postgres server's processes, for a gateway's CPU table (none if remote)."""
+        return {"postgres": self.postgres_pids} if self.postgres_pids else {}
 
     @property
     def flushers(self) -> int:
@@ -405,6 +430,8 @@ class Bench:
             upstream, 1 if has_workers else None, "gateway-flush-held", flush=False
         )
         redis_pids = [self.redis.child.pid] if self.redis.child else []
+        server = self.pg.server_pid()
+        self.postgres_pids = [server] if server is not None else []
         self.roles = {
             "B0": {"upstream": upstream_pids},
             "B1": {"proxy or gateway": proxy_pids, "upstream": upstream_pids},
@@ -418,11 +445,19 @@ class Bench:
                 "proxy or gateway": [gateway.pid],
                 "upstream": upstream_pids,
                 "redis": redis_pids,
+                **self.postgres_role(),
             },
             "Gl": {
                 "proxy or gateway": [logged.pid],
                 "upstream": upstream_pids,
                 "redis": redis_pids,
+                **self.postgres_role(),
+            },
+            "Gn": {
+                "proxy or gateway": [held.pid],
+                "upstream": upstream_pids,
+                "redis": redis_pids,
+                **self.postgres_role(),
             },
         }
 
@@ -517,9 +552,11 @@ class Bench:
                     self.warm_keys(gw, 1)
                 elif name == "Gn":
                     warm(held + PATH, self.keys, concurrency=a.connections)
-                result = self.python_load(name, base + PATH, rate)
+                result = self.with_cpu(name, partial(self.python_load, name, base + PATH, rate))
                 self.show(result, f"fixed-rate {rate:.0f}/s {name} run {run}/{a.runs}")
                 into.setdefault(name, []).append(result)
+                if name == "G":
+                    self.wait_flushed()  # so the next run does not share the last flush
 
     def run_workers(self, upstream: str, upstream_pids: list[int], redis_pids: list[int]) -> None:
         a, o = self.args, self.outcome
@@ -531,6 +568,7 @@ class Bench:
             "proxy or gateway": [gateway2.pid],
             "upstream": upstream_pids,
             "redis": redis_pids,
+            **self.postgres_role(),
         }
         # A key is cached per process; each connection lands on one of them.
         statuses = warm(gw2 + PATH, self.keys, concurrency=a.connections, repeats=3)
