@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import secrets
 import signal
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 
 from gateway.db.usage import day_of_date, write_counts
 from tests.conftest import (
@@ -242,3 +244,41 @@ async def test_a_paced_flush_of_many_keys_writes_every_row_and_last_use(make_key
         zip(key_ids, counts, strict=True)
     )
     assert {r["last_used_at"] for r in written} == {counted_at}
+
+
+async def test_two_flushers_writing_the_same_rows_in_opposite_orders_both_land(
+    make_key: MakeKey, db, database_url: str
+):
+    """Two processes that both flush one shard (one's lease ran out mid-flush) may hand
+    Postgres the same rows in different orders, in several statements each: they wait
+    for each other, and neither fails on a deadlock."""
+    owner = await make_key()
+    rows = await db.fetch(
+        """
+        INSERT INTO api_keys (user_id, key_hash, prefix)
+        SELECT $1, md5($2 || g::text) || md5(g::text || $2), 'nb_live_'
+        FROM generate_series(1, 300) AS g
+        RETURNING id
+        """,
+        owner.user_id,
+        secrets.token_hex(8),  # hashes no other test's keys have
+    )
+    key_ids = [str(row["id"]) for row in rows]
+    day = day_of_date(today())
+    counted_at = dt.datetime.now(dt.UTC)
+    other = await asyncpg.connect(database_url)
+    try:
+        # Paced statements: each transaction holds its first statement's row locks while
+        # the other's first statement runs.
+        await asyncio.gather(
+            write_counts(db, key_ids, [day] * 300, [2] * 300, counted_at, spread=0.3),
+            write_counts(other, key_ids[::-1], [day] * 300, [2] * 300, counted_at, spread=0.3),
+        )
+    finally:
+        await other.close()
+    written = await db.fetch(
+        "SELECT u.image_count FROM usage u JOIN api_keys k ON k.id = u.api_key_id"
+        " WHERE k.user_id = $1",
+        owner.user_id,
+    )
+    assert [r["image_count"] for r in written] == [2] * 300

@@ -67,14 +67,17 @@ async def write_counts(
     Thousands of rows in one statement, or in a few back to back, were the gateway's
     worst latency on a machine where both run.
     """
-    ids = sorted({str(key_id) for key_id in key_ids})  # one lock order for every flusher
-    statements = -(-len(key_ids) // _ROWS_PER_STATEMENT) + -(-len(ids) // _KEYS_PER_UPDATE)
+    # One lock order for every flusher, across all the statements: two that write the
+    # same rows (a lease that ran out mid-flush) wait for each other, never deadlock.
+    rows = sorted(zip(map(str, key_ids), days, counts, strict=True))
+    ids = list(dict.fromkeys(row[0] for row in rows))  # sorted already
+    statements = -(-len(rows) // _ROWS_PER_STATEMENT) + -(-len(ids) // _KEYS_PER_UPDATE)
     pause = min(_MAX_PAUSE_S, spread / statements) if statements else 0.0
     async with conn.transaction():
-        for start in range(0, len(key_ids), _ROWS_PER_STATEMENT):
+        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
             if start:
                 await asyncio.sleep(pause)
-            end = start + _ROWS_PER_STATEMENT
+            chunk = rows[start : start + _ROWS_PER_STATEMENT]
             await conn.execute(
                 """
                 INSERT INTO usage (api_key_id, usage_date, image_count, counted_at)
@@ -87,9 +90,9 @@ async def write_counts(
                     SET image_count = EXCLUDED.image_count, counted_at = EXCLUDED.counted_at
                     WHERE usage.counted_at <= EXCLUDED.counted_at
                 """,
-                key_ids[start:end],
-                days[start:end],
-                counts[start:end],
+                [row[0] for row in chunk],
+                [row[1] for row in chunk],
+                [row[2] for row in chunk],
                 counted_at,
             )
         for start in range(0, len(ids), _KEYS_PER_UPDATE):
