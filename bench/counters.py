@@ -150,7 +150,8 @@ class PostgresUsage:
             self.method,
             {
                 "flush_batches_allowed": self.details.get("flush_batches_allowed", 0)
-                + other.details.get("flush_batches_allowed", 0)
+                + other.details.get("flush_batches_allowed", 0),
+                "flushers": max(self.details.get("flushers", 0), other.details.get("flushers", 0)),
             },
         )
 
@@ -253,5 +254,5 @@ class PostgresCounter:
             window_s=window_s,
             allowance=batches * per_batch,
             method=self.method,
-            details={"flush_batches_allowed": batches},
+            details={"flush_batches_allowed": batches, "flushers": processes},
         )

@@ -174,6 +174,14 @@ def create_keys(url: str, count: int) -> list[str]:
     return asyncio.run(_create_keys(url, count))
 
 
+#: ``usage.flush_interval_seconds`` of the gateways measured (the gateway's default).
+FLUSH_INTERVAL_S = 1.0
+#: Gn's: no flush within a run (it flushes once, when stopped).
+HELD_FLUSH_INTERVAL_S = 86400.0
+#: Added to the bench's Redis prefix for Gn, whose counts no other gateway may flush.
+HELD_PREFIX = "held:"
+
+
 def gateway_config(
     *,
     port: int,
@@ -185,12 +193,12 @@ def gateway_config(
     workers: int | None,
     local_ttl: float | None,
     access_log: bool = False,
-    flush_interval: float = 1.0,
+    flush_interval: float = FLUSH_INTERVAL_S,
 ) -> dict[str, Any]:
     """The gateway's config for a run. Its access log is off unless ``access_log``: B1
     writes none either (the issue's target compares the same server settings); the
     report measures the gateway with it on too (Gl). ``flush_interval`` is
-    ``usage.flush_interval_seconds`` (the default, 1 s, but for the diagnostic Gn)."""
+    ``usage.flush_interval_seconds`` (:data:`HELD_FLUSH_INTERVAL_S` for the diagnostic Gn)."""
     keys: dict[str, Any] = {"prefix": KEY_PREFIX}
     if local_ttl is not None:
         keys["local_ttl_seconds"] = local_ttl

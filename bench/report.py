@@ -27,6 +27,8 @@ LABELS = {
     "Gx2": "G gateway, server.workers: 2",
 }
 
+#: The configurations run in closed loop (wrk), in the order they are interleaved.
+CLOSED_LOOP = ["B0", "B1", "B1h", "B1r", "G", "Gl"]
 #: The configurations run at the fixed rate. Gn is G with its usage flush held back:
 #: not a target, it says how much of G's latency is the write-behind to Postgres.
 FIXED_RATE = ["B1", "B1r", "G", "Gn"]
@@ -255,8 +257,8 @@ def _postgres_lines(usage: PostgresUsage, method_note: str) -> list[str]:
         f"subtracting the flusher)",
         f"- the usage flusher may account for {usage.allowance} (at most one batch per "
         f"flush interval per process: {usage.details.get('flush_batches_allowed', '?')} batches; "
-        "two processes flush this database: G's and Gl's, which share its Redis data too, "
-        "or the two workers)",
+        f"{usage.details.get('flushers', '?')} processes flush this database: G's and Gl's, "
+        "which share its Redis data too, or the two workers)",
         f"- **beyond the flusher: {usage.beyond_flusher} -> {usage.per_request:.4f} "
         f"queries per request**",
     ]
@@ -291,7 +293,7 @@ def render(outcome: Outcome) -> str:
     lines += ["", "## Versions", ""]
     lines += [f"- {k}: {v}" for k, v in outcome.versions.items()]
     lines += ["", "## Throughput and latency (closed loop, wrk `--latency`)", ""]
-    lines += _load_table(outcome, _present(outcome, ["B0", "B1", "B1h", "B1r", "G", "Gl"]))
+    lines += _load_table(outcome, _present(outcome, CLOSED_LOOP))
     lines += [
         "",
         f"G/B1 throughput: **{outcome.ratio('G', 'B1'):.2f}**; "
@@ -326,7 +328,7 @@ def render(outcome: Outcome) -> str:
         "wrk takes its share too):",
         "",
     ]
-    lines += _cpu_table(outcome, _present(outcome, ["B0", "B1", "B1h", "B1r", "G", "Gl"]))
+    lines += _cpu_table(outcome, _present(outcome, CLOSED_LOOP))
     if outcome.fixed:
         lines += [
             "",
@@ -337,7 +339,7 @@ def render(outcome: Outcome) -> str:
         names = _present(outcome, FIXED_RATE, True)
         lines += _load_table(outcome, names, fixed=True)
         lines += _keep_up(outcome, True, outcome.fixed_rate)
-        lines += _hop_share(outcome)
+        lines += _p99_split(outcome)
         lines += [
             "",
             "CPU time per request at this rate, µs (more than in closed loop: fewer requests "
@@ -413,7 +415,7 @@ def _present(outcome: Outcome, names: list[str], fixed: bool | str = False) -> l
     return [name for name in names if source.get(name)]
 
 
-def _hop_share(outcome: Outcome) -> list[str]:
+def _p99_split(outcome: Outcome) -> list[str]:
     """How G's p99 above B1's divides: the Redis round trip alone, the gateway's request
     path, and the usage flush (when Gn ran)."""
     if not (outcome.fixed.get("B1r") and outcome.fixed.get("G")):

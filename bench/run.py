@@ -44,6 +44,9 @@ import uvloop
 from bench import report
 from bench.counters import PostgresCounter, PostgresUsage, RedisUsage, redis_commandstats
 from bench.gateway_setup import (
+    FLUSH_INTERVAL_S,
+    HELD_FLUSH_INTERVAL_S,
+    HELD_PREFIX,
     ROOT,
     BenchDatabase,
     BenchRedis,
@@ -73,9 +76,6 @@ PATH = "/v1/images/generations"
 PG_IDLE_REPORT_S = 11.0
 #: How long after a run its statistics are read.
 PG_SETTLE_S = 1.5
-FLUSH_INTERVAL_S = 1.0
-#: Gn's flush interval: no flush within a run (it flushes once, when stopped).
-HELD_FLUSH_INTERVAL_S = 86400.0
 #: Smoke: Postgres work beyond the flusher's, per request, still counted as ~0.
 SMOKE_PG_TOLERANCE = 0.01
 
@@ -119,6 +119,8 @@ class Bench:
         self.roles: dict[str, dict[str, list[int]]] = {}
         #: The Postgres server (all its processes), when it runs on this machine.
         self.postgres_pids: list[int] = []
+        #: Gn's counts were still pending in Redis after its fixed-rate runs.
+        self.held_back = False
 
     # -- load ------------------------------------------------------------------
 
@@ -281,18 +283,33 @@ class Bench:
         )
         return result, redis_usage, pg_usage
 
-    def wait_flushed(self, timeout: float = 30.0) -> None:
-        """Until G's usage is all in Postgres: no counter of its Redis prefix pending."""
+    def pending_counters(self, prefix: str) -> int:
+        """Counters under ``prefix`` whose count Postgres does not have yet."""
         from gateway.limits.admission import SHARDS, RedisLayout
 
-        layout = RedisLayout(self.redis.prefix)
-        deadline = time.monotonic() + timeout
+        layout = RedisLayout(prefix)
         with self.redis.client() as client:
-            while any(client.scard(layout.pending(shard)) for shard in range(SHARDS)):
-                if time.monotonic() > deadline:
-                    log(f"G's usage flush still pending after {timeout:.0f} s; going on")
-                    return
-                time.sleep(0.05)
+            return sum(int(client.scard(layout.pending(shard))) for shard in range(SHARDS))
+
+    def gn_held_back(self) -> bool:
+        """Gn still holds every key's count in Redis, and flushes none of them for two flush
+        intervals (a Gn that flushed would have written some by then)."""
+        prefix = self.redis.prefix + HELD_PREFIX
+        deadline = time.monotonic() + 2 * FLUSH_INTERVAL_S + 0.5
+        while time.monotonic() < deadline:
+            if self.pending_counters(prefix) < len(self.keys):
+                return False
+            time.sleep(0.1)
+        return True
+
+    def wait_flushed(self, timeout: float = 30.0) -> None:
+        """Until G's usage is all in Postgres: no counter of its Redis prefix pending."""
+        deadline = time.monotonic() + timeout
+        while self.pending_counters(self.redis.prefix):
+            if time.monotonic() > deadline:
+                log(f"G's usage flush still pending after {timeout:.0f} s; going on")
+                return
+            time.sleep(0.05)
 
     # -- set-up --------------------------------------------------------------------
 
@@ -341,7 +358,7 @@ class Bench:
             port=port,
             database_url=self.db.url,
             redis_url=self.redis.url,
-            redis_prefix=self.redis.prefix + ("" if flush else "held:"),
+            redis_prefix=self.redis.prefix + ("" if flush else HELD_PREFIX),
             upstream_url=upstream + "/v1",
             backend=self.backend,
             workers=workers,
@@ -515,6 +532,10 @@ class Bench:
             # G cannot carry that rate at all; also compare latency at a rate it can carry.
             o.fixed_low_rate = max(1.0, o.median("G", "rps") / 2)
             self.fixed_rate_runs(o.fixed_low, o.fixed_low_rate, proxy, hop, gw, gwn)
+        # Gn's figures mean something only if its counts did wait in Redis all along.
+        self.held_back = self.gn_held_back()
+        if not self.held_back:
+            o.notes.append("Gn's usage was flushed during the run: its row is not G unflushed")
 
         if a.profile:
             o.profile = self.profile(gateway, gw, Path(a.profile))
@@ -703,6 +724,7 @@ class Bench:
                 and abs(o.redis.round_trips_per_request - 1) <= 0.05,
                 "Postgres queries per request ~0": o.postgres is not None
                 and o.postgres.per_request <= SMOKE_PG_TOLERANCE,
+                "Gn held its usage back (every key's count still pending in Redis)": self.held_back,
             }
             for name, passed in checks.items():
                 print(f"smoke: {'PASS' if passed else 'FAIL'}  {name}")

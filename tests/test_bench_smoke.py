@@ -3,7 +3,8 @@
 A few seconds of every configuration (the upstream, the bare proxies, the gateway, with
 its usage flush and held back):
 each answers only 200s, the gateway makes 1.00 +/- 0.05 Redis round trips and ~0
-Postgres queries per warm request. DATABASE_URL and REDIS_URL pass through.
+Postgres queries per warm request, and Gn (the gateway with its usage flush held back)
+really holds every count back. DATABASE_URL and REDIS_URL pass through.
 """
 
 from __future__ import annotations
