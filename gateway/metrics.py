@@ -155,7 +155,7 @@ class Metrics:
         )
         self.flush_lag = gauge(
             "gateway_usage_flush_lag_seconds",
-            "Seconds since this process last flushed usage to Postgres.",
+            "Seconds since this process last flushed usage to Postgres (or since it started).",
             (),
             "max",
         )

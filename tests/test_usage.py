@@ -282,3 +282,20 @@ async def test_two_flushers_writing_the_same_rows_in_opposite_orders_both_land(
         owner.user_id,
     )
     assert [r["image_count"] for r in written] == [2] * 300
+
+
+async def test_a_process_that_never_flushed_reports_a_lag_not_zero(
+    make_gateway: MakeGateway, make_key: MakeKey
+):
+    """The flush lag gauge counts from the process's start until its first flush: a
+    flusher that never succeeds must not look perfectly current (0 s) to an alert."""
+    gateway = await make_gateway()  # flush interval: an hour
+    key = await make_key()
+    assert (await gateway.generate(key.key)).status == 200
+    metrics = await (await gateway.client.get("/metrics")).text()
+    lag = next(
+        float(line.split()[1])
+        for line in metrics.splitlines()
+        if line.startswith("gateway_usage_flush_lag_seconds ")
+    )
+    assert lag > 0

@@ -26,8 +26,9 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format, summed over every worker process."""
     services = request.app[SERVICES]
     stats = services.flusher.stats
-    if stats.last_success is not None:
-        services.metrics.flush_lag.set(time.monotonic() - stats.last_success)
+    # Never flushed yet: the time since it started, so a flusher that never succeeds shows.
+    since = stats.last_success if stats.last_success is not None else stats.started
+    services.metrics.flush_lag.set(time.monotonic() - since)
     services.metrics.flush_pending.set(stats.rows_last_flush)
     body = services.metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -62,6 +62,8 @@ class FlushStats:
     flushes: int = 0
     failures: int = 0
     last_success: float | None = None
+    #: When the flusher was made (its clock): the lag counts from there until a flush.
+    started: float = 0.0
 
 
 class UsageFlusher:
@@ -89,7 +91,7 @@ class UsageFlusher:
         self._token = secrets.token_hex(8)
         self._lease_ms = max(1000, int(interval * 5000))
         self._lock = asyncio.Lock()
-        self.stats = FlushStats()
+        self.stats = FlushStats(started=clock())
 
     async def run(self) -> None:
         """Flush every interval until cancelled, backing off while Redis or Postgres fail."""
