@@ -162,3 +162,53 @@ async def wait_for_drop(gateway: Gateway, key_hash: str) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the invalidation never arrived")
+
+
+def _lookups(gateway: Gateway, layer: str) -> float:
+    """``gateway_key_lookups_total`` answered by ``layer``, as /metrics reports it."""
+    sample = f'gateway_key_lookups_total{{layer="{layer}",result="hit"}} '.encode()
+    for line in gateway.services.metrics.render().splitlines():
+        if line.startswith(sample):
+            return float(line[len(sample) :])
+    return 0.0
+
+
+async def test_keys_loaded_together_are_refreshed_apart_and_never_late(
+    make_app: MakeGateway, make_key: MakeKey, raw_config: dict[str, Any]
+):
+    """Copies made at one instant go stale at different times, so a warm-up or a deploy
+    is not followed by every key refreshing at once each TTL, and none is served past
+    ``keys.local_ttl_seconds`` without a refresh. Their Redis entries expire apart too."""
+    now = [1000.0]
+    ttl, redis_ttl = 100.0, 3000.0
+    gateway = await make_app(
+        {"keys": {"local_ttl_seconds": ttl, "redis_ttl_seconds": redis_ttl}},
+        monotonic=lambda: now[0],
+    )
+    keys = [await make_key("pro") for _ in range(24)]
+    cache = gateway.services.keys
+
+    async def refreshes_at(moment: float) -> float:
+        now[0] = moment
+        before = _lookups(gateway, "redis")
+        for key in keys:
+            assert (await gateway.generate(key.key)).status == 200
+        await asyncio.gather(*cache._tasks)  # the background refreshes those requests began
+        return _lookups(gateway, "redis") - before
+
+    assert await refreshes_at(1000.0) == 0  # loaded from Postgres, all at one instant
+    prefix = gateway.services.config.redis.key_prefix
+    client = redis.asyncio.Redis.from_url(raw_config["redis"]["url"])
+    try:
+        entries = [k async for k in client.scan_iter(match=f"{prefix}key:*")]
+        ttls = [await client.pttl(entry) for entry in entries if b"loading" not in entry]
+    finally:
+        await client.aclose()
+    assert len(ttls) == len(keys)
+    assert all(0.8 * redis_ttl * 1000 - 5000 <= t <= redis_ttl * 1000 for t in ttls)
+    assert max(ttls) - min(ttls) > 0.05 * redis_ttl * 1000  # not one instant's
+
+    assert await refreshes_at(1000.0 + 0.8 * ttl - 0.1) == 0  # all still fresh
+    part = await refreshes_at(1000.0 + 0.9 * ttl)
+    assert 0 < part < len(keys)  # some went stale, not all
+    assert await refreshes_at(1000.0 + ttl) == len(keys) - part  # the rest, none late

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -49,6 +50,11 @@ _STALE_GRACE_SECONDS = 60.0
 _LOAD_LOCK_MS = 2000
 _LOAD_WAITS = (0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.4)
 _HIT, _LOADING = 1, 2
+#: Each copy's lifetime (in this process, and in Redis) is cut by up to this share, at
+#: random. Keys loaded together (a warm-up, a deploy, a burst of new clients) would
+#: otherwise all go stale together, hundreds of times a second, every TTL: a refresh
+#: storm that takes the process's core from the requests it serves.
+_TTL_JITTER = 0.2
 #: Invalidation is repeated once after this delay, to beat a lookup that read the
 #: old row just before the change and wrote it back into Redis just after.
 _SECOND_INVALIDATION_DELAY = 1.0
@@ -222,7 +228,7 @@ class KeyCache:
         elif record is None:
             fresh = now + self._config.negative_ttl_seconds
         else:
-            fresh = now + self._config.local_ttl_seconds
+            fresh = now + _jittered(self._config.local_ttl_seconds)
         self._remember(key_hash, record, fresh)
         return record
 
@@ -253,7 +259,7 @@ class KeyCache:
         row = await self._store.fetch(key_hash)
         self._on_lookup("postgres", "negative" if row is None else "hit")
         raw = _encode(row)
-        ttl_ms = int(self._config.redis_ttl_seconds * 1000)
+        ttl_ms = int(_jittered(self._config.redis_ttl_seconds) * 1000)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.set(entry, raw, px=ttl_ms)
             pipe.delete(lock)
@@ -379,6 +385,11 @@ class KeyCache:
 
     def __len__(self) -> int:
         return len(self._local) + len(self._missing)
+
+
+def _jittered(ttl: float) -> float:
+    """``ttl`` less up to :data:`_TTL_JITTER` of it, at random: never longer."""
+    return ttl * (1.0 - _TTL_JITTER * random.random())
 
 
 def invalidation_channel(redis_prefix: str) -> str:
