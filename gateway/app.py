@@ -112,11 +112,14 @@ def create_app(
     async def resources(app: web.Application) -> AsyncIterator[None]:
         pool = await create_pool(config.database)
         redis = create_redis(config.redis)
-        hot_redis = create_redis(config.redis, hot_path=True)  # admission and key lookups
+        hot_redis = create_redis(config.redis, hot_path=True)  # key cache entries, releases
         layout = RedisLayout(config.redis.key_prefix)
         store = key_store(pool) if key_store is not None else PostgresKeyStore(pool)
+        # The hot path's one pipelined connection: admissions and key lookups.
+        pipelined = PipelinedRedis(config.redis.url, timeout=config.redis.socket_timeout_seconds)
         keys = KeyCache(
             redis=hot_redis,
+            lookups=pipelined,
             timeout=config.redis.socket_timeout_seconds,
             store=store,
             config=config.keys,
@@ -130,7 +133,6 @@ def create_app(
         fallback = None
         if config.redis.on_failure == "open":
             fallback = LocalAdmission(redis, layout, seeds, clock=wall_clock)
-        admissions = PipelinedRedis(config.redis.url, timeout=config.redis.socket_timeout_seconds)
         journal = Journal(
             Path(config.usage.journal_dir)
             if config.usage.journal_dir
@@ -141,7 +143,7 @@ def create_app(
             hot_redis,
             layout,
             seeds,
-            hot=admissions,
+            hot=pipelined,
             clock=limiter_clock,
             fallback=fallback,
             timeout=config.redis.socket_timeout_seconds,
@@ -220,7 +222,7 @@ def create_app(
             await api.close()
             await redis.aclose()
             await hot_redis.aclose()
-            await admissions.aclose()
+            await pipelined.aclose()
             await pool.close()
             access_log.flush()
 

@@ -17,7 +17,9 @@ import asyncpg
 import pytest
 
 from gateway import migrate
+from gateway.keys.format import generate_key
 from tests.conftest import (
+    KEY_PREFIX,
     MakeGateway,
     MakeKey,
     PrivateRedis,
@@ -88,6 +90,24 @@ async def test_redis_down_with_on_failure_open_counts_locally_and_reconciles(
     assert response.status == 200
     assert response.headers["x-ratelimit-remaining-images"] == str(100 - 2 - 6 * 3 - 1)
     assert response.headers["x-ratelimit-remaining-requests"] == str(6 - 1)
+
+
+async def test_redis_down_a_key_not_yet_cached_is_read_from_postgres(
+    private_redis: PrivateRedis, make_gateway: MakeGateway, make_key: MakeKey
+):
+    """With Redis unreachable, a key this process has never seen is looked up in Postgres
+    (and, under ``on_failure: open``, served); a made-up key is still refused."""
+    gateway = await make_gateway({"redis": {"url": private_redis.url, "on_failure": "open"}})
+    warm = await make_key("pro")
+    assert (await gateway.generate(warm.key)).status == 200  # Redis up, the app's connections open
+    new = await make_key("pro")
+    private_redis.stop()
+    response = await gateway.generate(new.key)
+    assert response.status == 200
+    assert response.headers["x-ratelimit-remaining-images"] == "4999"
+    refused = await gateway.generate(generate_key(KEY_PREFIX))
+    assert refused.status == 401
+    assert (await refused.json())["error"]["code"] == "invalid_api_key"
 
 
 async def _flushes(gateway: Any) -> bool:
@@ -183,7 +203,6 @@ async def test_postgres_down_warm_keys_keep_working_and_usage_catches_up(
 ):
     from gateway.db.users import create_user
     from gateway.keys.issue import issue_key
-    from tests.conftest import KEY_PREFIX
 
     await asyncio.to_thread(migrate.apply, private_postgres.url)
     conn = await asyncpg.connect(private_postgres.url)
