@@ -117,13 +117,11 @@ def targets(outcome: Outcome) -> list[Target]:
     if outcome.fixed:
         g99 = outcome.median("G", "p99_ms", fixed=True)
         b99 = outcome.median("B1", "p99_ms", fixed=True)
-        found.append(
-            Target(
-                "fixed-rate p99: G <= B1 + 1 ms",
-                f"G {g99:.2f} ms vs B1 {b99:.2f} ms (+{g99 - b99:.2f} ms)",
-                g99 <= b99 + 1.0,
-            )
-        )
+        measured = f"G {g99:.2f} ms vs B1 {b99:.2f} ms ({g99 - b99:+.2f} ms)"
+        if outcome.fixed.get("B1r"):
+            floor = outcome.median("B1r", "p99_ms", fixed=True) - b99
+            measured += f"; the one Redis round trip alone (B1r): {floor:+.2f} ms"
+        found.append(Target("fixed-rate p99: G <= B1 + 1 ms", measured, g99 <= b99 + 1.0))
     if outcome.redis is not None:
         rt = outcome.redis.round_trips_per_request
         found.append(
@@ -205,6 +203,29 @@ def _cpu_table(outcome: Outcome, names: list[str], fixed: bool | str = False) ->
             cells.append(f"{statistics.median(present):.0f}" if present else "-")
         lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _busy_share(outcome: Outcome, names: list[str], rate: float) -> list[str]:
+    """How busy each proxy or gateway process is at the fixed rate (its CPU per request
+    times the rate): queueing, and so the tail, grows steeply as that nears one core."""
+    shares = []
+    for name in names:
+        values = [
+            r.extra["cpu_us_per_request"]["proxy or gateway"]
+            for r in outcome.fixed.get(name, [])
+            if "proxy or gateway" in r.extra.get("cpu_us_per_request", {})
+        ]
+        if values:
+            shares.append(f"{name} {statistics.median(values) * rate / 1e4:.0f}%")
+    if not shares:
+        return []
+    return [
+        "",
+        "At this rate the proxy's or gateway's one process is busy, of one core: "
+        + ", ".join(shares)
+        + ". The tail grows steeply as that nears 100%, and the other core is shared by "
+        "the upstream, Redis, Postgres and the load generator.",
+    ]
 
 
 def _keep_up(outcome: Outcome, fixed: bool | str, rate: float) -> list[str]:
@@ -347,6 +368,7 @@ def render(outcome: Outcome) -> str:
             "",
         ]
         lines += _cpu_table(outcome, names, fixed=True)
+        lines += _busy_share(outcome, names, outcome.fixed_rate)
     if outcome.fixed_low:
         lines += [
             "",

@@ -10,6 +10,7 @@ really holds every count back. DATABASE_URL and REDIS_URL pass through.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,5 +37,10 @@ def test_bench_smoke_run_passes() -> None:
     )
     assert "smoke: FAIL" not in result.stdout
     # Every fixed-rate configuration made it into the report, the diagnostic Gn included.
+    fixed = result.stdout.split("## Fixed rate")[1].split("## Redis")[0]
     for label in ("B1 bare aiohttp proxy", "B1r bare aiohttp proxy", "G gateway", "Gn gateway"):
-        assert f"| {label}" in result.stdout.split("## Fixed rate")[1].split("## Redis")[0]
+        assert f"| {label}" in fixed
+    # How busy each process is at that rate, and the floor the Redis round trip sets.
+    assert re.search(r"one process is busy, of one core: B1 \d+%, B1r \d+%, G \d+%", fixed)
+    targets = result.stdout.split("## Targets")[1]
+    assert re.search(r"the one Redis round trip alone \(B1r\): [+-]\d+\.\d\d ms", targets)
