@@ -696,7 +696,8 @@ class Bench:
             o.notes.append(
                 f"keys.local_ttl_seconds = {ttl:g}"
                 + (" (--local-ttl)" if a.local_ttl is not None else " (the gateway's default)")
-                + ": a process's copy of a key older than that is refreshed from Redis (one "
+                + ": a process's copy of a key older than that (less up to 20% at random, so "
+                "keys loaded together go stale apart) is refreshed from Redis (one "
                 "lookup.lua call, in the background) when the key is next used. With "
                 f"{o.keys} keys used in turn at {rps:.0f} requests/s, each key comes back "
                 f"every {o.keys / rps:.1f} s, so about {expected:.2f} refreshes per request "
@@ -705,8 +706,9 @@ class Bench:
         redis_ttl = KeysConfig().redis_ttl_seconds
         o.notes.append(
             f"Keys' Redis entries live keys.redis_ttl_seconds ({redis_ttl:.0f} s by default) "
-            "from when they were read from Postgres, and a hit does not extend them: every "
-            f"key in use is read from Postgres again every {redis_ttl / 60:.0f} minutes "
+            "(less up to 20% at random) from when they were read from Postgres, and a hit "
+            "does not extend them: every key in use is read from Postgres again within "
+            f"{redis_ttl * 0.8 / 60:.0f} to {redis_ttl / 60:.0f} minutes "
             f"({o.keys} keys: about {o.keys / redis_ttl:.1f} queries/s). Measured windows "
             "rarely include that, since all keys were loaded together; a warm-up that "
             "reached Postgres is waited out and repeated."
