@@ -19,6 +19,7 @@ __all__ = [
     "Account",
     "eventually",
     "expect_error",
+    "metric_total",
     "new_account",
     "new_key",
     "parse_time",
@@ -29,6 +30,17 @@ PASSWORD = "correct horse battery staple"
 #: Per-IP budgets high enough that only the brute-force tests ever meet them.
 RELAXED = {"auth": {"register_per_minute_per_ip": 10_000, "login_per_minute_per_ip": 10_000}}
 ANY = object()  # expect_error: do not check the param
+
+
+def metric_total(text: str, name: str, **labels: str) -> float:
+    """The sum of metric ``name``'s samples in ``/metrics`` text with these label values."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 async def expect_error(

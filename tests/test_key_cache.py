@@ -25,6 +25,7 @@ from tests.conftest import (
     gateway_command,
     write_config,
 )
+from tests.support import metric_total
 
 
 class CountingStore(PostgresKeyStore):
@@ -164,13 +165,10 @@ async def wait_for_drop(gateway: Gateway, key_hash: str) -> None:
     raise AssertionError("the invalidation never arrived")
 
 
-def _lookups(gateway: Gateway, layer: str) -> float:
-    """``gateway_key_lookups_total`` answered by ``layer``, as /metrics reports it."""
-    sample = f'gateway_key_lookups_total{{layer="{layer}",result="hit"}} '.encode()
-    for line in gateway.services.metrics.render().splitlines():
-        if line.startswith(sample):
-            return float(line[len(sample) :])
-    return 0.0
+async def _redis_lookups(gateway: Gateway) -> float:
+    """Key lookups Redis answered, as the gateway's ``/metrics`` reports them."""
+    text = await (await gateway.client.get("/metrics")).text()
+    return metric_total(text, "gateway_key_lookups_total", layer="redis", result="hit")
 
 
 async def test_keys_loaded_together_are_refreshed_apart_and_never_late(
@@ -190,11 +188,11 @@ async def test_keys_loaded_together_are_refreshed_apart_and_never_late(
 
     async def refreshes_at(moment: float) -> float:
         now[0] = moment
-        before = _lookups(gateway, "redis")
+        before = await _redis_lookups(gateway)
         for key in keys:
             assert (await gateway.generate(key.key)).status == 200
         await asyncio.gather(*cache._tasks)  # the background refreshes those requests began
-        return _lookups(gateway, "redis") - before
+        return await _redis_lookups(gateway) - before
 
     assert await refreshes_at(1000.0) == 0  # loaded from Postgres, all at one instant
     prefix = gateway.services.config.redis.key_prefix

@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import FakeUpstream, MakeKey, today, upstream_config, usage_rows
 from tests.processes import post, running_gateway
+from tests.support import metric_total
 
 pytestmark = pytest.mark.slow
 
@@ -55,16 +56,6 @@ async def test_sigterm_lets_in_flight_requests_finish_and_flushes(
         assert await in_flight == 200
         assert await asyncio.to_thread(process.wait, 20) == 0
     assert await usage_rows(db, key.key_id) == {today(): 2}  # the final flush
-
-
-def metric_total(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 async def test_two_workers_share_the_port_and_the_metrics(
