@@ -686,7 +686,9 @@ class Bench:
         }
         o.machine["load average at end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
         from gateway.config import KeysConfig
+        from gateway.keys.cache import TTL_JITTER
 
+        jitter = f"less up to {TTL_JITTER:.0%} at random"
         ttl = a.local_ttl if a.local_ttl is not None else KeysConfig().local_ttl_seconds
         rps = o.median("G", "rps")
         if rps > 0 and o.keys:
@@ -696,8 +698,8 @@ class Bench:
             o.notes.append(
                 f"keys.local_ttl_seconds = {ttl:g}"
                 + (" (--local-ttl)" if a.local_ttl is not None else " (the gateway's default)")
-                + ": a process's copy of a key older than that (less up to 20% at random, so "
-                "keys loaded together go stale apart) is refreshed from Redis (one "
+                + f": a process's copy of a key older than that ({jitter}, so keys loaded "
+                "together go stale apart) is refreshed from Redis (one "
                 "lookup.lua call, in the background) when the key is next used. With "
                 f"{o.keys} keys used in turn at {rps:.0f} requests/s, each key comes back "
                 f"every {o.keys / rps:.1f} s, so about {expected:.2f} refreshes per request "
@@ -706,9 +708,9 @@ class Bench:
         redis_ttl = KeysConfig().redis_ttl_seconds
         o.notes.append(
             f"Keys' Redis entries live keys.redis_ttl_seconds ({redis_ttl:.0f} s by default) "
-            "(less up to 20% at random) from when they were read from Postgres, and a hit "
-            "does not extend them: every key in use is read from Postgres again within "
-            f"{redis_ttl * 0.8 / 60:.0f} to {redis_ttl / 60:.0f} minutes "
+            f"({jitter}) from when they were read from Postgres, and a hit does not extend "
+            "them: every key in use is read from Postgres again within "
+            f"{redis_ttl * (1 - TTL_JITTER) / 60:.0f} to {redis_ttl / 60:.0f} minutes "
             f"({o.keys} keys: about {o.keys / redis_ttl:.1f} queries/s). Measured windows "
             "rarely include that, since all keys were loaded together; a warm-up that "
             "reached Postgres is waited out and repeated."

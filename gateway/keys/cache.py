@@ -19,7 +19,7 @@ import logging
 import random
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, cast
 
 import orjson
@@ -29,10 +29,11 @@ from redis.exceptions import RedisError
 from gateway.config import KeysConfig, PlanConfig
 from gateway.db.keys import KeyRow, fetch_key_by_hash
 from gateway.limits.pipelined import PipelinedRedis, PipelinedScript
-from gateway.scripts import load_script, script_source
+from gateway.scripts import script_source
 from gateway.tasks import raise_if_cancelled
 
 __all__ = [
+    "TTL_JITTER",
     "KeyCache",
     "KeyRecord",
     "KeyStore",
@@ -55,7 +56,7 @@ _HIT, _LOADING = 1, 2
 #: random. Keys loaded together (a warm-up, a deploy, a burst of new clients) would
 #: otherwise all go stale together, hundreds of times a second, every TTL: a refresh
 #: storm that takes the process's core from the requests it serves.
-_TTL_JITTER = 0.2
+TTL_JITTER = 0.2
 #: Invalidation is repeated once after this delay, to beat a lookup that read the
 #: old row just before the change and wrote it back into Redis just after.
 _SECOND_INVALIDATION_DELAY = 1.0
@@ -148,14 +149,14 @@ class KeyCache:
         redis_prefix: str,
         clock: Callable[[], float] = time.monotonic,
         on_lookup: Callable[[str, str], None] | None = None,
+        lookups: PipelinedRedis,
         timeout: float = 2.0,
-        lookups: PipelinedRedis | None = None,
     ) -> None:
         """``on_lookup(layer, result)`` is told which layer answered each lookup
         (``process``, ``redis`` or ``postgres``) and whether the key existed
         (``hit``) or not (``negative``). ``lookups``, the hot path's pipelined
-        connection, carries the lookup script (refreshes included) when given: a few
-        microseconds a call, against a hundred or so through a redis-py pool."""
+        connection, carries the lookup script (refreshes included): a few microseconds
+        a call, against a hundred or so through a redis-py pool; ``redis`` the rest."""
         self._on_lookup = on_lookup or (lambda layer, result: None)
         self._timeout = timeout
         self._redis = redis
@@ -174,10 +175,8 @@ class KeyCache:
         self._inflight: dict[str, asyncio.Future[KeyRecord | None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._epoch = 0
-        self._lookup_script: Callable[..., Awaitable[Any]] = (
-            load_script(redis, "lookup", package="gateway.keys")
-            if lookups is None
-            else PipelinedScript(lookups, script_source("lookup", package="gateway.keys"))
+        self._lookup_script = PipelinedScript(
+            lookups, script_source("lookup", package="gateway.keys")
         )
         self.subscribed = asyncio.Event()
 
@@ -396,8 +395,8 @@ class KeyCache:
 
 
 def _jittered(ttl: float) -> float:
-    """``ttl`` less up to :data:`_TTL_JITTER` of it, at random: never longer."""
-    return ttl * (1.0 - _TTL_JITTER * random.random())
+    """``ttl`` less up to :data:`TTL_JITTER` of it, at random: never longer."""
+    return ttl * (1.0 - TTL_JITTER * random.random())
 
 
 def invalidation_channel(redis_prefix: str) -> str:
