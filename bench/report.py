@@ -188,21 +188,27 @@ def _cpu_table(outcome: Outcome, names: list[str], fixed: bool | str = False) ->
     ]
     source = outcome.source(fixed)
     for name in names:
-        results = [r for r in source.get(name, []) if "cpu_us_per_request" in r.extra]
-        if not results:
+        results = source.get(name, [])
+        if not any("cpu_us_per_request" in r.extra for r in results):
             continue
         cells = []
         for role in (*_ROLES, None):
-            values = [
-                sum(r.extra["cpu_us_per_request"].values())
-                if role is None
-                else r.extra["cpu_us_per_request"].get(role)
-                for r in results
-            ]
-            present = [v for v in values if v is not None]
-            cells.append(f"{statistics.median(present):.0f}" if present else "-")
+            value = _cpu_median(results, role)
+            cells.append(f"{value:.0f}" if value is not None else "-")
         lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _cpu_median(results: list[LoadResult], role: str | None) -> float | None:
+    """The median over ``results`` of ``role``'s CPU µs per request (``None``: all roles'
+    together); ``None`` when no run measured it."""
+    values = [
+        (sum(cpu.values()) if role is None else cpu.get(role))
+        for cpu in (r.extra.get("cpu_us_per_request") for r in results)
+        if cpu is not None
+    ]
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
 
 
 def _busy_share(outcome: Outcome, names: list[str], rate: float) -> list[str]:
@@ -210,13 +216,9 @@ def _busy_share(outcome: Outcome, names: list[str], rate: float) -> list[str]:
     times the rate): queueing, and so the tail, grows steeply as that nears one core."""
     shares = []
     for name in names:
-        values = [
-            r.extra["cpu_us_per_request"]["proxy or gateway"]
-            for r in outcome.fixed.get(name, [])
-            if "proxy or gateway" in r.extra.get("cpu_us_per_request", {})
-        ]
-        if values:
-            shares.append(f"{name} {statistics.median(values) * rate / 1e4:.0f}%")
+        cpu = _cpu_median(outcome.fixed.get(name, []), "proxy or gateway")
+        if cpu is not None:
+            shares.append(f"{name} {cpu * rate / 1e4:.0f}%")
     if not shares:
         return []
     return [
