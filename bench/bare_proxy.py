@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway.backends import h1
-from gateway.limits.pipelined import PipelinedRedis, PipelinedScript
+from gateway.redis.pipelined import PipelinedRedis, PipelinedScript
 
 __all__ = ["make_app"]
 

@@ -285,7 +285,7 @@ class Bench:
 
     def pending_counters(self, prefix: str) -> int:
         """Counters under ``prefix`` whose count Postgres does not have yet."""
-        from gateway.limits.admission import SHARDS, RedisLayout
+        from gateway.redis.layout import SHARDS, RedisLayout
 
         layout = RedisLayout(prefix)
         with self.redis.client() as client:

@@ -192,9 +192,9 @@ def _keys_create(config: Config, args: argparse.Namespace) -> int:
 
 
 def _keys_revoke(config: Config, args: argparse.Namespace) -> int:
-    from gateway.app import create_redis
     from gateway.db.keys import revoke_key
     from gateway.keys.cache import publish_invalidation
+    from gateway.redis.client import create_redis
 
     try:
         key_id = uuid.UUID(args.id)

@@ -17,10 +17,6 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.accounts.passwords import PasswordHasher
 from gateway.accounts.throttle import IpThrottle, LoginGuard
@@ -28,45 +24,26 @@ from gateway.accounts.tokens import TokenIssuer
 from gateway.backends import h1
 from gateway.backends.base import BackendContext
 from gateway.backends.registry import BackendRegistry, Router, default_registry
-from gateway.config import Config, ConfigError, RedisConfig
+from gateway.config import Config, ConfigError
 from gateway.db.pool import create_pool
 from gateway.http.client_ip import ClientIp
 from gateway.http.middlewares import request_context_middleware
 from gateway.http.routes import setup_routes
 from gateway.keys.cache import KeyCache, KeyStore, PostgresKeyStore
-from gateway.limits.admission import Admission, RedisLayout
+from gateway.limits.admission import Admission
 from gateway.limits.journal import Journal, default_directory
 from gateway.limits.local import LocalAdmission
-from gateway.limits.pipelined import PipelinedRedis
 from gateway.logs import AccessLog
 from gateway.metrics import Metrics
+from gateway.redis.client import create_redis
+from gateway.redis.layout import RedisLayout
+from gateway.redis.pipelined import PipelinedRedis
 from gateway.services import CONFIG, SERVICES, Services
 from gateway.usage.flusher import PostgresSeeds, UsageFlusher
 
-__all__ = ["create_app", "create_redis"]
+__all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
-
-
-def create_redis(config: RedisConfig, *, hot_path: bool = False) -> Redis:
-    """A client whose pool waits for a free connection instead of failing.
-
-    A command that finds its pooled connection dead (Redis restarted) reconnects and
-    is sent once more. Only connection errors are retried, never timeouts: a timed-out
-    admission script may have run, and running it again would count twice.
-
-    ``hot_path``: no socket timeout in the client (redis-py wraps every send in a new
-    task for it); its callers bound each call with ``asyncio.timeout`` instead.
-    """
-    pool = BlockingConnectionPool.from_url(
-        config.url,
-        max_connections=config.max_connections,
-        timeout=config.socket_timeout_seconds,
-        socket_timeout=None if hot_path else config.socket_timeout_seconds,
-        socket_connect_timeout=config.socket_timeout_seconds,
-        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-    )
-    return Redis(connection_pool=pool)
 
 
 def create_app(

@@ -16,8 +16,9 @@ from gateway.backends.registry import Router
 from gateway.config import Config
 from gateway.http.client_ip import ClientIp
 from gateway.keys.cache import KeyCache
-from gateway.limits.admission import Admission, RedisLayout
+from gateway.limits.admission import Admission
 from gateway.metrics import Metrics
+from gateway.redis.layout import RedisLayout
 from gateway.usage.flusher import UsageFlusher
 
 __all__ = ["CONFIG", "SERVICES", "Services"]

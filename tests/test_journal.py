@@ -15,9 +15,10 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.keys.cache import KeyRecord
-from gateway.limits.admission import ADMITTED, Admission
+from gateway.limits.admission import Admission
+from gateway.limits.decision import ADMITTED
 from gateway.limits.journal import ADMITTING, Journal
-from gateway.limits.pipelined import PipelinedRedis
+from gateway.redis.pipelined import PipelinedRedis
 from gateway.usage.flusher import PostgresSeeds
 from tests.conftest import REDIS_URL, Gateway, MakeKey, free_port, today, usage_rows
 

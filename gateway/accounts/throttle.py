@@ -19,7 +19,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.errors import RateLimitExceeded, ServiceUnavailable
-from gateway.scripts import load_script
+from gateway.redis.layout import throttle_prefix
+from gateway.redis.lua import load_script
 
 __all__ = ["IpThrottle", "LoginGuard"]
 
@@ -41,7 +42,7 @@ def _too_many(retry_seconds: float, what: str) -> RateLimitExceeded:
 class IpThrottle:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self._script = load_script(redis, "throttle", package="gateway.accounts")
-        self._prefix = f"{prefix}throttle:"
+        self._prefix = throttle_prefix(prefix)
 
     async def hit(self, action: str, client_ip: str, limit: int) -> None:
         """Count one attempt; raises when the IP is over ``limit`` per minute."""

@@ -18,7 +18,8 @@ from typing import Any
 
 import orjson
 
-from gateway.backends._http import (
+from gateway.backends.base import BackendContext, GeneratedImage, ImageBackend, ImageRequest
+from gateway.backends.upstream import (
     Upstream,
     basic_auth,
     env_option,
@@ -31,7 +32,6 @@ from gateway.backends._http import (
     text_option,
     url_option,
 )
-from gateway.backends.base import BackendContext, GeneratedImage, ImageBackend, ImageRequest
 from gateway.config import ConfigError
 from gateway.errors import UpstreamError
 

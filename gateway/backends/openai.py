@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gateway.backends._http import (
+from gateway.backends.base import BackendContext, GeneratedImage, ImageBackend, ImageRequest
+from gateway.backends.upstream import (
     Upstream,
     env_option,
     gather_successes,
@@ -29,7 +30,6 @@ from gateway.backends._http import (
     text_option,
     url_option,
 )
-from gateway.backends.base import BackendContext, GeneratedImage, ImageBackend, ImageRequest
 from gateway.errors import GatewayError, UpstreamError
 
 __all__ = ["OpenAIBackend"]

@@ -18,7 +18,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.backends._http import (
+from gateway.backends.base import (
+    BackendContext,
+    ImageRequest,
+    JobBackend,
+    JobState,
+    JobStatus,
+)
+from gateway.backends.upstream import (
     Upstream,
     env_option,
     float_option,
@@ -28,13 +35,6 @@ from gateway.backends._http import (
     same_origin,
     text_option,
     url_option,
-)
-from gateway.backends.base import (
-    BackendContext,
-    ImageRequest,
-    JobBackend,
-    JobState,
-    JobStatus,
 )
 from gateway.config import ConfigError
 from gateway.errors import UpstreamError

@@ -13,8 +13,8 @@ from gateway.db.keys import keys_of_user
 from gateway.db.pool import connection
 from gateway.db.usage import day_of_date, usage_of_user
 from gateway.db.users import create_user, login_record
-from gateway.http.bearer import current_user
 from gateway.http.responses import json_response, read_json_object
+from gateway.http.token_auth import current_user
 from gateway.http.validate import email_field, has_control_characters
 from gateway.services import SERVICES, Services
 from gateway.usage.live import live_counts

@@ -20,9 +20,9 @@ from gateway.db.audit import record_admin_change
 from gateway.db.pool import connection
 from gateway.db.usage import usage_by_key_for_day
 from gateway.http.accounts import today_images, utc_today
-from gateway.http.bearer import bearer_token
 from gateway.http.keys_api import key_json
 from gateway.http.responses import json_response, read_json_object
+from gateway.http.token_auth import bearer_token
 from gateway.http.validate import has_control_characters, int_field, path_uuid, query_date
 from gateway.services import SERVICES, Services
 

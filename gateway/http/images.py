@@ -21,12 +21,12 @@ from aiohttp.abc import AbstractStreamWriter
 from gateway import errors
 from gateway.backends.base import GeneratedImage, ImageRequest, parse_size
 from gateway.backends.resilience import GuardedBackend
-from gateway.http.auth import authenticate
+from gateway.http.api_key_auth import authenticate
 from gateway.http.middlewares import LOG_FIELDS, REQUEST_ID
 from gateway.http.ratelimit_headers import rate_limit_headers
 from gateway.http.responses import read_json_object
 from gateway.keys.cache import KeyRecord
-from gateway.limits.admission import ADMITTED, OVER_QUOTA, RATE_LIMITED
+from gateway.limits.decision import ADMITTED, OVER_QUOTA, RATE_LIMITED
 from gateway.metrics import Metrics
 from gateway.services import SERVICES, Services
 

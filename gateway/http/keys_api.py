@@ -10,8 +10,8 @@ from aiohttp import web
 from gateway import errors
 from gateway.db import keys as db
 from gateway.db.pool import connection
-from gateway.http.bearer import current_user
 from gateway.http.responses import json_response, read_json_object
+from gateway.http.token_auth import current_user
 from gateway.http.validate import future_datetime_field, int_field, path_uuid, text_field
 from gateway.keys.issue import issue_key
 from gateway.services import SERVICES

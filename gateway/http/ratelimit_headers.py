@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import math
 
-from gateway.limits.admission import Decision
+from gateway.limits.decision import Decision
 
 __all__ = ["openai_duration", "rate_limit_headers"]
 

@@ -6,8 +6,8 @@ from aiohttp import web
 
 from gateway.http import accounts, keys_api
 from gateway.http.admin import setup_admin_routes
+from gateway.http.health import healthz, list_models, metrics, readyz
 from gateway.http.images import generate_images
-from gateway.http.meta import healthz, list_models, metrics, readyz
 from gateway.http.openapi import DOCS_STATIC_DIR, docs_page, openapi_json
 from gateway.http.usage_api import read_usage
 

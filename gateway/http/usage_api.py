@@ -12,8 +12,8 @@ from gateway.db.keys import keys_of_user
 from gateway.db.pool import connection
 from gateway.db.usage import usage_of_user
 from gateway.http.accounts import today_images, utc_today
-from gateway.http.bearer import current_user
 from gateway.http.responses import json_response
+from gateway.http.token_auth import current_user
 from gateway.http.validate import query_date
 from gateway.services import SERVICES
 

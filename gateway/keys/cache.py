@@ -28,8 +28,9 @@ from redis.exceptions import RedisError
 
 from gateway.config import KeysConfig, PlanConfig
 from gateway.db.keys import KeyRow, fetch_key_by_hash
-from gateway.limits.pipelined import PipelinedRedis, PipelinedScript
-from gateway.scripts import script_source
+from gateway.redis.layout import key_entry, key_invalidation_channel
+from gateway.redis.lua import script_source
+from gateway.redis.pipelined import PipelinedRedis, PipelinedScript
 from gateway.tasks import raise_if_cancelled
 
 __all__ = [
@@ -38,7 +39,6 @@ __all__ = [
     "KeyRecord",
     "KeyStore",
     "PostgresKeyStore",
-    "invalidation_channel",
     "publish_invalidation",
 ]
 
@@ -165,7 +165,7 @@ class KeyCache:
         self._plans = plans
         self._default_plan = default_plan
         self._redis_prefix = redis_prefix
-        self.channel = invalidation_channel(redis_prefix)
+        self.channel = key_invalidation_channel(redis_prefix)
         self._clock = clock
         # Keyed by the 32-byte digest (half the size of its hex form); insertion order is
         # age, so the oldest entry goes first when the cache is full. Known keys and
@@ -241,7 +241,7 @@ class KeyCache:
 
     async def _load_raw(self, key_hash: str) -> bytes:
         """The record from Redis; on a miss, one caller across all processes loads it."""
-        entry = _entry_key(self._redis_prefix, key_hash)
+        entry = key_entry(self._redis_prefix, key_hash)
         lock = f"{entry}:loading"  # same hash slot as the entry
         try:
             async with asyncio.timeout(self._timeout):
@@ -399,19 +399,10 @@ def _jittered(ttl: float) -> float:
     return ttl * (1.0 - TTL_JITTER * random.random())
 
 
-def invalidation_channel(redis_prefix: str) -> str:
-    return f"{redis_prefix}keys:invalidate"
-
-
-def _entry_key(redis_prefix: str, key_hash: str) -> str:
-    """The cached record's Redis key, hash-tagged so its lock shares its cluster slot."""
-    return f"{redis_prefix}key:{{{key_hash}}}"
-
-
 async def publish_invalidation(redis: Redis, redis_prefix: str, key_hashes: list[str]) -> None:
     """Delete the keys' Redis entries and tell every process to drop its copy."""
     async with redis.pipeline(transaction=False) as pipe:
         for key_hash in key_hashes:  # one DEL each: the entries live in different slots
-            pipe.delete(_entry_key(redis_prefix, key_hash))
-        pipe.publish(invalidation_channel(redis_prefix), " ".join(key_hashes))
+            pipe.delete(key_entry(redis_prefix, key_hash))
+        pipe.publish(key_invalidation_channel(redis_prefix), " ".join(key_hashes))
         await pipe.execute()

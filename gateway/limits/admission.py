@@ -29,8 +29,7 @@ import itertools
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -38,98 +37,18 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.keys.cache import KeyRecord
+from gateway.limits.decision import ADMITTED, NEEDS_SEED, Decision, SeedSource
 from gateway.limits.journal import NO_SLOT, Journal, Reservation, orphans
-from gateway.limits.pipelined import NotSent, PipelinedRedis, PipelinedScript
-from gateway.scripts import load_script, script_source
+from gateway.redis.layout import RedisLayout
+from gateway.redis.lua import load_script, script_source
+from gateway.redis.pipelined import NotSent, PipelinedRedis, PipelinedScript
 
 if TYPE_CHECKING:
     from gateway.limits.local import LocalAdmission
 
-__all__ = [
-    "ADMITTED",
-    "NEEDS_SEED",
-    "OVER_QUOTA",
-    "RATE_LIMITED",
-    "SHARDS",
-    "Admission",
-    "Decision",
-    "RedisLayout",
-    "SeedSource",
-]
+__all__ = ["Admission"]
 
 log = logging.getLogger(__name__)
-
-NEEDS_SEED, ADMITTED, RATE_LIMITED, OVER_QUOTA = 0, 1, 2, 3
-
-#: Number of hash-tag shards. Fixed: every process must agree on it.
-SHARDS = 16
-
-
-class RedisLayout:
-    """Names of the Redis keys the limiter and the usage flusher share."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self._tags = [f"{prefix}{{s{shard}}}:" for shard in range(SHARDS)]
-
-    @staticmethod
-    def shard_of(key_id: str) -> int:
-        return int(key_id[:8], 16) % SHARDS
-
-    def tag(self, shard: int) -> str:
-        return self._tags[shard]
-
-    def counter_prefix(self, shard: int) -> str:
-        return f"{self._tags[shard]}img:"
-
-    def counter(self, key_id: str, day: int) -> str:
-        return f"{self.counter_prefix(self.shard_of(key_id))}{key_id}:{day}"
-
-    def pending(self, shard: int) -> str:
-        return f"{self._tags[shard]}pending"
-
-    def lease(self, shard: int) -> str:
-        return f"{self._tags[shard]}flush-lease"
-
-    def settled(self, shard: int, member: str) -> str:
-        """The marker of a reservation given back (release.lua, settle.lua)."""
-        return f"{self._tags[shard]}settled:{member}"
-
-
-@dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field
-class Decision:
-    """The outcome of one admission, with what the rate-limit headers report."""
-
-    outcome: int
-    day: int
-    requests_limit: int
-    requests_in_window: int
-    #: Seconds until the oldest request in the window leaves it (room for one more).
-    requests_reset: float
-    images_limit: int
-    images_used: int
-    #: Seconds until the next UTC midnight, when the daily quota starts afresh.
-    images_reset: int
-    #: Decided in this process because Redis was unreachable (``redis.on_failure: open``).
-    local: bool = False
-    #: The reservation's slot in this process's journal (:data:`NO_SLOT`: none).
-    ticket: int = NO_SLOT
-    #: The admission's unique id (its member in the key's rolling-window log).
-    member: str = ""
-
-    @property
-    def requests_remaining(self) -> int:
-        return max(0, self.requests_limit - self.requests_in_window)
-
-    @property
-    def images_remaining(self) -> int:
-        return max(0, self.images_limit - self.images_used)
-
-
-class SeedSource(Protocol):
-    """Where a day's count comes from when Redis does not have it (Postgres)."""
-
-    async def count_for(self, key_id: str, day: int) -> int: ...
 
 
 class Admission:

@@ -20,15 +20,9 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 
 from gateway.keys.cache import KeyRecord
-from gateway.limits.admission import (
-    ADMITTED,
-    OVER_QUOTA,
-    RATE_LIMITED,
-    Decision,
-    RedisLayout,
-    SeedSource,
-)
-from gateway.scripts import load_script
+from gateway.limits.decision import ADMITTED, OVER_QUOTA, RATE_LIMITED, Decision, SeedSource
+from gateway.redis.layout import RedisLayout
+from gateway.redis.lua import load_script
 
 __all__ = ["LocalAdmission"]
 

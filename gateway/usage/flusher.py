@@ -29,8 +29,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from gateway.db.usage import count_for_day, date_of_day, write_counts
-from gateway.limits.admission import SHARDS, Admission, RedisLayout
-from gateway.scripts import load_script
+from gateway.limits.admission import Admission
+from gateway.redis.layout import SHARDS, RedisLayout
+from gateway.redis.lua import load_script
 from gateway.tasks import raise_if_cancelled
 
 __all__ = ["PostgresSeeds", "UsageFlusher"]

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
-from gateway.limits.admission import RedisLayout
+from gateway.redis.layout import RedisLayout
 
 __all__ = ["live_counts"]
 

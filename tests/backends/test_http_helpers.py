@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from gateway.backends._http import image_from_base64, sanitize
 from gateway.backends.local import render_png
+from gateway.backends.upstream import image_from_base64, sanitize
 from gateway.errors import UpstreamError
 
 

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from gateway.backends import _http
+from gateway.backends import upstream
 from gateway.backends.base import BackendContext
 from gateway.backends.openai import OpenAIBackend
 from gateway.errors import UpstreamError
@@ -107,7 +107,7 @@ async def test_download_larger_than_the_limit_is_refused(
     fake: OpenAIFake, context: BackendContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake.as_urls = True
-    monkeypatch.setattr(_http, "MAX_IMAGE_BYTES", 64)
+    monkeypatch.setattr(upstream, "MAX_IMAGE_BYTES", 64)
     backend = await started(fake, context)
 
     with pytest.raises(UpstreamError, match="too large"):

@@ -7,7 +7,7 @@ import time
 
 from aiohttp import web
 
-from gateway.http.auth import authenticate
+from gateway.http.api_key_auth import authenticate
 from gateway.http.responses import json_response
 from gateway.metrics import CONTENT_TYPE_LATEST
 from gateway.services import SERVICES

@@ -17,7 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.limits.pipelined import PipelinedRedis, PipelinedScript
+from gateway.redis.pipelined import PipelinedRedis, PipelinedScript
 from tests.conftest import REDIS_URL
 
 ECHO = "return {KEYS[1], ARGV[1]}"
@@ -185,7 +185,7 @@ async def test_a_closed_client_stays_closed(redis_prefix: str):
 
 
 def test_a_call_is_encoded_byte_for_byte_as_resp_bulk_strings():
-    from gateway.limits.pipelined import _encode_parts
+    from gateway.redis.pipelined import _encode_parts
 
     def bulk(part: str | int | float) -> bytes:
         data = str(part).encode()

@@ -1,0 +1,65 @@
+"""Every Redis key and channel name the gateway writes, in one place.
+
+Keys one script touches share a hash tag, so no script crosses a Redis Cluster slot:
+``<prefix>{s<N>}:`` for the limits and usage (one of :data:`SHARDS` shards chosen from
+the key id), ``<prefix>key:{<hash>}`` for the key cache.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SHARDS",
+    "RedisLayout",
+    "key_entry",
+    "key_invalidation_channel",
+    "throttle_prefix",
+]
+
+#: Number of hash-tag shards. Fixed: every process must agree on it.
+SHARDS = 16
+
+
+class RedisLayout:
+    """Names of the Redis keys the limiter and the usage flusher share."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._tags = [f"{prefix}{{s{shard}}}:" for shard in range(SHARDS)]
+
+    @staticmethod
+    def shard_of(key_id: str) -> int:
+        return int(key_id[:8], 16) % SHARDS
+
+    def tag(self, shard: int) -> str:
+        return self._tags[shard]
+
+    def counter_prefix(self, shard: int) -> str:
+        return f"{self._tags[shard]}img:"
+
+    def counter(self, key_id: str, day: int) -> str:
+        return f"{self.counter_prefix(self.shard_of(key_id))}{key_id}:{day}"
+
+    def pending(self, shard: int) -> str:
+        return f"{self._tags[shard]}pending"
+
+    def lease(self, shard: int) -> str:
+        return f"{self._tags[shard]}flush-lease"
+
+    def settled(self, shard: int, member: str) -> str:
+        """The marker of a reservation given back (release.lua, settle.lua)."""
+        return f"{self._tags[shard]}settled:{member}"
+
+
+def key_entry(prefix: str, key_hash: str) -> str:
+    """The key cache's Redis entry of one API key (its own hash tag)."""
+    return f"{prefix}key:{{{key_hash}}}"
+
+
+def key_invalidation_channel(prefix: str) -> str:
+    """The pub/sub channel on which processes tell each other to drop cached keys."""
+    return f"{prefix}keys:invalidate"
+
+
+def throttle_prefix(prefix: str) -> str:
+    """Where the login and registration throttles keep their counters."""
+    return f"{prefix}throttle:"
