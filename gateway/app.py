@@ -82,7 +82,9 @@ def create_app(
     access_log = AccessLog(flush_seconds=config.logging.access_log_flush_seconds)
     app = web.Application(
         client_max_size=config.server.max_body_bytes,
-        middlewares=[request_context_middleware(metrics, access_log)],
+        middlewares=[
+            request_context_middleware(metrics, access_log, key_prefix=config.keys.prefix)
+        ],
     )
     app[CONFIG] = config
 

@@ -20,6 +20,7 @@ __all__ = [
     "InvalidCredentials",
     "InvalidRequest",
     "InvalidToken",
+    "KeyAlreadyRotated",
     "MissingApiKey",
     "ModelNotFound",
     "NotFound",
@@ -29,6 +30,7 @@ __all__ = [
     "ServiceUnavailable",
     "TooManyKeys",
     "UpstreamError",
+    "UpstreamRefused",
     "UpstreamTimeout",
 ]
 
@@ -139,6 +141,26 @@ class UpstreamError(GatewayError):
         self.retry_after = retry_after
 
 
+class UpstreamRefused(GatewayError):
+    """The upstream refused the request as the request's own fault.
+
+    An upstream 400/404/413/422, or a content-policy refusal: the client gets a 4xx in
+    OpenAI's shape with the upstream's (sanitised) reason. It is not retried, not
+    counted by the circuit breaker (the upstream is healthy) and not sent to a fallback
+    backend (another backend would make a different image than asked for).
+    """
+
+    status, code, type = 400, "invalid_request", "invalid_request_error"
+    default_message = "The image backend refused the request."
+
+    def __init__(
+        self, message: str | None = None, *, param: str | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message, param=param)
+        if code is not None:
+            self.code = code
+
+
 class UpstreamTimeout(GatewayError):
     status, code, type = 504, "upstream_timeout", "server_error"
     default_message = "The image backend did not answer in time."
@@ -162,6 +184,11 @@ class InvalidToken(GatewayError):
 class EmailTaken(GatewayError):
     status, code, type = 409, "email_taken", "invalid_request_error"
     default_message = "An account with this email already exists."
+
+
+class KeyAlreadyRotated(GatewayError):
+    status, code, type = 409, "key_already_rotated", "invalid_request_error"
+    default_message = "This key was already rotated."
 
 
 class TooManyKeys(GatewayError):

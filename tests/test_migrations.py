@@ -197,8 +197,11 @@ async def test_users_email_is_unique_and_normalised(db: asyncpg.Connection):
 
 async def test_api_keys_user_id_cascades_and_is_indexed(db: asyncpg.Connection):
     fks = await foreign_keys(db, "api_keys")
-    assert [(fk["cols"], fk["target"], fk["target_cols"], fk["confdeltype"]) for fk in fks] == [
-        (["user_id"], "users", ["id"], "c")
+    assert sorted(
+        (fk["cols"], fk["target"], fk["target_cols"], fk["confdeltype"]) for fk in fks
+    ) == [
+        (["rotated_to"], "api_keys", ["id"], "n"),  # a successor deleted: no successor
+        (["user_id"], "users", ["id"], "c"),
     ]
     assert has_index(await index_defs(db, "api_keys"), "user_id", unique=False)
 

@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import ConfigError
-from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.errors import UpstreamError, UpstreamRefused, UpstreamTimeout
 
 __all__ = [
+    "COMMON_OPTIONS",
     "BackendContext",
     "GeneratedImage",
     "ImageBackend",
@@ -45,6 +46,10 @@ __all__ = [
 
 
 _ASCII_DIGITS = re.compile(r"[0-9]+")
+
+#: Options every backend accepts: ``max_n_per_call``, the most images one upstream call
+#: may return (a larger ``n`` fans out over parallel calls).
+COMMON_OPTIONS = ("max_n_per_call",)
 
 
 def parse_size(size: str) -> tuple[int, int] | None:
@@ -130,7 +135,8 @@ class BackendContext:
 class ImageBackend(abc.ABC):
     #: Sizes accepted when the config does not list its own (``sizes:``).
     default_sizes: Sequence[str] = ("256x256", "512x512", "1024x1024", "1024x1536", "1536x1024")
-    #: The options a backend of this type accepts besides ``type``.
+    #: The options a backend of this type accepts besides ``type`` (and the options
+    #: every backend accepts, :data:`COMMON_OPTIONS`).
     options: Sequence[str] = ("sizes", "timeout_seconds")
 
     def __init__(self, name: str, options: Mapping[str, Any]) -> None:
@@ -140,8 +146,14 @@ class ImageBackend(abc.ABC):
         """
         self.name = name
         for key in options:
-            if key not in self.options:
+            if key not in self.options and key not in COMMON_OPTIONS:
                 raise ConfigError(f"backends.{name}.{key}: unknown key")
+        most = options.get("max_n_per_call")
+        if most is not None and (isinstance(most, bool) or not isinstance(most, int) or most < 1):
+            raise ConfigError(f"backends.{name}.max_n_per_call: must be a whole number >= 1")
+        #: The most images one upstream call may return (``None``: no limit); a larger
+        #: ``n`` is fanned out over parallel calls (:meth:`images_per_call`).
+        self.max_n_per_call: int | None = most
         sizes = options.get("sizes", self.default_sizes)
         if not isinstance(sizes, list | tuple) or not sizes:
             raise ConfigError(f"backends.{name}.sizes: must be a list of 'WIDTHxHEIGHT'")
@@ -161,6 +173,15 @@ class ImageBackend(abc.ABC):
 
     def supports_size(self, width: int, height: int) -> bool:
         return (width, height) in self.sizes
+
+    def images_per_call(self, request: ImageRequest) -> int | None:
+        """The most images one upstream call may return for ``request`` (``None``: any).
+
+        The gateway splits a larger ``n`` into parallel calls of at most this many.
+        Defaults to the ``max_n_per_call`` option; a backend whose upstream models
+        differ (dall-e-3 takes only n=1) overrides it.
+        """
+        return self.max_n_per_call
 
     async def start(self, context: BackendContext) -> None:  # noqa: B027 - optional hook
         """Open connections, warm up. Called once before the first request."""
@@ -189,6 +210,8 @@ class JobStatus:
     state: JobState
     images: list[GeneratedImage] = field(default_factory=list)
     error: str | None = None
+    #: Set when the job failed through the request's own fault (a content policy).
+    refused: UpstreamRefused | None = None
 
 
 class JobBackend(ImageBackend):
@@ -223,6 +246,8 @@ class JobBackend(ImageBackend):
                 await asyncio.shield(self._cancel_quietly(job_id))
             raise
         if status.state is JobState.FAILED:
+            if status.refused is not None:
+                raise status.refused
             raise UpstreamError(status.error or None)
         return status.images[: request.n]
 

@@ -31,7 +31,7 @@ from gateway.backends.upstream import (
     url_option,
 )
 from gateway.config import ConfigError
-from gateway.errors import UpstreamError
+from gateway.errors import UpstreamError, UpstreamRefused
 
 __all__ = ["GeminiBackend"]
 
@@ -42,6 +42,11 @@ ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9"
 _RATIO_TOLERANCE = 1.05
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ENUM = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+#: Block and finish reasons by which Gemini says the prompt or image broke its policy:
+#: the request's own fault (400 ``content_policy_violation``), not the upstream's.
+_POLICY_REASONS = frozenset(
+    {"SAFETY", "IMAGE_SAFETY", "PROHIBITED_CONTENT", "IMAGE_PROHIBITED_CONTENT", "BLOCKLIST"}
+)
 
 
 def aspect_ratio(width: int, height: int) -> str | None:
@@ -128,7 +133,11 @@ def _images_from(payload: Any) -> list[GeneratedImage]:
         feedback = payload.get("promptFeedback")
         reason = feedback.get("blockReason") if isinstance(feedback, dict) else None
         if isinstance(reason, str) and _ENUM.match(reason):
-            raise UpstreamError(f"The image backend refused the prompt ({reason}).")
+            raise UpstreamRefused(
+                f"The image backend refused the prompt ({reason}).",
+                param="prompt",
+                code="content_policy_violation" if reason in _POLICY_REASONS else None,
+            )
         raise UpstreamError("The image backend sent a malformed response.")
     candidate = candidates[0]
     if not isinstance(candidate, dict):
@@ -148,6 +157,11 @@ def _images_from(payload: Any) -> list[GeneratedImage]:
         images.append(image_from_base64(inline.get("data")))
     if not images:
         reason = candidate.get("finishReason", candidate.get("finish_reason"))
+        if isinstance(reason, str) and reason in _POLICY_REASONS:
+            raise UpstreamRefused(
+                f"The image backend refused to make the image ({reason}).",
+                code="content_policy_violation",
+            )
         if isinstance(reason, str) and _ENUM.match(reason) and reason != "STOP":
             raise UpstreamError(f"The image backend made no image ({reason}).")
         raise UpstreamError("The image backend made no image.")

@@ -10,7 +10,7 @@ Options: ``base_url`` (default ``https://api.openai.com/v1``), ``api_key_env`` (
 environment variable holding the upstream's key, sent as ``Authorization: Bearer``;
 leave it out for an upstream without keys), ``model`` (the upstream's model name;
 default: the client's), ``organization`` (sent as ``OpenAI-Organization``), ``sizes``,
-``timeout_seconds``.
+``timeout_seconds``, ``max_n_per_call`` (default 1 for ``dall-e-3``, else no limit).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from gateway.errors import GatewayError, UpstreamError
 __all__ = ["OpenAIBackend"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+#: Upstream models that accept only ``n=1``.
+_ONE_PER_CALL = frozenset({"dall-e-3"})
 
 
 class OpenAIBackend(ImageBackend):
@@ -74,6 +76,13 @@ class OpenAIBackend(ImageBackend):
             headers=headers,
             secrets=secrets,
         )
+
+    def images_per_call(self, request: ImageRequest) -> int | None:
+        """dall-e-3 answers only ``n=1``: unless ``max_n_per_call`` says otherwise, its
+        calls are fanned out one image each."""
+        if self.max_n_per_call is None and (self._model or request.model) in _ONE_PER_CALL:
+            return 1
+        return self.max_n_per_call
 
     def request_body(self, request: ImageRequest) -> dict[str, Any]:
         """The JSON sent upstream for ``request``."""

@@ -31,6 +31,7 @@ from gateway.backends.upstream import (
     float_option,
     gather_successes,
     read_secret,
+    refusal,
     request_headers,
     same_origin,
     text_option,
@@ -174,7 +175,11 @@ class ReplicateBackend(JobBackend):
         if state in _FAILED:
             error = prediction.get("error")
             if isinstance(error, str) and error.strip():
-                message = f"The image backend failed: {upstream.sanitize(error)}"
+                detail = upstream.sanitize(error)
+                refused = refusal(detail)
+                if refused.code == "content_policy_violation":  # the request's own fault
+                    return JobStatus(JobState.FAILED, error=refused.message, refused=refused)
+                message = f"The image backend failed: {detail}"
             else:
                 message = f"The image backend's job ended as {state}."
             return JobStatus(JobState.FAILED, error=message)

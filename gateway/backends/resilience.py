@@ -12,23 +12,40 @@
   doubling backoff, honouring an upstream ``Retry-After`` when it fits the deadline.
 * **Circuit breaker** — after ``breaker_failures`` consecutive failures the backend is
   skipped at once (:class:`BackendUnavailable`) for ``breaker_reset_seconds``; then one
-  probe call is let through: success closes the breaker, failure opens it again.
+  probe call is let through: success closes the breaker, failure opens it again. Only
+  the upstream's faults count: a refusal of the request itself
+  (:class:`~gateway.errors.UpstreamRefused`, e.g. a content-policy 400) shows the
+  upstream is healthy, so one customer's refused prompts never pause everyone's calls.
+* **Fan-out** — ``n`` above what one upstream call may return
+  (:meth:`ImageBackend.images_per_call`) is split into parallel calls, each with its
+  own retries; the images of the calls that succeed are delivered (and only they are
+  charged).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from gateway.backends.base import GeneratedImage, ImageBackend, ImageRequest
 from gateway.config import ResilienceConfig
 from gateway.deadline import Deadline
-from gateway.errors import GatewayError, ServiceUnavailable, UpstreamError, UpstreamTimeout
+from gateway.errors import (
+    GatewayError,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamRefused,
+    UpstreamTimeout,
+)
 
 __all__ = ["BackendUnavailable", "BreakerState", "GuardedBackend"]
+
+#: Seeds run from 0 to 2**63 - 1; a fanned-out call's seed wraps within that range.
+_SEED_RANGE = 2**63
 
 
 class BackendUnavailable(ServiceUnavailable):
@@ -97,11 +114,15 @@ class GuardedBackend:
         probe = self._admit_through_breaker()
         try:
             deadline = self._clock() + self.backend.timeout_seconds
-            if self._slots is None:  # no cap: one coroutine less on every call
-                images = await self._with_retries(request, deadline)
+            per_call = self.backend.images_per_call(request)
+            if per_call is not None and request.n > per_call:
+                images = await self._fan_out(request, per_call, deadline)
             else:
-                images = await self._within_slot(request, deadline)
+                images = await self._call(request, deadline)
         except BackendUnavailable:
+            raise
+        except UpstreamRefused:
+            self._record(ok=True)  # the upstream answered: healthy, the request was not
             raise
         except GatewayError:
             self._record(ok=False)
@@ -112,6 +133,46 @@ class GuardedBackend:
         finally:
             if probe:
                 self._probing = False
+
+    def _call(self, request: ImageRequest, deadline: float) -> Awaitable[list[GeneratedImage]]:
+        if self._slots is None:  # no cap: one coroutine less on every call
+            return self._with_retries(request, deadline)
+        return self._within_slot(request, deadline)
+
+    async def _fan_out(
+        self, request: ImageRequest, per_call: int, deadline: float
+    ) -> list[GeneratedImage]:
+        """``request`` as parallel calls of at most ``per_call`` images each.
+
+        Each call gets its own seed (the request's plus the number of images before it),
+        so a seeded request does not get the same image ``n`` times. Returns the images
+        of the calls that succeeded, in order; raises when none did (a refusal first: it
+        is the request's own fault, whatever the other calls met).
+        """
+        calls = []
+        for first in range(0, request.n, per_call):
+            seed = request.seed
+            if seed is not None:
+                seed = (seed + first) % _SEED_RANGE
+            part = dataclasses.replace(request, n=min(per_call, request.n - first), seed=seed)
+            calls.append(self._call(part, deadline))
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        images: list[GeneratedImage] = []
+        errors: list[BaseException] = []
+        for result in results:
+            if isinstance(result, BaseException):
+                errors.append(result)
+            else:
+                images += result
+        if images:
+            return images[: request.n]
+        for error in errors:
+            if isinstance(error, UpstreamRefused):
+                raise error
+        for error in errors:
+            if not isinstance(error, Exception):  # cancelled: that wins
+                raise error
+        raise errors[0]
 
     async def _within_slot(self, request: ImageRequest, deadline: float) -> list[GeneratedImage]:
         assert self._slots is not None

@@ -27,10 +27,11 @@ import orjson
 from gateway.backends import h1
 from gateway.backends.base import BackendContext, GeneratedImage, ImageRequest
 from gateway.config import ConfigError
-from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
+from gateway.errors import GatewayError, UpstreamError, UpstreamRefused, UpstreamTimeout
 
 __all__ = [
     "MAX_IMAGE_BYTES",
+    "REFUSED_STATUSES",
     "RETRYABLE_STATUSES",
     "Upstream",
     "basic_auth",
@@ -43,6 +44,7 @@ __all__ = [
     "int_option",
     "json_limit",
     "read_secret",
+    "refusal",
     "request_headers",
     "retry_after_seconds",
     "same_origin",
@@ -71,6 +73,15 @@ _BASE64_DIGITS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345678
 
 #: Upstream answers that mean "nothing was done; try again".
 RETRYABLE_STATUSES = frozenset({429, 502, 503})
+#: Upstream answers that blame the request itself (see :class:`UpstreamRefused`).
+REFUSED_STATUSES = frozenset({400, 404, 413, 422})
+#: Error codes and types by which upstreams say a prompt or image broke their policy.
+_POLICY_CODES = frozenset(
+    {"content_policy_violation", "moderation_blocked", "image_generation_user_error"}
+)
+_POLICY_WORDS = re.compile(r"safety system|content polic|moderation|nsfw", re.IGNORECASE)
+#: A parameter name an upstream may blame, passed on only if it looks like one.
+_PARAM = re.compile(r"[a-z_][a-z0-9_.\[\]]{0,63}")
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -296,6 +307,31 @@ async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def refusal(detail: str | None, payload: Any = None) -> UpstreamRefused:
+    """The client's 4xx for an upstream that refused the request itself.
+
+    ``content_policy_violation`` when the upstream's error code or words say the prompt
+    or image broke its policy; otherwise ``invalid_request``, naming the parameter the
+    upstream blamed when it names one.
+    """
+    error = payload.get("error") if isinstance(payload, dict) else None
+    error = error if isinstance(error, dict) else {}
+    codes = {error.get("code"), error.get("type")}
+    param = error.get("param")
+    param = param if isinstance(param, str) and _PARAM.fullmatch(param) else None
+    if codes & _POLICY_CODES or (detail and _POLICY_WORDS.search(detail)):
+        return UpstreamRefused(
+            "The image backend refused the request under its content policy"
+            + (f": {detail}" if detail else "."),
+            param=param,
+            code="content_policy_violation",
+        )
+    return UpstreamRefused(
+        "The image backend refused the request" + (f": {detail}" if detail else "."),
+        param=param,
+    )
+
+
 def _error_detail(payload: Any) -> str | None:
     """The upstream's own words from an error body: OpenAI, Google, FastAPI, RFC 7807."""
     if not isinstance(payload, dict):
@@ -450,7 +486,7 @@ class Upstream:
             ) from None
         return image_from_bytes(data, revised_prompt=revised_prompt)
 
-    def _status_error(self, response: h1.Response) -> UpstreamError:
+    def _status_error(self, response: h1.Response) -> UpstreamError | UpstreamRefused:
         status = response.status
         try:
             payload: Any = orjson.loads(response.body[:_MAX_ERROR_BYTES])
@@ -461,6 +497,13 @@ class Upstream:
         log.warning("backend %s: upstream answered HTTP %s: %s", self._name, status, detail or "-")
         rejected = self._credentials_rejected is not None and self._credentials_rejected(payload)
         if status in (401, 403) or rejected:
+            # The operator's problem, not the client's: loud, and a 502 that counts.
+            log.error(
+                "backend %s: the upstream refused the gateway's credentials (HTTP %s); "
+                "check the backend's api_key_env",
+                self._name,
+                status,
+            )
             return UpstreamError("The image backend rejected the gateway's credentials.")
         if status in RETRYABLE_STATUSES:  # nothing was done: the caller may try again
             return UpstreamError(
@@ -468,6 +511,8 @@ class Upstream:
                 retryable=True,
                 retry_after=retry_after_seconds(response.headers.get("retry-after")),
             )
+        if status in REFUSED_STATUSES:
+            return refusal(detail, payload)
         if 400 <= status < 500:
             if detail:
                 return UpstreamError(f"The image backend refused the request: {detail}")

@@ -133,6 +133,7 @@ async def update_key(
     expires_at: Any = UNSET,
     requests_per_minute: Any = UNSET,
     images_per_day: Any = UNSET,
+    rotated_to: Any = UNSET,
 ) -> dict[str, Any]:
     """Change some columns of a key (``UNSET`` leaves one as it is; ``None`` clears it)."""
     row = await conn.fetchrow(
@@ -141,7 +142,8 @@ async def update_key(
             is_active = CASE WHEN $2 THEN $3 ELSE is_active END,
             expires_at = CASE WHEN $4 THEN $5 ELSE expires_at END,
             requests_per_minute = CASE WHEN $6 THEN $7 ELSE requests_per_minute END,
-            images_per_day = CASE WHEN $8 THEN $9 ELSE images_per_day END
+            images_per_day = CASE WHEN $8 THEN $9 ELSE images_per_day END,
+            rotated_to = CASE WHEN $10 THEN $11 ELSE rotated_to END
         WHERE id = $1
         RETURNING id, name, prefix, is_active, created_at, last_used_at, expires_at,
                   user_id, key_hash, requests_per_minute, images_per_day
@@ -151,6 +153,7 @@ async def update_key(
         *_change(expires_at),
         *_change(requests_per_minute),
         *_change(images_per_day),
+        *_change(rotated_to),
     )
     return dict(row)
 

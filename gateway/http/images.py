@@ -152,6 +152,9 @@ async def _call_backends(
         outcome = "ok"
         try:
             return guarded.name, await guarded.generate(request)
+        except errors.UpstreamRefused:
+            outcome = "refused"  # the request's own fault: no fallback
+            raise
         except errors.UpstreamTimeout as exc:
             outcome, error = "timeout", exc
         except errors.ServiceUnavailable as exc:
@@ -234,6 +237,7 @@ async def generate_images(request: web.Request) -> web.Response:
 
     try:
         headers = rate_limit_headers(decision, decision.images_used - (n - len(delivered)))
+        headers["X-Gateway-Backend"] = backend_name  # which backend answered (fallbacks)
         body = {
             "created": int(now),
             "model": params.model,

@@ -13,6 +13,7 @@ from gateway.db.pool import connection
 from gateway.http.responses import json_response, read_json_object
 from gateway.http.token_auth import current_user
 from gateway.http.validate import future_datetime_field, int_field, path_uuid, text_field
+from gateway.keys import issue
 from gateway.keys.issue import issue_key
 from gateway.services import SERVICES
 
@@ -108,34 +109,13 @@ async def rotate_key(request: web.Request) -> web.Response:
     grace = int_field(body, "grace_seconds", least=0, most=MAX_GRACE_SECONDS, nullable=True)
     now = dt.datetime.fromtimestamp(services.wall_clock(), dt.UTC)
     async with connection(services.pool) as conn, conn.transaction():
-        old = await db.key_for_update(conn, key_id)
-        usable = (
-            old is not None
-            and old["user_id"] == user["id"]
-            and old["is_active"]
-            and (old["expires_at"] is None or old["expires_at"] > now)
-        )
-        if not usable:
-            raise errors.NotFound("No such active key.")
-        assert old is not None
-        key, row = await issue_key(
+        key, row, old_hash = await issue.rotate_key(
             conn,
+            key_id=key_id,
             user_id=user["id"],
             prefix=services.config.keys.prefix,
-            name=old["name"],
-            expires_at=old["expires_at"],
+            grace_seconds=grace or 0,
+            now=now,
         )
-        await db.update_key(
-            conn,
-            row["id"],
-            requests_per_minute=old["requests_per_minute"],
-            images_per_day=old["images_per_day"],
-        )
-        if not grace:
-            await db.update_key(conn, key_id, is_active=False)
-        else:
-            ends = now + dt.timedelta(seconds=grace)
-            if old["expires_at"] is None or old["expires_at"] > ends:
-                await db.update_key(conn, key_id, expires_at=ends)
-    await services.keys.invalidate([old["key_hash"]])
+    await services.keys.invalidate([old_hash])
     return json_response(_created_json(key, row), status=201)

@@ -14,6 +14,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from gateway import errors
 from gateway.http.responses import error_body, json_response
+from gateway.keys.format import looks_like_key
 from gateway.logs import AccessLog
 from gateway.metrics import Metrics
 
@@ -44,10 +45,15 @@ def _route_of(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
-def request_context_middleware(metrics: Metrics, access_log: AccessLog) -> Middleware:
+def request_context_middleware(
+    metrics: Metrics, access_log: AccessLog, *, key_prefix: str
+) -> Middleware:
     """Give every request an id, turn every error into OpenAI-shaped JSON, count, log.
 
-    ``access_log`` is flushed by whoever made it, when the server stops.
+    ``access_log`` is flushed by whoever made it, when the server stops. An incoming
+    ``X-Request-ID`` is kept only if it is sane and does not look like an API key
+    (``key_prefix``, or any value that passes the key checksum): a client that pastes
+    its key there must not see it echoed or written to the access log.
     """
     # Request ids: unique (a random per-process prefix, then a count), not secret, and
     # 32 hex digits like uuid4().hex, without a system call per request.
@@ -58,7 +64,11 @@ def request_context_middleware(metrics: Metrics, access_log: AccessLog) -> Middl
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
         incoming = request.headers.get("X-Request-ID")
-        if incoming is not None and _SANE_REQUEST_ID.fullmatch(incoming):
+        if (
+            incoming is not None
+            and _SANE_REQUEST_ID.fullmatch(incoming)
+            and not looks_like_key(incoming, key_prefix)
+        ):
             request_id = incoming
         else:
             request_id = f"{id_prefix}{next(sequence):016x}"

@@ -12,7 +12,15 @@ import secrets
 import zlib
 from dataclasses import dataclass
 
-__all__ = ["ParsedKey", "display_prefix", "generate_key", "hash_key", "key_digest", "parse_key"]
+__all__ = [
+    "ParsedKey",
+    "display_prefix",
+    "generate_key",
+    "hash_key",
+    "key_digest",
+    "looks_like_key",
+    "parse_key",
+]
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _ALPHABET_SET = frozenset(ALPHABET)
@@ -68,6 +76,20 @@ def parse_key(candidate: str, prefix: str) -> ParsedKey | None:
     if not secrets.compare_digest(_checksum(prefix + body), checksum):
         return None
     return ParsedKey(key_hash=hash_key(candidate))
+
+
+def looks_like_key(text: str, prefix: str) -> bool:
+    """True if ``text`` could be an API key: it starts with ``prefix``, or it ends in a
+    random part and checksum that match (under any prefix, this gateway's or another's).
+
+    For values that must never be echoed or logged, such as a client's request id.
+    """
+    if prefix and text.startswith(prefix):
+        return True
+    tail_length = RANDOM_LENGTH + CHECKSUM_LENGTH
+    if len(text) < tail_length or not _ALPHABET_SET.issuperset(text[-tail_length:]):
+        return False
+    return secrets.compare_digest(_checksum(text[:-CHECKSUM_LENGTH]), text[-CHECKSUM_LENGTH:])
 
 
 def display_prefix(key: str, prefix: str) -> str:

@@ -15,7 +15,7 @@ import pytest
 
 from gateway.backends.base import BackendContext
 from gateway.config import ConfigError
-from gateway.errors import UpstreamError
+from gateway.errors import UpstreamError, UpstreamRefused
 from tests.backends.cases import CASES, Case, image_request
 from tests.backends.conftest import Serve
 from tests.backends.fakes import FakeUpstream, decode_png
@@ -61,19 +61,20 @@ async def test_several_images(case: Case, fake: FakeUpstream, context: BackendCo
     case.check_request(calls[0], request)
 
 
-async def test_refused_request_is_an_upstream_error_without_the_credential(
+async def test_refused_request_is_the_requests_own_fault_without_the_credential(
     case: Case, fake: FakeUpstream, context: BackendContext
 ) -> None:
     backend = await case.started(fake, context)
     fake.mode = "bad_request"
 
-    with pytest.raises(UpstreamError) as caught:
+    with pytest.raises(UpstreamRefused) as caught:
         await backend.generate(image_request())
 
+    # A 400 for the client, not a 502: the upstream is fine, the request was refused.
+    assert (caught.value.status, caught.value.code) == (400, "invalid_request")
     assert "The prompt was rejected" in caught.value.message
     assert fake.secret not in caught.value.message
     assert "[redacted]" in caught.value.message
-    assert not caught.value.retryable
 
 
 async def test_rejected_credentials(

@@ -9,7 +9,7 @@ import pytest
 from gateway.backends.base import BackendContext
 from gateway.backends.gemini import GeminiBackend, aspect_ratio
 from gateway.config import ConfigError
-from gateway.errors import UpstreamError
+from gateway.errors import UpstreamError, UpstreamRefused
 from tests.backends.cases import GEMINI_KEY, image_request
 from tests.backends.conftest import Serve
 from tests.backends.fakes import GeminiFake, decode_png
@@ -88,8 +88,12 @@ async def test_blocked_prompt_says_why(fake: GeminiFake, context: BackendContext
     fake.block_reason = "PROHIBITED_CONTENT"
     backend = await started(fake, context)
 
-    with pytest.raises(UpstreamError, match=r"refused the prompt \(PROHIBITED_CONTENT\)"):
+    with pytest.raises(
+        UpstreamRefused, match=r"refused the prompt \(PROHIBITED_CONTENT\)"
+    ) as caught:
         await backend.generate(image_request())
+    # The request's own fault: a 400 for the client, not counted against the upstream.
+    assert (caught.value.status, caught.value.code) == (400, "content_policy_violation")
 
 
 async def test_size_picks_the_aspect_ratio(fake: GeminiFake, context: BackendContext) -> None:

@@ -9,7 +9,7 @@ import pytest
 from gateway.backends.base import BackendContext
 from gateway.backends.replicate import ReplicateBackend
 from gateway.config import ConfigError
-from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.errors import UpstreamRefused, UpstreamTimeout
 from tests.backends.cases import REPLICATE_KEY, image_request
 from tests.backends.conftest import Serve
 from tests.backends.fakes import ReplicateFake, decode_png
@@ -61,8 +61,10 @@ async def test_failed_prediction_is_an_upstream_error(
     fake.polls_before_done, fake.outcome = 1, "failed"
     backend = await started(fake, context)
 
-    with pytest.raises(UpstreamError, match="NSFW content detected"):
+    # The fake's failure is an NSFW refusal: the request's own fault, a 400.
+    with pytest.raises(UpstreamRefused, match="NSFW content detected") as caught:
         await backend.generate(image_request())
+    assert (caught.value.status, caught.value.code) == (400, "content_policy_violation")
 
     assert fake.cancelled == []
 
