@@ -891,10 +891,15 @@ def _paths(config: Config, size: str) -> JSON:
                         "PayloadTooLarge",
                         "RequestTimeout",
                     ),
+                    "409": _error_response(
+                        "The key was already rotated: rotate its successor.",
+                        errors.KeyAlreadyRotated,
+                    ),
                 },
                 security=token,
                 description="The new key keeps the old one's name, expiry and limits; the old"
-                " one works until `grace_seconds` pass. An inactive or expired key is 404.",
+                " one works until `grace_seconds` pass. An inactive or expired key is 404; a"
+                " key rotated before is 409.",
                 body=_json_body(_schema("Rotation"), {"grace_seconds": 3600}, required=False),
                 parameters=id_param,
             )
