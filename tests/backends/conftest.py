@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Protocol, TypeVar
 
 import aiohttp
 import pytest
@@ -11,13 +10,7 @@ from aiohttp.test_utils import TestServer
 
 from gateway.backends import h1
 from gateway.backends.base import BackendContext
-from tests.backends.fakes import FakeUpstream
-
-F = TypeVar("F", bound=FakeUpstream)
-
-
-class Serve(Protocol):
-    async def __call__(self, fake: F) -> F: ...
+from tests.support.providers import F, ProviderFake, Serve
 
 
 @pytest.fixture
@@ -32,7 +25,7 @@ async def context() -> AsyncIterator[BackendContext]:
 @pytest.fixture
 async def serve() -> AsyncIterator[Serve]:
     """``await serve(fake)`` runs a fake upstream on a real socket until the test ends."""
-    running: list[tuple[FakeUpstream, TestServer]] = []
+    running: list[tuple[ProviderFake, TestServer]] = []
 
     async def start(fake: F) -> F:
         server = TestServer(fake.app())

@@ -10,9 +10,8 @@ from gateway.backends import upstream
 from gateway.backends.base import BackendContext
 from gateway.backends.openai import OpenAIBackend
 from gateway.errors import UpstreamError
-from tests.backends.cases import OPENAI_KEY, image_request
-from tests.backends.conftest import Serve
-from tests.backends.fakes import OpenAIFake, decode_png
+from tests.support.backend_cases import OPENAI_KEY, image_request
+from tests.support.providers import OpenAIFake, Serve, decode_png
 
 
 @pytest.fixture
