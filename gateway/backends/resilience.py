@@ -13,12 +13,18 @@
 * **Circuit breaker** — after ``breaker_failures`` consecutive failures the backend is
   skipped at once (:class:`BackendUnavailable`) for ``breaker_reset_seconds``; then one
   probe call is let through: success closes the breaker, failure opens it again.
+* **Images are images** — every image is checked
+  (:func:`~gateway.media.inspect.inspect_image`: container structure, checksums,
+  dimensions; no pixel decoding) before it is delivered, so before it is charged.
+  Malformed ones are dropped and logged; when none is left the call is an
+  :class:`UpstreamError`, which counts against the breaker like any upstream fault.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -27,8 +33,14 @@ from gateway.backends.base import GeneratedImage, ImageBackend, ImageRequest
 from gateway.config import ResilienceConfig
 from gateway.deadline import Deadline
 from gateway.errors import GatewayError, ServiceUnavailable, UpstreamError, UpstreamTimeout
+from gateway.media.inspect import MalformedImage, inspect_image
 
 __all__ = ["BackendUnavailable", "BreakerState", "GuardedBackend"]
+
+log = logging.getLogger("gateway.backends")
+
+#: Calls whose images hold more pixels than this are checked in a worker thread.
+_INLINE_PIXELS = 4 * 512 * 512
 
 
 class BackendUnavailable(ServiceUnavailable):
@@ -101,6 +113,8 @@ class GuardedBackend:
                 images = await self._with_retries(request, deadline)
             else:
                 images = await self._within_slot(request, deadline)
+            if images:
+                images = await self._well_formed(request, images)
         except BackendUnavailable:
             raise
         except GatewayError:
@@ -112,6 +126,28 @@ class GuardedBackend:
         finally:
             if probe:
                 self._probing = False
+
+    async def _well_formed(
+        self, request: ImageRequest, images: list[GeneratedImage]
+    ) -> list[GeneratedImage]:
+        """The images that are well-formed; :class:`UpstreamError` if none is."""
+        if request.width * request.height * len(images) <= _INLINE_PIXELS:
+            faults = _inspect_all(images)
+        else:  # decoding base64 and checksums of large images: off the event loop
+            faults = await asyncio.to_thread(_inspect_all, images)
+        if not any(faults):
+            return images
+        log.warning(
+            "backend %s: dropped %d of %d images as malformed: %s",
+            self.name,
+            sum(1 for fault in faults if fault),
+            len(images),
+            "; ".join(sorted({fault for fault in faults if fault})),
+        )
+        kept = [image for image, fault in zip(images, faults, strict=True) if not fault]
+        if not kept:
+            raise UpstreamError("The image backend sent a malformed image.")
+        return kept
 
     async def _within_slot(self, request: ImageRequest, deadline: float) -> list[GeneratedImage]:
         assert self._slots is not None
@@ -166,3 +202,16 @@ class GuardedBackend:
                 raise UpstreamError(f"The image backend failed ({type(exc).__name__}).") from exc
             finally:
                 timer.cancel()
+
+
+def _inspect_all(images: list[GeneratedImage]) -> list[str]:
+    """For each image, why it is malformed (``""`` if it is not); sets its media type."""
+    faults = []
+    for image in images:
+        try:
+            image.media_type = inspect_image(image.data).media_type
+        except MalformedImage as exc:
+            faults.append(str(exc))
+        else:
+            faults.append("")
+    return faults
