@@ -255,3 +255,12 @@ async def test_no_answer_in_time_is_an_error(make_client: MakeClient) -> None:
 )
 def test_urls_are_logged_without_credentials_or_queries(url: str, logged: str) -> None:
     assert redact_url(url) == logged
+
+
+async def test_a_url_can_be_checked_before_it_is_used(make_client: MakeClient) -> None:
+    client = make_client()
+
+    assert str(client.check_url("https://cdn.example/a.png?x=1")) == "https://cdn.example/a.png?x=1"
+    for url in ("http://10.0.0.7/hook", "http://[::1]/hook", "ftp://cdn.example/a"):
+        with pytest.raises(EgressError):
+            client.check_url(url)

@@ -40,7 +40,7 @@ __all__ = ["BackendUnavailable", "BreakerState", "GuardedBackend"]
 log = logging.getLogger("gateway.backends")
 
 #: Calls whose images hold more pixels than this are checked in a worker thread.
-_INLINE_PIXELS = 4 * 512 * 512
+_INLINE_PIXELS = 512 * 512
 
 
 class BackendUnavailable(ServiceUnavailable):

@@ -210,7 +210,7 @@ class EgressClient:
         body: bytes | None,
         max_bytes: int,
     ) -> EgressResponse:
-        target = self._checked(_parse(url))
+        target = self.check_url(url)
         hops = 0
         while True:
             host = target.raw_host or ""
@@ -233,7 +233,7 @@ class EgressClient:
             hops += 1
             if hops > self._max_redirects:
                 raise EgressError(f"more than {self._max_redirects} redirects")
-            following = self._checked(target.join(_parse(location)))
+            following = self.check_url(target.join(_parse(location)))
             if response.status == 303 or (response.status in (301, 302) and method == "POST"):
                 method = "HEAD" if method == "HEAD" else "GET"
                 body = None
@@ -242,12 +242,16 @@ class EgressClient:
                 headers = {k: v for k, v in headers.items() if k.lower() not in _ORIGIN_BOUND}
             target = following
 
-    def _checked(self, url: URL) -> URL:
-        """``url`` if it may be requested; :class:`EgressError` if not.
+    def check_url(self, url: str | URL) -> URL:
+        """``url``, parsed, if it may be requested; :class:`EgressError` if not.
 
-        Only the URL is checked here; the address is checked when connecting. An
-        IP-literal host is checked now too, for a clearer log line.
+        Only the URL is checked here (scheme, host, no credentials; an IP-literal host
+        against the policy): the address a name resolves to is checked when
+        connecting, so passing this is no promise that a request will be let through.
+        Useful to refuse a bad URL early (a webhook URL when it is registered).
         """
+        if isinstance(url, str):
+            url = _parse(url)
         if url.scheme not in ("http", "https") or not url.raw_host:
             raise EgressError(f"not an http(s) URL: {redact_url(url)}", refused=True)
         if url.raw_user is not None or url.raw_password is not None:
