@@ -209,6 +209,7 @@ async def test_every_failure_gives_the_same_message(
     inside.routes["/fake.png"] = Answer(200, b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
     inside.routes["/loop"] = Answer(302, headers={"Location": "/loop"})
     inside.routes["/ftp"] = Answer(302, headers={"Location": "ftp://127.0.0.1/x"})
+    inside.routes["/nowhere"] = Answer(302, headers={"Location": "http://[::1"})
     closed = Listener("127.0.0.1")
     await closed.start()
     await closed.close()  # nothing listens on its port any more
@@ -219,6 +220,7 @@ async def test_every_failure_gives_the_same_message(
         inside.url("/fake.png"),
         inside.url("/loop"),
         inside.url("/ftp"),
+        inside.url("/nowhere"),
         closed.url("/x.png"),
         "http://169.254.169.254/latest/meta-data/",
         "file:///etc/passwd",

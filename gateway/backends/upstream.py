@@ -440,14 +440,15 @@ class Upstream:
                 raise EgressError(f"HTTP {response.status}")
             inspect_image(response.body)
         except (EgressError, MalformedImage) as exc:
-            log.warning(
-                "backend %s: image download from %s failed: %s",
-                self._name,
-                redact_url(url),
-                self.sanitize(str(exc)),
-            )
-            raise UpstreamError(IMAGE_FETCH_FAILED) from None
-        return image_from_bytes(response.body, revised_prompt=revised_prompt)
+            reason = self.sanitize(str(exc))
+        except Exception as exc:  # one answer for any failure; the class name is enough
+            reason = f"unexpected {type(exc).__name__}"
+        else:
+            return image_from_bytes(response.body, revised_prompt=revised_prompt)
+        log.warning(
+            "backend %s: image download from %s failed: %s", self._name, redact_url(url), reason
+        )
+        raise UpstreamError(IMAGE_FETCH_FAILED)
 
     def _status_error(self, response: h1.Response) -> UpstreamError:
         status = response.status

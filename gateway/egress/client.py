@@ -214,9 +214,10 @@ class EgressClient:
         hops = 0
         while True:
             host = target.raw_host or ""
-            session = self._named if self._named and self.policy.allows_name(host) else None
+            named = self._named is not None and self.policy.allows_name(host)
+            session = self._named if named and self._named is not None else self._strict
             try:
-                async with (session or self._strict).request(
+                async with session.request(
                     method, target, headers=headers, data=body, allow_redirects=False
                 ) as response:
                     location = response.headers.get("Location")
@@ -233,7 +234,7 @@ class EgressClient:
             hops += 1
             if hops > self._max_redirects:
                 raise EgressError(f"more than {self._max_redirects} redirects")
-            following = self.check_url(target.join(_parse(location)))
+            following = self.check_url(_join(target, location))
             if response.status == 303 or (response.status in (301, 302) and method == "POST"):
                 method = "HEAD" if method == "HEAD" else "GET"
                 body = None
@@ -272,6 +273,14 @@ def _parse(url: str) -> URL:
         return URL(url)
     except (ValueError, TypeError):
         raise EgressError("not a valid URL", refused=True) from None
+
+
+def _join(base: URL, location: str) -> URL:
+    """Where a redirect's ``Location`` points, relative to ``base``."""
+    try:
+        return base.join(URL(location))
+    except (ValueError, TypeError):
+        raise EgressError("a redirect to something that is not a URL", refused=True) from None
 
 
 async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
