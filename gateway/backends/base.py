@@ -125,11 +125,17 @@ class GeneratedImage:
 class BackendContext:
     """What the gateway lends a backend while it runs."""
 
-    #: The process's shared ``aiohttp.ClientSession`` (image downloads, and any
-    #: backend that wants a general-purpose client).
+    #: The process's shared ``aiohttp.ClientSession`` for requests on behalf of
+    #: untrusted data: every connection it opens keeps to the egress policy (no
+    #: loopback, private or link-local addresses unless ``egress.allow`` lists them).
+    #: Calls to a backend's own configured URL belong on ``api``.
     http: Any = None
     #: The process's pooled client for API calls (a :class:`gateway.backends.h1.Client`).
     api: Any = None
+    #: The client for URLs that upstreams return (a
+    #: :class:`gateway.egress.client.EgressClient`): the policy at connect time,
+    #: redirects re-checked.
+    egress: Any = None
 
 
 class ImageBackend(abc.ABC):

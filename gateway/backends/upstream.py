@@ -7,6 +7,12 @@ or a URL, and at most a short, cleaned excerpt of what the upstream said.
 
 Credentials go only to the API's own URLs. Image downloads carry no credentials, and
 API calls do not follow redirects, so a key never travels to another host.
+
+Image URLs come from the upstream's answer, so they are untrusted: they are fetched
+through the :class:`~gateway.egress.client.EgressClient` (the egress policy checked at
+connect time, redirects re-checked), and whatever goes wrong answers with one fixed
+message, :data:`IMAGE_FETCH_FAILED`, that tells nothing about the target; the detail
+goes to the log.
 """
 
 from __future__ import annotations
@@ -21,15 +27,17 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 
 from gateway.backends import h1
 from gateway.backends.base import BackendContext, GeneratedImage, ImageRequest
 from gateway.config import ConfigError
+from gateway.egress.client import EgressClient, EgressError, redact_url
 from gateway.errors import GatewayError, UpstreamError, UpstreamRefused, UpstreamTimeout
+from gateway.media.inspect import MalformedImage, inspect_image
 
 __all__ = [
+    "IMAGE_FETCH_FAILED",
     "MAX_IMAGE_BYTES",
     "REFUSED_STATUSES",
     "RETRYABLE_STATUSES",
@@ -65,6 +73,8 @@ _KEY_LIKE = re.compile(
     r"(?i)(?:bearer|basic)\s+\S+|\bsk-[a-z0-9_-]{8,}|\br8_[a-z0-9]{8,}|\bAIza[0-9a-z_-]{20,}"
 )
 _MALFORMED = "The image backend sent a malformed response."
+#: The one answer to any failed image download: it must not help map the network.
+IMAGE_FETCH_FAILED = "The image backend returned an image URL that could not be fetched."
 _BASE64_DIGITS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
@@ -293,20 +303,6 @@ async def gather_successes(name: str, calls: Sequence[Awaitable[T]]) -> list[T]:
     return successes
 
 
-async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The body, or :class:`UpstreamError` if it is larger than ``limit``."""
-    if (response.content_length or 0) > limit:
-        raise UpstreamError("The image backend sent a response that is too large.")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise UpstreamError("The image backend sent a response that is too large.")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def refusal(detail: str | None, payload: Any = None) -> UpstreamRefused:
     """The client's 4xx for an upstream that refused the request itself.
 
@@ -360,10 +356,10 @@ class Upstream:
     """One upstream API as a backend sees it: the shared clients, credentials, deadline.
 
     API calls go through the gateway's lean HTTP/1.1 client (:mod:`gateway.backends.h1`);
-    image downloads, which follow redirects, through the shared ``aiohttp`` session.
+    image downloads, which follow redirects, through the egress client.
 
     Args:
-        context: What the gateway lends the backend (both HTTP clients).
+        context: What the gateway lends the backend (its HTTP clients).
         name: The backend's name, for logs.
         timeout_seconds: The backend's ``timeout_seconds``; each exchange gets
             :func:`call_timeout` of it.
@@ -383,13 +379,12 @@ class Upstream:
         secrets: Sequence[str] = (),
         credentials_rejected: Callable[[Any], bool] | None = None,
     ) -> None:
-        if context.api is None or context.http is None:
-            raise ValueError("BackendContext needs both its HTTP clients (api and http)")
+        if context.api is None or context.egress is None:
+            raise ValueError("BackendContext needs its HTTP clients (api and egress)")
         self._api: h1.Client = context.api
-        self._http: aiohttp.ClientSession = context.http
+        self._egress: EgressClient = context.egress
         self._name = name
         self._timeout = call_timeout(timeout_seconds)
-        self._client_timeout = aiohttp.ClientTimeout(total=self._timeout)
         self._headers = dict(headers or {})
         self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self._secrets = tuple(s for s in secrets if s)
@@ -460,31 +455,36 @@ class Upstream:
     ) -> GeneratedImage:
         """Fetch an image the upstream points at (http(s) or a ``data:`` URL).
 
-        No credentials are sent; at most :data:`MAX_IMAGE_BYTES` are read.
+        No credentials are sent; at most :data:`MAX_IMAGE_BYTES` are read; the egress
+        policy decides where the connection may go.
+
+        Raises:
+            UpstreamError: with :data:`IMAGE_FETCH_FAILED`, whatever went wrong (a
+                refused address or redirect, a connection error, a timeout, a status
+                other than 200, too large, not a well-formed image); the log says
+                what, without the URL's query.
         """
         if not isinstance(url, str):
             raise UpstreamError(_MALFORMED)
         if url.startswith("data:"):
             return image_from_base64(url, revised_prompt=revised_prompt)
-        if urlsplit(url).scheme not in ("http", "https"):
-            raise UpstreamError("The image backend sent an image URL that cannot be fetched.")
         try:
-            async with self._http.get(
-                url, max_redirects=5, timeout=self._client_timeout
-            ) as response:
-                if response.status != 200:
-                    raise UpstreamError(
-                        f"Fetching an image from the image backend failed with HTTP"
-                        f" {response.status}."
-                    )
-                data = await _read_limited(response, MAX_IMAGE_BYTES)
-        except TimeoutError:
-            raise UpstreamTimeout() from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(
-                f"Fetching an image from the image backend failed ({type(exc).__name__})."
-            ) from None
-        return image_from_bytes(data, revised_prompt=revised_prompt)
+            response = await self._egress.get(
+                url, max_bytes=MAX_IMAGE_BYTES, max_seconds=self._timeout
+            )
+            if response.status != 200:
+                raise EgressError(f"HTTP {response.status}")
+            inspect_image(response.body)
+        except (EgressError, MalformedImage) as exc:
+            reason = self.sanitize(str(exc))
+        except Exception as exc:  # one answer for any failure; the class name is enough
+            reason = f"unexpected {type(exc).__name__}"
+        else:
+            return image_from_bytes(response.body, revised_prompt=revised_prompt)
+        log.warning(
+            "backend %s: image download from %s failed: %s", self._name, redact_url(url), reason
+        )
+        raise UpstreamError(IMAGE_FETCH_FAILED)
 
     def _status_error(self, response: h1.Response) -> UpstreamError | UpstreamRefused:
         status = response.status
