@@ -1,6 +1,6 @@
 """The API description: an OpenAPI 3.1 document built from the route table.
 
-Every operation comes from :data:`gateway.http.routes.OPERATIONS`, every body's schema
+Every operation comes from :data:`gateway.http.operations.OPERATIONS`, every body's schema
 from its type (:mod:`gateway.http.schemas`, through msgspec's JSON Schema 2020-12, which
 OpenAPI 3.1 uses), every error from :mod:`gateway.errors`. Only what depends on the
 config (model names and sizes, plans, the key prefix) is added here.
@@ -16,9 +16,9 @@ import msgspec
 
 from gateway import __version__
 from gateway.config import Config
+from gateway.http.contract import Answer, Auth, DocFacts, Documented, Failure, Operation
 from gateway.http.docs import DOCS_CSP, DOCS_STATIC_DIR
-from gateway.http.operation import Answer, Auth, DocFacts, Documented, Failure, Operation
-from gateway.http.routes import OPERATIONS
+from gateway.http.operations import OPERATIONS
 from gateway.http.schemas.base import RequestBody
 from gateway.http.schemas.errors import Error, error_example
 from gateway.http.schemas.images import DEFAULT_SIZE
@@ -252,7 +252,8 @@ def _configure(schemas: JSON, config: Config, sizes: Mapping[str, Sequence[str]]
     generation = schemas["GenerationRequest"]["properties"]
     per_plan = ", ".join(f"{k}: {p.max_images_per_request}" for k, p in config.plans.items())
     generation["n"]["maximum"] = max(p.max_images_per_request for p in config.plans.values())
-    generation["n"]["description"] += f" ({per_plan})."
+    n = generation["n"]
+    n["description"] = n["description"].rstrip(".") + f" ({per_plan})."
     size_lines = "; ".join(f"`{m}`: {', '.join(s)}" for m, s in sizes.items())
     generation["size"]["examples"] = sorted({s for names in sizes.values() for s in names}) or [
         DEFAULT_SIZE

@@ -45,8 +45,8 @@ class NewKey(RequestBody):
 class Rotation(RequestBody):
     grace_seconds: Annotated[
         Annotated[int, Meta(ge=0, le=MAX_GRACE_SECONDS)] | None,
-        Meta(description="How long the old key keeps working.", extra_json_schema={"default": 0}),
-    ] = None
+        Meta(description="How long the old key keeps working."),
+    ] = 0
 
     messages: ClassVar[Mapping[str, str]] = {
         "grace_seconds": f"'grace_seconds' must be a whole number from 0 to {MAX_GRACE_SECONDS}"

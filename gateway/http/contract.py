@@ -1,7 +1,8 @@
 """The vocabulary of the route table: an operation, what it answers, how it fails.
 
-:mod:`gateway.http.routes` declares every operation once with these; the aiohttp router
-and the API description (:mod:`gateway.http.openapi`) are both read from it.
+:mod:`gateway.http.operations` declares every operation once with these; the router
+(:mod:`gateway.http.routes`) and the API description (:mod:`gateway.http.openapi`) both
+read that table.
 """
 
 from __future__ import annotations
