@@ -171,6 +171,9 @@ async def test_generation_request_constraints(gateway: Gateway):
     assert (fields["seed"]["minimum"], fields["seed"]["maximum"]) == (0, 2**63 - 1)
     password = document["components"]["schemas"]["Credentials"]["properties"]["password"]
     assert (password["minLength"], password["maxLength"]) == (8, 128)
+    # Streaming is refused, and says so.
+    assert fields["stream"]["type"] == ["boolean", "null"]
+    assert fields["stream"]["default"] is False
 
 
 #: What the README lists for the generation endpoint: status -> codes.
