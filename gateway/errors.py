@@ -13,6 +13,7 @@ __all__ = [
     "ApiKeyExpired",
     "ApiKeyRevoked",
     "ClientClosedRequest",
+    "ContentPolicyViolation",
     "DailyQuotaExceeded",
     "EmailTaken",
     "GatewayError",
@@ -144,21 +145,21 @@ class UpstreamError(GatewayError):
 class UpstreamRefused(GatewayError):
     """The upstream refused the request as the request's own fault.
 
-    An upstream 400/404/413/422, or a content-policy refusal: the client gets a 4xx in
-    OpenAI's shape with the upstream's (sanitised) reason. It is not retried, not
-    counted by the circuit breaker (the upstream is healthy) and not sent to a fallback
-    backend (another backend would make a different image than asked for).
+    An upstream 400/404/413/422: the client gets a 400 in OpenAI's shape with the
+    upstream's (sanitised) reason, naming the parameter the upstream blamed. It is not
+    retried, not counted by the circuit breaker (the upstream is healthy) and not sent
+    to a fallback backend (another backend would make a different image than asked for).
     """
 
     status, code, type = 400, "invalid_request", "invalid_request_error"
     default_message = "The image backend refused the request."
 
-    def __init__(
-        self, message: str | None = None, *, param: str | None = None, code: str | None = None
-    ) -> None:
-        super().__init__(message, param=param)
-        if code is not None:
-            self.code = code
+
+class ContentPolicyViolation(UpstreamRefused):
+    """The upstream refused the prompt or image under its content policy."""
+
+    code = "content_policy_violation"
+    default_message = "The image backend refused the request under its content policy."
 
 
 class UpstreamTimeout(GatewayError):

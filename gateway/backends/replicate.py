@@ -39,7 +39,7 @@ from gateway.backends.upstream import (
     url_option,
 )
 from gateway.config import ConfigError
-from gateway.errors import UpstreamError
+from gateway.errors import ContentPolicyViolation, UpstreamError
 
 __all__ = ["ReplicateBackend"]
 
@@ -178,7 +178,7 @@ class ReplicateBackend(JobBackend):
             if isinstance(error, str) and error.strip():
                 detail = upstream.sanitize(error)
                 refused = refusal(detail)
-                if refused.code == "content_policy_violation":  # the request's own fault
+                if isinstance(refused, ContentPolicyViolation):  # the request's own fault
                     return JobStatus(JobState.FAILED, error=refused.message, refused=refused)
                 message = f"The image backend failed: {detail}"
             else:

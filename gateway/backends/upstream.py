@@ -33,7 +33,13 @@ from gateway.backends import h1
 from gateway.backends.base import BackendContext, GeneratedImage, ImageRequest
 from gateway.config import ConfigError
 from gateway.egress.client import EgressClient, EgressError, redact_url
-from gateway.errors import GatewayError, UpstreamError, UpstreamRefused, UpstreamTimeout
+from gateway.errors import (
+    ContentPolicyViolation,
+    GatewayError,
+    UpstreamError,
+    UpstreamRefused,
+    UpstreamTimeout,
+)
 from gateway.media.inspect import MalformedImage, inspect_image
 
 __all__ = [
@@ -316,11 +322,10 @@ def refusal(detail: str | None, payload: Any = None) -> UpstreamRefused:
     param = error.get("param")
     param = param if isinstance(param, str) and _PARAM.fullmatch(param) else None
     if codes & _POLICY_CODES or (detail and _POLICY_WORDS.search(detail)):
-        return UpstreamRefused(
+        return ContentPolicyViolation(
             "The image backend refused the request under its content policy"
             + (f": {detail}" if detail else "."),
             param=param,
-            code="content_policy_violation",
         )
     return UpstreamRefused(
         "The image backend refused the request" + (f": {detail}" if detail else "."),

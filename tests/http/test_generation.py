@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 import struct
 
+import pytest
+
 from tests.support.gateway import Gateway, MakeKey
+from tests.support.http import expect_error
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -123,3 +126,33 @@ async def test_health_and_readiness(gateway: Gateway):
     ready = await gateway.client.get("/readyz")
     assert ready.status == 200
     assert (await ready.json())["checks"] == {"postgres": "ok", "redis": "ok"}
+
+
+async def test_streaming_is_refused_before_anything_is_charged(gateway: Gateway, make_key: MakeKey):
+    key = await make_key(requests_per_minute=1, images_per_day=1)
+    error = await expect_error(
+        await gateway.generate(key.key, stream=True), 400, "invalid_request", "stream"
+    )
+    assert error["message"].startswith("Streaming is not supported yet")
+    # Neither the request nor an image was counted: the one allowed request still works.
+    response = await gateway.generate(key.key, stream=False)
+    assert response.status == 200, await response.text()
+    assert response.headers["x-ratelimit-remaining-images"] == "0"
+
+
+@pytest.mark.parametrize("stream", [None, False])
+async def test_stream_false_or_null_is_one_response(
+    gateway: Gateway, make_key: MakeKey, stream: bool | None
+):
+    key = await make_key()
+    response = await gateway.generate(key.key, stream=stream)
+    assert response.status == 200, await response.text()
+    assert (await response.json())["usage"] == {"images": 1}
+
+
+async def test_stream_must_be_a_boolean(gateway: Gateway, make_key: MakeKey):
+    key = await make_key()
+    error = await expect_error(
+        await gateway.generate(key.key, stream="yes"), 400, "invalid_request", "stream"
+    )
+    assert error["message"] == "'stream' must be true or false."

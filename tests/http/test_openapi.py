@@ -165,11 +165,14 @@ async def test_generation_request_constraints(gateway: Gateway):
     assert (fields["seed"]["minimum"], fields["seed"]["maximum"]) == (0, 2**63 - 1)
     password = document["components"]["schemas"]["Credentials"]["properties"]["password"]
     assert (password["minLength"], password["maxLength"]) == (8, 128)
+    # Streaming is refused, and says so.
+    assert fields["stream"]["type"] == ["boolean", "null"]
+    assert fields["stream"]["default"] is False
 
 
 #: What the README lists for the generation endpoint: status -> codes.
 GENERATION_ERRORS = {
-    "400": {"invalid_request"},
+    "400": {"invalid_request", "content_policy_violation"},
     "401": {"missing_api_key", "invalid_api_key", "api_key_revoked", "api_key_expired"},
     "403": {"account_disabled"},
     "404": {"model_not_found"},
