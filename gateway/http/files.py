@@ -67,7 +67,7 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
         span = resolve_range(byte_range, info.size)
         if span is None:
             raise errors.RangeNotSatisfiable(info.size)
-        head = web.Response(status=206 if byte_range else 200, headers=headers)
+        head = web.StreamResponse(status=206 if byte_range else 200, headers=headers)
         head.content_type = info.content_type
         head.content_length = span[1] - span[0]
         if byte_range:

@@ -60,7 +60,7 @@ class StorageConfig:
     #: own scheme and host (``X-Forwarded-Proto``/``-Host`` from trusted proxies).
     public_base_url: str = ""
     #: HMAC secrets for links: the first signs, all verify (rotation).
-    signing_secrets: tuple[str, ...] = ()
+    signing_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     #: S3 only: links are the store's own presigned GET URLs instead of the gateway's.
     presign: bool = False
 
