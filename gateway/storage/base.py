@@ -8,16 +8,12 @@ One implementation (:class:`~gateway.storage.object_store.ObjectFileStore`, over
 from __future__ import annotations
 
 import abc
-import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import IO
 
-__all__ = ["FILE_CHUNK", "ByteRange", "FileBody", "FileInfo", "FileStore", "resolve_range"]
-
-#: Bytes read from a local file at a time when it is streamed rather than sendfile'd.
-FILE_CHUNK = 256 * 1024
+__all__ = ["ByteRange", "FileBody", "FileInfo", "FileStore", "resolve_range"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +55,9 @@ def resolve_range(requested: ByteRange | None, size: int) -> tuple[int, int] | N
 class FileBody:
     """An opened file, or the part of it that was asked for: bytes ``start`` to ``stop``.
 
-    Either :attr:`file` is a local file the caller may hand to ``sendfile`` (at offset
-    ``start``, ``stop - start`` bytes), or :meth:`chunks` streams the bytes. Always
+    :meth:`chunks` streams the bytes. Where the event loop can hand a file to the kernel
+    (asyncio's own loop has ``sendfile``; uvloop has not), :attr:`file` is the open local
+    file instead, to be sent from offset ``start``, ``length`` bytes. Always
     :meth:`close` it.
     """
 
@@ -70,14 +67,16 @@ class FileBody:
         start: int,
         stop: int,
         *,
+        chunks: AsyncIterator[bytes],
         file: IO[bytes] | None = None,
-        chunks: AsyncIterator[bytes] | None = None,
+        close: Callable[[], None] | None = None,
     ) -> None:
         self.info = info
         self.start = start
         self.stop = stop
         self.file = file
         self._chunks = chunks
+        self._close = close
 
     @property
     def length(self) -> int:
@@ -87,31 +86,14 @@ class FileBody:
     def partial(self) -> bool:
         return (self.start, self.stop) != (0, self.info.size)
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The bytes, a chunk at a time (read from :attr:`file` in a worker thread if
-        there is one: a disk read never blocks the event loop)."""
-        if self._chunks is not None:
-            async for chunk in self._chunks:
-                yield chunk
-            return
-        if self.file is not None:
-            offset, left = self.start, self.length
-            while left > 0:
-                chunk = await asyncio.to_thread(_read_at, self.file, offset, min(left, FILE_CHUNK))
-                if not chunk:
-                    break
-                offset += len(chunk)
-                left -= len(chunk)
-                yield chunk
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The bytes, a chunk at a time (once)."""
+        return self._chunks
 
     def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-
-
-def _read_at(file: IO[bytes], offset: int, size: int) -> bytes:
-    file.seek(offset)
-    return file.read(size)
+        if self._close is not None:
+            self._close()
+            self._close = None
 
 
 class FileStore(abc.ABC):

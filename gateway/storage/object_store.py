@@ -38,13 +38,16 @@ from gateway.storage.ids import content_type_of, is_file_id, new_file_id
 if TYPE_CHECKING:
     from obstore.store import ObjectStore as Backend
 
-__all__ = ["STREAM_CHUNK_BYTES", "ObjectFileStore", "open_store"]
+__all__ = ["FILE_CHUNK", "STREAM_CHUNK_BYTES", "ObjectFileStore", "open_store"]
 
 log = logging.getLogger(__name__)
 
 #: Chunks streamed from a remote store: big enough to amortize a write, small enough
 #: that a multi-megabyte image is never held whole.
 STREAM_CHUNK_BYTES = 256 * 1024
+#: Bytes read from a local file at a time when it is streamed rather than sendfile'd:
+#: a 1 MiB image in one read.
+FILE_CHUNK = 1024 * 1024
 _DELETE_BATCH = 500
 #: Remote stores retry connection errors and 5xx a few times, quickly, then give up:
 #: a link is served within seconds or not at all.
@@ -177,14 +180,26 @@ class ObjectFileStore(FileStore):
 
     async def _open_local(self, file_id: str, byte_range: ByteRange | None) -> FileBody:
         assert self._local_root is not None
+        # One trip to a worker thread opens the file and, where it will not be handed to
+        # sendfile, reads its first chunk (all of an image up to FILE_CHUNK bytes).
+        sendfile = isinstance(asyncio.get_running_loop(), asyncio.BaseEventLoop)
         with self._operation("get"):
-            file, st = await asyncio.to_thread(_open_file, self._local_root / file_id)
+            opened = await asyncio.to_thread(
+                _open_file, self._local_root / file_id, byte_range, 0 if sendfile else FILE_CHUNK
+            )
+        file, st, span, first = opened
         info = _local_info(file_id, st)
-        span = resolve_range(byte_range, info.size)
         if span is None:
-            file.close()
             raise errors.RangeNotSatisfiable(info.size)
-        return FileBody(info, span[0], span[1], file=file)
+        start, stop = span
+        return FileBody(
+            info,
+            start,
+            stop,
+            chunks=_file_chunks(file, start + len(first), stop, first),
+            file=file if sendfile else None,
+            close=file.close,
+        )
 
     async def _stream(self, result: obstore.GetResult) -> AsyncIterator[bytes]:
         with self._operation("stream"):
@@ -291,13 +306,46 @@ def _known(file_id: str) -> None:
         raise errors.NotFound("The file does not exist or has been deleted.")
 
 
-def _open_file(path: Path) -> tuple[IO[bytes], os.stat_result]:
+def _open_file(
+    path: Path, byte_range: ByteRange | None, read_ahead: int
+) -> tuple[IO[bytes], os.stat_result, tuple[int, int] | None, bytes]:
+    """Open ``path``; its stat, the span ``byte_range`` selects (``None``: nothing, and
+    the file is closed) and up to ``read_ahead`` bytes from the span's start."""
     file = path.open("rb")
     try:
-        return file, os.fstat(file.fileno())
+        st = os.fstat(file.fileno())
+        span = resolve_range(byte_range, st.st_size)
+        if span is None:
+            file.close()
+            return file, st, None, b""
+        first = b""
+        if read_ahead:
+            file.seek(span[0])
+            first = file.read(min(read_ahead, span[1] - span[0]))
+        return file, st, span, first
     except BaseException:
         file.close()
         raise
+
+
+async def _file_chunks(
+    file: IO[bytes], offset: int, stop: int, first: bytes
+) -> AsyncIterator[bytes]:
+    """``first``, then the file's bytes from ``offset`` to ``stop``, each chunk read in a
+    worker thread (a disk read never blocks the event loop)."""
+    if first:
+        yield first
+    while offset < stop:
+        chunk = await asyncio.to_thread(_read_at, file, offset, min(stop - offset, FILE_CHUNK))
+        if not chunk:
+            return
+        offset += len(chunk)
+        yield chunk
+
+
+def _read_at(file: IO[bytes], offset: int, size: int) -> bytes:
+    file.seek(offset)
+    return file.read(size)
 
 
 def _local_info(file_id: str, st: os.stat_result) -> FileInfo:
