@@ -37,6 +37,7 @@ SCHEMES = ("file", "memory", "s3", "s3a", "gs", "az", "azure", "abfs", "abfss", 
 #: Signing secrets, like ``auth.jwt_secrets``, are at least this long.
 MIN_SECRET_BYTES = 32
 _ENV_SUFFIX = "_env"
+_SECRET_WORDS = ("secret", "password", "token", "account_key", "sas_key", "service_account_key")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -212,10 +213,17 @@ def _check_option(key: str, value: Any) -> None:
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{path}: must name an environment variable")
         return
-    if key in ("secret_access_key", "access_key", "session_token", "token", "service_account_key"):
+    if _is_secret(key):
         raise ConfigError(f"{path}: secrets come from the environment: use {key}_env: VAR")
     if not isinstance(value, str | bool | int | float):
         raise ConfigError(f"{path}: must be a string, number or boolean")
+
+
+def _is_secret(key: str) -> bool:
+    """An option that holds a credential itself (not a file or a URL that leads to one)."""
+    if key.endswith(("_file", "_path", "_uri", "_url", "_endpoint", "_id")):
+        return False
+    return key == "access_key" or any(word in key for word in _SECRET_WORDS)
 
 
 def _default_url(environ: Mapping[str, str]) -> str:

@@ -145,16 +145,12 @@ class ObjectFileStore(FileStore):
                         yield _info(name, meta)
 
     async def sweep(self, older_than: dt.datetime) -> int:
-        doomed: list[str] = []
+        doomed = [
+            info.file_id async for info in self.list_files() if info.last_modified < older_than
+        ]
         deleted = 0
-        async for info in self.list_files():
-            if info.last_modified < older_than:
-                doomed.append(info.file_id)
-                if len(doomed) >= _DELETE_BATCH:
-                    deleted += await self._delete_many(doomed)
-                    doomed = []
-        if doomed:
-            deleted += await self._delete_many(doomed)
+        for i in range(0, len(doomed), _DELETE_BATCH):
+            deleted += await self._delete_many(doomed[i : i + _DELETE_BATCH])
         if self._metrics is not None and deleted:
             self._metrics.storage_swept(deleted)
         return deleted

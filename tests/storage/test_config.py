@@ -86,6 +86,16 @@ def test_a_full_section():
             "use secret_access_key_env: VAR",
         ),
         (
+            {"url": "az://account/container", "options": {"account_key": "inline"}},
+            "storage.options.account_key: secrets come from the environment: "
+            "use account_key_env: VAR",
+        ),
+        (
+            {"url": "s3://b", "options": {"session_token": "inline"}},
+            "storage.options.session_token: secrets come from the environment: "
+            "use session_token_env: VAR",
+        ),
+        (
             {"url": "s3://b", "options": {"secret_access_key_env": "NOT_SET"}},
             "storage.options.secret_access_key_env: environment variable NOT_SET is not set",
         ),
