@@ -79,6 +79,7 @@ def store_image(directory: Path) -> tuple[str, str]:
         )
         storage = await open_storage(config)
         info = await storage.store.put(os.urandom(SIZE), "image/png")
+        await storage.store.close()
         return info.file_id, storage.links.sign_url(info.file_id, time.time(), "")
 
     return asyncio.run(put())

@@ -45,9 +45,14 @@ log = logging.getLogger(__name__)
 #: Chunks streamed from a remote store: big enough to amortize a write, small enough
 #: that a multi-megabyte image is never held whole.
 STREAM_CHUNK_BYTES = 256 * 1024
-#: Bytes read from a local file at a time when it is streamed rather than sendfile'd:
-#: a 1 MiB image in one read.
-FILE_CHUNK = 1024 * 1024
+#: Bytes read from a local file at a time when it is streamed rather than sendfile'd
+#: (aiohttp's ``FileResponse`` reads as much): the next read overlaps the last write.
+FILE_CHUNK = 256 * 1024
+#: obstore answers from tokio threads that may still drop Python objects just after a
+#: call returns. If the interpreter is finalizing by then, Python 3.11 ends such a thread
+#: with ``pthread_exit``, which aborts the process (SIGABRT at exit, seen in about 1 exit
+#: in 10 right after a call); :meth:`ObjectFileStore.close` waits this long first.
+_SETTLE_SECONDS = 0.05
 _DELETE_BATCH = 500
 #: Remote stores retry connection errors and 5xx a few times, quickly, then give up:
 #: a link is served within seconds or not at all.
@@ -165,6 +170,9 @@ class ObjectFileStore(FileStore):
                 f"The file store {self._describe} is not writable "
                 f"(writing and deleting a probe object failed): {_first_line(exc)}"
             ) from None
+
+    async def close(self) -> None:
+        await asyncio.sleep(_SETTLE_SECONDS)
 
     async def presign(self, file_id: str, expires_in: dt.timedelta) -> str:
         if not isinstance(self._backend, S3Store):
