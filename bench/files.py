@@ -10,9 +10,11 @@ its own, on the same event loop (uvloop, as the gateway serves, or asyncio's own
 - ``files-obstore``: the same route reading the file through obstore's local store.
 
     python -m bench.files [--duration 10] [--runs 3] [--connections 32] [--loop both]
+                          [--together]
 
-prints a table of requests per second (medians), each route's ratio to ``static``, and
-the server's CPU time per request (user + system, worker threads included: on a shared
+prints a table of requests per second (medians), each route's ratio to ``static`` (of
+the medians, and the median of the run-by-run ratios), and the server's CPU time per
+request (user + system, worker threads included: on a shared
 machine the steadier of the two).
 """
 
@@ -85,12 +87,16 @@ def store_image(directory: Path) -> tuple[str, str]:
     return asyncio.run(put())
 
 
-def run_wrk(wrk: str, url: str, duration: int, connections: int) -> tuple[float, int]:
-    """Requests per second and requests answered."""
+def start_wrk(wrk: str, url: str, duration: int, connections: int) -> subprocess.Popen[str]:
     command = [wrk, "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    if "Non-2xx" in output:
-        raise RuntimeError(f"non-2xx answers from {url}:\n{output}")
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+
+
+def wrk_result(process: subprocess.Popen[str], url: str) -> tuple[float, int]:
+    """Requests per second and requests answered, once ``process`` ends."""
+    output, _ = process.communicate()
+    if process.returncode != 0 or "Non-2xx" in output:
+        raise RuntimeError(f"wrk failed on {url}:\n{output}")
     rate = re.search(r"Requests/sec:\s+([0-9.]+)", output)
     count = re.search(r"([0-9]+) requests in", output)
     if rate is None or count is None:
@@ -104,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--loop", choices=("uvloop", "asyncio", "both"), default="both")
+    parser.add_argument(
+        "--together", action="store_true", help="load every route at once in each run"
+    )
     parser.add_argument("--serve", choices=KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -147,18 +156,27 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     wait_http(f"http://127.0.0.1:{port}/ready", child)
                     pids[kind] = child.pid
-                for _ in range(args.runs):  # interleaved, so drift hits every route alike
-                    for kind in KINDS:
-                        url = f"http://127.0.0.1:{ports[kind]}{urls[kind]}"
-                        before = cpu_seconds([pids[kind]])
-                        rps, count = run_wrk(wrk, url, args.duration, args.connections)
-                        used_us = (cpu_seconds([pids[kind]]) - before) / max(count, 1) * 1e6
-                        results.setdefault((loop, kind), []).append(rps)
-                        cpu.setdefault((loop, kind), []).append(used_us)
-                        print(
-                            f"  {loop:8} {kind:14} {rps:9.1f} req/s {used_us:7.0f} us CPU/req",
-                            flush=True,
-                        )
+                # Interleaved, so drift hits every route alike; --together loads all
+                # routes at once, so each meets the same contention.
+                batches = [KINDS] if args.together else [(kind,) for kind in KINDS]
+                for _ in range(args.runs):
+                    for batch in batches:
+                        before = {kind: cpu_seconds([pids[kind]]) for kind in batch}
+                        urls_now = {k: f"http://127.0.0.1:{ports[k]}{urls[k]}" for k in batch}
+                        running = {
+                            k: start_wrk(wrk, urls_now[k], args.duration, args.connections)
+                            for k in batch
+                        }
+                        for kind, process in running.items():
+                            rps, count = wrk_result(process, urls_now[kind])
+                            used = cpu_seconds([pids[kind]]) - before[kind]
+                            used_us = used / max(count, 1) * 1e6
+                            results.setdefault((loop, kind), []).append(rps)
+                            cpu.setdefault((loop, kind), []).append(used_us)
+                            print(
+                                f"  {loop:8} {kind:14} {rps:9.1f} req/s {used_us:7.0f} us CPU/req",
+                                flush=True,
+                            )
                 children.stop_all()
         finally:
             children.stop_all()
@@ -166,16 +184,23 @@ def main(argv: list[str] | None = None) -> int:
     command = (
         f"python -m bench.files --duration {args.duration} --runs {args.runs} "
         f"--connections {args.connections} --loop {args.loop}"
+        + (" --together" if args.together else "")
     )
     print(f"\n`{command}` (wrk -t1 -c{args.connections}, {SIZE} byte image, medians)\n")
-    print("| loop | route | req/s | vs static | server CPU per request |")
-    print("|---|---|---|---|---|")
+    print("| loop | route | req/s | vs static | run by run vs static | server CPU per request |")
+    print("|---|---|---|---|---|---|")
     for loop in loops:
         static = statistics.median(results[(loop, "static")])
         for kind in KINDS:
             rps = statistics.median(results[(loop, kind)])
             used = statistics.median(cpu[(loop, kind)])
-            print(f"| {loop} | {kind} | {rps:.1f} | {rps / static:.2f} | {used:.0f} us |")
+            paired = statistics.median(
+                a / b for a, b in zip(results[(loop, kind)], results[(loop, "static")], strict=True)
+            )
+            print(
+                f"| {loop} | {kind} | {rps:.1f} | {rps / static:.2f} | {paired:.2f} "
+                f"| {used:.0f} us |"
+            )
     return 0
 
 
