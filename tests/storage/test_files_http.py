@@ -364,3 +364,23 @@ async def test_s3_stopped_mid_request_is_503(make_files: MakeFiles, private_moto
     await expect_error(await files.get(link, Range="bytes=0-9"), 503, "storage_unavailable")
     with pytest.raises(errors.StorageUnavailable):
         await files.storage.save(b"x", "image/png")
+
+
+async def test_s3_failing_mid_body_cuts_the_body_short(
+    make_files: MakeFiles, private_moto: MotoServer, caplog: pytest.LogCaptureFixture
+):
+    """Once the status line is out, a failing store can only end the body early: the
+    client sees a short body (never a 200 that looks complete), and the next request
+    gets its 503."""
+    files = await make_files(private_moto.config(private_moto.new_bucket()))
+    big = os.urandom(32 * 1024 * 1024)  # more than the sockets between can hold
+    link = await files.save(big)
+    response = await files.get(link)
+    assert response.status == 200
+    assert response.headers["Content-Length"] == str(len(big))
+    assert await response.content.readexactly(1024 * 1024) == big[: 1024 * 1024]
+    private_moto.stop()
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()
+    assert "stopped mid-body" in caplog.text
+    await expect_error(await files.get(link), 503, "storage_unavailable")
