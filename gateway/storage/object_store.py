@@ -133,9 +133,7 @@ class ObjectFileStore(FileStore):
         if span is None:
             raise errors.RangeNotSatisfiable(info.size)
         with self._operation("get"):
-            result = await obstore.get_async(
-                self._backend, file_id, options={"range": span} if span[1] > span[0] else None
-            )
+            result = await obstore.get_async(self._backend, file_id, options={"range": span})
         return FileBody(info, span[0], span[1], chunks=self._stream(result))
 
     async def delete(self, file_id: str) -> None:
@@ -188,7 +186,7 @@ class ObjectFileStore(FileStore):
     async def _open_local(self, file_id: str, byte_range: ByteRange | None) -> FileBody:
         assert self._local_root is not None
         # One trip to a worker thread opens the file and, where it will not be handed to
-        # sendfile, reads its first chunk (all of an image up to FILE_CHUNK bytes).
+        # sendfile (uvloop has none), reads its first chunk too.
         sendfile = isinstance(asyncio.get_running_loop(), asyncio.BaseEventLoop)
         with self._operation("get"):
             opened = await asyncio.to_thread(
