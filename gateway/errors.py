@@ -20,19 +20,23 @@ __all__ = [
     "InvalidApiKey",
     "InvalidCredentials",
     "InvalidRequest",
+    "InvalidSignature",
     "InvalidToken",
     "KeyAlreadyRotated",
     "MissingApiKey",
     "ModelNotFound",
     "NotFound",
     "PayloadTooLarge",
+    "RangeNotSatisfiable",
     "RateLimitExceeded",
     "RequestTimeout",
     "ServiceUnavailable",
+    "StorageUnavailable",
     "TooManyKeys",
     "UpstreamError",
     "UpstreamRefused",
     "UpstreamTimeout",
+    "UrlExpired",
 ]
 
 
@@ -195,3 +199,38 @@ class KeyAlreadyRotated(GatewayError):
 class TooManyKeys(GatewayError):
     status, code, type = 409, "too_many_keys", "invalid_request_error"
     default_message = "This account has the maximum number of active API keys."
+
+
+class InvalidSignature(GatewayError):
+    """A file link whose signature is missing, malformed or does not match."""
+
+    status, code, type = 403, "invalid_signature", "invalid_request_error"
+    default_message = "The link's signature is not valid."
+
+
+class UrlExpired(GatewayError):
+    """A correctly signed file link past its ``expires`` time."""
+
+    status, code, type = 403, "url_expired", "invalid_request_error"
+    default_message = "The link has expired. Request the image again for a new link."
+
+
+class RangeNotSatisfiable(GatewayError):
+    """A ``Range`` that selects no byte of the file; carries ``Content-Range: bytes */size``."""
+
+    status, code, type = 416, "range_not_satisfiable", "invalid_request_error"
+    default_message = "The requested range is not satisfiable."
+
+    def __init__(self, size: int) -> None:
+        super().__init__(
+            f"The requested range is not satisfiable: the file has {size} bytes.",
+            headers={"Content-Range": f"bytes */{size}"},
+        )
+        self.size = size
+
+
+class StorageUnavailable(GatewayError):
+    """The object store could not be reached or failed; nothing was stored or read."""
+
+    status, code, type = 503, "storage_unavailable", "server_error"
+    default_message = "The file store is temporarily unavailable. Please retry."
