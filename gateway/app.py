@@ -24,12 +24,17 @@ from gateway.backends import h1
 from gateway.backends.base import BackendContext
 from gateway.backends.registry import BackendRegistry, Router, default_registry
 from gateway.config import Config, ConfigError
-from gateway.db.pool import create_pool
+from gateway.db.pool import connection, create_pool
 from gateway.egress.client import EgressClient
 from gateway.egress.policy import EgressPolicy
 from gateway.http.client_ip import ClientIp
+from gateway.http.images import call_backends
 from gateway.http.middlewares import request_context_middleware
 from gateway.http.routes import setup_routes
+from gateway.jobs import store as job_store
+from gateway.jobs.queue import JobQueue
+from gateway.jobs.runner import JobRunner
+from gateway.jobs.settlement import Settlement
 from gateway.keys.cache import KeyCache, KeyStore, PostgresKeyStore
 from gateway.limits.admission import Admission
 from gateway.limits.journal import Journal, default_directory
@@ -37,7 +42,7 @@ from gateway.limits.local import LocalAdmission
 from gateway.logs import AccessLog
 from gateway.metrics import Metrics
 from gateway.redis.client import create_redis
-from gateway.redis.layout import RedisLayout
+from gateway.redis.layout import RedisLayout, job_cancel_channel, job_stream
 from gateway.redis.pipelined import PipelinedRedis
 from gateway.services import CONFIG, SERVICES, Services
 from gateway.usage.flusher import PostgresSeeds, UsageFlusher
@@ -174,6 +179,31 @@ def create_app(
             metrics=metrics,
         )
         services = app[SERVICES]
+        # Blocking stream reads: a client without a socket timeout, each call bounded.
+        jobs_redis = create_redis(config.redis, hot_path=True)
+
+        async def unfinished_jobs() -> list[str]:
+            async with connection(pool) as conn:
+                return await job_store.unfinished_ids(conn)
+
+        services.jobs = JobRunner(
+            config=config.jobs,
+            pool=pool,
+            redis=redis,
+            queue=JobQueue(
+                jobs_redis,
+                job_stream(config.redis.key_prefix),
+                timeout=config.redis.socket_timeout_seconds,
+                rebuild=unfinished_jobs,
+            ),
+            router=router,
+            settlement=Settlement(pool, admission, wall_clock),
+            metrics=metrics,
+            call_backends=call_backends,
+            cancel_channel=job_cancel_channel(config.redis.key_prefix),
+            wall_clock=wall_clock,
+        )
+        await services.jobs.start()
         tasks = [
             asyncio.create_task(keys.listen_for_invalidations(), name="key-invalidations"),
             asyncio.create_task(flusher.run(), name="usage-flusher"),
@@ -185,6 +215,8 @@ def create_app(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await services.jobs.close()
+            await jobs_redis.aclose()
             try:
                 await flusher.flush()
             except Exception:

@@ -20,6 +20,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from gateway.egress.policy import parse_allow_entry
+from gateway.jobs.settings import JobsConfig
 
 __all__ = [
     "AdminConfig",
@@ -217,6 +218,7 @@ class Config:
     admin: AdminConfig = AdminConfig()
     logging: LoggingConfig = LoggingConfig()
     egress: EgressConfig = EgressConfig()
+    jobs: JobsConfig = JobsConfig()  # noqa: RUF009 - frozen, so one shared default is safe
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -229,6 +231,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "admin": AdminConfig,
     "logging": LoggingConfig,
     "egress": EgressConfig,
+    "jobs": JobsConfig,
 }
 
 
@@ -473,6 +476,11 @@ def _check_values(config: Config) -> None:
     positive("keys.redis_ttl_seconds", config.keys.redis_ttl_seconds)
     positive("keys.negative_ttl_seconds", config.keys.negative_ttl_seconds)
     positive("usage.flush_interval_seconds", config.usage.flush_interval_seconds)
+    positive("jobs.concurrency", config.jobs.concurrency)
+    positive("jobs.visibility_timeout_seconds", config.jobs.visibility_timeout_seconds)
+    positive("jobs.max_attempts", config.jobs.max_attempts)
+    positive("jobs.queue_timeout_seconds", config.jobs.queue_timeout_seconds)
+    positive("jobs.sweep_interval_seconds", config.jobs.sweep_interval_seconds)
     positive("auth.token_ttl_seconds", config.auth.token_ttl_seconds)
     for i, secret in enumerate(config.auth.jwt_secrets):
         if len(secret.encode()) < 32:

@@ -188,6 +188,28 @@ class Metrics:
             "gateway_storage_swept_objects_total",
             "Files deleted from the file store for being past the retention.",
         )
+        self.jobs = counter("gateway_jobs_total", "Image jobs ended, by status.", ("status",))
+        self.job_queue_depth = gauge(
+            "gateway_job_queue_depth",
+            "Jobs in the queue's stream: waiting, or taken and not yet done.",
+            (),
+            "max",
+        )
+        self.job_queued_seconds = histogram(
+            "gateway_job_queued_seconds",
+            "Time from a job's submission to its first run.",
+            (),
+            _LATENCY_BUCKETS,
+        )
+        self.job_running_seconds = histogram(
+            "gateway_job_running_seconds",
+            "Time one run of a job took.",
+            (),
+            _LATENCY_BUCKETS,
+        )
+        self.job_attempts = counter(
+            "gateway_job_attempts_total", "Runs of jobs started (a re-run counts again)."
+        )
         self.dependency_errors = counter(
             "gateway_dependency_errors_total",
             "Errors talking to Redis or Postgres.",

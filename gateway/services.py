@@ -15,6 +15,7 @@ from gateway.accounts.tokens import TokenIssuer
 from gateway.backends.registry import Router
 from gateway.config import Config
 from gateway.http.client_ip import ClientIp
+from gateway.jobs.runner import JobRunner
 from gateway.keys.cache import KeyCache
 from gateway.limits.admission import Admission
 from gateway.metrics import Metrics
@@ -42,6 +43,8 @@ class Services:
     metrics: Metrics
     #: Wall-clock seconds since the epoch (injected so tests can pin it).
     wall_clock: Callable[[], float]
+    #: The job workers (and the queue jobs are submitted to).
+    jobs: JobRunner | None = None
     #: Set when the server starts draining (SIGTERM): /readyz answers 503 from then on.
     draining: bool = False
 

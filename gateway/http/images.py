@@ -37,11 +37,19 @@ from gateway.http.schemas.images import (
     ImageUsage,
 )
 from gateway.keys.cache import KeyRecord
-from gateway.limits.decision import ADMITTED, OVER_QUOTA, RATE_LIMITED
+from gateway.limits.decision import ADMITTED, OVER_QUOTA, RATE_LIMITED, Decision
 from gateway.metrics import Metrics
 from gateway.services import SERVICES, Services
 
-__all__ = ["DeliveringResponse", "GenerationParams", "generate_images", "parse_generation"]
+__all__ = [
+    "DeliveringResponse",
+    "GenerationParams",
+    "admit_request",
+    "call_backends",
+    "generate_images",
+    "parse_generation",
+    "wants_async",
+]
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
@@ -116,7 +124,7 @@ def parse_generation(
 _BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 
-async def _call_backends(
+async def call_backends(
     chain: tuple[GuardedBackend, ...], request: ImageRequest, metrics: Metrics
 ) -> tuple[str, list[GeneratedImage]]:
     """``(backend name, images)`` from the first backend in ``chain`` that delivers.
@@ -152,26 +160,14 @@ async def _call_backends(
     raise error or errors.UpstreamError()
 
 
-async def generate_images(request: web.Request) -> web.Response:
-    services: Services = request.app[SERVICES]
-    config = services.config
-    request_id = request[REQUEST_ID]
-    now = services.wall_clock()
-
-    record = await authenticate(request, services.keys, config.keys.prefix, now)
-    body = await decode_body(
-        request, GenerationRequest, config.server, {"most": record.max_images_per_request}
-    )
-    params = parse_generation(body, services, record, request_id)
-    n = params.request.n
-
-    fields = request[LOG_FIELDS]
-    fields.update(key_id=record.key_id, user_id=record.user_id, model=params.model, images=0)
+async def admit_request(services: Services, record: KeyRecord, n: int) -> Decision:
+    """Admit a request for ``n`` images (the rate limit, and ``n`` reserved): one Redis
+    round trip. Raises the 429 (rate limit, daily quota) or, Redis being unreachable,
+    the 503."""
     metrics = services.metrics
-    admission = services.admission
     started = time.perf_counter()
     try:
-        decision = await admission.admit(record, n)
+        decision = await services.admission.admit(record, n)
     except Exception as exc:
         metrics.admissions.labels("error").inc()
         metrics.dependency_errors.labels("redis").inc()
@@ -201,9 +197,45 @@ async def generate_images(request: web.Request) -> web.Response:
             param="n" if remaining else None,
             headers=headers,
         )
+    return decision
+
+
+def wants_async(request: web.Request) -> bool:
+    """The request says ``Prefer: respond-async`` (RFC 7240; among other preferences)."""
+    for value in request.headers.getall("Prefer", ()):
+        for preference in value.split(","):
+            name = preference.split(";", 1)[0].split("=", 1)[0].strip().lower()
+            if name == "respond-async":
+                return True
+    return False
+
+
+async def generate_images(request: web.Request) -> web.StreamResponse:
+    if "Prefer" in request.headers and wants_async(request):
+        # Imported here: the jobs edge builds on this module. Only this path pays for it.
+        from gateway.http.jobs_api import submit_job
+
+        return await submit_job(request, preferred=True)
+    services: Services = request.app[SERVICES]
+    config = services.config
+    request_id = request[REQUEST_ID]
+    now = services.wall_clock()
+
+    record = await authenticate(request, services.keys, config.keys.prefix, now)
+    body = await decode_body(
+        request, GenerationRequest, config.server, {"most": record.max_images_per_request}
+    )
+    params = parse_generation(body, services, record, request_id)
+    n = params.request.n
+
+    fields = request[LOG_FIELDS]
+    fields.update(key_id=record.key_id, user_id=record.user_id, model=params.model, images=0)
+    metrics = services.metrics
+    admission = services.admission
+    decision = await admit_request(services, record, n)
 
     try:
-        backend_name, images = await _call_backends(params.chain, params.request, metrics)
+        backend_name, images = await call_backends(params.chain, params.request, metrics)
     except BaseException:
         await asyncio.shield(admission.release(record.key_id, decision, n))
         raise

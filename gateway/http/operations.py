@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway import errors
-from gateway.http import accounts, admin, keys_api
+from gateway.http import accounts, admin, jobs_api, keys_api
 from gateway.http.contract import (
     ACCOUNT_DISABLED,
     INVALID_REQUEST,
@@ -27,6 +27,7 @@ from gateway.http.schemas import accounts as account_types
 from gateway.http.schemas import admin as admin_types
 from gateway.http.schemas import health as health_types
 from gateway.http.schemas import images as image_types
+from gateway.http.schemas import jobs as job_types
 from gateway.http.schemas import keys as key_types
 from gateway.http.schemas import usage as usage_types
 from gateway.http.usage_api import read_usage
@@ -76,6 +77,13 @@ def _generation(path: str, operation_id: str, alias: str) -> Operation:
                 },
                 headers=(*RATE_LIMIT_HEADERS, "X-Gateway-Backend"),
             ),
+            Answer(
+                202,
+                "With `Prefer: respond-async`: the job made instead (as `POST /v1/images/jobs`).",
+                job_types.Job,
+                _job_example,
+                headers=("Location", "Preference-Applied"),
+            ),
         ),
         failures=(
             Failure(
@@ -118,6 +126,123 @@ def _generation(path: str, operation_id: str, alias: str) -> Operation:
     )
 
 
+_JOB_ID = Param("id", "path", {"type": "string"}, "A job id (`job_...`).", required=True)
+_A_JOB_ID = "job_4GkQ7pLm2Rt7Vw4Ks8Dn1B"
+
+
+def _job_example(facts: DocFacts) -> dict[str, Any]:
+    return {
+        "id": _A_JOB_ID,
+        "object": "image.job",
+        "status": "queued",
+        "created_at": 1767225600,
+        "model": facts.config.default_model,
+        "n": 1,
+        "metadata": {"order": "1234"},
+    }
+
+
+def _job_operations() -> tuple[Operation, ...]:
+    admitted = (
+        Failure(
+            404,
+            (errors.ModelNotFound,),
+            "The model is not one of `GET /v1/models`.",
+            param="model",
+        ),
+        Failure(
+            429,
+            (errors.RateLimitExceeded, errors.DailyQuotaExceeded),
+            "Over the key's rate limit (requests in any 60 s) or its daily image quota.",
+            headers=(*RATE_LIMIT_HEADERS, "Retry-After"),
+        ),
+    )
+    job_answer = Answer(200, "The job.", job_types.Job, _job_example)
+    return (
+        Operation(
+            "POST",
+            "/v1/images/jobs",
+            jobs_api.create_job,
+            "createImageJob",
+            "jobs",
+            "Generate images in the background",
+            Auth.API_KEY,
+            answers=(
+                Answer(
+                    202,
+                    "The job, queued; `Location` is where to read it.",
+                    job_types.Job,
+                    _job_example,
+                    headers=("Location",),
+                ),
+            ),
+            failures=admitted,
+            body=job_types.JobRequest,
+            body_example=lambda facts: {
+                **_generation_example(facts),
+                "metadata": {"order": "1234"},
+            },
+            description="The body of `POST /v1/images/generations`, plus `metadata`. The"
+            " request counts against the rate limit and reserves `n` images at once; when"
+            " the job ends only the images delivered are charged.",
+        ),
+        Operation(
+            "GET",
+            "/v1/images/jobs",
+            jobs_api.list_jobs,
+            "listImageJobs",
+            "jobs",
+            "The caller's jobs, newest first",
+            Auth.API_KEY,
+            answers=(Answer(200, "A page of jobs.", job_types.JobList),),
+            parameters=(
+                Param(
+                    "status",
+                    "query",
+                    {"type": "string", "enum": list(job_types.JOB_STATUSES)},
+                    "Only jobs in this status.",
+                ),
+                Param(
+                    "limit",
+                    "query",
+                    {"type": "integer", "minimum": 1, "maximum": job_types.MAX_LIST_LIMIT},
+                    "Jobs per page (default 20).",
+                ),
+                Param(
+                    "after", "query", {"type": "string"}, "The last job id of the previous page."
+                ),
+            ),
+        ),
+        Operation(
+            "GET",
+            "/v1/images/jobs/{id}",
+            jobs_api.get_job,
+            "getImageJob",
+            "jobs",
+            "A job, with its images once it succeeded",
+            Auth.API_KEY,
+            answers=(job_answer,),
+            failures=(NOT_FOUND,),
+            parameters=(_JOB_ID,),
+            description="Another user's job is 404.",
+        ),
+        Operation(
+            "POST",
+            "/v1/images/jobs/{id}/cancel",
+            jobs_api.cancel_job,
+            "cancelImageJob",
+            "jobs",
+            "Cancel a job",
+            Auth.API_KEY,
+            answers=(job_answer,),
+            failures=(NOT_FOUND,),
+            parameters=(_JOB_ID,),
+            description="A queued job never runs; a running one is stopped. Nothing is charged"
+            " for a cancelled job. A finished job is answered unchanged.",
+        ),
+    )
+
+
 def _created_key_answer(description: str) -> Answer:
     return Answer(
         201,
@@ -138,6 +263,7 @@ OPERATIONS: tuple[Operation, ...] = (
     # The data plane (API keys).
     _generation("/v1/images/generations", "createImage", ""),
     _generation("/v1/generate", "generate", " (an alias of /v1/images/generations)"),
+    *_job_operations(),
     Operation(
         "GET",
         "/v1/models",
