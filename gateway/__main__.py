@@ -1,4 +1,4 @@
-"""The ``gateway`` command: serve | migrate | check-config | users | keys | demo."""
+"""The ``gateway`` command: serve | worker | migrate | check-config | users | keys | demo."""
 
 from __future__ import annotations
 
@@ -38,6 +38,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--dev", action="store_true", help="development mode: verbose logs, generated secrets"
     )
+
+    worker = sub.add_parser(
+        "worker",
+        parents=[common],
+        help="work image jobs only (no public API; /healthz, /readyz and /metrics)",
+    )
+    worker.add_argument("--host", help="override server.host")
+    worker.add_argument("--port", type=int, help="override server.port")
+    worker.add_argument("--dev", action="store_true", help="development mode")
 
     migrate = sub.add_parser("migrate", parents=[common], help="apply database migrations")
     migrate.add_argument(
@@ -129,11 +138,13 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     host = args.host or config.server.host
     port = args.port or config.server.port
     workers = resolve_workers(config)
+    public_api = args.command == "serve"
+    what = "gateway" if public_api else "job worker (health and metrics only)"
     print(
-        f"gateway listening on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''})",
+        f"{what} listening on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''})",
         flush=True,
     )
-    return serve(config, host, port, dev=args.dev)
+    return serve(config, host, port, dev=args.dev, public_api=public_api)
 
 
 def _run(config: Config, work: Callable[[Any], Awaitable[int]]) -> int:
@@ -249,6 +260,7 @@ def _demo(config: Config, args: argparse.Namespace) -> int:
 
 _COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "serve": _serve,
+    "worker": _serve,
     "migrate": _migrate,
     "check-config": _check_config,
     "demo": _demo,

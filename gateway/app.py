@@ -61,12 +61,14 @@ def create_app(
     monotonic: Callable[[], float] = time.monotonic,
     limiter_clock: Callable[[], float] | None = None,
     dev: bool = False,
+    public_api: bool = True,
 ) -> web.Application:
     """Build the gateway application.
 
     The keyword arguments are for tests: ``key_store`` wraps the pool (to count
     queries), the clocks pin time (``limiter_clock`` replaces Redis's own clock in the
     admission script). ``dev`` allows starting without a JWT secret (one is generated).
+    ``public_api`` False: a job worker, serving health and metrics only.
     """
     router = Router(config, registry or default_registry(), monotonic)  # validates backends
     jwt_secrets = config.auth.jwt_secrets
@@ -184,10 +186,11 @@ def create_app(
 
         async def unfinished_jobs() -> list[str]:
             async with connection(pool) as conn:
-                return await job_store.unfinished_ids(conn)
+                return await job_store.unfinished_ids(conn, config.redis.key_prefix)
 
         services.jobs = JobRunner(
             config=config.jobs,
+            namespace=config.redis.key_prefix,
             pool=pool,
             redis=redis,
             queue=JobQueue(
@@ -243,5 +246,5 @@ def create_app(
 
     app.cleanup_ctx.append(resources)
     app.on_shutdown.append(start_draining)
-    setup_routes(app)
+    setup_routes(app, public_api=public_api)
     return app

@@ -66,7 +66,9 @@ async def _freeze_startup_objects(app: object) -> None:
     gc.freeze()
 
 
-def _run_worker(config: Config, host: str, port: int, dev: bool, reuse_port: bool) -> None:
+def _run_worker(
+    config: Config, host: str, port: int, dev: bool, reuse_port: bool, public_api: bool = True
+) -> None:
     from aiohttp import web
 
     from gateway.app import create_app
@@ -74,7 +76,7 @@ def _run_worker(config: Config, host: str, port: int, dev: bool, reuse_port: boo
 
     _use_uvloop()
     protocol.install()
-    app = create_app(config, dev=dev)
+    app = create_app(config, dev=dev, public_api=public_api)
     app.on_startup.append(_freeze_startup_objects)  # after the app's own start-up
     web.run_app(
         app,
@@ -91,7 +93,9 @@ def _run_worker(config: Config, host: str, port: int, dev: bool, reuse_port: boo
     )
 
 
-def _supervised_worker(config: Config, host: str, port: int, dev: bool, reuse_port: bool) -> None:
+def _supervised_worker(
+    config: Config, host: str, port: int, dev: bool, reuse_port: bool, public_api: bool
+) -> None:
     # Forked with the supervisor's handlers: until the server installs its own, a
     # SIGTERM must stop this worker, not run the supervisor's handler in it.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -100,13 +104,17 @@ def _supervised_worker(config: Config, host: str, port: int, dev: bool, reuse_po
     _die_with_parent()
     if os.getppid() != parent:  # the supervisor died before the request took hold
         return
-    _run_worker(config, host, port, dev, reuse_port)
+    _run_worker(config, host, port, dev, reuse_port, public_api)
 
 
-def serve(config: Config, host: str, port: int, *, dev: bool = False) -> int:
+def serve(
+    config: Config, host: str, port: int, *, dev: bool = False, public_api: bool = True
+) -> int:
+    """Serve until SIGTERM. ``public_api`` False: only work jobs (``gateway worker``),
+    answering health and metrics only."""
     workers = resolve_workers(config)
     if workers == 1:
-        _run_worker(config, host, port, dev, reuse_port=False)
+        _run_worker(config, host, port, dev, reuse_port=False, public_api=public_api)
         return 0
 
     owned_dir = None
@@ -119,7 +127,7 @@ def serve(config: Config, host: str, port: int, *, dev: bool = False) -> int:
     def start(index: int) -> BaseProcess:
         process = context.Process(
             target=_supervised_worker,
-            args=(config, host, port, dev, True),
+            args=(config, host, port, dev, True, public_api),
             name=f"gateway-worker-{index}",
         )
         process.start()

@@ -7,6 +7,9 @@
 CREATE TABLE image_jobs (
     seq             bigserial   NOT NULL UNIQUE,
     id              text        PRIMARY KEY,
+    -- The Redis namespace (redis.key_prefix) whose queue and counters the job uses:
+    -- gateways sharing a database but not a Redis namespace leave each other's jobs alone.
+    queue           text        NOT NULL,
     user_id         uuid        NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     api_key_id      uuid        NOT NULL REFERENCES api_keys (id) ON DELETE CASCADE,
     status          text        NOT NULL DEFAULT 'queued'
@@ -31,7 +34,7 @@ CREATE TABLE image_jobs (
 );
 
 CREATE INDEX image_jobs_user_seq ON image_jobs (user_id, seq DESC);
-CREATE INDEX image_jobs_unfinished ON image_jobs (created_at)
+CREATE INDEX image_jobs_unfinished ON image_jobs (queue, created_at)
     WHERE status IN ('queued', 'running');
-CREATE INDEX image_jobs_unsettled ON image_jobs (completed_at)
+CREATE INDEX image_jobs_unsettled ON image_jobs (queue, completed_at)
     WHERE settled_at IS NULL AND status IN ('succeeded', 'failed', 'canceled');

@@ -131,6 +131,7 @@ async def _admit_and_record(
             row = await store.insert_job(
                 conn,
                 job_id=job_id,
+                queue=runner.namespace,
                 user_id=record.user_id,
                 api_key_id=record.key_id,
                 model=model,

@@ -79,6 +79,7 @@ class JobRunner:
         self,
         *,
         config: JobsConfig,
+        namespace: str,
         pool: Any,
         redis: Redis,
         queue: JobQueue,
@@ -90,6 +91,8 @@ class JobRunner:
         wall_clock: Callable[[], float],
     ) -> None:
         self._config = config
+        #: The jobs this runner works: those submitted under this Redis namespace.
+        self.namespace = namespace
         self._pool = pool
         self._redis = redis
         self.queue = queue
@@ -289,9 +292,11 @@ class JobRunner:
         now = self._clock()
         async with connection(self._pool) as conn:
             timed_out = await store.stale_queued(
-                conn, queued_since=now - config.queue_timeout_seconds, now=now
+                conn, self.namespace, queued_since=now - config.queue_timeout_seconds, now=now
             )
-            left = await store.unsettled(conn, ended_before=now - config.sweep_interval_seconds)
+            left = await store.unsettled(
+                conn, self.namespace, ended_before=now - config.sweep_interval_seconds
+            )
         for job in timed_out:
             self._ended(job)
         for job in [*timed_out, *left]:

@@ -45,6 +45,7 @@ class JobRow:
     """A job as Postgres holds it (``request``, ``metadata`` and ``result`` as JSON text)."""
 
     id: str
+    queue: str
     user_id: Any
     api_key_id: Any
     status: str
@@ -79,6 +80,7 @@ async def insert_job(
     conn: Any,
     *,
     job_id: str,
+    queue: str,
     user_id: Any,
     api_key_id: Any,
     model: str,
@@ -92,8 +94,8 @@ async def insert_job(
 ) -> JobRow:
     row = await conn.fetchrow(
         "INSERT INTO image_jobs (id, user_id, api_key_id, model, request, metadata,"
-        " webhook_url, reserved, charge_day, charge_member, created_at)"
-        " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8, $9, $10, $11)"
+        " webhook_url, reserved, charge_day, charge_member, created_at, queue)"
+        " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8, $9, $10, $11, $12)"
         " RETURNING *",
         job_id,
         user_id,
@@ -106,6 +108,7 @@ async def insert_job(
         charge_day,
         charge_member,
         _at(now),
+        queue,
     )
     return JobRow.of(row)
 
@@ -265,34 +268,41 @@ async def mark_settled(conn: Any, job_id: str, *, now: float) -> None:
     )
 
 
-async def stale_queued(conn: Any, *, queued_since: float, now: float) -> list[JobRow]:
-    """Fail every job still queued since before ``queued_since`` (``queue_timeout``)."""
+async def stale_queued(conn: Any, queue: str, *, queued_since: float, now: float) -> list[JobRow]:
+    """Fail every job of ``queue`` still queued since before ``queued_since``."""
     rows = await conn.fetch(
         "UPDATE image_jobs SET status = 'failed', error_code = 'queue_timeout',"
         " error_message = 'No worker picked the job up in time.', completed_at = $2"
-        " WHERE status = 'queued' AND created_at < $1"
+        " WHERE queue = $3 AND status = 'queued' AND created_at < $1"
         " RETURNING *",
         _at(queued_since),
         _at(now),
+        queue,
     )
     return [JobRow.of(row) for row in rows]
 
 
-async def unsettled(conn: Any, *, ended_before: float, limit: int = 500) -> list[JobRow]:
-    """Finished jobs whose reservation was not settled (their process died in between)."""
+async def unsettled(
+    conn: Any, queue: str, *, ended_before: float, limit: int = 500
+) -> list[JobRow]:
+    """Finished jobs of ``queue`` whose reservation was not settled (their process died
+    in between)."""
     rows = await conn.fetch(
-        "SELECT * FROM image_jobs WHERE settled_at IS NULL"
+        "SELECT * FROM image_jobs WHERE queue = $3 AND settled_at IS NULL"
         " AND status IN ('succeeded', 'failed', 'canceled') AND completed_at < $1"
         " ORDER BY completed_at LIMIT $2",
         _at(ended_before),
         limit,
+        queue,
     )
     return [JobRow.of(row) for row in rows]
 
 
-async def unfinished_ids(conn: Any) -> list[str]:
-    """Jobs not finished, oldest first (to rebuild a lost queue)."""
+async def unfinished_ids(conn: Any, queue: str) -> list[str]:
+    """Jobs of ``queue`` not finished, oldest first (to rebuild a lost queue)."""
     rows = await conn.fetch(
-        "SELECT id FROM image_jobs WHERE status IN ('queued', 'running') ORDER BY seq"
+        "SELECT id FROM image_jobs WHERE queue = $1 AND status IN ('queued', 'running')"
+        " ORDER BY seq",
+        queue,
     )
     return [row["id"] for row in rows]

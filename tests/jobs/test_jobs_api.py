@@ -252,3 +252,32 @@ async def test_a_job_nobody_works_in_time_fails_with_queue_timeout(
     assert done["error"]["code"] == "queue_timeout"
     await gateway.flush()
     assert await usage_rows(db, key.key_id) == {today(): 0}
+
+
+async def test_cancelling_a_finished_job_answers_it_unchanged(app: Gateway, make_key: MakeKey):
+    key = await make_key()
+    job = await (await submit(app.client, key.key)).json()
+    done = await wait_for_job(app.client, key.key, job["id"])
+    response = await app.client.post(f"{JOBS}/{job['id']}/cancel", headers=bearer(key.key))
+    assert response.status == 200
+    assert await response.json() == done
+
+
+async def test_a_job_interrupted_max_attempts_times_fails_and_charges_nothing(
+    make_app: MakeGateway, make_key: MakeKey, db: asyncpg.Connection
+):
+    submitter = await make_app({"jobs": {"work": False}})
+    key = await make_key()
+    job = await (await submit(submitter.client, key.key, n=2)).json()
+    # As if three processes had died running it.
+    await db.execute(
+        "UPDATE image_jobs SET status = 'running', attempts = 3,"
+        " heartbeat_at = now() - interval '1 hour' WHERE id = $1",
+        job["id"],
+    )
+    worker = await make_app({"jobs": {"max_attempts": 3}})
+    done = await wait_for_job(worker.client, key.key, job["id"])
+    assert done["status"] == "failed"
+    assert done["error"]["code"] == "attempts_exhausted"
+    await worker.flush()
+    assert await usage_rows(db, key.key_id) == {today(): 0}
