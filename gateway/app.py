@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -23,8 +22,8 @@ from gateway.accounts.throttle import IpThrottle, LoginGuard
 from gateway.accounts.tokens import TokenIssuer
 from gateway.backends import h1
 from gateway.backends.base import BackendContext
-from gateway.backends.registry import BackendRegistry, Router, default_registry
-from gateway.config import Config, ConfigError
+from gateway.backends.registry import BackendRegistry
+from gateway.config import Config
 from gateway.db.pool import create_pool
 from gateway.http.client_ip import ClientIp
 from gateway.http.middlewares import request_context_middleware
@@ -39,6 +38,7 @@ from gateway.redis.client import create_redis
 from gateway.redis.layout import RedisLayout
 from gateway.redis.pipelined import PipelinedRedis
 from gateway.services import CONFIG, SERVICES, Services
+from gateway.startup import DEV_MODE_WARNING, prepare
 from gateway.usage.flusher import PostgresSeeds, UsageFlusher
 
 __all__ = ["create_app"]
@@ -61,21 +61,14 @@ def create_app(
     The keyword arguments are for tests: ``key_store`` wraps the pool (to count
     queries), the clocks pin time (``limiter_clock`` replaces Redis's own clock in the
     admission script). ``dev`` allows starting without a JWT secret (one is generated).
+
+    Raises :class:`ConfigError` for what :func:`gateway.startup.prepare` finds.
     """
-    router = Router(config, registry or default_registry(), monotonic)  # validates backends
-    jwt_secrets = config.auth.jwt_secrets
-    if not jwt_secrets:
-        if not dev:
-            raise ConfigError(
-                "auth.jwt_secrets: a secret of at least 32 bytes is required "
-                "(set GATEWAY_JWT_SECRET), or run in development mode (serve --dev)"
-            )
-        log.warning(
-            "development mode: signing access tokens with a generated secret; "
-            "tokens will not survive a restart"
-        )
-        jwt_secrets = (secrets.token_urlsafe(48),)
-    tokens = TokenIssuer(jwt_secrets, config.auth.token_ttl_seconds, wall_clock)
+    prepared = prepare(config, dev=dev, registry=registry, clock=monotonic)
+    config, router = prepared.config, prepared.router
+    if prepared.generated_jwt_secret:
+        log.warning(DEV_MODE_WARNING)
+    tokens = TokenIssuer(config.auth.jwt_secrets, config.auth.token_ttl_seconds, wall_clock)
     passwords = PasswordHasher(config.auth.bcrypt_cost)
     client_ip = ClientIp(config.auth.trusted_proxies)
     metrics = Metrics()
