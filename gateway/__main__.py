@@ -121,7 +121,7 @@ def _migrate(config: Config, args: argparse.Namespace) -> int:
 
 def _serve(config: Config, args: argparse.Namespace) -> int:
     from gateway.logs import configure_logging
-    from gateway.server import resolve_workers, serve
+    from gateway.server import serve
     from gateway.startup import DEV_MODE_WARNING, prepare
 
     configure_logging(config.logging, force_text=args.dev)
@@ -132,11 +132,6 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
         logging.getLogger("gateway").warning(DEV_MODE_WARNING)
     host = args.host or config.server.host
     port = args.port or config.server.port
-    workers = resolve_workers(config)
-    print(
-        f"gateway listening on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''})",
-        flush=True,
-    )
     return serve(prepared.config, host, port, dev=args.dev)
 
 

@@ -11,19 +11,22 @@ import asyncio
 import contextlib
 import logging
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import asyncpg
 from aiohttp import web
 
 from gateway.accounts.passwords import PasswordHasher
 from gateway.accounts.throttle import IpThrottle, LoginGuard
 from gateway.accounts.tokens import TokenIssuer
 from gateway.backends import h1
-from gateway.backends.base import BackendContext
+from gateway.backends.base import BackendContext, ImageBackend
 from gateway.backends.registry import BackendRegistry
-from gateway.config import Config
+from gateway.config import Config, DatabaseConfig
 from gateway.db.pool import create_pool
 from gateway.http.client_ip import ClientIp
 from gateway.http.middlewares import request_context_middleware
@@ -38,10 +41,10 @@ from gateway.redis.client import create_redis
 from gateway.redis.layout import RedisLayout
 from gateway.redis.pipelined import PipelinedRedis
 from gateway.services import CONFIG, SERVICES, Services
-from gateway.startup import DEV_MODE_WARNING, prepare
+from gateway.startup import DEV_MODE_WARNING, StartupError, prepare
 from gateway.usage.flusher import PostgresSeeds, UsageFlusher
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "open_postgres"]
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,9 @@ def create_app(
     queries), the clocks pin time (``limiter_clock`` replaces Redis's own clock in the
     admission script). ``dev`` allows starting without a JWT secret (one is generated).
 
-    Raises :class:`ConfigError` for what :func:`gateway.startup.prepare` finds.
+    Raises :class:`ConfigError` for what :func:`gateway.startup.prepare` finds. Start-up
+    (the app's cleanup context) raises :class:`StartupError` when Postgres is
+    unreachable, and closes whatever it had opened when any step fails.
     """
     prepared = prepare(config, dev=dev, registry=registry, clock=monotonic)
     config, router = prepared.config, prepared.router
@@ -80,121 +85,134 @@ def create_app(
     app[CONFIG] = config
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        pool = await create_pool(config.database)
-        redis = create_redis(config.redis)
-        hot_redis = create_redis(config.redis, hot_path=True)  # key cache entries, releases
-        layout = RedisLayout(config.redis.key_prefix)
-        store = key_store(pool) if key_store is not None else PostgresKeyStore(pool)
-        # The hot path's one pipelined connection: admissions and key lookups.
-        pipelined = PipelinedRedis(config.redis.url, timeout=config.redis.socket_timeout_seconds)
-        keys = KeyCache(
-            redis=hot_redis,
-            lookups=pipelined,
-            timeout=config.redis.socket_timeout_seconds,
-            store=store,
-            config=config.keys,
-            plans=config.plans,
-            default_plan=config.default_plan,
-            redis_prefix=config.redis.key_prefix,
-            clock=monotonic,
-            on_lookup=lambda layer, hit: metrics.labelled(metrics.key_lookups, layer, hit).inc(),
-        )
-        seeds = PostgresSeeds(pool)
-        fallback = None
-        if config.redis.on_failure == "open":
-            fallback = LocalAdmission(redis, layout, seeds, clock=wall_clock)
-        journal = Journal(
-            Path(config.usage.journal_dir)
-            if config.usage.journal_dir
-            else default_directory(config.redis.url, config.redis.key_prefix)
-        )
-        journal.open()
-        admission = Admission(
-            hot_redis,
-            layout,
-            seeds,
-            hot=pipelined,
-            clock=limiter_clock,
-            fallback=fallback,
-            timeout=config.redis.socket_timeout_seconds,
-            journal=journal,
-        )
-        flusher = UsageFlusher(
-            redis=redis,
-            pool=pool,
-            layout=layout,
-            admission=admission,
-            interval=config.usage.flush_interval_seconds,
-            clock=monotonic,
-            on_failure=lambda exc: metrics.flush_failed(exc),
-        )
-        http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=config.server.upstream_max_connections,
-                limit_per_host=config.server.upstream_max_connections_per_host,
-            ),
-            timeout=aiohttp.ClientTimeout(total=None),  # each backend keeps its own deadline
-        )
-        api = h1.Client(
-            max_connections=config.server.upstream_max_connections,
-            max_per_host=config.server.upstream_max_connections_per_host,
-        )
-        for guarded in router.backends.values():
-            await guarded.backend.start(BackendContext(http=http, api=api))
-        app[SERVICES] = Services(
-            config=config,
-            pool=pool,
-            redis=redis,
-            layout=layout,
-            keys=keys,
-            admission=admission,
-            flusher=flusher,
-            router=router,
-            wall_clock=wall_clock,
-            tokens=tokens,
-            passwords=passwords,
-            ip_throttle=IpThrottle(redis, config.redis.key_prefix),
-            login_guard=LoginGuard(
-                redis,
-                config.redis.key_prefix,
-                config.auth.login_failures_before_delay,
-                config.auth.max_login_delay_seconds,
-            ),
-            client_ip=client_ip,
-            metrics=metrics,
-        )
-        services = app[SERVICES]
-        tasks = [
-            asyncio.create_task(keys.listen_for_invalidations(), name="key-invalidations"),
-            asyncio.create_task(flusher.run(), name="usage-flusher"),
-        ]
-        try:
-            yield
-        finally:
-            services.draining = True
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        # Whatever was opened is closed, in reverse, also when a later step fails.
+        async with contextlib.AsyncExitStack() as opened:
+            opened.callback(access_log.flush)
+            pool = await open_postgres(config.database)
+            opened.push_async_callback(pool.close)
+            redis = create_redis(config.redis)
+            opened.push_async_callback(redis.aclose)
+            hot_redis = create_redis(config.redis, hot_path=True)  # key cache entries, releases
+            opened.push_async_callback(hot_redis.aclose)
+            layout = RedisLayout(config.redis.key_prefix)
+            store = key_store(pool) if key_store is not None else PostgresKeyStore(pool)
+            # The hot path's one pipelined connection: admissions and key lookups.
+            pipelined = PipelinedRedis(
+                config.redis.url, timeout=config.redis.socket_timeout_seconds
+            )
+            opened.push_async_callback(pipelined.aclose)
+            keys = KeyCache(
+                redis=hot_redis,
+                lookups=pipelined,
+                timeout=config.redis.socket_timeout_seconds,
+                store=store,
+                config=config.keys,
+                plans=config.plans,
+                default_plan=config.default_plan,
+                redis_prefix=config.redis.key_prefix,
+                clock=monotonic,
+                on_lookup=lambda layer, hit: metrics.labelled(
+                    metrics.key_lookups, layer, hit
+                ).inc(),
+            )
+            opened.push_async_callback(keys.close)
+            seeds = PostgresSeeds(pool)
+            fallback = None
+            if config.redis.on_failure == "open":
+                fallback = LocalAdmission(redis, layout, seeds, clock=wall_clock)
+            journal = Journal(
+                Path(config.usage.journal_dir)
+                if config.usage.journal_dir
+                else default_directory(config.redis.url, config.redis.key_prefix)
+            )
             try:
-                await flusher.flush()
-            except Exception:
-                log.exception("final usage flush failed; the counts stay pending in Redis")
-            if not admission.doubtful:
-                journal.close()
-            # else: admissions whose reply never came are left in the journal, and its
-            # lock held until this process exits (a request cut off by its client may
-            # still be running); then another process settles them.
-            await keys.close()
+                journal.open()
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot open the reservation journal in {journal.directory}: "
+                    f"{exc.strerror or exc}"
+                ) from None
+            admission = Admission(
+                hot_redis,
+                layout,
+                seeds,
+                hot=pipelined,
+                clock=limiter_clock,
+                fallback=fallback,
+                timeout=config.redis.socket_timeout_seconds,
+                journal=journal,
+            )
+
+            def close_journal() -> None:
+                # Admissions whose reply never came are left in the journal, and its lock
+                # held until this process exits (a request cut off by its client may
+                # still be running); then another process settles them.
+                if not admission.doubtful:
+                    journal.close()
+
+            opened.callback(close_journal)
+            flusher = UsageFlusher(
+                redis=redis,
+                pool=pool,
+                layout=layout,
+                admission=admission,
+                interval=config.usage.flush_interval_seconds,
+                clock=monotonic,
+                on_failure=lambda exc: metrics.flush_failed(exc),
+            )
+            http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=config.server.upstream_max_connections,
+                    limit_per_host=config.server.upstream_max_connections_per_host,
+                ),
+                timeout=aiohttp.ClientTimeout(total=None),  # each backend keeps its own deadline
+            )
+            opened.push_async_callback(http.close)
+            api = h1.Client(
+                max_connections=config.server.upstream_max_connections,
+                max_per_host=config.server.upstream_max_connections_per_host,
+            )
+            opened.push_async_callback(api.close)
             for guarded in router.backends.values():
-                with contextlib.suppress(Exception):
-                    await guarded.backend.close()
-            await http.close()
-            await api.close()
-            await redis.aclose()
-            await hot_redis.aclose()
-            await pipelined.aclose()
-            await pool.close()
-            access_log.flush()
+                await guarded.backend.start(BackendContext(http=http, api=api))
+                opened.push_async_callback(_close_quietly, guarded.backend)
+            services = app[SERVICES] = Services(
+                config=config,
+                pool=pool,
+                redis=redis,
+                layout=layout,
+                keys=keys,
+                admission=admission,
+                flusher=flusher,
+                router=router,
+                wall_clock=wall_clock,
+                tokens=tokens,
+                passwords=passwords,
+                ip_throttle=IpThrottle(redis, config.redis.key_prefix),
+                login_guard=LoginGuard(
+                    redis,
+                    config.redis.key_prefix,
+                    config.auth.login_failures_before_delay,
+                    config.auth.max_login_delay_seconds,
+                ),
+                client_ip=client_ip,
+                metrics=metrics,
+            )
+            tasks = [
+                asyncio.create_task(keys.listen_for_invalidations(), name="key-invalidations"),
+                asyncio.create_task(flusher.run(), name="usage-flusher"),
+            ]
+            try:
+                yield
+            finally:
+                services.draining = True
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                try:
+                    await flusher.flush()
+                except Exception:
+                    log.exception("final usage flush failed; the counts stay pending in Redis")
 
     async def start_draining(app: web.Application) -> None:
         app[SERVICES].draining = True
@@ -203,3 +221,33 @@ def create_app(
     app.on_shutdown.append(start_draining)
     setup_routes(app)
     return app
+
+
+async def open_postgres(database: DatabaseConfig) -> Any:
+    """The pool, with a connection made and tried (``pool_min_size`` may be 0).
+
+    Raises :class:`StartupError` saying where Postgres was looked for (never the URL's
+    password) and why it could not be reached.
+    """
+    pool = None
+    try:
+        pool = await create_pool(database)
+        await pool.execute("SELECT 1")
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        if pool is not None:
+            pool.terminate()
+        parts = urllib.parse.urlsplit(database.url)
+        where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+        if isinstance(exc, ConnectionRefusedError):
+            reason = "connection refused"
+        elif isinstance(exc, TimeoutError):
+            reason = "timed out"
+        else:
+            reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        raise StartupError(f"cannot connect to Postgres at {where}: {reason}") from None
+    return pool
+
+
+async def _close_quietly(backend: ImageBackend) -> None:
+    with contextlib.suppress(Exception):
+        await backend.close()
