@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, asyncpg.PostgresError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before serve has its own handlers: no traceback
+        return 130
 
 
 def _check_config(config: Config, args: argparse.Namespace) -> int:

@@ -174,9 +174,21 @@ async def _serve_app(
     from aiohttp import web
 
     stop = asyncio.Event()
+    main = asyncio.current_task()
+    assert main is not None
+    serving = interrupted = False
+
+    def on_signal() -> None:
+        nonlocal interrupted
+        if serving:
+            stop.set()  # a graceful stop: in-flight requests finish
+        elif not interrupted:  # start-up may wait long (a Postgres that does not answer)
+            interrupted = True
+            main.cancel()
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal)
     runner = web.AppRunner(
         app,
         access_log=None,
@@ -189,9 +201,13 @@ async def _serve_app(
         await runner.setup()  # the app's start-up: pools opened, backends started
         for sock in sockets:
             await web.SockSite(runner, sock).start()  # listens from here on
-        if not stop.is_set():
-            on_ready()
+        serving = True
+        on_ready()
         await stop.wait()
+    except asyncio.CancelledError:
+        if not interrupted:
+            raise
+        main.uncancel()  # handled: what follows may wait again
     finally:
         await runner.cleanup()  # stop accepting, let requests finish, final flush
 
@@ -334,7 +350,7 @@ class _Supervisor:
                 report = self._read_report(self.workers[i])
                 if report == _SERVING:
                     starting.discard(i)
-                elif isinstance(report, tuple):
+                elif isinstance(report, tuple) and not self.stopping:  # else: told to stop
                     return report
         return None
 
@@ -353,7 +369,7 @@ class _Supervisor:
             alive = False
             for i, worker in enumerate(self.workers):
                 report = self._read_report(worker)
-                if isinstance(report, tuple):
+                if isinstance(report, tuple) and not self.stopping:
                     log.error("worker %d could not start: %s", i, report[0])
                 if worker.process.is_alive():
                     alive = True

@@ -740,3 +740,46 @@ async def test_serve_that_fails_midway_through_start_up_closes_what_it_opened(
         "",
         f"error: cannot open the reservation journal in {blocker / 'journal'}: Not a directory\n",
     )
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_sigterm_while_start_up_waits_for_postgres_stops_at_once(
+    tmp_path: Path, raw_config: dict[str, Any], elsewhere: Path, workers: int
+):
+    """A Postgres that accepts connections and never answers: start-up waits on it, and a
+    SIGTERM then stops the gateway at once, quietly, without it saying it listens."""
+    connected = asyncio.Event()
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        connected.set()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    pg_port = server.sockets[0].getsockname()[1]
+    raw = merge(
+        raw_config,
+        {
+            "server": {"port": free_port(), "workers": workers},
+            "database": {"url": f"postgresql://postgres@127.0.0.1:{pg_port}/silent"},
+        },
+    )
+    path = write_config(tmp_path / "config.yaml", raw)
+    process = await asyncio.create_subprocess_exec(
+        *gateway_command(*serve_args(path)),
+        cwd=elsewhere,
+        env=clean_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await asyncio.wait_for(connected.wait(), timeout=60)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=20)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        for writer in held:
+            writer.close()
+        server.close()
+    assert (process.returncode, stdout, stderr) == (0, b"", b"")
