@@ -111,7 +111,8 @@ def _announce(host: str, port: int, workers: int) -> None:
     )
 
 
-def _use_uvloop() -> Callable[[], asyncio.AbstractEventLoop]:
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's event loop where it is installed."""
     try:
         import uvloop
 
@@ -155,7 +156,7 @@ def _run_worker(
     from gateway.app import create_app
     from gateway.http import protocol
 
-    new_loop = _use_uvloop()
+    new_loop = _loop_factory()
     protocol.install()
     sockets = bind(host, port, reuse_port=reuse_port)
     try:
