@@ -87,7 +87,9 @@ def _explain(
         return ConfigError(f"{_key(keys)}: {said['message']}")
     if wrong := _WRONG_TYPE.fullmatch(text):
         expected, got = wrong[1], wrong[2]
-        words = "required" if (expected, got) == ("object", "null") else _TYPE_WORDS[expected]
+        words = _TYPE_WORDS.get(expected, f"must be of type {expected}")
+        if (expected, got) == ("object", "null"):
+            words = "required"
         return ConfigError(f"{_key(keys)}: {words}")
     # The value has the right type but breaks the field's constraint.
     words = said["message"] if said else _constraint_words(annotation, text)
