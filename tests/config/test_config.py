@@ -8,6 +8,7 @@ the exact message an operator sees.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
@@ -952,3 +953,30 @@ def test_a_new_section_is_strict_and_named_by_its_key():
         with pytest.raises(ConfigError) as info:
             decode({**raw, "egress": body}, WithEgress)
         assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"nonesuch": "never"}, "model_fallback.nonesuch: unknown model"),
+        ({"local": "sometimes"}, "model_fallback.local: "),
+    ],
+)
+def test_model_fallback_names_a_model_and_a_policy(value: Any, message: str):
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        parse_config(with_change("model_fallback", value), {})
+    config = parse_config(with_change("model_fallback", {"local": "never"}), {})
+    assert config.model_fallback["local"] == "never"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"allow": ["not a network"]}, "egress.allow[0]: "),
+        ({"allow": "10.0.0.0/8"}, "egress.allow: "),
+        ({"url": "ftp://x"}, None),
+    ],
+)
+def test_egress_is_a_strict_section(value: Any, message: str | None):
+    with pytest.raises(ConfigError, match="^" + re.escape(message or "egress.url: unknown key")):
+        parse_config(with_change("egress", value), {})
