@@ -40,6 +40,7 @@ from gateway.keys.cache import KeyRecord
 from gateway.limits.decision import ADMITTED, OVER_QUOTA, RATE_LIMITED, Decision
 from gateway.metrics import Metrics
 from gateway.services import SERVICES, Services
+from gateway.storage import STORAGE
 
 __all__ = [
     "DeliveringResponse",
@@ -67,6 +68,8 @@ class GenerationParams:
     #: The backends to try, in order (the first, then its fallbacks).
     chain: tuple[GuardedBackend, ...]
     request: ImageRequest
+    #: ``b64_json`` or ``url`` (the images stored, their links answered).
+    response_format: str = "b64_json"
 
 
 def parse_generation(
@@ -118,6 +121,7 @@ def parse_generation(
             negative_prompt=body.negative_prompt,
             request_id=request_id,
         ),
+        response_format=body.response_format or "b64_json",
     )
 
 
@@ -236,6 +240,9 @@ async def generate_images(request: web.Request) -> web.StreamResponse:
 
     try:
         backend_name, images = await call_backends(params.chain, params.request, metrics)
+        links = None
+        if params.response_format == "url" and images:
+            links = await _store(request, images[:n])
     except BaseException:
         await asyncio.shield(admission.release(record.key_id, decision, n))
         raise
@@ -254,7 +261,15 @@ async def generate_images(request: web.Request) -> web.StreamResponse:
         answer = GenerationResponse(
             created=int(now),
             model=params.model,
-            data=[ImageData(image.b64(), image.revised_prompt) for image in delivered],
+            data=[
+                ImageData(b64_json=image.b64(), revised_prompt=image.revised_prompt)
+                for image in delivered
+            ]
+            if links is None
+            else [
+                ImageData(url=link, revised_prompt=image.revised_prompt)
+                for image, link in zip(delivered, links, strict=True)
+            ],
             usage=ImageUsage(len(delivered)),
         )
         return DeliveringResponse(
@@ -265,6 +280,23 @@ async def generate_images(request: web.Request) -> web.StreamResponse:
     except BaseException:
         admission.delivered(decision)  # the images were made: charged, slot freed
         raise
+
+
+async def _store(request: web.Request, images: list[GeneratedImage]) -> list[str]:
+    """Store ``images`` (in parallel) and return their signed links.
+
+    Raises :class:`~gateway.errors.StorageUnavailable` (503 ``storage_unavailable``) when
+    the store fails: the images were made, but the client gets none, so none is charged.
+    """
+    storage = request.app[STORAGE]
+    try:
+        saved = await asyncio.gather(
+            *(storage.save(image.data, image.media_type, request=request) for image in images)
+        )
+    except errors.GatewayError as exc:
+        log.warning("storing images failed (%s): %s", exc.code, exc.message)
+        raise
+    return [file.url for file in saved]
 
 
 class DeliveringResponse(web.Response):

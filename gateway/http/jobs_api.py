@@ -31,10 +31,11 @@ from gateway.http.schemas.jobs import (
     JobRequest,
 )
 from gateway.jobs import store
-from gateway.jobs.runner import JobRunner, StoredRequest, StoredResult
+from gateway.jobs.runner import JobRunner, StoredImage, StoredRequest, StoredResult
 from gateway.jobs.store import JobRow
 from gateway.keys.cache import KeyRecord
 from gateway.services import SERVICES, Services
+from gateway.storage import STORAGE
 
 __all__ = ["cancel_job", "create_job", "get_job", "job_of", "list_jobs", "submit_job"]
 
@@ -45,8 +46,9 @@ _decode_metadata = msgspec.json.Decoder(dict[str, str]).decode
 DEFAULT_LIST_LIMIT = 20
 
 
-def job_of(row: JobRow) -> Job:
-    """A job as the API shows it, from its row."""
+async def job_of(row: JobRow, request: web.Request) -> Job:
+    """A job as the API shows it, from its row; stored images get fresh signed links
+    (for ``request``'s host, unless ``storage.public_base_url`` says otherwise)."""
     job = Job(
         id=row.id,
         object="image.job",
@@ -60,11 +62,19 @@ def job_of(row: JobRow) -> Job:
         job.completed_at = int(row.completed_at.timestamp())
     if row.status == "succeeded" and row.result is not None:
         result = _decode_result(row.result)
-        job.data = [ImageData(image.b64_json, image.revised_prompt) for image in result.data]
+        job.data = [await _image_data(image, request) for image in result.data]
         job.usage = ImageUsage(row.delivered)
     if row.status == "failed":
         job.error = JobError(row.error_code or "job_failed", row.error_message or "")
     return job
+
+
+async def _image_data(image: StoredImage, request: web.Request) -> ImageData:
+    if image.file_id is None:
+        return ImageData(b64_json=image.b64_json or "", revised_prompt=image.revised_prompt)
+    storage = request.app[STORAGE]
+    link = await storage.links.link(image.file_id, now=storage.clock(), request=request)
+    return ImageData(url=link.url, revised_prompt=image.revised_prompt)
 
 
 def _runner(services: Services) -> JobRunner:
@@ -97,6 +107,7 @@ async def submit_job(request: web.Request, *, preferred: bool) -> web.Response:
         size=f"{image_request.width}x{image_request.height}",
         seed=image_request.seed,
         negative_prompt=image_request.negative_prompt,
+        response_format=params.response_format,
     )
     request[LOG_FIELDS].update(key_id=record.key_id, user_id=record.user_id, model=params.model)
     runner = _runner(services)
@@ -104,7 +115,7 @@ async def submit_job(request: web.Request, *, preferred: bool) -> web.Response:
     headers = {"Location": f"/v1/images/jobs/{row.id}"}
     if preferred:
         headers["Preference-Applied"] = "respond-async"
-    return json_response(job_of(row), status=202, headers=headers)
+    return json_response(await job_of(row, request), status=202, headers=headers)
 
 
 async def _admit_and_record(
@@ -170,7 +181,7 @@ async def get_job(request: web.Request) -> web.Response:
         row = await store.find_job(conn, request.match_info["id"], record.user_id)
     if row is None:
         raise errors.NotFound("No such job.")
-    return json_response(job_of(row))
+    return json_response(await job_of(row, request))
 
 
 async def cancel_job(request: web.Request) -> web.Response:
@@ -186,13 +197,13 @@ async def cancel_job(request: web.Request) -> web.Response:
             row = await store.find_job(conn, job_id, record.user_id)
             if row is None:
                 raise errors.NotFound("No such job.")
-            return json_response(job_of(row))  # finished already: unchanged
+            return json_response(await job_of(row, request))  # finished already: unchanged
     await runner.settlement.settle_quietly(row)
     try:
         await runner.publish_cancel(job_id)
     except Exception as exc:  # the run's result is not recorded anyway: the row is canceled
         log.warning("could not tell the processes that job %s is cancelled (%s)", job_id, exc)
-    return json_response(job_of(row))
+    return json_response(await job_of(row, request))
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -223,6 +234,8 @@ async def list_jobs(request: web.Request) -> web.Response:
         raise errors.InvalidRequest("'after' must be the id of one of your jobs.", param="after")
     return json_response(
         JobList(
-            object="list", data=[job_of(row) for row in rows[:limit]], has_more=len(rows) > limit
+            object="list",
+            data=[await job_of(row, request) for row in rows[:limit]],
+            has_more=len(rows) > limit,
         )
     )

@@ -21,6 +21,7 @@ from gateway.http.contract import (
     Param,
 )
 from gateway.http.docs import openapi_json
+from gateway.http.files import FILES_ROUTE, serve_file
 from gateway.http.health import healthz, list_models, metrics, readyz
 from gateway.http.images import generate_images
 from gateway.http.schemas import accounts as account_types
@@ -563,6 +564,48 @@ OPERATIONS: tuple[Operation, ...] = (
                 media_type="text/plain",
                 raw_schema={"type": "string"},
             ),
+        ),
+    ),
+    # Stored images (response_format "url"): the signed link is the credential.
+    Operation(
+        "GET",
+        FILES_ROUTE,
+        serve_file,
+        "getFile",
+        "images",
+        "A stored image, by its signed link (no API key: the link is the credential)",
+        Auth.NONE,
+        answers=(
+            Answer(
+                200,
+                "The image's exact bytes, with its Content-Type, Content-Length, ETag and"
+                " `Cache-Control: private, max-age=<seconds the link has left>`. HEAD works;"
+                " a single `Range` answers 206.",
+                media_type="image/*",
+                raw_schema={"type": "string", "format": "binary"},
+            ),
+        ),
+        failures=(
+            Failure(
+                403,
+                (errors.InvalidSignature, errors.UrlExpired),
+                "The link was tampered with (`invalid_signature`) or is past `expires`"
+                " (`url_expired`).",
+            ),
+            Failure(404, (errors.NotFound,), "No such file: deleted after the retention."),
+            Failure(416, (errors.RangeNotSatisfiable,), "The `Range` lies outside the file."),
+            Failure(503, (errors.StorageUnavailable,), "The object store cannot be reached."),
+        ),
+        parameters=(
+            Param("file_id", "path", {"type": "string"}, "The file's id.", required=True),
+            Param(
+                "expires",
+                "query",
+                {"type": "integer"},
+                "When the link ends (unix seconds).",
+                required=True,
+            ),
+            Param("signature", "query", {"type": "string"}, "The link's HMAC.", required=True),
         ),
     ),
     # The API description.

@@ -28,15 +28,16 @@ import msgspec
 from redis.asyncio import Redis
 
 from gateway import errors
-from gateway.backends.base import ImageRequest, parse_size
+from gateway.backends.base import GeneratedImage, ImageRequest, parse_size
 from gateway.backends.registry import Router
+from gateway.config import JobsConfig
 from gateway.db.pool import connection
 from gateway.jobs import store
 from gateway.jobs.queue import JobQueue
-from gateway.jobs.settings import JobsConfig
 from gateway.jobs.settlement import Settlement
 from gateway.jobs.store import JobRow
 from gateway.metrics import Metrics
+from gateway.storage import Storage
 from gateway.tasks import raise_if_cancelled
 
 __all__ = ["JobRunner", "StoredRequest", "StoredResult"]
@@ -55,9 +56,13 @@ class StoredRequest(msgspec.Struct):
     response_format: str = "b64_json"
 
 
-class StoredImage(msgspec.Struct):
-    b64_json: str
+class StoredImage(msgspec.Struct, omit_defaults=True):
+    """An image of a job's result: in the object store (``file_id``, whose links are
+    signed when the job is read), or inline (``b64_json``)."""
+
     revised_prompt: str | None
+    file_id: str | None = None
+    b64_json: str | None = None
 
 
 class StoredResult(msgspec.Struct):
@@ -87,6 +92,7 @@ class JobRunner:
         settlement: Settlement,
         metrics: Metrics,
         call_backends: CallBackends,
+        storage: Storage | None,
         cancel_channel: str,
         wall_clock: Callable[[], float],
     ) -> None:
@@ -100,6 +106,7 @@ class JobRunner:
         self.settlement = settlement
         self._metrics = metrics
         self._call_backends = call_backends
+        self._storage = storage
         self._channel = cancel_channel
         self._clock = wall_clock
         self.consumer = f"c-{secrets.token_hex(6)}"
@@ -229,8 +236,7 @@ class JobRunner:
             if not delivered:
                 raise errors.UpstreamError("The image backend returned no images.")
             result = StoredResult(
-                backend=backend_name,
-                data=[StoredImage(image.b64(), image.revised_prompt) for image in delivered],
+                backend=backend_name, data=await self._keep(delivered, stored.response_format)
             )
             async with connection(self._pool) as conn:
                 ended = await store.finish_job(
@@ -255,6 +261,18 @@ class JobRunner:
         if ended is not None:
             self._ended(ended)
             await self.settlement.settle_quietly(ended)
+
+    async def _keep(self, images: list[GeneratedImage], response_format: str) -> list[StoredImage]:
+        """The images as the job keeps them: stored (``url``), or inline. Raises
+        :class:`~gateway.errors.StorageUnavailable` when the store fails."""
+        if response_format != "url" or self._storage is None:
+            return [StoredImage(image.revised_prompt, b64_json=image.b64()) for image in images]
+        store = self._storage.store
+        saved = await asyncio.gather(*(store.put(image.data, image.media_type) for image in images))
+        return [
+            StoredImage(image.revised_prompt, file_id=info.file_id)
+            for image, info in zip(images, saved, strict=True)
+        ]
 
     def _ended(self, job: JobRow) -> None:
         self._metrics.labelled(self._metrics.jobs, job.status).inc()

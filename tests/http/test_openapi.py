@@ -161,7 +161,7 @@ async def test_generation_request_constraints(gateway: Gateway):
     assert (fields["prompt"]["minLength"], fields["prompt"]["maxLength"]) == (1, 4000)
     assert fields["n"]["minimum"] == 1
     assert fields["size"]["pattern"] == "^[0-9]+x[0-9]+$"
-    assert fields["response_format"]["enum"] == ["b64_json", None]
+    assert fields["response_format"]["enum"] == ["b64_json", "url", None]
     assert (fields["seed"]["minimum"], fields["seed"]["maximum"]) == (0, 2**63 - 1)
     password = document["components"]["schemas"]["Credentials"]["properties"]["password"]
     assert (password["minLength"], password["maxLength"]) == (8, 128)

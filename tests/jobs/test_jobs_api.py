@@ -7,6 +7,7 @@ import base64
 import time
 
 import asyncpg
+import yarl
 
 from tests.support.gateway import Gateway, MakeGateway, MakeKey
 from tests.support.http import bearer, expect_error
@@ -39,13 +40,28 @@ async def test_a_job_is_queued_then_succeeds_and_is_charged_once(
     assert done["usage"] == {"images": 2}
     assert done["completed_at"] >= done["created_at"]
     assert len(done["data"]) == 2
-    assert base64.b64decode(done["data"][0]["b64_json"])[:4] == b"\x89PNG"
     assert "error" not in done
+    # Stored (response_format "url" is the jobs' default): each read signs fresh links.
+    for image in done["data"]:
+        assert set(image) == {"url", "revised_prompt"}
+        link = yarl.URL(image["url"])
+        served = await app.client.get(link.path_qs)
+        assert served.status == 200
+        assert (await served.read())[:4] == b"\x89PNG"
     await app.flush()
     assert await usage_rows(db, key.key_id) == {today(): 2}
     row = await db.fetchrow("SELECT attempts, settled_at FROM image_jobs WHERE id = $1", job["id"])
     assert row["attempts"] == 1
     assert row["settled_at"] is not None
+
+
+async def test_b64_json_keeps_the_images_in_the_job(app: Gateway, make_key: MakeKey):
+    key = await make_key()
+    job = await (await submit(app.client, key.key, response_format="b64_json")).json()
+    done = await wait_for_job(app.client, key.key, job["id"])
+    assert done["status"] == "succeeded"
+    assert set(done["data"][0]) == {"b64_json", "revised_prompt"}
+    assert base64.b64decode(done["data"][0]["b64_json"])[:4] == b"\x89PNG"
 
 
 async def test_prefer_respond_async_makes_a_job(app: Gateway, make_key: MakeKey):

@@ -104,6 +104,10 @@ async def running_gateway(
     url = f"http://127.0.0.1:{port}"
     try:
         await wait_until_ready(url, process)
+        # Every worker serves once the gateway says it listens (one may answer before).
+        while b"gateway listening on" not in log_path.read_bytes():
+            assert process.poll() is None, "the gateway process exited"
+            await asyncio.sleep(0.05)
         yield url, process
     finally:
         with contextlib.suppress(ProcessLookupError):  # the whole group: workers too

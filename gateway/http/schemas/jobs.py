@@ -35,6 +35,14 @@ class JobRequest(GenerationRequest):
     """A generation request (the body of ``POST /v1/images/generations``), run in the
     background; unknown fields are ignored."""
 
+    response_format: Annotated[
+        Literal["b64_json", "url"] | None,
+        Meta(
+            description="`url` (the default for jobs): each image stored, and a signed link"
+            " to it in the job, made afresh each time the job is read; `b64_json`: the"
+            " images in the job."
+        ),
+    ] = "url"
     webhook_url: (
         Annotated[
             str, Meta(min_length=1, max_length=MAX_WEBHOOK_URL, description="Not delivered yet.")
