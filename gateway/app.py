@@ -33,6 +33,7 @@ from gateway.http.client_ip import ClientIp
 from gateway.http.images import call_backends
 from gateway.http.middlewares import request_context_middleware
 from gateway.http.routes import setup_routes
+from gateway.idempotency.store import IdempotencyStore
 from gateway.jobs import store as job_store
 from gateway.jobs.queue import JobQueue
 from gateway.jobs.runner import JobRunner
@@ -209,6 +210,13 @@ def create_app(
                 ),
                 client_ip=client_ip,
                 metrics=metrics,
+                idempotency=IdempotencyStore(
+                    redis,
+                    config.redis.key_prefix,
+                    ttl_seconds=config.idempotency.ttl_hours * 3600,
+                    in_flight_seconds=config.idempotency.in_flight_seconds,
+                    timeout=config.redis.socket_timeout_seconds,
+                ),
             )
             tasks = [
                 asyncio.create_task(keys.listen_for_invalidations(), name="key-invalidations"),

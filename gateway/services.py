@@ -15,6 +15,7 @@ from gateway.accounts.tokens import TokenIssuer
 from gateway.backends.registry import Router
 from gateway.config import Config
 from gateway.http.client_ip import ClientIp
+from gateway.idempotency.store import IdempotencyStore
 from gateway.jobs.runner import JobRunner
 from gateway.keys.cache import KeyCache
 from gateway.limits.admission import Admission
@@ -41,6 +42,8 @@ class Services:
     login_guard: LoginGuard
     client_ip: ClientIp
     metrics: Metrics
+    #: Idempotency keys and the answers they stand for.
+    idempotency: IdempotencyStore
     #: Wall-clock seconds since the epoch (injected so tests can pin it).
     wall_clock: Callable[[], float]
     #: The job workers (and the queue jobs are submitted to).

@@ -27,6 +27,7 @@ from gateway.backends.base import GeneratedImage, ImageRequest, parse_size
 from gateway.backends.resilience import GuardedBackend
 from gateway.http.api_key_auth import authenticate
 from gateway.http.body import decode_body
+from gateway.http.idempotency import HEADER, IDEMPOTENCY_TAKEN, idempotent
 from gateway.http.middlewares import LOG_FIELDS, REQUEST_ID
 from gateway.http.ratelimit_headers import rate_limit_headers
 from gateway.http.schemas.images import (
@@ -215,7 +216,10 @@ def wants_async(request: web.Request) -> bool:
 
 
 async def generate_images(request: web.Request) -> web.StreamResponse:
-    if "Prefer" in request.headers and wants_async(request):
+    incoming = request.headers
+    if HEADER in incoming and IDEMPOTENCY_TAKEN not in request:
+        return await idempotent(request, generate_images)
+    if "Prefer" in incoming and wants_async(request):
         # Imported here: the jobs edge builds on this module. Only this path pays for it.
         from gateway.http.jobs_api import submit_job
 

@@ -18,6 +18,7 @@ from gateway import errors
 from gateway.db.pool import connection
 from gateway.http.api_key_auth import authenticate
 from gateway.http.body import decode_body
+from gateway.http.idempotency import HEADER, IDEMPOTENCY_TAKEN, idempotent
 from gateway.http.images import admit_request, parse_generation
 from gateway.http.middlewares import LOG_FIELDS, REQUEST_ID
 from gateway.http.responses import json_response
@@ -83,7 +84,9 @@ def _runner(services: Services) -> JobRunner:
     return services.jobs
 
 
-async def create_job(request: web.Request) -> web.Response:
+async def create_job(request: web.Request) -> web.StreamResponse:
+    if HEADER in request.headers and IDEMPOTENCY_TAKEN not in request:
+        return await idempotent(request, create_job)
     return await submit_job(request, preferred=False)
 
 

@@ -35,6 +35,7 @@ _SECURITY: dict[Auth, list[JSON]] = {
 }
 _TAGS = {
     "images": "The data plane (API keys).",
+    "jobs": "Image generation in the background (API keys).",
     "accounts": "Register, log in, the caller's account.",
     "keys": "Self-service API keys (access token).",
     "usage": "Images per key per day (access token).",

@@ -52,6 +52,32 @@ _A_KEY_ID = "0b7e6f1c-3d2a-4e59-8c1b-2f4a6d8e9c01"
 _CREDENTIALS = {"email": "ada@example.com", "password": "correct horse battery"}
 
 
+_IDEMPOTENCY_KEY = Param(
+    "Idempotency-Key",
+    "header",
+    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+    "1 to 255 visible ASCII characters, the caller's own for `idempotency.ttl_hours`: a"
+    " repeat of the same request gets the first answer again (`Idempotent-Replayed: true`),"
+    " with no second upstream call and no second charge. 5xx, 409 and 429 answers are not"
+    " kept, so their retry runs.",
+)
+_IDEMPOTENCY_FAILURES = (
+    Failure(
+        409,
+        (errors.IdempotencyKeyInUse,),
+        "A request with this `Idempotency-Key` is still running: retry after `Retry-After`.",
+        headers=("Retry-After",),
+        param="Idempotency-Key",
+    ),
+    Failure(
+        422,
+        (errors.IdempotencyKeyReused,),
+        "This `Idempotency-Key` was used with a different request (method, path or body).",
+        param="Idempotency-Key",
+    ),
+)
+
+
 def _generation_example(facts: DocFacts) -> dict[str, Any]:
     return {"prompt": "a lighthouse at dawn", "n": 1, "size": facts.example_size}
 
@@ -107,6 +133,7 @@ def _generation(path: str, operation_id: str, alias: str) -> Operation:
                 "Over the key's rate limit (requests in any 60 s) or its daily image quota.",
                 headers=(*RATE_LIMIT_HEADERS, "Retry-After"),
             ),
+            *_IDEMPOTENCY_FAILURES,
             Failure(
                 502,
                 (errors.UpstreamError,),
@@ -120,6 +147,16 @@ def _generation(path: str, operation_id: str, alias: str) -> Operation:
         ),
         body=image_types.GenerationRequest,
         body_example=_generation_example,
+        parameters=(
+            _IDEMPOTENCY_KEY,
+            Param(
+                "Prefer",
+                "header",
+                {"type": "string"},
+                "`respond-async` (RFC 7240): make a job instead (202, as `POST"
+                " /v1/images/jobs`; `Preference-Applied: respond-async`).",
+            ),
+        ),
         description="OpenAI's Images API: the official SDKs work unchanged. The key's rate"
         " limit and daily quota are checked and the images reserved in one atomic step;"
         " the rate-limit headers come with every 200 and 429. `stream: true` is refused"
@@ -177,7 +214,8 @@ def _job_operations() -> tuple[Operation, ...]:
                     headers=("Location",),
                 ),
             ),
-            failures=admitted,
+            failures=(*admitted, *_IDEMPOTENCY_FAILURES),
+            parameters=(_IDEMPOTENCY_KEY,),
             body=job_types.JobRequest,
             body_example=lambda facts: {
                 **_generation_example(facts),

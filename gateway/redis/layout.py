@@ -3,7 +3,7 @@
 Keys one script touches share a hash tag, so no script crosses a Redis Cluster slot:
 ``<prefix>{s<N>}:`` for the limits and usage (one of :data:`SHARDS` shards chosen from
 the key id), ``<prefix>key:{<hash>}`` for the key cache, ``<prefix>{jobs}:`` for the job
-queue.
+queue, ``<prefix>idem:{<user id>}:`` for idempotency keys.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "SHARDS",
     "RedisLayout",
+    "idempotency_entry",
     "job_cancel_channel",
     "job_stream",
     "key_entry",
@@ -76,3 +77,8 @@ def job_stream(prefix: str) -> str:
 def job_cancel_channel(prefix: str) -> str:
     """The pub/sub channel on which a cancelled job's id reaches the process running it."""
     return f"{prefix}jobs:cancel"
+
+
+def idempotency_entry(prefix: str, user_id: str, key_digest: str) -> str:
+    """A user's idempotency key (its SHA-256): the request it was taken for, its answer."""
+    return f"{prefix}idem:{{{user_id}}}:{key_digest}"

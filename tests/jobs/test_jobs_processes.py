@@ -168,3 +168,54 @@ async def test_a_lost_queue_is_rebuilt_from_postgres(
         job = await wait_for_job(worker.client, key.key, job_id)
         assert job["status"] == "succeeded"
     assert (await submitter.client.get(f"{JOBS}/{ids[0]}", headers={})).status == 401
+
+
+async def test_racing_retries_over_two_processes_make_one_call_and_one_charge(
+    tmp_path: Path,
+    raw_config: dict[str, Any],
+    make_key: MakeKey,
+    fake_upstream: FakeUpstream,
+    db: asyncpg.Connection,
+):
+    config = merge(_own_namespace(raw_config), upstream_config(fake_upstream))
+    key = await make_key("pro")
+    fake_upstream.mode = "hang"
+    body = {"prompt": "a lighthouse", "size": "256x256", "model": "remote", "n": 2}
+    headers = {"Authorization": f"Bearer {key.key}", "Idempotency-Key": "race-1"}
+    async with AsyncExitStack() as stack:
+        urls = [
+            (await stack.enter_async_context(running_gateway(tmp_path, config)))[0]
+            for _ in range(2)
+        ]
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+
+        async def one(url: str) -> tuple[int, bytes]:
+            async with session.post(
+                f"{url}/v1/images/generations", json=body, headers=headers
+            ) as response:
+                return response.status, await response.read()
+
+        racing = [asyncio.create_task(one(url)) for url in urls * 10]
+
+        async def first_call_made() -> bool:
+            return len(fake_upstream.requests) >= 1
+
+        await eventually(first_call_made, timeout=10)
+        await asyncio.sleep(0.5)  # every racer has had its answer by now, but the first
+        fake_upstream.release.set()
+        answers = await asyncio.gather(*racing)
+        statuses = sorted(status for status, _ in answers)
+        assert statuses == [200] + [409] * 19
+        winner = next(body for status, body in answers if status == 200)
+        # A retry afterwards, on either process, gets the same answer.
+        for url in urls:
+            status, replayed = await one(url)
+            assert status == 200
+            assert replayed == winner
+        assert len(fake_upstream.requests) == 1
+
+        async def charged_once() -> object:
+            rows = await usage_rows(db, key.key_id)
+            return True if rows == {today(): 2} else rows
+
+        await eventually(charged_once, timeout=10)
