@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import msgspec
 from aiohttp import web
 
 from gateway.accounts.passwords import PasswordHasher
@@ -31,6 +32,7 @@ from gateway.egress.client import EgressClient
 from gateway.egress.policy import EgressPolicy
 from gateway.http.client_ip import ClientIp
 from gateway.http.images import call_backends
+from gateway.http.jobs_api import job_of
 from gateway.http.middlewares import request_context_middleware
 from gateway.http.routes import setup_routes
 from gateway.idempotency.store import IdempotencyStore
@@ -51,6 +53,8 @@ from gateway.services import CONFIG, SERVICES, Services
 from gateway.startup import DEV_MODE_WARNING, StartupError, prepare
 from gateway.storage import STORAGE, storage_context
 from gateway.usage.flusher import PostgresSeeds, UsageFlusher
+from gateway.webhooks.sender import WebhookSender
+from gateway.webhooks.signing import SecretDeriver
 
 __all__ = ["create_app", "open_postgres"]
 
@@ -217,6 +221,9 @@ def create_app(
                     in_flight_seconds=config.idempotency.in_flight_seconds,
                     timeout=config.redis.socket_timeout_seconds,
                 ),
+                webhook_secrets=SecretDeriver(
+                    config.webhooks.secret_key or config.auth.jwt_secrets[0]
+                ),
             )
             tasks = [
                 asyncio.create_task(keys.listen_for_invalidations(), name="key-invalidations"),
@@ -287,13 +294,40 @@ async def jobs_context(app: web.Application) -> AsyncIterator[None]:
         cancel_channel=job_cancel_channel(config.redis.key_prefix),
         wall_clock=services.wall_clock,
     )
+    # Webhooks go where users said: the egress policy, and no redirects at all.
+    webhook_egress = EgressClient(
+        EgressPolicy.from_allow_list(config.egress.allow),
+        limit=config.server.upstream_max_connections,
+        max_redirects=0,
+    )
+    runner.webhook_egress = webhook_egress
+    storage = app.get(STORAGE)
+
+    async def render(row: job_store.JobRow) -> Any:
+        return msgspec.to_builtins(await job_of(row, storage))
+
+    sender = WebhookSender(
+        config=config.webhooks,
+        namespace=config.redis.key_prefix,
+        pool=pool,
+        egress=webhook_egress,
+        secrets=services.webhook_secrets,
+        render=render,
+        wall_clock=services.wall_clock,
+    )
+    sending = None
     try:
         await runner.start()
         services.jobs = runner
+        sending = asyncio.create_task(sender.run(), name="webhooks")
         yield
     finally:
+        if sending is not None:
+            sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
         await runner.close()
         await jobs_redis.aclose()
+        await webhook_egress.close()
 
 
 async def open_postgres(database: DatabaseConfig) -> Any:

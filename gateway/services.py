@@ -22,6 +22,7 @@ from gateway.limits.admission import Admission
 from gateway.metrics import Metrics
 from gateway.redis.layout import RedisLayout
 from gateway.usage.flusher import UsageFlusher
+from gateway.webhooks.signing import SecretDeriver
 
 __all__ = ["CONFIG", "SERVICES", "Services"]
 
@@ -44,6 +45,8 @@ class Services:
     metrics: Metrics
     #: Idempotency keys and the answers they stand for.
     idempotency: IdempotencyStore
+    #: Derives users' webhook secrets from the server key.
+    webhook_secrets: SecretDeriver
     #: Wall-clock seconds since the epoch (injected so tests can pin it).
     wall_clock: Callable[[], float]
     #: The job workers (and the queue jobs are submitted to).

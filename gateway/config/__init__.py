@@ -32,6 +32,7 @@ from gateway.config.schema import (
     ServerConfig,
     StorageConfig,
     UsageConfig,
+    WebhooksConfig,
 )
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "ServerConfig",
     "StorageConfig",
     "UsageConfig",
+    "WebhooksConfig",
     "default_config_path",
     "load_config",
     "parse_config",

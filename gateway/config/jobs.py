@@ -1,5 +1,5 @@
-"""The ``jobs:`` and ``idempotency:`` sections: asynchronous image jobs and retried
-requests."""
+"""The ``jobs:``, ``idempotency:`` and ``webhooks:`` sections: asynchronous image jobs,
+retried requests, and the webhooks sent when a job ends."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from msgspec import Meta
 
 from gateway.config.section import Section, doc
 
-__all__ = ["IdempotencyConfig", "JobsConfig"]
+__all__ = ["IdempotencyConfig", "JobsConfig", "WebhooksConfig"]
 
 _Positive = Annotated[float, Meta(gt=0)]
 
@@ -54,3 +54,25 @@ class IdempotencyConfig(Section, frozen=True, kw_only=True):
             "retries get 409 until then. Keep it above the slowest backend's timeout."
         ),
     ] = 600.0
+
+
+class WebhooksConfig(Section, frozen=True, kw_only=True):
+    allow_http: Annotated[
+        bool, doc("true: webhook URLs may be http:// (otherwise https:// only).")
+    ] = False
+    max_attempts: Annotated[
+        int, Meta(ge=1), doc("Deliveries of one webhook at most, the first included.")
+    ] = 6
+    backoff_seconds: Annotated[
+        _Positive,
+        doc("The wait before the first retry; doubled per retry, jittered by +-50 %."),
+    ] = 5.0
+    timeout_seconds: Annotated[_Positive, doc("A delivery's whole exchange at most.")] = 10.0
+    secret_key: Annotated[
+        str,
+        doc(
+            "The server-side key users' webhook secrets are derived from (32+ bytes; from "
+            "the environment). Empty: derived from the first of auth.jwt_secrets, so "
+            "rotating that secret changes every webhook secret."
+        ),
+    ] = ""

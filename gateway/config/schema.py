@@ -22,7 +22,7 @@ from msgspec import Meta
 from msgspec.structs import force_setattr
 
 from gateway.config.errors import ConfigError
-from gateway.config.jobs import IdempotencyConfig, JobsConfig
+from gateway.config.jobs import IdempotencyConfig, JobsConfig, WebhooksConfig
 from gateway.config.section import Section, doc, says
 from gateway.config.storage import StorageConfig
 
@@ -44,6 +44,7 @@ __all__ = [
     "ServerConfig",
     "StorageConfig",
     "UsageConfig",
+    "WebhooksConfig",
     "doc",
     "says",
 ]
@@ -404,6 +405,7 @@ class Config(Section, frozen=True, kw_only=True):
     storage: StorageConfig = StorageConfig()
     jobs: JobsConfig = JobsConfig()
     idempotency: IdempotencyConfig = IdempotencyConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
 
     def __post_init__(self) -> None:
         for section in ("plans", "backends", "models"):

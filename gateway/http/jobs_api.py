@@ -16,6 +16,7 @@ from aiohttp import web
 
 from gateway import errors
 from gateway.db.pool import connection
+from gateway.egress.client import EgressError
 from gateway.http.api_key_auth import authenticate
 from gateway.http.body import decode_body
 from gateway.http.idempotency import HEADER, IDEMPOTENCY_TAKEN, idempotent
@@ -36,7 +37,8 @@ from gateway.jobs.runner import JobRunner, StoredImage, StoredRequest, StoredRes
 from gateway.jobs.store import JobRow
 from gateway.keys.cache import KeyRecord
 from gateway.services import SERVICES, Services
-from gateway.storage import STORAGE
+from gateway.storage import STORAGE, Storage
+from gateway.webhooks.store import find_nonce
 
 __all__ = ["cancel_job", "create_job", "get_job", "job_of", "list_jobs", "submit_job"]
 
@@ -47,9 +49,10 @@ _decode_metadata = msgspec.json.Decoder(dict[str, str]).decode
 DEFAULT_LIST_LIMIT = 20
 
 
-async def job_of(row: JobRow, request: web.Request) -> Job:
+async def job_of(row: JobRow, storage: Storage | None, request: web.Request | None = None) -> Job:
     """A job as the API shows it, from its row; stored images get fresh signed links
-    (for ``request``'s host, unless ``storage.public_base_url`` says otherwise)."""
+    (for ``request``'s host, unless ``storage.public_base_url`` says otherwise). Without
+    a request or a public base URL (a webhook), a job's stored images are left out."""
     job = Job(
         id=row.id,
         object="image.job",
@@ -63,17 +66,23 @@ async def job_of(row: JobRow, request: web.Request) -> Job:
         job.completed_at = int(row.completed_at.timestamp())
     if row.status == "succeeded" and row.result is not None:
         result = _decode_result(row.result)
-        job.data = [await _image_data(image, request) for image in result.data]
+        try:
+            job.data = [await _image_data(image, storage, request) for image in result.data]
+        except ValueError:  # no host to link to
+            job.data = None
         job.usage = ImageUsage(row.delivered)
     if row.status == "failed":
         job.error = JobError(row.error_code or "job_failed", row.error_message or "")
     return job
 
 
-async def _image_data(image: StoredImage, request: web.Request) -> ImageData:
+async def _image_data(
+    image: StoredImage, storage: Storage | None, request: web.Request | None
+) -> ImageData:
     if image.file_id is None:
         return ImageData(b64_json=image.b64_json or "", revised_prompt=image.revised_prompt)
-    storage = request.app[STORAGE]
+    if storage is None:
+        raise ValueError("no store")
     link = await storage.links.link(image.file_id, now=storage.clock(), request=request)
     return ImageData(url=link.url, revised_prompt=image.revised_prompt)
 
@@ -114,11 +123,39 @@ async def submit_job(request: web.Request, *, preferred: bool) -> web.Response:
     )
     request[LOG_FIELDS].update(key_id=record.key_id, user_id=record.user_id, model=params.model)
     runner = _runner(services)
+    if body.webhook_url is not None:
+        await _check_webhook_url(services, runner, record, body.webhook_url)
     row = await _admit_and_record(services, runner, record, params.model, stored, body, now)
     headers = {"Location": f"/v1/images/jobs/{row.id}"}
     if preferred:
         headers["Preference-Applied"] = "respond-async"
-    return json_response(await job_of(row, request), status=202, headers=headers)
+    return json_response(
+        await job_of(row, request.app[STORAGE], request), status=202, headers=headers
+    )
+
+
+async def _check_webhook_url(
+    services: Services, runner: JobRunner, record: KeyRecord, url: str
+) -> None:
+    """Before anything is charged: the URL may be sent to, and the user has a secret."""
+    config = services.config.webhooks
+    schemes = ("https", "http") if config.allow_http else ("https",)
+    message = f"'webhook_url' must be an {' or '.join(schemes)} URL the gateway may reach."
+    if runner.webhook_egress is None:  # pragma: no cover - create_app always makes one
+        raise errors.ServiceUnavailable("Webhooks are not available.")
+    try:
+        parsed = runner.webhook_egress.check_url(url)
+    except EgressError:
+        raise errors.InvalidRequest(message, param="webhook_url") from None
+    if parsed.scheme not in schemes:
+        raise errors.InvalidRequest(message, param="webhook_url")
+    async with connection(services.pool) as conn:
+        if await find_nonce(conn, record.user_id) is None:
+            raise errors.InvalidRequest(
+                "Create a webhook secret first (POST /v1/webhooks/secret), to verify the"
+                " webhooks with.",
+                param="webhook_url",
+            )
 
 
 async def _admit_and_record(
@@ -184,7 +221,7 @@ async def get_job(request: web.Request) -> web.Response:
         row = await store.find_job(conn, request.match_info["id"], record.user_id)
     if row is None:
         raise errors.NotFound("No such job.")
-    return json_response(await job_of(row, request))
+    return json_response(await job_of(row, request.app[STORAGE], request))
 
 
 async def cancel_job(request: web.Request) -> web.Response:
@@ -200,13 +237,15 @@ async def cancel_job(request: web.Request) -> web.Response:
             row = await store.find_job(conn, job_id, record.user_id)
             if row is None:
                 raise errors.NotFound("No such job.")
-            return json_response(await job_of(row, request))  # finished already: unchanged
+            return json_response(
+                await job_of(row, request.app[STORAGE], request)
+            )  # finished already: unchanged
     await runner.settlement.settle_quietly(row)
     try:
         await runner.publish_cancel(job_id)
     except Exception as exc:  # the run's result is not recorded anyway: the row is canceled
         log.warning("could not tell the processes that job %s is cancelled (%s)", job_id, exc)
-    return json_response(await job_of(row, request))
+    return json_response(await job_of(row, request.app[STORAGE], request))
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -238,7 +277,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     return json_response(
         JobList(
             object="list",
-            data=[await job_of(row, request) for row in rows[:limit]],
+            data=[await job_of(row, request.app[STORAGE], request) for row in rows[:limit]],
             has_more=len(rows) > limit,
         )
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway import errors
-from gateway.http import accounts, admin, jobs_api, keys_api
+from gateway.http import accounts, admin, jobs_api, keys_api, webhooks_api
 from gateway.http.contract import (
     ACCOUNT_DISABLED,
     INVALID_REQUEST,
@@ -31,6 +31,7 @@ from gateway.http.schemas import images as image_types
 from gateway.http.schemas import jobs as job_types
 from gateway.http.schemas import keys as key_types
 from gateway.http.schemas import usage as usage_types
+from gateway.http.schemas import webhooks as webhook_types
 from gateway.http.usage_api import read_usage
 
 __all__ = ["OPERATIONS", "RATE_LIMIT_HEADERS"]
@@ -486,6 +487,26 @@ OPERATIONS: tuple[Operation, ...] = (
             Param("key_id", "query", _UUID, "Only this key's usage."),
         ),
         description=f"The range may cover at most {usage_types.MAX_DAYS} days.",
+    ),
+    Operation(
+        "POST",
+        "/v1/webhooks/secret",
+        webhooks_api.create_webhook_secret,
+        "createWebhookSecret",
+        "accounts",
+        "A new secret to verify job webhooks with",
+        Auth.ACCESS_TOKEN,
+        answers=(
+            Answer(
+                201,
+                "The secret: the only time it is shown. It replaces the previous one.",
+                webhook_types.WebhookSecret,
+                {"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
+            ),
+        ),
+        description="Jobs with a `webhook_url` send, when they end, a POST signed with"
+        " this secret (Standard Webhooks: `webhook-id`, `webhook-timestamp`,"
+        " `webhook-signature`).",
     ),
     # Operators.
     Operation(

@@ -32,6 +32,7 @@ from gateway.backends.base import GeneratedImage, ImageRequest, parse_size
 from gateway.backends.registry import Router
 from gateway.config import JobsConfig
 from gateway.db.pool import connection
+from gateway.egress.client import EgressClient
 from gateway.jobs import store
 from gateway.jobs.queue import JobQueue
 from gateway.jobs.settlement import Settlement
@@ -112,6 +113,8 @@ class JobRunner:
         self.consumer = f"c-{secrets.token_hex(6)}"
         #: Job id -> the task running it in this process.
         self.running: dict[str, asyncio.Task[None]] = {}
+        #: The client webhooks are sent with (set by the wiring; URLs are checked with it).
+        self.webhook_egress: EgressClient | None = None
         self._cancelled: set[str] = set()
         self._room = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []

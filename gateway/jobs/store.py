@@ -66,6 +66,7 @@ class JobRow:
     completed_at: dt.datetime | None
     settled_at: dt.datetime | None
     webhook_url: str | None
+    webhook_attempts: int
 
     @classmethod
     def of(cls, row: Any) -> JobRow:
@@ -201,7 +202,8 @@ async def finish_job(
     or taken over by a later attempt): then its images are not the job's."""
     row = await conn.fetchrow(
         "UPDATE image_jobs SET status = 'succeeded', result = $3::jsonb, delivered = $4,"
-        " completed_at = $5"
+        " completed_at = $5, "
+        " webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE $5::timestamptz END"
         " WHERE id = $1 AND status = 'running' AND attempts = $2"
         " RETURNING *",
         job_id,
@@ -225,7 +227,8 @@ async def fail_job(
     """The job failed (for attempt ``attempt``, if given, only while it owns the job)."""
     row = await conn.fetchrow(
         "UPDATE image_jobs SET status = 'failed', error_code = $2, error_message = $3,"
-        " completed_at = $4"
+        " completed_at = $4, "
+        " webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE $4::timestamptz END"
         " WHERE id = $1 AND status IN ('queued', 'running')"
         " AND ($5::integer IS NULL OR attempts = $5)"
         " RETURNING *",
@@ -241,7 +244,8 @@ async def fail_job(
 async def cancel_job(conn: Any, job_id: str, user_id: Any, *, now: float) -> JobRow | None:
     """Cancel the user's job if it is not finished; None if it was (or is not theirs)."""
     row = await conn.fetchrow(
-        "UPDATE image_jobs SET status = 'canceled', completed_at = $3"
+        "UPDATE image_jobs SET status = 'canceled', completed_at = $3, "
+        " webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE $3::timestamptz END"
         " WHERE id = $1 AND user_id = $2 AND status IN ('queued', 'running')"
         " RETURNING *",
         job_id,
@@ -272,7 +276,8 @@ async def stale_queued(conn: Any, queue: str, *, queued_since: float, now: float
     """Fail every job of ``queue`` still queued since before ``queued_since``."""
     rows = await conn.fetch(
         "UPDATE image_jobs SET status = 'failed', error_code = 'queue_timeout',"
-        " error_message = 'No worker picked the job up in time.', completed_at = $2"
+        " error_message = 'No worker picked the job up in time.', completed_at = $2, "
+        " webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE $2::timestamptz END"
         " WHERE queue = $3 AND status = 'queued' AND created_at < $1"
         " RETURNING *",
         _at(queued_since),
