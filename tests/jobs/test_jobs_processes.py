@@ -201,7 +201,12 @@ async def test_racing_retries_over_two_processes_make_one_call_and_one_charge(
             return len(fake_upstream.requests) >= 1
 
         await eventually(first_call_made, timeout=10)
-        await asyncio.sleep(0.5)  # every racer has had its answer by now, but the first
+
+        async def all_but_one_answered() -> object:
+            done = sum(task.done() for task in racing)
+            return True if done == len(racing) - 1 else done
+
+        await eventually(all_but_one_answered, timeout=10)  # the first still runs
         fake_upstream.release.set()
         answers = await asyncio.gather(*racing)
         statuses = sorted(status for status, _ in answers)
