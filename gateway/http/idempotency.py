@@ -27,6 +27,7 @@ from aiohttp import web
 from gateway import errors
 from gateway.http.api_key_auth import authenticate
 from gateway.http.body import read_body
+from gateway.http.ratelimit_headers import RATE_LIMIT_HEADERS
 from gateway.http.responses import error_body
 from gateway.idempotency.store import Answer, fingerprint
 from gateway.services import SERVICES
@@ -39,8 +40,15 @@ HEADER = "Idempotency-Key"
 #: Set on a request whose key this process holds: the handler runs it for real.
 IDEMPOTENCY_TAKEN = web.RequestKey("idempotency_taken", bool)
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")
-#: The headers a replay repeats (rate-limit headers would be stale).
-_KEPT_HEADERS = ("Content-Type", "Location", "Preference-Applied", "X-Gateway-Backend")
+#: The headers a replay repeats. The rate-limit headers are the first answer's (a
+#: replay costs nothing, so it reads no counter: they may be stale).
+_KEPT_HEADERS = (
+    "Content-Type",
+    "Location",
+    "Preference-Applied",
+    "X-Gateway-Backend",
+    *RATE_LIMIT_HEADERS,
+)
 _NOT_KEPT = frozenset({409, 429})
 _encode = msgspec.json.Encoder().encode
 _decode_headers = msgspec.json.Decoder(dict[str, str]).decode

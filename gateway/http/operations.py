@@ -24,6 +24,7 @@ from gateway.http.docs import openapi_json
 from gateway.http.files import FILES_ROUTE, serve_file
 from gateway.http.health import healthz, list_models, metrics, readyz
 from gateway.http.images import generate_images
+from gateway.http.ratelimit_headers import RATE_LIMIT_HEADERS
 from gateway.http.schemas import accounts as account_types
 from gateway.http.schemas import admin as admin_types
 from gateway.http.schemas import health as health_types
@@ -36,16 +37,6 @@ from gateway.http.usage_api import read_usage
 
 __all__ = ["OPERATIONS", "RATE_LIMIT_HEADERS"]
 
-RATE_LIMIT_HEADERS = (
-    "RateLimit-Policy",
-    "RateLimit",
-    "x-ratelimit-limit-requests",
-    "x-ratelimit-remaining-requests",
-    "x-ratelimit-reset-requests",
-    "x-ratelimit-limit-images",
-    "x-ratelimit-remaining-images",
-    "x-ratelimit-reset-images",
-)
 _UUID = {"type": "string", "format": "uuid"}
 _DATE = {"type": "string", "format": "date"}
 _ID = Param("id", "path", _UUID, "A UUID; anything else is 404.", required=True)
