@@ -26,6 +26,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_client import values as prometheus_values
 from redis.exceptions import RedisError
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "multiprocess_dir"]
@@ -88,9 +89,22 @@ class _LocalHistogram:
         self._sum = 0.0
 
 
+def _values_in_files() -> None:
+    """Make metrics created from now on keep their values in ``PROMETHEUS_MULTIPROC_DIR``.
+
+    prometheus_client picks where values live once, when it is first imported. The
+    supervisor imports it (through the config checks) before it sets the directory and
+    forks the workers, so a worker picks again, before its first metric.
+    """
+    if prometheus_values.ValueClass is prometheus_values.MutexValue:
+        prometheus_values.ValueClass = prometheus_values.get_value_class()  # type: ignore[no-untyped-call]
+
+
 class Metrics:
     def __init__(self) -> None:
         self._shared = multiprocess_dir() is not None
+        if self._shared:
+            _values_in_files()
         # Label sets are few (routes x statuses x codes, backends x outcomes).
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._request_children: dict[tuple[str, int, str], tuple[Any, Any]] = {}

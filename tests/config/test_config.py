@@ -980,3 +980,14 @@ def test_model_fallback_names_a_model_and_a_policy(value: Any, message: str):
 def test_egress_is_a_strict_section(value: Any, message: str | None):
     with pytest.raises(ConfigError, match="^" + re.escape(message or "egress.url: unknown key")):
         parse_config(with_change("egress", value), {})
+
+
+def test_a_configs_repr_shows_no_secret():
+    raw = with_change("auth", {"jwt_secrets": ["j" * 40]})
+    raw["admin"] = {"token": "admin-token-value"}
+    raw["database"] = {"url": "postgresql://gw:db-password@db.internal/gateway"}
+    raw["storage"] = {"url": "memory://", "signing_secrets": ["s" * 40]}
+    text = repr(parse_config(raw, {}))
+    for secret in ("j" * 40, "admin-token-value", "db-password", "s" * 40):
+        assert secret not in text
+    assert "postgresql://gw:***@db.internal/gateway" in text

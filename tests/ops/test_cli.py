@@ -776,3 +776,21 @@ async def test_sigterm_while_start_up_waits_for_postgres_stops_at_once(
             writer.close()
         server.close()
     assert (process.returncode, stdout, stderr) == (0, b"", b"")
+
+
+async def test_serve_with_a_store_it_cannot_write_says_so_in_one_line(
+    tmp_path: Path, raw_config: dict[str, Any], elsewhere: Path
+):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    raw = merge(
+        raw_config,
+        {"server": {"port": free_port()}, "storage": {"url": f"file://{blocker}/images"}},
+    )
+    path = write_config(tmp_path / "config.yaml", raw)
+    result = await run_cli(*serve_args(path), cwd=elsewhere)
+    assert result.returncode != 0
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("config error: storage.url: The file store ")
+    assert "not writable" in line
