@@ -1011,7 +1011,7 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="MIB",
-        help="stop a run whose serving processes pass this (half of MemAvailable)",
+        help="stop a run whose serving processes pass this (half of MemAvailable, <= 8 GiB)",
     )
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/gateway")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
