@@ -368,8 +368,9 @@ class ImageScenario:
             n=n,
             rps=summary["rps"],
             mb_per_s=summary["mb_per_s"],
-            p50_ms=summary["p50_ms"],
-            p99_ms=summary["p99_ms"],
+            # no answer, no latency (a ratio of NaN fails its target)
+            p50_ms=summary["p50_ms"] if summary["requests"] else math.nan,
+            p99_ms=summary["p99_ms"] if summary["requests"] else math.nan,
             requests=summary["requests"],
             bad_status=sum(v for k, v in summary["statuses"].items() if k != "200"),
             socket_errors=sum(summary["errors"].values()),
