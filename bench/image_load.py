@@ -16,7 +16,8 @@ scenario uses:
   at D = 2 s, 15 s). And it leaves out answers slower than its ``--timeout``.
 * **Bodies are counted, not kept.** The answer is parsed by httptools (llhttp: framing
   by Content-Length or chunked) straight from uvloop's reads of up to 256 KiB; no body
-  is copied or held. wrk reads 8 KiB at a time; this costs less CPU per megabyte.
+  is copied or held. wrk reads 8 KiB at a time: against the upstream alone (400
+  connections, 1 MiB images) it took 0.46 ms of CPU per MB, this 0.29 to 0.38.
 
 Requests are ``POST`` of ``--body`` with ``Authorization: Bearer <key>``, keys taken in
 turn from ``--keys-file``. Prints one JSON object: the window's completions, their
