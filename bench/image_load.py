@@ -10,7 +10,9 @@ scenario uses:
   would arrive together, every ``D`` seconds, and the peak memory measured would be
   that of C bodies in transit at once, an artefact of the start.
 * **A warm-up, then a window.** Only answers completed within the measured window count
-  (``--warmup`` seconds after the start, ``--duration`` long). wrk counts from the
+  (``--duration`` long); it opens ``--warmup`` seconds after the start, or later, once
+  every client has had its first answer: a server slower than the warm-up assumed is
+  still building its queue until then. wrk counts from the
   start, when for ``D`` seconds nothing can complete: its rate is short by about
   ``latency / duration``, more for the slower configuration (some 3 % of a 0.95 ratio
   at D = 2 s, 15 s). And it leaves out answers slower than its ``--timeout``.
@@ -76,6 +78,10 @@ class _Load:
         self.statuses: collections.Counter[int] = collections.Counter()
         self.errors: collections.Counter[str] = collections.Counter()
         self.connections: set[_Connection] = set()
+        #: The clients (by number) that have had an answer, and whether all have.
+        self.answered: set[int] = set()
+        self.clients = 0
+        self.all_answered = asyncio.Event()
 
     def in_window(self, now: float) -> bool:
         return self.window_start <= now < self.window_end
@@ -84,8 +90,12 @@ class _Load:
         self.sent += 1
         return self.requests[self.sent % len(self.requests)]
 
-    def completed(self, status: int, size: int, started: float) -> None:
+    def completed(self, client: int, status: int, size: int, started: float) -> None:
         now = self.clock()
+        if client not in self.answered:
+            self.answered.add(client)
+            if len(self.answered) == self.clients:
+                self.all_answered.set()
         if self.in_window(now):
             self.statuses[status] += 1
             self.latencies.append(now - started)
@@ -97,17 +107,17 @@ class _Load:
         if self.in_window(self.clock()):
             self.errors[what] += 1
 
-    def open(self, delay: float = 0.0) -> None:
-        """A new client, sending its first request after ``delay`` seconds."""
-        self.loop.create_task(self._open(delay))
+    def open(self, client: int, delay: float = 0.0) -> None:
+        """A connection for ``client``, sending its first request after ``delay`` seconds."""
+        self.loop.create_task(self._open(client, delay))
 
-    async def _open(self, delay: float) -> None:
+    async def _open(self, client: int, delay: float) -> None:
         if delay:
             await asyncio.sleep(delay)
         while self.sending:
             try:
                 _, connection = await self.loop.create_connection(
-                    lambda: _Connection(self), self.host, self.port
+                    lambda: _Connection(self, client), self.host, self.port
                 )
             except OSError:
                 self.failed("connect")
@@ -120,8 +130,9 @@ class _Load:
 class _Connection(asyncio.Protocol):
     """One client: a request at a time; an answer is counted by its bytes, not kept."""
 
-    def __init__(self, load: _Load) -> None:
+    def __init__(self, load: _Load, client: int) -> None:
         self.load = load
+        self.client = client
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.received = 0
@@ -149,14 +160,16 @@ class _Connection(asyncio.Protocol):
             return
         if self.done:
             self.busy = False
-            self.load.completed(self.parser.get_status_code(), self.received, self.started)
+            self.load.completed(
+                self.client, self.parser.get_status_code(), self.received, self.started
+            )
             if not self.load.sending:
                 self._drop()
             elif self.parser.should_keep_alive():
                 self.send()
             else:
                 self._drop()
-                self.load.open()
+                self.load.open(self.client)
 
     def on_message_complete(self) -> None:
         self.done = True
@@ -166,7 +179,7 @@ class _Connection(asyncio.Protocol):
         if self.busy and self.load.sending:
             self.busy = False
             self.load.failed("connection lost")
-            self.load.open()
+            self.load.open(self.client)
 
     def _drop(self) -> None:
         self.busy = False
@@ -203,12 +216,20 @@ async def run(
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     load = _Load(_build_requests(url, keys, body), host, port, timeout, min_bytes)
     roles = cpu_roles or {}
+    load.clients = connections
     start = load.clock()
-    load.window_start = start + warmup
-    load.window_end = load.window_start + duration
     for i in range(connections):
-        load.open(stagger * i / connections)
-    await asyncio.sleep(max(0.0, load.window_start - load.clock()))
+        load.open(i, stagger * i / connections)
+    await asyncio.sleep(warmup)
+    # and until every client has had its first answer: a server slower than the warm-up
+    # assumed is still filling its queue until then
+    warmed = True
+    try:
+        await asyncio.wait_for(load.all_answered.wait(), timeout)
+    except TimeoutError:
+        warmed = False
+    load.window_start = load.clock()
+    load.window_end = load.window_start + duration
     cpu_before = _cpu_seconds()
     roles_before = {role: cpu_seconds(pids) for role, pids in roles.items()}
     await asyncio.sleep(max(0.0, load.window_end - load.clock()))
@@ -242,6 +263,9 @@ async def run(
         "generator_cpu_s": cpu,
         "cpu_s": roles_cpu,
         "connections": connections,
+        #: The warm-up as it was: ``warmup`` or more, until every client had an answer.
+        "warmup_s": load.window_start - start,
+        "warmed_up": warmed,
     }
 
 

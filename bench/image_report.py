@@ -64,6 +64,10 @@ class ImageRun:
     aborted: str = ""
     #: Whether RSS is this configuration's own (not the shared upstream's, for B0).
     own_rss: bool = True
+    #: Seconds from the start to the window: the warm-up or more, until every client
+    #: had an answer (``warmed_up``: they all had; else the window opened anyway).
+    warmup_s: float = 0.0
+    warmed_up: bool = True
 
     @property
     def errors(self) -> int:
@@ -183,8 +187,8 @@ def _f(value: float, digits: int = 0) -> str:
 def _load_table(outcome: ImageOutcome, variant: str) -> list[str]:
     lines = [
         "| n | configuration | RPS | MB/s | p50 ms | p99 ms | non-200 / socket / short "
-        "| RPS of each run |",
-        "|---:|---|---:|---:|---:|---:|---|---|",
+        "| RPS of each run | warm-up s |",
+        "|---:|---|---:|---:|---:|---:|---|---|---:|",
     ]
     for group_variant, n in outcome.groups():
         if group_variant != variant:
@@ -205,6 +209,8 @@ def _load_table(outcome: ImageOutcome, variant: str) -> list[str]:
                 f"| {n} | {LABELS[config]} | {_f(med('rps'))} | {_f(med('mb_per_s'))} | "
                 f"{_f(med('p50_ms'))} | {_f(med('p99_ms'))} | {errors} | "
                 + ", ".join(f"{r.rps:.0f}" for r in runs)
+                + f" | {_f(med('warmup_s'), 1)}"
+                + ("" if all(r.warmed_up for r in runs) else " (not every client answered)")
                 + " |"
             )
     return lines
@@ -260,9 +266,10 @@ def render(outcome: ImageOutcome) -> str:
         "at the upstream, which serves the PNG; G downloads it, and B1 with `--download` "
         "fetches it and answers in base64 as G does).  ",
         f"Load (`bench/image_load.py`): {s['connections']} clients in closed loop, their "
-        f"first requests spread over {s['stagger']:g} s; {s['warmup']:g} s of warm-up, "
-        f"then a {s['duration']:g} s window: only answers completed in it count, latency "
-        f"from each request's sending; `POST {s['body_shape']}`. {s['runs']} run(s) per "
+        f"first requests spread over {s['stagger']:g} s; a warm-up of {s['warmup']:g} s or "
+        "more, until every client has had an answer (the table shows how long), then a "
+        f"{s['duration']:g} s window: only answers completed in it count, latency from "
+        "each request's sending; `POST {s['body_shape']}`. {s['runs']} run(s) per "
         "configuration, interleaved (for each run, variant and n: "
         + ", ".join(c for c in ORDER if c in s.get("configs", ORDER))
         + "); medians shown.  ",

@@ -380,6 +380,8 @@ class ImageScenario:
             cpu_s={**summary["cpu_s"], "generator": summary["generator_cpu_s"]},
             aborted=aborted,
             own_rss=servers.own_rss,
+            warmup_s=summary["warmup_s"],
+            warmed_up=summary["warmed_up"],
         )
         return result
 
