@@ -258,6 +258,7 @@ def render(outcome: ImageOutcome) -> str:
         "",
         f"Date: {s['date']}  ",
         f"Command: `{s['command']}`  ",
+        f"Machine: {s.get('machine', 'unknown')}  ",
         f"Upstream (`bench/image_upstream.py`): answers after {s['delay']:g} s with n images "
         f"of {s['size_kib']} KiB ({s['image_bytes']:,} bytes: {s['width']}x{s['height']} "
         "random RGB pixels in a PNG whose IDAT is stored, not compressed; CRCs and Adler-32 "
@@ -282,8 +283,12 @@ def render(outcome: ImageOutcome) -> str:
         "per answer and per MB (10^6 bytes) delivered.  ",
         f"Upstream connections per serving process: {s['pool']} (B1's aiohttp connector "
         "limit; G's `server.upstream_max_connections`, whose default of 200 would hold a "
-        "process to 200 requests in flight, 100/s at D = 2 s), so neither queues on its "
-        f"pool. G: `type: {s['backend']}`, `sizes: [{s['size']}]`, access log off; the url "
+        "process to 200 requests in flight"
+        + (f", {200 / s['delay']:.0f}/s at D = {s['delay']:g} s" if s["delay"] else "")
+        + "), so neither queues on its "
+        f"pool. G: `type: {s['backend']}`, `sizes: [{s['size']}]`, `timeout_seconds: "
+        f"{s['upstream_timeout']:g}` (past the load generator's {s['timeout']:g} s), access "
+        "log off; the url "
         f"variant's config {s['egress']}.  ",
         f"Memory guard: a run whose serving processes pass {s['rss_limit'] / 2**30:.1f} GiB "
         "is stopped (its processes killed) and counted as failed.",

@@ -80,7 +80,14 @@ class ImageSettings:
 
     @property
     def timeout_s(self) -> float:
+        """When the load generator counts a request as stuck."""
         return max(60.0, 10 * self.delay_s)
+
+    @property
+    def gateway_timeout_s(self) -> float:
+        """G's backend ``timeout_seconds``: never before the load generator gives a
+        request up (B1 waits up to aiohttp's default 300 s)."""
+        return self.timeout_s + 10
 
     @staticmethod
     def body(n: int) -> bytes:
@@ -265,7 +272,7 @@ class ImageScenario:
             raw = image_gateway_config(
                 variant=variant,
                 upstream_connections=self.s.pool,
-                upstream_timeout=max(30.0, 4 * self.s.delay_s + 10),
+                upstream_timeout=self.s.gateway_timeout_s,
                 upstream_url=self.upstream + self._prefix(variant),
                 workers=processes if self.workers else None,
                 **self.gateway_common(port),
@@ -464,6 +471,8 @@ class ImageScenario:
                 "size": IMAGE_SIZE,
                 "egress": egress,
                 "rss_limit": s.rss_limit,
+                "timeout": s.timeout_s,
+                "upstream_timeout": s.gateway_timeout_s,
             }
         )
 

@@ -435,12 +435,12 @@ class Bench:
                     return 2
                 log(f"{hint}; the smoke run uses the Python load generator instead")
         has_workers = workers_supported()
+        generator = "wrk" if self.wrk else "python (bench.constant_rate)"
         log(
             f"backend type: {self.backend} "
             f"({'openai is registered' if self.backend == 'openai' else 'no openai type yet'}); "
             f"server.workers: {'supported' if has_workers else 'not supported yet'}"
-            + (f"; load generator: {'wrk' if self.wrk else 'python (bench.constant_rate)'}")
-            * tiny
+            + (f"; load generator: {generator}" if tiny else "")
         )
         self.redis.start()
         keys = a.keys if tiny else IMAGE_KEYS
@@ -622,10 +622,13 @@ class Bench:
                 f"The gateway's source changed during the run: {self.git_at_start} at the "
                 f"start, {_git_state()} at the end."
             )
-        self.image.notes.append(
-            f"Load average at start {self.outcome.machine.get('load average at start', '?')}, "
-            "at end " + " ".join(f"{v:.2f}" for v in os.getloadavg()) + f" ({os.cpu_count()} "
-            "cores): other work on the machine shares them."
+        machine = self.outcome.machine
+        self.image.settings["machine"] = (
+            f"{machine.get('nproc', '?')} cores ({machine.get('cpu', '?')}), "
+            f"{machine.get('ram', '?')}; load average at start "
+            f"{machine.get('load average at start', '?')}, at end "
+            + " ".join(f"{v:.2f}" for v in os.getloadavg())
+            + " (the other work on the machine shares its cores)"
         )
         text = image_report.render(self.image)
         print()
