@@ -62,6 +62,8 @@ class ImageRun:
     cpu_s: dict[str, float] = field(default_factory=dict)
     #: Why the run was stopped early (the memory guard), else "".
     aborted: str = ""
+    #: Non-200 answers by status.
+    other_statuses: dict[str, int] = field(default_factory=dict)
     #: Whether RSS is this configuration's own (not the shared upstream's, for B0).
     own_rss: bool = True
     #: Seconds from the start to the window: the warm-up or more, until every client
@@ -202,6 +204,12 @@ def _load_table(outcome: ImageOutcome, variant: str) -> list[str]:
                 f"{sum(r.bad_status for r in runs)} / {sum(r.socket_errors for r in runs)} / "
                 f"{sum(r.short_answers for r in runs)}"
             )
+            statuses: dict[str, int] = {}
+            for r in runs:
+                for status, count in r.other_statuses.items():
+                    statuses[status] = statuses.get(status, 0) + count
+            if statuses:
+                errors += " (" + ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items())) + ")"
             aborted = [r.aborted for r in runs if r.aborted]
             if aborted:
                 errors += f" ({len(aborted)} run(s) stopped: {aborted[0]})"
@@ -270,7 +278,7 @@ def render(outcome: ImageOutcome) -> str:
         f"first requests spread over {s['stagger']:g} s; a warm-up of {s['warmup']:g} s or "
         "more, until every client has had an answer (the table shows how long), then a "
         f"{s['duration']:g} s window: only answers completed in it count, latency from "
-        "each request's sending; `POST {s['body_shape']}`. {s['runs']} run(s) per "
+        f"each request's sending; `POST {s['body_shape']}`. {s['runs']} run(s) per "
         "configuration, interleaved (for each run, variant and n: "
         + ", ".join(c for c in ORDER if c in s.get("configs", ORDER))
         + "); medians shown.  ",

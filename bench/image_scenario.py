@@ -380,6 +380,7 @@ class ImageScenario:
             p99_ms=summary["p99_ms"] if summary["requests"] else math.nan,
             requests=summary["requests"],
             bad_status=sum(v for k, v in summary["statuses"].items() if k != "200"),
+            other_statuses={k: v for k, v in summary["statuses"].items() if k != "200"},
             socket_errors=sum(summary["errors"].values()),
             short_answers=summary["short_answers"],
             idle_rss=idle,
