@@ -82,12 +82,17 @@ clean: ## stop throwaway servers; remove .venv, .run and caches
 
 # The load benchmark (bench/): the gateway against a bare aiohttp proxy and the upstream.
 BENCH_ARGS ?=
-.PHONY: bench bench-smoke
+.PHONY: bench bench-image bench-smoke
 
 bench: venv ## run the load benchmark; writes BENCHMARKS.md (BENCH_ARGS='--runs 5')
 	@env_lines="$$($(SERVICES))"
 	eval "$$env_lines"
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-image: venv ## only the image workload; rewrites its section of BENCHMARKS.md
+	@env_lines="$$($(SERVICES))"
+	eval "$$env_lines"
+	$(BIN)/python -m bench.run --scenario image $(BENCH_ARGS)
 
 bench-smoke: venv ## a few seconds of the benchmark; fails unless every check passes
 	@env_lines="$$($(SERVICES))"

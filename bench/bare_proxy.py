@@ -7,6 +7,11 @@ the upstream and returning the upstream's body. No auth, no limits, no JSON pars
     python -m bench.bare_proxy --port 9001 --upstream http://127.0.0.1:9000/v1
 
 ``--reuse-port`` lets several of these processes share one port (the 2-process B1).
+``--max-connections`` is the session's connection limit (aiohttp's default, 100, when
+not given). ``--download`` is the floor for an upstream that answers with image URLs
+(the image workload's ``url`` variant): it fetches each URL with the same session and
+answers ``{"created", "data": [{"b64_json", "revised_prompt"}]}``, as the gateway does,
+built with one join of the base64 bytes.
 ``--client gateway`` forwards with the gateway's own upstream client
 (:mod:`gateway.backends.h1`) instead of ``aiohttp.ClientSession``: B1h, the floor for
 a proxy built the way the gateway is.
@@ -16,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import json
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -35,7 +42,14 @@ _HEADERS = {"Content-Type": "application/json"}
 _NOTHING = "return 1"
 
 
-def make_app(upstream: str, client: str = "aiohttp", redis_url: str = "") -> web.Application:
+def make_app(
+    upstream: str,
+    client: str = "aiohttp",
+    redis_url: str = "",
+    *,
+    max_connections: int | None = None,
+    download: bool = False,
+) -> web.Application:
     """A proxy for ``POST /v1/images/generations`` to ``{upstream}/images/generations``.
 
     With ``redis_url``, each request first makes one Redis round trip (an ``EVALSHA``
@@ -45,7 +59,8 @@ def make_app(upstream: str, client: str = "aiohttp", redis_url: str = "") -> web
     target = upstream.rstrip("/") + "/images/generations"
 
     async def session(app: web.Application) -> AsyncIterator[None]:
-        app[_SESSION] = aiohttp.ClientSession()
+        connector = None if max_connections is None else aiohttp.TCPConnector(limit=max_connections)
+        app[_SESSION] = aiohttp.ClientSession(connector=connector)
         yield
         await app[_SESSION].close()
 
@@ -54,6 +69,29 @@ def make_app(upstream: str, client: str = "aiohttp", redis_url: str = "") -> web
         async with request.app[_SESSION].post(target, data=body, headers=_HEADERS) as reply:
             data = await reply.read()
             return web.Response(body=data, status=reply.status, content_type="application/json")
+
+    async def forward_downloading(request: web.Request) -> web.Response:
+        body = await request.read()
+        session = request.app[_SESSION]
+        async with session.post(target, data=body, headers=_HEADERS) as reply:
+            if reply.status != 200:
+                return web.Response(body=await reply.read(), status=reply.status)
+            payload = json.loads(await reply.read())
+
+        async def fetch(url: str) -> bytes:
+            async with session.get(url) as image:
+                image.raise_for_status()
+                return await image.read()
+
+        items = payload["data"]
+        images = await asyncio.gather(*(fetch(item["url"]) for item in items))
+        data = b",".join(
+            b'{"b64_json": "' + base64.b64encode(image) + b'", "revised_prompt": null}'
+            for image in images
+        )
+        created = str(payload["created"]).encode()
+        answer = b'{"created": ' + created + b', "data": [' + data + b"]}"
+        return web.Response(body=answer, content_type="application/json")
 
     async def gateway_client(app: web.Application) -> AsyncIterator[None]:
         app[_CLIENT] = h1.Client(max_connections=200)  # the gateway's default pool size
@@ -90,6 +128,8 @@ def make_app(upstream: str, client: str = "aiohttp", redis_url: str = "") -> web
         handler = forward_with_gateway_client
     else:
         app.cleanup_ctx.append(session)
+        if download:
+            handler = forward_downloading
     if redis_url:
         app.cleanup_ctx.append(redis_client)
         handler = after_round_trip(handler)
@@ -113,12 +153,24 @@ def main() -> None:
     parser.add_argument(
         "--redis", default="", metavar="URL", help="one Redis round trip per request first"
     )
+    parser.add_argument(
+        "--max-connections", type=int, default=None, help="the session's limit (aiohttp's 100)"
+    )
+    parser.add_argument(
+        "--download", action="store_true", help="download the upstream's image URLs (url variant)"
+    )
     args = parser.parse_args()
     import uvloop
 
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # as gateway serve does
     web.run_app(
-        make_app(args.upstream, args.client, args.redis),
+        make_app(
+            args.upstream,
+            args.client,
+            args.redis,
+            max_connections=args.max_connections,
+            download=args.download,
+        ),
         host=args.host,
         port=args.port,
         access_log=None,

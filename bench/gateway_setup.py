@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import math
 import os
 import secrets
@@ -24,6 +25,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import msgspec
 import psycopg
 import redis
 import yaml
@@ -39,7 +41,9 @@ __all__ = [
     "BenchRedis",
     "backend_type",
     "create_keys",
+    "egress_supported",
     "gateway_config",
+    "image_gateway_config",
     "start_gateway",
     "warm",
     "workers_supported",
@@ -231,6 +235,39 @@ def gateway_config(
         "models": {"bench": "upstream"},
         "default_model": "bench",
     }
+
+
+#: The image workload asks for this size (the gateway's default).
+IMAGE_SIZE = "1024x1024"
+#: The egress policy (a section the gateway does not have yet) will refuse downloads from
+#: loopback unless ``egress.allow`` lists it, and the url variant's fake upstream serves
+#: its images on 127.0.0.1. Added to that variant's G config only when ``gateway.config``
+#: knows an ``egress`` section (:func:`egress_supported`).
+URL_VARIANT_EGRESS = {"egress": {"allow": ["127.0.0.1/32"]}}
+
+
+def egress_supported() -> bool:
+    """Whether the gateway's config has an ``egress`` section (unknown keys are errors)."""
+    from gateway.config import Config
+
+    return "egress" in {f.name for f in msgspec.structs.fields(Config)}
+
+
+def image_gateway_config(
+    *, variant: str, upstream_connections: int, upstream_timeout: float, **common: Any
+) -> dict[str, Any]:
+    """G's config for the image workload: :func:`gateway_config` (``common`` are its
+    arguments) asking for :data:`IMAGE_SIZE`, with ``server.upstream_max_connections`` of
+    ``upstream_connections`` (B1's session gets the same limit) and, for the ``url``
+    variant, :data:`URL_VARIANT_EGRESS` when the gateway knows that section."""
+    raw = gateway_config(**common)
+    raw["server"]["upstream_max_connections"] = upstream_connections
+    backend = raw["backends"]["upstream"]
+    backend["sizes"] = [IMAGE_SIZE]
+    backend["timeout_seconds"] = upstream_timeout
+    if variant == "url" and egress_supported():
+        raw.update(copy.deepcopy(URL_VARIANT_EGRESS))
+    return raw
 
 
 def start_gateway(

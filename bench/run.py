@@ -41,7 +41,7 @@ import asyncpg
 import redis
 import uvloop
 
-from bench import report
+from bench import image_report, report
 from bench.counters import PostgresCounter, PostgresUsage, RedisUsage, redis_commandstats
 from bench.gateway_setup import (
     FLUSH_INTERVAL_S,
@@ -56,6 +56,12 @@ from bench.gateway_setup import (
     start_gateway,
     warm,
     workers_supported,
+)
+from bench.image_scenario import (
+    ImageScenario,
+    ImageSettings,
+    default_rss_limit,
+    image_settings_valid,
 )
 from bench.procs import (
     Child,
@@ -78,6 +84,10 @@ PG_IDLE_REPORT_S = 11.0
 PG_SETTLE_S = 1.5
 #: Smoke: Postgres work beyond the flusher's, per request, still counted as ~0.
 SMOKE_PG_TOLERANCE = 0.01
+#: API keys the image workload uses in turn (a fresh G loads each once).
+IMAGE_KEYS = 100
+#: The image workload's smoke run: small, short, every configuration.
+SMOKE_IMAGE = {"delay_s": 0.2, "size_kib": 64, "connections": 8, "duration_s": 0.6}
 
 
 def log(message: str) -> None:
@@ -121,6 +131,8 @@ class Bench:
         self.postgres_pids: list[int] = []
         #: Gn's counts were still pending in Redis after its fixed-rate runs.
         self.held_back = False
+        self.primer = ""
+        self.image: image_report.ImageOutcome | None = None
 
     # -- load ------------------------------------------------------------------
 
@@ -409,36 +421,57 @@ class Bench:
     # -- the run ---------------------------------------------------------------------
 
     def run(self) -> int:
+        """Both scenarios (or the one ``--scenario`` names) on one database and Redis."""
         a = self.args
         o = self.outcome
         o.machine = report.machine_info()
         self.git_at_start = _git_state()
-        self.wrk, hint = ensure_wrk()
-        if self.wrk is None:
-            if not a.smoke:
-                print(f"error: {hint}", file=sys.stderr)
-                return 2
-            log(f"{hint}; the smoke run uses the Python load generator instead")
+        tiny = a.scenario in ("tiny", "all")
+        if tiny:
+            self.wrk, hint = ensure_wrk()
+            if self.wrk is None:
+                if not a.smoke:
+                    print(f"error: {hint}", file=sys.stderr)
+                    return 2
+                log(f"{hint}; the smoke run uses the Python load generator instead")
         has_workers = workers_supported()
+        generator = "wrk" if self.wrk else "python (bench.constant_rate)"
         log(
             f"backend type: {self.backend} "
             f"({'openai is registered' if self.backend == 'openai' else 'no openai type yet'}); "
-            f"server.workers: {'supported' if has_workers else 'not supported yet'}; "
-            f"load generator: {'wrk' if self.wrk else 'python (bench.constant_rate)'}"
+            f"server.workers: {'supported' if has_workers else 'not supported yet'}"
+            + (f"; load generator: {generator}" if tiny else "")
         )
-
         self.redis.start()
+        keys = a.keys if tiny else IMAGE_KEYS
+        log(f"creating database {self.db.name} and {keys} keys")
+        self.db.create()
+        self.pg = PostgresCounter(self.db.admin_url, self.db.url, self.db.name)
+        self.pg.prepare()
+        all_keys = create_keys(self.db.url, keys + 1)
+        self.primer, self.keys = all_keys[0], all_keys[1:]
+        self.keys_file.write_text("\n".join(self.keys) + "\n")
+
+        tiny_text = image_text = None
+        if tiny:
+            before = set(self.children.running())
+            tiny_text = self.run_tiny(has_workers)
+            for child in self.children.running():  # all but Redis: the image runs use it
+                if child not in before:
+                    self.stop_gateway(child)
+        if a.scenario in ("image", "all"):
+            image_text = self.run_image(has_workers)
+        return self.verdict(tiny_text, image_text)
+
+    def run_tiny(self, has_workers: bool) -> str:
+        """The fast-upstream scenario; its report."""
+        a = self.args
+        o = self.outcome
+        primer = self.primer
         upstream, upstream_pids = self.start_upstream()
         proxy, proxy_pids = self.start_proxy(upstream, 1)
         lean, lean_pids = self.start_proxy(upstream, 1, client="gateway")
         hop, hop_pids = self.start_proxy(upstream, 1, redis_url=self.redis.url)
-        log(f"creating database {self.db.name} and {a.keys} keys")
-        self.db.create()
-        self.pg = PostgresCounter(self.db.admin_url, self.db.url, self.db.name)
-        self.pg.prepare()
-        all_keys = create_keys(self.db.url, a.keys + 1)
-        primer, self.keys = all_keys[0], all_keys[1:]
-        self.keys_file.write_text("\n".join(self.keys) + "\n")
         gateway, gw = self.start_gateway(upstream, 1 if has_workers else None, "gateway")
         logged, gwl = self.start_gateway(
             upstream, 1 if has_workers else None, "gateway-access-log", access_log=True
@@ -447,6 +480,7 @@ class Bench:
             upstream, 1 if has_workers else None, "gateway-flush-held", flush=False
         )
         redis_pids = [self.redis.child.pid] if self.redis.child else []
+        assert self.pg is not None
         server = self.pg.server_pid()
         self.postgres_pids = [server] if server is not None else []
         self.roles = {
@@ -554,7 +588,52 @@ class Bench:
         text = report.render(o)
         print()
         print(text)
-        return self.verdict(text)
+        return text
+
+    def run_image(self, has_workers: bool) -> str:
+        """The image workload (:mod:`bench.image_scenario`); its report."""
+        a = self.args
+
+        def common(port: int) -> dict[str, object]:
+            return {
+                "port": port,
+                "database_url": self.db.url,
+                "redis_url": self.redis.url,
+                "redis_prefix": self.redis.prefix,
+                "backend": self.backend,
+                "local_ttl": a.local_ttl,
+            }
+
+        scenario = ImageScenario(
+            image_settings(a),
+            children=self.children,
+            workdir=self.workdir,
+            keys=self.keys[:IMAGE_KEYS],
+            gateway_common=common,
+            backend=self.backend,
+            log=log,
+            workers=has_workers,
+        )
+        self.image = scenario.run()
+        self.image.settings["date"] = report.now_utc()
+        self.image.settings["command"] = self.outcome_command()
+        if _git_state() != self.git_at_start:
+            self.image.notes.append(
+                f"The gateway's source changed during the run: {self.git_at_start} at the "
+                f"start, {_git_state()} at the end."
+            )
+        machine = self.outcome.machine
+        self.image.settings["machine"] = (
+            f"{machine.get('nproc', '?')} cores ({machine.get('cpu', '?')}), "
+            f"{machine.get('ram', '?')}; load average at start "
+            f"{machine.get('load average at start', '?')}, at end "
+            + " ".join(f"{v:.2f}" for v in os.getloadavg())
+            + " (the other work on the machine shares its cores)"
+        )
+        text = image_report.render(self.image)
+        print()
+        print(text)
+        return text
 
     def fixed_rate_runs(
         self,
@@ -640,11 +719,10 @@ class Bench:
 
     def fill_settings(self) -> None:
         a, o = self.args, self.outcome
-        argv = a.argv
         pg_note = self.pg.why if self.pg else ""
         o.settings = {
             "date": report.now_utc(),
-            "command": f"{shlex.quote(sys.executable)} -m bench.run {shlex.join(argv)}".strip(),
+            "command": self.outcome_command(),
             "load_tool": (
                 f"`{self.wrk_command}` (threads {a.threads})"
                 if self.wrk_command
@@ -716,30 +794,58 @@ class Bench:
             "reached Postgres is waited out and repeated."
         )
 
-    def verdict(self, text: str) -> int:
+    def outcome_command(self) -> str:
+        argv = self.args.argv
+        return f"{shlex.quote(sys.executable)} -m bench.run {shlex.join(argv)}".strip()
+
+    def verdict(self, tiny: str | None, image: str | None) -> int:
         a, o = self.args, self.outcome
         groups = (*o.runs.values(), *o.fixed.values(), *o.fixed_low.values())
         all_runs = [r for rs in groups for r in rs]
         errors = [r for r in all_runs if not r.ok]
+        image_runs = self.image.all_runs if self.image is not None else []
+        image_errors = [r for r in image_runs if r.errors]
         if a.smoke:
-            checks = {
-                "every configuration answered only 200s": not errors,
-                "Redis round trips per request 1.00 +/- 0.05 (request path)": o.redis is not None
-                and abs(o.redis.round_trips_per_request - 1) <= 0.05,
-                "Postgres queries per request ~0": o.postgres is not None
-                and o.postgres.per_request <= SMOKE_PG_TOLERANCE,
-                "Gn held its usage back (every key's count still pending in Redis)": self.held_back,
-            }
+            checks: dict[str, bool] = {}
+            if tiny is not None:
+                checks = {
+                    "every configuration answered only 200s": not errors,
+                    "Redis round trips per request 1.00 +/- 0.05 (request path)": o.redis
+                    is not None
+                    and abs(o.redis.round_trips_per_request - 1) <= 0.05,
+                    "Postgres queries per request ~0": o.postgres is not None
+                    and o.postgres.per_request <= SMOKE_PG_TOLERANCE,
+                    "Gn held its usage back (every key's count still pending in Redis)": (
+                        self.held_back
+                    ),
+                }
+            if image is not None:
+                checks["image workload: every configuration measured, answers complete"] = bool(
+                    image_runs
+                ) and all(r.requests > 0 for r in image_runs)
+                checks[
+                    "image workload: no non-200, socket error or short answer"
+                ] = not image_errors
             for name, passed in checks.items():
                 print(f"smoke: {'PASS' if passed else 'FAIL'}  {name}")
             return 0 if all(checks.values()) else 1
         output = Path(a.output)
-        output.write_text(text)
-        log(f"wrote {output}")
-        if errors:
-            print(f"error: {len(errors)} run(s) saw non-2xx responses or socket errors")
+        existing = output.read_text() if output.exists() else ""
+        output.write_text(image_report.merge(existing, tiny, image))
+        log(f"wrote {output}" + ("" if a.scenario == "all" else f" (its {a.scenario} section)"))
+        if errors or image_errors:
+            print(
+                f"error: {len(errors) + len(image_errors)} run(s) saw non-2xx responses, "
+                "socket errors or short answers"
+            )
             return 1
-        if a.strict and not all(t.passed for t in report.targets(o)):
+        failed = tiny is not None and not all(t.passed for t in report.targets(o))
+        failed |= (
+            image is not None
+            and self.image is not None
+            and not all(t.passed for t in image_report.targets(self.image))
+        )
+        if a.strict and failed:
             return 1
         return 0
 
@@ -802,6 +908,43 @@ def _short(frame: str) -> str:
     return frame
 
 
+def image_settings(args: argparse.Namespace) -> ImageSettings:
+    """The image workload's settings from the command line (``--smoke``: small and short,
+    unless set explicitly)."""
+    ns = tuple(sorted({int(v) for v in args.image_n.split(",") if v.strip()}))
+    variants = tuple(v.strip() for v in args.image_variants.split(",") if v.strip())
+    if not set(variants) <= {"b64", "url"}:
+        raise ValueError(variants)
+    values = {
+        "delay_s": args.image_delay,
+        "size_kib": args.image_size_kib,
+        "connections": args.image_connections,
+        "duration_s": args.image_duration,
+    }
+    if args.smoke:
+        given = set(args.argv)
+        for key, value in SMOKE_IMAGE.items():
+            option = "--image-" + key.removesuffix("_s").replace("_", "-")
+            if option not in given and not any(a.startswith(option + "=") for a in given):
+                values[key] = value
+    delay = float(values["delay_s"])
+    warmup = args.image_warmup if args.image_warmup is not None else 2 * delay + 1
+    if args.smoke and args.image_warmup is None:
+        warmup = 2 * delay + 0.2
+    limit = args.image_rss_limit_mib * 2**20 if args.image_rss_limit_mib else default_rss_limit()
+    return ImageSettings(
+        delay_s=delay,
+        size_kib=int(values["size_kib"]),
+        connections=int(values["connections"]),
+        ns=ns,
+        duration_s=float(values["duration_s"]),
+        warmup_s=warmup,
+        runs=args.runs,
+        variants=variants,
+        rss_limit=limit,
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run", description=__doc__.splitlines()[0]
@@ -831,6 +974,48 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--profile", metavar="PATH", help="one extra G run under py-spy")
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target fails")
+    parser.add_argument(
+        "--scenario",
+        choices=("all", "tiny", "image"),
+        default="all",
+        help="tiny: the fast upstream; image: the slow upstream with megabyte answers (all)",
+    )
+    image = parser.add_argument_group("the image workload (--scenario image or all)")
+    image.add_argument(
+        "--image-delay", type=float, default=2.0, metavar="D", help="upstream delay, s (2)"
+    )
+    image.add_argument(
+        "--image-size-kib", type=int, default=1024, metavar="S", help="KiB per image (1024)"
+    )
+    image.add_argument(
+        "--image-connections", type=int, default=400, metavar="C", help="clients (400)"
+    )
+    image.add_argument(
+        "--image-n", default="1,4", metavar="N[,N]", help="images per request, each in turn (1,4)"
+    )
+    image.add_argument(
+        "--image-duration", type=float, default=15.0, help="seconds per measured window (15)"
+    )
+    image.add_argument(
+        "--image-warmup",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="unmeasured seconds before each window (2 x D + 1)",
+    )
+    image.add_argument(
+        "--image-variants",
+        default="b64,url",
+        metavar="V[,V]",
+        help="b64 (b64_json answers) and/or url (the gateway downloads) (b64,url)",
+    )
+    image.add_argument(
+        "--image-rss-limit-mib",
+        type=int,
+        default=None,
+        metavar="MIB",
+        help="stop a run whose serving processes pass this (half of MemAvailable, <= 8 GiB)",
+    )
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/gateway")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     return parser
@@ -849,6 +1034,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--connections must be 1-1024 and --keys 1-100000")
     if not 1 <= args.threads <= args.connections:
         parser.error("--threads must be 1 to --connections")
+    try:
+        settings = image_settings(args)
+    except ValueError:
+        parser.error("--image-n and --image-variants are comma-separated lists")
+    problem = image_settings_valid(settings)
+    if problem:
+        parser.error(problem)
 
     restore = raise_on_termination_signals()
     workdir = Path(tempfile.mkdtemp(prefix="gw-bench-"))

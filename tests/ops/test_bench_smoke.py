@@ -1,10 +1,14 @@
-"""The load benchmark still runs: ``python -m bench.run --smoke`` exits 0.
+"""The load benchmark still runs: ``python -m bench.run --smoke`` exits 0, per scenario.
 
 A few seconds of every configuration (the upstream, the bare proxies, the gateway, with
 its usage flush and held back):
 each answers only 200s, the gateway makes 1.00 +/- 0.05 Redis round trips and ~0
 Postgres queries per warm request, and Gn (the gateway with its usage flush held back)
 really holds every count back. DATABASE_URL and REDIS_URL pass through.
+
+The image workload's smoke run (small images, few clients, under a second per window)
+checks that every configuration of both variants runs and reports with no error, not
+its targets.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from tests.support.paths import ROOT
 @pytest.mark.timeout(150)
 def test_bench_smoke_run_passes() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--smoke"],
+        [sys.executable, "-m", "bench.run", "--smoke", "--scenario", "tiny"],
         cwd=ROOT,
         env=dict(os.environ),
         capture_output=True,
@@ -43,3 +47,34 @@ def test_bench_smoke_run_passes() -> None:
     assert re.search(r"one process is busy, of one core: B1 \d+%, B1r \d+%, G \d+%", fixed)
     targets = result.stdout.split("## Targets")[1]
     assert re.search(r"the one Redis round trip alone \(B1r\): [+-]\d+\.\d\d ms", targets)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_bench_image_smoke_run_passes() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--scenario", "image"],
+        cwd=ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=230,
+    )
+    assert result.returncode == 0, (
+        f"bench image smoke run exited {result.returncode}\n"
+        f"--- stdout (tail)\n{result.stdout[-6000:]}\n--- stderr (tail)\n{result.stderr[-3000:]}"
+    )
+    assert "smoke: FAIL" not in result.stdout
+    report = result.stdout.split("# Image workload")[1]
+    # Both variants, both n, every configuration, each with its figures and no error.
+    for variant in ("`b64_json`", "`url`"):
+        section = report.split(f"## Images as {variant}")[1].split("## ")[0]
+        for n in (1, 4):
+            for label in ("B1 bare aiohttp proxy", "G gateway", "G gateway, server.workers: 2"):
+                row = re.search(rf"^\| {n} \| {re.escape(label)} \|(.*)$", section, re.M)
+                assert row is not None, f"{variant} n={n} {label} missing"
+                assert "| 0 / 0 / 0 |" in row.group(0), row.group(0)
+    targets = report.split("## Image targets")[1]
+    assert re.search(
+        r"\| b64, n=4, G/B1: peak RSS <= 1\.25 x \| \d+\.\d\d \| (PASS|FAIL) \|", targets
+    )
