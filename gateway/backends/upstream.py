@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import logging
 import os
 import re
@@ -22,10 +21,17 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
+import msgspec
 import orjson
 
 from gateway.backends import h1
 from gateway.backends.base import BackendContext, GeneratedImage, ImageRequest
+from gateway.backends.image_data import (
+    MAX_IMAGE_BYTES,
+    image_from_base64,
+    image_from_bytes,
+    image_from_json_string,
+)
 from gateway.config import ConfigError
 from gateway.errors import GatewayError, UpstreamError, UpstreamRefused, UpstreamTimeout
 
@@ -41,6 +47,7 @@ __all__ = [
     "gather_successes",
     "image_from_base64",
     "image_from_bytes",
+    "image_from_json_string",
     "int_option",
     "json_limit",
     "read_secret",
@@ -56,8 +63,6 @@ __all__ = [
 log = logging.getLogger("gateway.backends")
 T = TypeVar("T")
 
-#: The largest image accepted from an upstream (decoded bytes, or one download).
-MAX_IMAGE_BYTES = 20 * 1024 * 1024
 _MAX_ERROR_BYTES = 64 * 1024
 _MAX_MESSAGE_CHARS = 300
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
@@ -65,7 +70,6 @@ _KEY_LIKE = re.compile(
     r"(?i)(?:bearer|basic)\s+\S+|\bsk-[a-z0-9_-]{8,}|\br8_[a-z0-9]{8,}|\bAIza[0-9a-z_-]{20,}"
 )
 _MALFORMED = "The image backend sent a malformed response."
-_BASE64_DIGITS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
 # -- options -------------------------------------------------------------------------
@@ -206,75 +210,6 @@ def sanitize(text: str, secrets: Iterable[str] = ()) -> str:
     return text
 
 
-def _media_type(data: bytes) -> str | None:
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    return None
-
-
-def image_from_bytes(data: bytes, *, revised_prompt: str | None = None) -> GeneratedImage:
-    """An image the upstream sent; :class:`UpstreamError` unless it is a PNG/JPEG/WebP/GIF."""
-    if len(data) > MAX_IMAGE_BYTES:
-        raise UpstreamError("The image backend sent an image that is too large.")
-    media_type = _media_type(data)
-    if media_type is None:
-        raise UpstreamError("The image backend sent a malformed image.")
-    return GeneratedImage(data, media_type=media_type, revised_prompt=revised_prompt)
-
-
-def image_from_base64(encoded: Any, *, revised_prompt: str | None = None) -> GeneratedImage:
-    """An image sent as base64, with or without a ``data:...;base64,`` prefix.
-
-    Base64 as encoders write it is only checked, not decoded: the image keeps the text
-    (:meth:`GeneratedImage.from_base64`), which the gateway sends on as it is.
-    """
-    if not isinstance(encoded, str):
-        raise UpstreamError(_MALFORMED)
-    if encoded.startswith("data:"):
-        header, _, encoded = encoded.partition(",")
-        if not header.endswith(";base64"):
-            raise UpstreamError("The image backend sent a malformed image.")
-    if len(encoded) > MAX_IMAGE_BYTES * 4 // 3 + 4:
-        raise UpstreamError("The image backend sent an image that is too large.")
-    text = encoded.strip()
-    pads = _canonical_base64_padding(text)
-    if pads is None:  # not as an encoder writes it; decoding says whether it is valid
-        try:
-            data = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise UpstreamError("The image backend sent a malformed image.") from None
-        return image_from_bytes(data, revised_prompt=revised_prompt)
-    if len(text) // 4 * 3 - pads > MAX_IMAGE_BYTES:
-        raise UpstreamError("The image backend sent an image that is too large.")
-    media_type = _media_type(binascii.a2b_base64(text[:16]))  # 12 bytes: any signature
-    if media_type is None:
-        raise UpstreamError("The image backend sent a malformed image.")
-    return GeneratedImage.from_base64(text, media_type=media_type, revised_prompt=revised_prompt)
-
-
-def _canonical_base64_padding(text: str) -> int | None:
-    """The number of ``=`` ending ``text`` if it is base64 exactly as encoders write it.
-
-    That is: base64 digits only, padded to a multiple of four, and no stray bits in
-    the last digit, so that decoding and encoding again gives ``text`` back. ``None``
-    otherwise. Much cheaper than decoding: no regular expression, no bytes made.
-    """
-    if len(text) % 4 or not text.isascii():
-        return None
-    pads = 2 if text.endswith("==") else 1 if text.endswith("=") else 0
-    if text.encode("ascii").translate(None, _BASE64_DIGITS) != b"=" * pads:
-        return None
-    if pads and _BASE64_DIGITS.index(text[-1 - pads].encode()) & (0x0F if pads == 2 else 0x03):
-        return None
-    return pads
-
-
 async def gather_successes(name: str, calls: Sequence[Awaitable[T]]) -> list[T]:
     """Run ``calls`` concurrently; the results of those that succeeded, in order.
 
@@ -293,18 +228,29 @@ async def gather_successes(name: str, calls: Sequence[Awaitable[T]]) -> list[T]:
     return successes
 
 
-async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The body, or :class:`UpstreamError` if it is larger than ``limit``."""
-    if (response.content_length or 0) > limit:
-        raise UpstreamError("The image backend sent a response that is too large.")
-    chunks: list[bytes] = []
+async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytearray:
+    """The body in one buffer, or :class:`UpstreamError` once it is past ``limit``.
+
+    Sized from ``Content-Length`` when there is one (a body longer than it announced is
+    cut there), grown as it arrives otherwise; pieces are copied in as they come, never
+    gathered in a list and joined.
+    """
+    too_large = "The image backend sent a response that is too large."
+    announced = response.content_length
+    if announced is not None and announced > limit:
+        raise UpstreamError(too_large)
+    # A content coding (undone by aiohttp) makes the announced length the coded one.
+    body = bytearray(0 if "Content-Encoding" in response.headers else announced or 0)
     size = 0
-    async for chunk in response.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise UpstreamError("The image backend sent a response that is too large.")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    async for piece in response.content.iter_any():
+        end = size + len(piece)
+        if end > limit:
+            raise UpstreamError(too_large)
+        body[size:end] = piece
+        size = end
+    if size != len(body):  # aiohttp raises first when a sized body is cut short
+        raise UpstreamError("The image backend sent an incomplete image.")
+    return body
 
 
 def refusal(detail: str | None, payload: Any = None) -> UpstreamRefused:
@@ -407,8 +353,12 @@ class Upstream:
         headers: Mapping[str, str] | None = None,
         max_bytes: int = 1024 * 1024,
         max_seconds: float | None = None,
+        decoder: msgspec.json.Decoder[Any] | None = None,
     ) -> Any:
         """Send one API request; the JSON document of its 2xx answer.
+
+        With ``decoder``, the answer is decoded by it (into its type, which may keep
+        ``msgspec.Raw`` views of the answer's buffer); without, as plain JSON.
 
         Raises:
             UpstreamError: the upstream could not be reached, answered with another
@@ -451,8 +401,10 @@ class Upstream:
         if not 200 <= response.status < 300:
             raise self._status_error(response)
         try:
+            if decoder is not None:
+                return decoder.decode(response.body)
             return orjson.loads(response.body)
-        except orjson.JSONDecodeError:
+        except (orjson.JSONDecodeError, msgspec.DecodeError):
             raise UpstreamError(_MALFORMED) from None
 
     async def download_image(
