@@ -9,14 +9,11 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import orjson
 from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
 
 from gateway import errors
 from gateway.backends.base import GeneratedImage, ImageRequest, parse_size
@@ -24,13 +21,14 @@ from gateway.backends.resilience import GuardedBackend
 from gateway.http.api_key_auth import authenticate
 from gateway.http.middlewares import LOG_FIELDS, REQUEST_ID
 from gateway.http.ratelimit_headers import rate_limit_headers
+from gateway.http.relay import ImagesResponse, images_body
 from gateway.http.responses import read_json_object
 from gateway.keys.cache import KeyRecord
 from gateway.limits.decision import ADMITTED, OVER_QUOTA, RATE_LIMITED
 from gateway.metrics import Metrics
 from gateway.services import SERVICES, Services
 
-__all__ = ["DeliveringResponse", "GenerationParams", "generate_images", "parse_generation"]
+__all__ = ["GenerationParams", "generate_images", "parse_generation"]
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +171,7 @@ async def _call_backends(
     raise error or errors.UpstreamError()
 
 
-async def generate_images(request: web.Request) -> web.Response:
+async def generate_images(request: web.Request) -> web.StreamResponse:
     services: Services = request.app[SERVICES]
     config = services.config
     request_id = request[REQUEST_ID]
@@ -238,50 +236,11 @@ async def generate_images(request: web.Request) -> web.Response:
     try:
         headers = rate_limit_headers(decision, decision.images_used - (n - len(delivered)))
         headers["X-Gateway-Backend"] = backend_name  # which backend answered (fallbacks)
-        body = {
-            "created": int(now),
-            "model": params.model,
-            "data": [
-                {"b64_json": image.b64(), "revised_prompt": image.revised_prompt}
-                for image in delivered
-            ],
-            "usage": {"images": len(delivered)},
-        }
-        return DeliveringResponse(
-            body=orjson.dumps(body),
+        return ImagesResponse(
+            pieces=images_body(int(now), params.model, delivered),
             headers=headers,
             on_send=partial(admission.delivered, decision),
         )
     except BaseException:
         admission.delivered(decision)  # the images were made: charged, slot freed
         raise
-
-
-class DeliveringResponse(web.Response):
-    """A 200 that settles its reservation just before its bytes go to the client.
-
-    Settled as late as possible, so a process killed meanwhile leaves the reservation in
-    its journal, for another process to give back (see :mod:`gateway.limits.journal`).
-    """
-
-    def __init__(
-        self, *, body: bytes, headers: dict[str, str], on_send: Callable[[], None]
-    ) -> None:
-        super().__init__(body=body, headers=headers, content_type="application/json")
-        self._on_send: Callable[[], None] | None = on_send
-
-    def _settle(self) -> None:
-        on_send, self._on_send = self._on_send, None
-        if on_send is not None:
-            on_send()
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        try:
-            return await super().prepare(request)
-        except BaseException:
-            self._settle()  # the client left after its images were made: they count
-            raise
-
-    async def write_eof(self, data: bytes = b"") -> None:
-        self._settle()
-        await super().write_eof(data)

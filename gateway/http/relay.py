@@ -1,0 +1,101 @@
+"""The images response: the upstream's base64 bytes written to the client as they are.
+
+An images answer is a few hundred bytes of JSON around megabytes of base64. Building it
+as a Python object and encoding it (``orjson.dumps``) copies every image into the
+encoder's output, and aiohttp joins that with the head before writing (on Python
+before 3.12.9 it never hands the transport a list of buffers), so a 1.4 MB image was
+held three times over per request in flight. :class:`ImagesResponse` instead writes a
+list of buffers: the fixed JSON pieces, made once per response, and between them each
+image's base64 as it came (:meth:`GeneratedImage.encoded`: a view of the buffer the
+upstream's answer was read into). So:
+
+* **Copies**: between the upstream socket and the client socket an image's bytes are
+  copied by the kernel into the answer's buffer, and by the kernel out of it; nothing
+  in Python copies them. The only bytes made per response are the JSON pieces.
+* **Framing**: ``Content-Length`` is the sum of the pieces, known before the first
+  byte; no chunked encoding, and each image is one ``write`` (the transport keeps a
+  reference and writes it as the socket takes it).
+* **Backpressure**: after each piece the response waits for the transport to drain
+  below its high-water mark, so a slow client holds what it has not read yet and no
+  more: the answer's own buffer, which the response refers to and does not copy.
+  What a request in flight holds is about the size of its answer.
+* **Delivery**: the usage reservation is settled just before the first byte goes out
+  (see :mod:`gateway.limits.journal`): a process killed before then leaves it in its
+  journal, for another process to give back; after that the images count, whether or
+  not the client reads them all.
+
+Measured against a bare aiohttp proxy relaying the same answers: BENCHMARKS.md, "Image
+relay".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import orjson
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+
+from gateway.backends.base import GeneratedImage, ImageBuffer
+
+__all__ = ["ImagesResponse", "images_body"]
+
+
+def images_body(created: int, model: str, images: Sequence[GeneratedImage]) -> list[ImageBuffer]:
+    """The answer ``{"created", "model", "data": [{"b64_json", "revised_prompt"}],
+    "usage": {"images"}}`` as buffers: small JSON pieces around each image's base64.
+
+    Byte for byte what ``orjson.dumps`` writes for the same object.
+    """
+    pieces: list[ImageBuffer] = []
+    opening = b'{"created":%d,"model":%s,"data":[' % (created, orjson.dumps(model))
+    for image in images:
+        pieces.append(opening + b'{"b64_json":"')
+        pieces.append(image.encoded())
+        opening = b'","revised_prompt":%s},' % orjson.dumps(image.revised_prompt)
+    pieces.append(opening[:-1] + b'],"usage":{"images":%d}}' % len(images))
+    return pieces
+
+
+class ImagesResponse(web.StreamResponse):
+    """A 200 whose body is ``pieces``, written as they are (see the module's docstring).
+
+    ``on_send`` settles the request's reservation: called once, just before the body's
+    first byte goes to the transport, or when the response cannot be started (the
+    client left after its images were made: they count).
+    """
+
+    def __init__(
+        self,
+        *,
+        pieces: list[ImageBuffer],
+        headers: dict[str, str],
+        on_send: Callable[[], None],
+    ) -> None:
+        super().__init__(headers=headers)
+        self.content_type = "application/json"
+        self.content_length = sum(len(piece) for piece in pieces)
+        self._pieces = pieces
+        self._on_send: Callable[[], None] | None = on_send
+
+    def _settle(self) -> None:
+        on_send, self._on_send = self._on_send, None
+        if on_send is not None:
+            on_send()
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        try:
+            return await super().prepare(request)
+        except BaseException:
+            self._pieces = []
+            self._settle()
+            raise
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        if self._eof_sent:
+            return
+        pieces, self._pieces = self._pieces, []  # the buffers go when the writing ends
+        self._settle()
+        for piece in pieces:  # the first, small, goes out with the head in one write
+            await self.write(piece)
+        await super().write_eof()
