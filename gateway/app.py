@@ -15,7 +15,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import aiohttp
 from aiohttp import web
 
 from gateway.accounts.passwords import PasswordHasher
@@ -26,6 +25,8 @@ from gateway.backends.base import BackendContext
 from gateway.backends.registry import BackendRegistry, Router, default_registry
 from gateway.config import Config, ConfigError
 from gateway.db.pool import create_pool
+from gateway.egress.client import EgressClient
+from gateway.egress.policy import EgressPolicy
 from gateway.http.client_ip import ClientIp
 from gateway.http.middlewares import request_context_middleware
 from gateway.http.routes import setup_routes
@@ -137,19 +138,19 @@ def create_app(
             clock=monotonic,
             on_failure=lambda exc: metrics.flush_failed(exc),
         )
-        http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=config.server.upstream_max_connections,
-                limit_per_host=config.server.upstream_max_connections_per_host,
-            ),
-            timeout=aiohttp.ClientTimeout(total=None),  # each backend keeps its own deadline
+        # Image URLs from upstream answers are untrusted: their connections keep to the
+        # egress policy. API calls to the configured base URLs go through `api`.
+        egress = EgressClient(
+            EgressPolicy.from_allow_list(config.egress.allow),
+            limit=config.server.upstream_max_connections,
+            limit_per_host=config.server.upstream_max_connections_per_host,
         )
         api = h1.Client(
             max_connections=config.server.upstream_max_connections,
             max_per_host=config.server.upstream_max_connections_per_host,
         )
         for guarded in router.backends.values():
-            await guarded.backend.start(BackendContext(http=http, api=api))
+            await guarded.backend.start(BackendContext(http=egress.session, api=api, egress=egress))
         app[SERVICES] = Services(
             config=config,
             pool=pool,
@@ -197,7 +198,7 @@ def create_app(
             for guarded in router.backends.values():
                 with contextlib.suppress(Exception):
                     await guarded.backend.close()
-            await http.close()
+            await egress.close()
             await api.close()
             await redis.aclose()
             await hot_redis.aclose()

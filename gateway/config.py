@@ -19,6 +19,8 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from gateway.egress.policy import parse_allow_entry
+
 __all__ = [
     "AdminConfig",
     "AuthConfig",
@@ -26,6 +28,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DatabaseConfig",
+    "EgressConfig",
     "KeysConfig",
     "LoggingConfig",
     "PlanConfig",
@@ -154,6 +157,15 @@ class AdminConfig:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class EgressConfig:
+    """Where connections made on behalf of untrusted data (image URLs) may go."""
+
+    #: Networks (CIDR, or a bare address) and host names permitted besides the
+    #: globally routable addresses, e.g. ["10.20.0.0/16", "images.internal.example"].
+    allow: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class PlanConfig:
     requests_per_minute: int
     images_per_day: int
@@ -204,6 +216,7 @@ class Config:
     auth: AuthConfig = AuthConfig()
     admin: AdminConfig = AdminConfig()
     logging: LoggingConfig = LoggingConfig()
+    egress: EgressConfig = EgressConfig()
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -215,6 +228,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "auth": AuthConfig,
     "admin": AdminConfig,
     "logging": LoggingConfig,
+    "egress": EgressConfig,
 }
 
 
@@ -478,6 +492,11 @@ def _check_values(config: Config) -> None:
             raise ConfigError(
                 f"auth.trusted_proxies[{i}]: {proxy!r} is not an address or network"
             ) from None
+    for i, entry in enumerate(config.egress.allow):
+        try:
+            parse_allow_entry(entry)
+        except ValueError as exc:
+            raise ConfigError(f"egress.allow[{i}]: {exc}") from None
     if config.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError("logging.level: one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
     if config.logging.format not in ("json", "text"):

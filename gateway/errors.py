@@ -13,25 +13,30 @@ __all__ = [
     "ApiKeyExpired",
     "ApiKeyRevoked",
     "ClientClosedRequest",
+    "ContentPolicyViolation",
     "DailyQuotaExceeded",
     "EmailTaken",
     "GatewayError",
     "InvalidApiKey",
     "InvalidCredentials",
     "InvalidRequest",
+    "InvalidSignature",
     "InvalidToken",
     "KeyAlreadyRotated",
     "MissingApiKey",
     "ModelNotFound",
     "NotFound",
     "PayloadTooLarge",
+    "RangeNotSatisfiable",
     "RateLimitExceeded",
     "RequestTimeout",
     "ServiceUnavailable",
+    "StorageUnavailable",
     "TooManyKeys",
     "UpstreamError",
     "UpstreamRefused",
     "UpstreamTimeout",
+    "UrlExpired",
 ]
 
 
@@ -144,21 +149,21 @@ class UpstreamError(GatewayError):
 class UpstreamRefused(GatewayError):
     """The upstream refused the request as the request's own fault.
 
-    An upstream 400/404/413/422, or a content-policy refusal: the client gets a 4xx in
-    OpenAI's shape with the upstream's (sanitised) reason. It is not retried, not
-    counted by the circuit breaker (the upstream is healthy) and not sent to a fallback
-    backend (another backend would make a different image than asked for).
+    An upstream 400/404/413/422: the client gets a 400 in OpenAI's shape with the
+    upstream's (sanitised) reason, naming the parameter the upstream blamed. It is not
+    retried, not counted by the circuit breaker (the upstream is healthy) and not sent
+    to a fallback backend (another backend would make a different image than asked for).
     """
 
     status, code, type = 400, "invalid_request", "invalid_request_error"
     default_message = "The image backend refused the request."
 
-    def __init__(
-        self, message: str | None = None, *, param: str | None = None, code: str | None = None
-    ) -> None:
-        super().__init__(message, param=param)
-        if code is not None:
-            self.code = code
+
+class ContentPolicyViolation(UpstreamRefused):
+    """The upstream refused the prompt or image under its content policy."""
+
+    code = "content_policy_violation"
+    default_message = "The image backend refused the request under its content policy."
 
 
 class UpstreamTimeout(GatewayError):
@@ -194,3 +199,38 @@ class KeyAlreadyRotated(GatewayError):
 class TooManyKeys(GatewayError):
     status, code, type = 409, "too_many_keys", "invalid_request_error"
     default_message = "This account has the maximum number of active API keys."
+
+
+class InvalidSignature(GatewayError):
+    """A file link whose signature is missing, malformed or does not match."""
+
+    status, code, type = 403, "invalid_signature", "invalid_request_error"
+    default_message = "The link's signature is not valid."
+
+
+class UrlExpired(GatewayError):
+    """A correctly signed file link past its ``expires`` time."""
+
+    status, code, type = 403, "url_expired", "invalid_request_error"
+    default_message = "The link has expired. Request the image again for a new link."
+
+
+class RangeNotSatisfiable(GatewayError):
+    """A ``Range`` that selects no byte of the file; carries ``Content-Range: bytes */size``."""
+
+    status, code, type = 416, "range_not_satisfiable", "invalid_request_error"
+    default_message = "The requested range is not satisfiable."
+
+    def __init__(self, size: int) -> None:
+        super().__init__(
+            f"The requested range is not satisfiable: the file has {size} bytes.",
+            headers={"Content-Range": f"bytes */{size}"},
+        )
+        self.size = size
+
+
+class StorageUnavailable(GatewayError):
+    """The object store could not be reached or failed; nothing was stored or read."""
+
+    status, code, type = 503, "storage_unavailable", "server_error"
+    default_message = "The file store is temporarily unavailable. Please retry."

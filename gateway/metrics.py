@@ -169,6 +169,25 @@ class Metrics:
             "gateway_usage_flush_failures_total",
             "Failed usage flushes.",
         )
+        self.storage_operations = counter(
+            "gateway_storage_operations_total",
+            "File store calls by operation (put, get, stream, head, delete, list, sign) "
+            "and outcome (ok, not_found, error).",
+            ("op", "outcome"),
+        )
+        self.storage_seconds = histogram(
+            "gateway_storage_operation_duration_seconds",
+            "File store call latency (stream: the whole transfer of one file).",
+            ("op",),
+            _LATENCY_BUCKETS,
+        )
+        self.storage_stored_bytes = counter(
+            "gateway_storage_stored_bytes_total", "Bytes written to the file store."
+        )
+        self.storage_swept_objects = counter(
+            "gateway_storage_swept_objects_total",
+            "Files deleted from the file store for being past the retention.",
+        )
         self.dependency_errors = counter(
             "gateway_dependency_errors_total",
             "Errors talking to Redis or Postgres.",
@@ -201,6 +220,17 @@ class Metrics:
             )
         children[0].inc()
         children[1].observe(seconds)
+
+    def storage_operation(self, op: str, outcome: str, seconds: float) -> None:
+        """Count one file store call that took ``seconds``."""
+        self.labelled(self.storage_operations, op, outcome).inc()
+        self.labelled(self.storage_seconds, op).observe(seconds)
+
+    def storage_bytes(self, stored: int) -> None:
+        self.labelled(self.storage_stored_bytes).inc(stored)
+
+    def storage_swept(self, count: int) -> None:
+        self.labelled(self.storage_swept_objects).inc(count)
 
     def sync(self) -> None:
         """Hand what the local stand-ins hold to ``prometheus_client``."""

@@ -94,9 +94,12 @@ class GeneratedImage:
     __slots__ = ("_b64", "_data", "media_type", "revised_prompt")
 
     def __init__(
-        self, data: bytes, media_type: str = "image/png", revised_prompt: str | None = None
+        self,
+        data: bytes | bytearray,
+        media_type: str = "image/png",
+        revised_prompt: str | None = None,
     ) -> None:
-        self._data: bytes | None = data
+        self._data: bytes | bytearray | None = data
         self._b64: ImageBuffer | None = None
         self.media_type = media_type
         self.revised_prompt = revised_prompt
@@ -120,9 +123,17 @@ class GeneratedImage:
 
     @property
     def data(self) -> bytes:
-        """The image's bytes."""
-        if self._data is None:
-            self._data = base64_codec.decode(self._b64 or b"")
+        """The image's bytes (decoded from its base64, or made immutable, once)."""
+        data = self._data
+        if data is None:
+            data = self._data = base64_codec.decode(self._b64 or b"")
+        elif type(data) is not bytes:
+            data = self._data = bytes(data)
+        return data
+
+    @property
+    def raw(self) -> bytes | bytearray | None:
+        """The image's bytes if it holds them (not only their base64), else ``None``."""
         return self._data
 
     def encoded(self) -> ImageBuffer:
@@ -147,11 +158,17 @@ class GeneratedImage:
 class BackendContext:
     """What the gateway lends a backend while it runs."""
 
-    #: The process's shared ``aiohttp.ClientSession`` (image downloads, and any
-    #: backend that wants a general-purpose client).
+    #: The process's shared ``aiohttp.ClientSession`` for requests on behalf of
+    #: untrusted data: every connection it opens keeps to the egress policy (no
+    #: loopback, private or link-local addresses unless ``egress.allow`` lists them).
+    #: Calls to a backend's own configured URL belong on ``api``.
     http: Any = None
     #: The process's pooled client for API calls (a :class:`gateway.backends.h1.Client`).
     api: Any = None
+    #: The client for URLs that upstreams return (a
+    #: :class:`gateway.egress.client.EgressClient`): the policy at connect time,
+    #: redirects re-checked.
+    egress: Any = None
 
 
 class ImageBackend(abc.ABC):

@@ -31,7 +31,7 @@ from gateway.backends.upstream import (
     url_option,
 )
 from gateway.config import ConfigError
-from gateway.errors import UpstreamError, UpstreamRefused
+from gateway.errors import ContentPolicyViolation, UpstreamError, UpstreamRefused
 
 __all__ = ["GeminiBackend"]
 
@@ -133,11 +133,8 @@ def _images_from(payload: Any) -> list[GeneratedImage]:
         feedback = payload.get("promptFeedback")
         reason = feedback.get("blockReason") if isinstance(feedback, dict) else None
         if isinstance(reason, str) and _ENUM.match(reason):
-            raise UpstreamRefused(
-                f"The image backend refused the prompt ({reason}).",
-                param="prompt",
-                code="content_policy_violation" if reason in _POLICY_REASONS else None,
-            )
+            refused = ContentPolicyViolation if reason in _POLICY_REASONS else UpstreamRefused
+            raise refused(f"The image backend refused the prompt ({reason}).", param="prompt")
         raise UpstreamError("The image backend sent a malformed response.")
     candidate = candidates[0]
     if not isinstance(candidate, dict):
@@ -158,10 +155,7 @@ def _images_from(payload: Any) -> list[GeneratedImage]:
     if not images:
         reason = candidate.get("finishReason", candidate.get("finish_reason"))
         if isinstance(reason, str) and reason in _POLICY_REASONS:
-            raise UpstreamRefused(
-                f"The image backend refused to make the image ({reason}).",
-                code="content_policy_violation",
-            )
+            raise ContentPolicyViolation(f"The image backend refused to make the image ({reason}).")
         if isinstance(reason, str) and _ENUM.match(reason) and reason != "STOP":
             raise UpstreamError(f"The image backend made no image ({reason}).")
         raise UpstreamError("The image backend made no image.")

@@ -69,16 +69,13 @@ def image_from_bytes(
 ) -> GeneratedImage:
     """An image the upstream sent; :class:`UpstreamError` unless it is a PNG/JPEG/WebP/GIF.
 
-    A ``bytearray`` is copied once into ``bytes`` (an image's :attr:`~GeneratedImage.data`
-    is immutable).
+    ``data`` is kept, not copied (a download's buffer is base64-encoded from there).
     """
     if len(data) > MAX_IMAGE_BYTES:
         raise UpstreamError(_TOO_LARGE)
     kind = media_type(data)
     if kind is None:
         raise UpstreamError(_MALFORMED_IMAGE)
-    if type(data) is not bytes:
-        data = bytes(data)
     return GeneratedImage(data, media_type=kind, revised_prompt=revised_prompt)
 
 

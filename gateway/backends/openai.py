@@ -2,9 +2,10 @@
 
 ``POST {base_url}/images/generations`` with ``{"model", "prompt", "n", "size",
 "response_format": "b64_json"}``; images come back as ``data[].b64_json``, or as
-``data[].url``, which is downloaded (without credentials, at most 20 MB).
-``revised_prompt`` is kept. ``gpt-image-*`` models always answer in base64 and refuse a
-``response_format``, so none is sent for them.
+``data[].url``, which is downloaded without credentials, at most 20 MB, under the egress
+policy (no loopback, private or link-local targets unless ``egress.allow`` lists them;
+see :mod:`gateway.egress`). ``revised_prompt`` is kept. ``gpt-image-*`` models always
+answer in base64 and refuse a ``response_format``, so none is sent for them.
 
 Options: ``base_url`` (default ``https://api.openai.com/v1``), ``api_key_env`` (the
 environment variable holding the upstream's key, sent as ``Authorization: Bearer``;

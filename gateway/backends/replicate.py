@@ -3,8 +3,9 @@
 ``submit`` creates the prediction (``POST {base_url}/models/{model}/predictions``, or
 ``POST {base_url}/predictions`` with a ``version``) in sync mode (``Prefer: wait=N``),
 so a fast model is done in one round trip; ``poll`` reads it (``urls.get``), ``cancel``
-stops it (``urls.cancel``). Output URLs are downloaded without credentials. The key goes
-only to ``base_url``'s own host: ``urls`` elsewhere are ignored for the ``base_url`` ones.
+stops it (``urls.cancel``). Output URLs are downloaded without credentials, under the
+egress policy (:mod:`gateway.egress`). The key goes only to ``base_url``'s own host:
+``urls`` elsewhere are ignored for the ``base_url`` ones.
 
 Options: ``base_url`` (default ``https://api.replicate.com/v1``), ``api_key_env``
 (required), ``model`` (``owner/name``) or ``version`` (exactly one), ``sizes``,
@@ -38,7 +39,7 @@ from gateway.backends.upstream import (
     url_option,
 )
 from gateway.config import ConfigError
-from gateway.errors import UpstreamError
+from gateway.errors import ContentPolicyViolation, UpstreamError
 
 __all__ = ["ReplicateBackend"]
 
@@ -177,7 +178,7 @@ class ReplicateBackend(JobBackend):
             if isinstance(error, str) and error.strip():
                 detail = upstream.sanitize(error)
                 refused = refusal(detail)
-                if refused.code == "content_policy_violation":  # the request's own fault
+                if isinstance(refused, ContentPolicyViolation):  # the request's own fault
                     return JobStatus(JobState.FAILED, error=refused.message, refused=refused)
                 message = f"The image backend failed: {detail}"
             else:

@@ -20,6 +20,11 @@
   (:meth:`ImageBackend.images_per_call`) is split into parallel calls, each with its
   own retries; the images of the calls that succeed are delivered (and only they are
   charged).
+* **Images are images** — every image is checked
+  (:func:`~gateway.media.inspect.inspect_image`: container structure, checksums,
+  dimensions; no pixel decoding) before it is delivered, so before it is charged.
+  Malformed ones are dropped and logged; when none is left the call is an
+  :class:`UpstreamError`, which counts against the breaker like any upstream fault.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -41,11 +47,16 @@ from gateway.errors import (
     UpstreamRefused,
     UpstreamTimeout,
 )
+from gateway.media.inspect import MalformedImage, inspect_image
 
 __all__ = ["BackendUnavailable", "BreakerState", "GuardedBackend"]
 
+log = logging.getLogger("gateway.backends")
+
 #: Seeds run from 0 to 2**63 - 1; a fanned-out call's seed wraps within that range.
 _SEED_RANGE = 2**63
+#: Calls whose images hold more pixels than this are checked in a worker thread.
+_INLINE_PIXELS = 512 * 512
 
 
 class BackendUnavailable(ServiceUnavailable):
@@ -119,6 +130,8 @@ class GuardedBackend:
                 images = await self._fan_out(request, per_call, deadline)
             else:
                 images = await self._call(request, deadline)
+            if images:
+                images = await self._well_formed(request, images)
         except BackendUnavailable:
             raise
         except UpstreamRefused:
@@ -174,6 +187,28 @@ class GuardedBackend:
                 raise error
         raise errors[0]
 
+    async def _well_formed(
+        self, request: ImageRequest, images: list[GeneratedImage]
+    ) -> list[GeneratedImage]:
+        """The images that are well-formed; :class:`UpstreamError` if none is."""
+        if request.width * request.height * len(images) <= _INLINE_PIXELS:
+            faults = _inspect_all(images)
+        else:  # decoding base64 and checksums of large images: off the event loop
+            faults = await asyncio.to_thread(_inspect_all, images)
+        if not any(faults):
+            return images
+        log.warning(
+            "backend %s: dropped %d of %d images as malformed: %s",
+            self.name,
+            sum(1 for fault in faults if fault),
+            len(images),
+            "; ".join(sorted({fault for fault in faults if fault})),
+        )
+        kept = [image for image, fault in zip(images, faults, strict=True) if not fault]
+        if not kept:
+            raise UpstreamError("The image backend sent a malformed image.")
+        return kept
+
     async def _within_slot(self, request: ImageRequest, deadline: float) -> list[GeneratedImage]:
         assert self._slots is not None
         if self._slots.locked() and self._waiting >= self._settings.max_queue:
@@ -227,3 +262,16 @@ class GuardedBackend:
                 raise UpstreamError(f"The image backend failed ({type(exc).__name__}).") from exc
             finally:
                 timer.cancel()
+
+
+def _inspect_all(images: list[GeneratedImage]) -> list[str]:
+    """For each image, why it is malformed (``""`` if it is not); sets its media type."""
+    faults = []
+    for image in images:
+        try:
+            image.media_type = inspect_image(image.data).media_type
+        except MalformedImage as exc:
+            faults.append(str(exc))
+        else:
+            faults.append("")
+    return faults

@@ -7,6 +7,12 @@ or a URL, and at most a short, cleaned excerpt of what the upstream said.
 
 Credentials go only to the API's own URLs. Image downloads carry no credentials, and
 API calls do not follow redirects, so a key never travels to another host.
+
+Image URLs come from the upstream's answer, so they are untrusted: they are fetched
+through the :class:`~gateway.egress.client.EgressClient` (the egress policy checked at
+connect time, redirects re-checked), and whatever goes wrong answers with one fixed
+message, :data:`IMAGE_FETCH_FAILED`, that tells nothing about the target; the detail
+goes to the log.
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import aiohttp
 import msgspec
 import orjson
 
@@ -33,9 +38,18 @@ from gateway.backends.image_data import (
     image_from_json_string,
 )
 from gateway.config import ConfigError
-from gateway.errors import GatewayError, UpstreamError, UpstreamRefused, UpstreamTimeout
+from gateway.egress.client import EgressClient, EgressError, redact_url
+from gateway.errors import (
+    ContentPolicyViolation,
+    GatewayError,
+    UpstreamError,
+    UpstreamRefused,
+    UpstreamTimeout,
+)
+from gateway.media.inspect import MalformedImage, inspect_image
 
 __all__ = [
+    "IMAGE_FETCH_FAILED",
     "MAX_IMAGE_BYTES",
     "REFUSED_STATUSES",
     "RETRYABLE_STATUSES",
@@ -70,6 +84,8 @@ _KEY_LIKE = re.compile(
     r"(?i)(?:bearer|basic)\s+\S+|\bsk-[a-z0-9_-]{8,}|\br8_[a-z0-9]{8,}|\bAIza[0-9a-z_-]{20,}"
 )
 _MALFORMED = "The image backend sent a malformed response."
+#: The one answer to any failed image download: it must not help map the network.
+IMAGE_FETCH_FAILED = "The image backend returned an image URL that could not be fetched."
 
 
 # -- options -------------------------------------------------------------------------
@@ -228,31 +244,6 @@ async def gather_successes(name: str, calls: Sequence[Awaitable[T]]) -> list[T]:
     return successes
 
 
-async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytearray:
-    """The body in one buffer, or :class:`UpstreamError` once it is past ``limit``.
-
-    Sized from ``Content-Length`` when there is one (a body longer than it announced is
-    cut there), grown as it arrives otherwise; pieces are copied in as they come, never
-    gathered in a list and joined.
-    """
-    too_large = "The image backend sent a response that is too large."
-    announced = response.content_length
-    if announced is not None and announced > limit:
-        raise UpstreamError(too_large)
-    # A content coding (undone by aiohttp) makes the announced length the coded one.
-    body = bytearray(0 if "Content-Encoding" in response.headers else announced or 0)
-    size = 0
-    async for piece in response.content.iter_any():
-        end = size + len(piece)
-        if end > limit:
-            raise UpstreamError(too_large)
-        body[size:end] = piece
-        size = end
-    if size != len(body):  # aiohttp raises first when a sized body is cut short
-        raise UpstreamError("The image backend sent an incomplete image.")
-    return body
-
-
 def refusal(detail: str | None, payload: Any = None) -> UpstreamRefused:
     """The client's 4xx for an upstream that refused the request itself.
 
@@ -266,11 +257,10 @@ def refusal(detail: str | None, payload: Any = None) -> UpstreamRefused:
     param = error.get("param")
     param = param if isinstance(param, str) and _PARAM.fullmatch(param) else None
     if codes & _POLICY_CODES or (detail and _POLICY_WORDS.search(detail)):
-        return UpstreamRefused(
+        return ContentPolicyViolation(
             "The image backend refused the request under its content policy"
             + (f": {detail}" if detail else "."),
             param=param,
-            code="content_policy_violation",
         )
     return UpstreamRefused(
         "The image backend refused the request" + (f": {detail}" if detail else "."),
@@ -306,10 +296,10 @@ class Upstream:
     """One upstream API as a backend sees it: the shared clients, credentials, deadline.
 
     API calls go through the gateway's lean HTTP/1.1 client (:mod:`gateway.backends.h1`);
-    image downloads, which follow redirects, through the shared ``aiohttp`` session.
+    image downloads, which follow redirects, through the egress client.
 
     Args:
-        context: What the gateway lends the backend (both HTTP clients).
+        context: What the gateway lends the backend (its HTTP clients).
         name: The backend's name, for logs.
         timeout_seconds: The backend's ``timeout_seconds``; each exchange gets
             :func:`call_timeout` of it.
@@ -329,13 +319,12 @@ class Upstream:
         secrets: Sequence[str] = (),
         credentials_rejected: Callable[[Any], bool] | None = None,
     ) -> None:
-        if context.api is None or context.http is None:
-            raise ValueError("BackendContext needs both its HTTP clients (api and http)")
+        if context.api is None or context.egress is None:
+            raise ValueError("BackendContext needs its HTTP clients (api and egress)")
         self._api: h1.Client = context.api
-        self._http: aiohttp.ClientSession = context.http
+        self._egress: EgressClient = context.egress
         self._name = name
         self._timeout = call_timeout(timeout_seconds)
-        self._client_timeout = aiohttp.ClientTimeout(total=self._timeout)
         self._headers = dict(headers or {})
         self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self._secrets = tuple(s for s in secrets if s)
@@ -412,31 +401,36 @@ class Upstream:
     ) -> GeneratedImage:
         """Fetch an image the upstream points at (http(s) or a ``data:`` URL).
 
-        No credentials are sent; at most :data:`MAX_IMAGE_BYTES` are read.
+        No credentials are sent; at most :data:`MAX_IMAGE_BYTES` are read; the egress
+        policy decides where the connection may go.
+
+        Raises:
+            UpstreamError: with :data:`IMAGE_FETCH_FAILED`, whatever went wrong (a
+                refused address or redirect, a connection error, a timeout, a status
+                other than 200, too large, not a well-formed image); the log says
+                what, without the URL's query.
         """
         if not isinstance(url, str):
             raise UpstreamError(_MALFORMED)
         if url.startswith("data:"):
             return image_from_base64(url, revised_prompt=revised_prompt)
-        if urlsplit(url).scheme not in ("http", "https"):
-            raise UpstreamError("The image backend sent an image URL that cannot be fetched.")
         try:
-            async with self._http.get(
-                url, max_redirects=5, timeout=self._client_timeout
-            ) as response:
-                if response.status != 200:
-                    raise UpstreamError(
-                        f"Fetching an image from the image backend failed with HTTP"
-                        f" {response.status}."
-                    )
-                data = await _read_limited(response, MAX_IMAGE_BYTES)
-        except TimeoutError:
-            raise UpstreamTimeout() from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(
-                f"Fetching an image from the image backend failed ({type(exc).__name__})."
-            ) from None
-        return image_from_bytes(data, revised_prompt=revised_prompt)
+            response = await self._egress.get(
+                url, max_bytes=MAX_IMAGE_BYTES, max_seconds=self._timeout
+            )
+            if response.status != 200:
+                raise EgressError(f"HTTP {response.status}")
+            inspect_image(response.body)
+        except (EgressError, MalformedImage) as exc:
+            reason = self.sanitize(str(exc))
+        except Exception as exc:  # one answer for any failure; the class name is enough
+            reason = f"unexpected {type(exc).__name__}"
+        else:
+            return image_from_bytes(response.body, revised_prompt=revised_prompt)
+        log.warning(
+            "backend %s: image download from %s failed: %s", self._name, redact_url(url), reason
+        )
+        raise UpstreamError(IMAGE_FETCH_FAILED)
 
     def _status_error(self, response: h1.Response) -> UpstreamError | UpstreamRefused:
         status = response.status

@@ -13,25 +13,24 @@ from gateway.db.keys import keys_of_user
 from gateway.db.pool import connection
 from gateway.db.usage import day_of_date, usage_of_user
 from gateway.db.users import create_user, login_record
-from gateway.http.responses import json_response, read_json_object
+from gateway.http.body import decode_body
+from gateway.http.responses import json_response
+from gateway.http.schemas.accounts import (
+    EMAIL_MESSAGE,
+    Credentials,
+    Login,
+    Me,
+    PlanLimits,
+    TodayUsage,
+    Token,
+    User,
+)
 from gateway.http.token_auth import current_user
-from gateway.http.validate import email_field, has_control_characters
+from gateway.http.validate import has_control_characters, normal_email
 from gateway.services import SERVICES, Services
 from gateway.usage.live import live_counts
 
 __all__ = ["login", "me", "register", "today_images", "utc_today"]
-
-MIN_PASSWORD, MAX_PASSWORD = 8, 128
-
-
-def _password(body: dict[str, Any]) -> str:
-    value = body.get("password")
-    if not isinstance(value, str) or not MIN_PASSWORD <= len(value) <= MAX_PASSWORD:
-        raise errors.InvalidRequest(
-            f"'password' must be a string of {MIN_PASSWORD} to {MAX_PASSWORD} characters.",
-            param="password",
-        )
-    return value
 
 
 async def register(request: web.Request) -> web.Response:
@@ -40,21 +39,16 @@ async def register(request: web.Request) -> web.Response:
     await services.ip_throttle.hit(
         "register", services.client_ip.of(request), auth.register_per_minute_per_ip
     )
-    body = await read_json_object(request, services.config.server)
-    email = email_field(body)
-    password_hash = await services.passwords.hash(_password(body))
+    body = await decode_body(request, Credentials, services.config.server)
+    email = normal_email(body.email, EMAIL_MESSAGE)
+    password_hash = await services.passwords.hash(body.password)
     async with connection(services.pool) as conn:
         try:
             user = await create_user(conn, email, services.config.default_plan, password_hash)
         except asyncpg.UniqueViolationError:
             raise errors.EmailTaken() from None
     return json_response(
-        {
-            "id": str(user["id"]),
-            "email": user["email"],
-            "plan": user["plan"],
-            "created_at": user["created_at"].isoformat(),
-        },
+        User(id=user["id"], email=user["email"], plan=user["plan"], created_at=user["created_at"]),
         status=201,
     )
 
@@ -65,11 +59,8 @@ async def login(request: web.Request) -> web.Response:
     await services.ip_throttle.hit(
         "login", services.client_ip.of(request), auth.login_per_minute_per_ip
     )
-    body = await read_json_object(request, services.config.server)
-    raw_email, password = body.get("email"), body.get("password")
-    if not isinstance(raw_email, str) or not isinstance(password, str):
-        raise errors.InvalidRequest("'email' and 'password' are required strings.")
-    email = raw_email.strip().lower()
+    body = await decode_body(request, Login, services.config.server)
+    email, password = body.email.strip().lower(), body.password
     if has_control_characters(email) or len(email) > 254:
         raise errors.InvalidCredentials()  # no such account can exist
     await services.login_guard.check(email)
@@ -84,11 +75,11 @@ async def login(request: web.Request) -> web.Response:
     if not user["is_active"]:
         raise errors.AccountDisabled("This account is disabled.")
     return json_response(
-        {
-            "access_token": services.tokens.issue(str(user["id"])),
-            "token_type": "bearer",
-            "expires_in": services.tokens.ttl_seconds,
-        }
+        Token(
+            access_token=services.tokens.issue(str(user["id"])),
+            token_type="bearer",  # noqa: S106 (the scheme's name, no secret)
+            expires_in=services.tokens.ttl_seconds,
+        )
     )
 
 
@@ -121,17 +112,17 @@ async def me(request: web.Request) -> web.Response:
         keys = await keys_of_user(conn, user["id"])
         counts = await today_images(services, conn, user["id"], [k["id"] for k in keys])
     return json_response(
-        {
-            "id": str(user["id"]),
-            "email": user["email"],
-            "plan": user["plan"],
-            "is_active": user["is_active"],
-            "created_at": user["created_at"].isoformat(),
-            "limits": {
-                "requests_per_minute": plan.requests_per_minute,
-                "images_per_day": plan.images_per_day,
-                "max_images_per_request": plan.max_images_per_request,
-            },
-            "usage": {"today": sum(counts.values())},
-        }
+        Me(
+            id=user["id"],
+            email=user["email"],
+            plan=user["plan"],
+            is_active=user["is_active"],
+            created_at=user["created_at"],
+            limits=PlanLimits(
+                requests_per_minute=plan.requests_per_minute,
+                images_per_day=plan.images_per_day,
+                max_images_per_request=plan.max_images_per_request,
+            ),
+            usage=TodayUsage(today=sum(counts.values())),
+        )
     )

@@ -10,8 +10,10 @@ import hmac
 import logging
 from typing import Any
 
+import msgspec
 import orjson
 from aiohttp import web
+from msgspec import UNSET
 
 from gateway import errors
 from gateway.db import keys as db_keys
@@ -20,18 +22,36 @@ from gateway.db.audit import record_admin_change
 from gateway.db.pool import connection
 from gateway.db.usage import usage_by_key_for_day
 from gateway.http.accounts import today_images, utc_today
-from gateway.http.keys_api import key_json
-from gateway.http.responses import json_response, read_json_object
+from gateway.http.body import decode_body
+from gateway.http.responses import json_response
+from gateway.http.schemas.admin import (
+    AdminKey,
+    AdminKeyChange,
+    AdminUsage,
+    AdminUserChange,
+    AdminUserDetail,
+    AdminUserList,
+    KeyImages,
+    UserImages,
+    admin_user_of,
+)
+from gateway.http.schemas.keys import key_of
 from gateway.http.token_auth import bearer_token
-from gateway.http.validate import has_control_characters, int_field, path_uuid, query_date
+from gateway.http.validate import has_control_characters, path_uuid, query_date
 from gateway.services import SERVICES, Services
 
-__all__ = ["setup_admin_routes"]
+__all__ = [
+    "find_users",
+    "get_user",
+    "no_such_admin_route",
+    "patch_key",
+    "patch_user",
+    "usage_for_day",
+]
 
 log = logging.getLogger("gateway.admin")
 
 ACTOR = "admin-token"
-MAX_LIMIT = 10**9
 
 
 def _authorise(request: web.Request) -> Services:
@@ -45,17 +65,6 @@ def _authorise(request: web.Request) -> Services:
     return services
 
 
-def _user_json(user: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": str(user["id"]),
-        "email": user["email"],
-        "plan": user["plan"],
-        "is_active": user["is_active"],
-        "created_at": user["created_at"].isoformat(),
-        "updated_at": user["updated_at"].isoformat(),
-    }
-
-
 async def _audit(conn: Any, action: str, target: Any, details: dict[str, Any]) -> None:
     await record_admin_change(conn, actor=ACTOR, action=action, target_id=target, details=details)
     log.warning(
@@ -65,6 +74,13 @@ async def _audit(conn: Any, action: str, target: Any, details: dict[str, Any]) -
         target,
         orjson.dumps(details).decode(),
     )
+
+
+def _given(change: AdminUserChange | AdminKeyChange) -> dict[str, Any]:
+    """The fields a change sends (``null`` included), by name."""
+    return {
+        name: value for name, value in msgspec.structs.asdict(change).items() if value is not UNSET
+    }
 
 
 async def find_users(request: web.Request) -> web.Response:
@@ -78,7 +94,7 @@ async def find_users(request: web.Request) -> web.Response:
             users = [user] if user is not None else []
         else:
             users = await db_users.list_users(conn)
-    return json_response({"data": [_user_json(u) for u in users]})
+    return json_response(AdminUserList(data=[admin_user_of(u) for u in users]))
 
 
 async def get_user(request: web.Request) -> web.Response:
@@ -90,27 +106,25 @@ async def get_user(request: web.Request) -> web.Response:
             raise errors.NotFound("No such user.")
         keys = await db_keys.keys_of_user(conn, user_id)
         counts = await today_images(services, conn, user_id, [k["id"] for k in keys])
-    body = _user_json(user)
-    body["keys"] = [key_json(k) for k in keys]
-    body["usage_today"] = sum(counts.values())
-    return json_response(body)
+    return json_response(
+        AdminUserDetail(
+            **msgspec.structs.asdict(admin_user_of(user)),
+            keys=[key_of(k) for k in keys],
+            usage_today=sum(counts.values()),
+        )
+    )
 
 
 async def patch_user(request: web.Request) -> web.Response:
     services = _authorise(request)
     user_id = path_uuid(request.match_info["id"])
-    body = await read_json_object(request, services.config.server)
-    changes: dict[str, Any] = {}
-    if "plan" in body:
-        if not isinstance(body["plan"], str) or body["plan"] not in services.config.plans:
-            raise errors.InvalidRequest(
-                f"'plan' must be one of: {', '.join(services.config.plans)}.", param="plan"
-            )
-        changes["plan"] = body["plan"]
-    if "is_active" in body:
-        if not isinstance(body["is_active"], bool):
-            raise errors.InvalidRequest("'is_active' must be true or false.", param="is_active")
-        changes["is_active"] = body["is_active"]
+    plans = {"plans": ", ".join(services.config.plans)}
+    body = await decode_body(request, AdminUserChange, services.config.server, plans)
+    changes: dict[str, Any] = _given(body)
+    if body.plan is not UNSET and body.plan not in services.config.plans:
+        raise errors.InvalidRequest(
+            AdminUserChange.messages["plan"].format_map(plans), param="plan"
+        )
     if not changes:
         raise errors.InvalidRequest("Nothing to change: send 'plan' and/or 'is_active'.")
     async with connection(services.pool) as conn, conn.transaction():
@@ -120,21 +134,14 @@ async def patch_user(request: web.Request) -> web.Response:
         await _audit(conn, "update_user", user_id, changes)
         hashes = await db_keys.key_hashes_of_user(conn, user_id)
     await services.keys.invalidate(hashes)
-    return json_response(_user_json(user))
+    return json_response(admin_user_of(user))
 
 
 async def patch_key(request: web.Request) -> web.Response:
     services = _authorise(request)
     key_id = path_uuid(request.match_info["id"])
-    body = await read_json_object(request, services.config.server)
-    changes: dict[str, Any] = {}
-    for name in ("requests_per_minute", "images_per_day"):
-        if name in body:
-            changes[name] = int_field(body, name, least=1, most=MAX_LIMIT, nullable=True)
-    if "is_active" in body:
-        if not isinstance(body["is_active"], bool):
-            raise errors.InvalidRequest("'is_active' must be true or false.", param="is_active")
-        changes["is_active"] = body["is_active"]
+    body = await decode_body(request, AdminKeyChange, services.config.server)
+    changes = _given(body)
     if not changes:
         raise errors.InvalidRequest(
             "Nothing to change: send 'requests_per_minute', 'images_per_day' or 'is_active'."
@@ -145,11 +152,14 @@ async def patch_key(request: web.Request) -> web.Response:
         row = await db_keys.update_key(conn, key_id, **changes)
         await _audit(conn, "update_key", key_id, changes)
     await services.keys.invalidate([row["key_hash"]])
-    body = key_json(row)
-    body["user_id"] = str(row["user_id"])
-    body["requests_per_minute"] = row["requests_per_minute"]
-    body["images_per_day"] = row["images_per_day"]
-    return json_response(body)
+    return json_response(
+        AdminKey(
+            **msgspec.structs.asdict(key_of(row)),
+            user_id=row["user_id"],
+            requests_per_minute=row["requests_per_minute"],
+            images_per_day=row["images_per_day"],
+        )
+    )
 
 
 async def usage_for_day(request: web.Request) -> web.Response:
@@ -165,27 +175,19 @@ async def usage_for_day(request: web.Request) -> web.Response:
             raise errors.ServiceUnavailable("Usage could not be brought up to date.") from exc
     async with connection(services.pool) as conn:
         rows = await usage_by_key_for_day(conn, date)
-    users: dict[str, dict[str, Any]] = {}
+    users: dict[Any, UserImages] = {}
     for row in rows:
-        entry = users.setdefault(
-            str(row["user_id"]),
-            {"user_id": str(row["user_id"]), "email": row["email"], "images": 0},
-        )
-        entry["images"] += row["images"]
+        entry = users.get(row["user_id"])
+        if entry is None:
+            entry = users[row["user_id"]] = UserImages(row["user_id"], row["email"], 0)
+        entry.images += row["images"]
     return json_response(
-        {
-            "date": date.isoformat(),
-            "users": list(users.values()),
-            "keys": [
-                {
-                    "api_key_id": str(row["api_key_id"]),
-                    "user_id": str(row["user_id"]),
-                    "images": row["images"],
-                }
-                for row in rows
-            ],
-            "total": sum(row["images"] for row in rows),
-        }
+        AdminUsage(
+            date=date,
+            users=list(users.values()),
+            keys=[KeyImages(row["api_key_id"], row["user_id"], row["images"]) for row in rows],
+            total=sum(row["images"] for row in rows),
+        )
     )
 
 
@@ -193,12 +195,3 @@ async def no_such_admin_route(request: web.Request) -> web.Response:
     """Any other method or path under /admin: 404 (when off, nothing hints it exists)."""
     _authorise(request)
     raise errors.NotFound()
-
-
-def setup_admin_routes(app: web.Application) -> None:
-    app.router.add_get("/admin/users", find_users)
-    app.router.add_get("/admin/users/{id}", get_user)
-    app.router.add_patch("/admin/users/{id}", patch_user)
-    app.router.add_patch("/admin/keys/{id}", patch_key)
-    app.router.add_get("/admin/usage", usage_for_day)
-    app.router.add_route("*", "/admin{tail:(/.*)?}", no_such_admin_route)

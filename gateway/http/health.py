@@ -9,6 +9,9 @@ from aiohttp import web
 
 from gateway.http.api_key_auth import authenticate
 from gateway.http.responses import json_response
+from gateway.http.schemas.errors import ErrorDetail
+from gateway.http.schemas.health import Health, NotReady, Readiness, ReadyChecks
+from gateway.http.schemas.images import Model, ModelList
 from gateway.metrics import CONTENT_TYPE_LATEST
 from gateway.services import SERVICES
 
@@ -19,7 +22,7 @@ _CHECK_TIMEOUT = 2.0
 
 async def healthz(request: web.Request) -> web.Response:
     """The process is up and serving."""
-    return json_response({"status": "ok"})
+    return json_response(Health(status="ok"))
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -39,15 +42,10 @@ async def readyz(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     if services.draining:
         return json_response(
-            {
-                "status": "draining",
-                "error": {
-                    "message": "Shutting down: not taking new requests.",
-                    "type": "server_error",
-                    "param": None,
-                    "code": "service_unavailable",
-                },
-            },
+            NotReady(
+                status="draining",
+                error=_unavailable("Shutting down: not taking new requests."),
+            ),
             status=503,
         )
 
@@ -67,38 +65,37 @@ async def readyz(request: web.Request) -> web.Response:
             checks[name] = f"unreachable: {type(exc).__name__}"
     down = [name for name, state in checks.items() if state != "ok"]
     if not down:
-        return json_response({"status": "ready", "checks": checks})
+        return json_response(Readiness(status="ready", checks=ReadyChecks("ok", "ok")))
     return json_response(
-        {
-            "status": "unavailable",
-            "checks": checks,
-            "error": {
-                "message": f"Not ready: {' and '.join(down)} unreachable.",
-                "type": "server_error",
-                "param": None,
-                "code": "service_unavailable",
-            },
-        },
+        NotReady(
+            status="unavailable",
+            checks=checks,
+            error=_unavailable(f"Not ready: {' and '.join(down)} unreachable."),
+        ),
         status=503,
     )
+
+
+def _unavailable(message: str) -> ErrorDetail:
+    return ErrorDetail(message, "server_error", None, "service_unavailable")
 
 
 async def list_models(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     await authenticate(request, services.keys, services.config.keys.prefix, services.wall_clock())
     return json_response(
-        {
-            "object": "list",
-            "data": [
-                {
-                    "id": model,
-                    "object": "model",
-                    "created": 0,
-                    "owned_by": "image-gateway",
-                    "backends": [guarded.name for guarded in chain],
-                    "sizes": list(chain[0].backend.size_names),
-                }
+        ModelList(
+            object="list",
+            data=[
+                Model(
+                    id=model,
+                    object="model",
+                    created=0,
+                    owned_by="image-gateway",
+                    backends=[guarded.name for guarded in chain],
+                    sizes=list(chain[0].backend.size_names),
+                )
                 for model, chain in services.router.models.items()
             ],
-        }
+        )
     )

@@ -1,6 +1,11 @@
 """``POST /v1/images/generations`` (and ``/v1/generate``): the hot path, top to bottom.
 
 authenticate -> validate -> admit (one Redis round trip) -> upstream -> settle -> respond.
+
+The body is decoded straight from its bytes into a :class:`GenerationRequest` (msgspec),
+which validates it as it goes: about 0.4 µs for a typical body, where ``orjson.loads``
+alone took 0.65 µs before the dict checks; decode + validate as a whole went from 4.0 to
+3.7 µs (interleaved micro-benchmark, best of 40 rounds, on the shared 2-core machine).
 """
 
 from __future__ import annotations
@@ -11,18 +16,25 @@ import math
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from gateway import errors
 from gateway.backends.base import GeneratedImage, ImageRequest, parse_size
 from gateway.backends.resilience import GuardedBackend
 from gateway.http.api_key_auth import authenticate
+from gateway.http.body import decode_body
 from gateway.http.middlewares import LOG_FIELDS, REQUEST_ID
 from gateway.http.ratelimit_headers import rate_limit_headers
-from gateway.http.relay import ImagesResponse, images_body
-from gateway.http.responses import read_json_object
+from gateway.http.relay import ImagesResponse, relay_pieces
+from gateway.http.schemas.images import (
+    DEFAULT_SIZE,
+    GenerationRequest,
+    GenerationResponse,
+    ImageData,
+    ImageUsage,
+)
 from gateway.keys.cache import KeyRecord
 from gateway.limits.decision import ADMITTED, OVER_QUOTA, RATE_LIMITED
 from gateway.metrics import Metrics
@@ -31,12 +43,13 @@ from gateway.services import SERVICES, Services
 __all__ = ["GenerationParams", "generate_images", "parse_generation"]
 
 log = logging.getLogger(__name__)
+_encode = msgspec.json.Encoder().encode
 
 _OUTCOMES = {ADMITTED: "admitted", RATE_LIMITED: "rate_limited", OVER_QUOTA: "quota_exceeded"}
-
-MAX_PROMPT_CHARS = 4000
-MAX_SEED = 2**63 - 1
-DEFAULT_SIZE = "1024x1024"
+_STREAMING = (
+    "Streaming is not supported yet; send 'stream': false (or leave it out) to get "
+    "the images in one response."
+)
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field
@@ -47,60 +60,35 @@ class GenerationParams:
     request: ImageRequest
 
 
-def _optional_text(body: dict[str, Any], name: str) -> str | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > MAX_PROMPT_CHARS:
-        raise errors.InvalidRequest(
-            f"'{name}' must be a string of at most {MAX_PROMPT_CHARS} characters.", param=name
-        )
-    return value
-
-
 def parse_generation(
-    body: dict[str, Any], services: Services, record: KeyRecord, request_id: str
+    body: GenerationRequest, services: Services, record: KeyRecord, request_id: str
 ) -> GenerationParams:
-    """Validate a generation request body; raises the 400/404 error naming the field."""
-    prompt = body.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise errors.InvalidRequest("'prompt' is required: a non-empty string.", param="prompt")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise errors.InvalidRequest(
-            f"'prompt' must be at most {MAX_PROMPT_CHARS} characters.", param="prompt"
-        )
+    """What the type does not check: the plan's most images, the model, its sizes (and
+    the type's two patterns, see :class:`GenerationRequest`).
 
+    Raises the 400/404 error naming the field, with the type's messages.
+    """
+    messages = GenerationRequest.messages
+    if body.prompt.isspace():
+        raise errors.InvalidRequest(messages["prompt"], param="prompt")
+    if body.stream:
+        raise errors.InvalidRequest(_STREAMING, param="stream")
     most = record.max_images_per_request
-    n = body.get("n", 1)
-    if n is None:
-        n = 1
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= most:
-        raise errors.InvalidRequest(f"'n' must be a whole number from 1 to {most}.", param="n")
+    n = 1 if body.n is None else body.n
+    if n > most:
+        raise errors.InvalidRequest(messages["n"].format(most=most), param="n")
 
-    response_format = body.get("response_format")
-    if response_format not in (None, "b64_json"):
-        raise errors.InvalidRequest(
-            "'response_format' must be 'b64_json'; 'url' is not supported.",
-            param="response_format",
-        )
-
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise errors.InvalidRequest("'model' must be a string.", param="model")
+    model = body.model
     routed = services.router.for_model(model)
     if routed is None:
         raise errors.ModelNotFound(f"The model '{model}' does not exist.", param="model")
     model_name, chain = routed
     backend = chain[0].backend
 
-    size = body.get("size")
-    if size is None:
-        size = DEFAULT_SIZE
-    dims = parse_size(size) if isinstance(size, str) else None
+    size = DEFAULT_SIZE if body.size is None else body.size
+    dims = parse_size(size)
     if dims is None:
-        raise errors.InvalidRequest(
-            "'size' must be 'WIDTHxHEIGHT', e.g. '1024x1024'.", param="size"
-        )
+        raise errors.InvalidRequest(messages["size"], param="size")
     if not backend.supports_size(*dims):
         raise errors.InvalidRequest(
             f"'size' {size} is not available for model '{model_name}'; "
@@ -108,25 +96,17 @@ def parse_generation(
             param="size",
         )
 
-    seed = body.get("seed")
-    if seed is not None and (
-        isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED
-    ):
-        raise errors.InvalidRequest(
-            f"'seed' must be a whole number from 0 to {MAX_SEED}.", param="seed"
-        )
-
     return GenerationParams(
         model=model_name,
         chain=chain,
         request=ImageRequest(
-            prompt=prompt,
+            prompt=body.prompt,
             n=n,
             width=dims[0],
             height=dims[1],
             model=model_name,
-            seed=seed,
-            negative_prompt=_optional_text(body, "negative_prompt"),
+            seed=body.seed,
+            negative_prompt=body.negative_prompt,
             request_id=request_id,
         ),
     )
@@ -178,7 +158,9 @@ async def generate_images(request: web.Request) -> web.StreamResponse:
     now = services.wall_clock()
 
     record = await authenticate(request, services.keys, config.keys.prefix, now)
-    body = await read_json_object(request, config.server)
+    body = await decode_body(
+        request, GenerationRequest, config.server, {"most": record.max_images_per_request}
+    )
     params = parse_generation(body, services, record, request_id)
     n = params.request.n
 
@@ -236,8 +218,14 @@ async def generate_images(request: web.Request) -> web.StreamResponse:
     try:
         headers = rate_limit_headers(decision, decision.images_used - (n - len(delivered)))
         headers["X-Gateway-Backend"] = backend_name  # which backend answered (fallbacks)
+        answer = GenerationResponse(
+            created=int(now),
+            model=params.model,
+            data=[ImageData("", image.revised_prompt) for image in delivered],
+            usage=ImageUsage(len(delivered)),
+        )
         return ImagesResponse(
-            pieces=images_body(int(now), params.model, delivered),
+            pieces=relay_pieces(_encode(answer), delivered),
             headers=headers,
             on_send=partial(admission.delivered, decision),
         )

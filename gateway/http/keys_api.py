@@ -3,59 +3,39 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from aiohttp import web
 
 from gateway import errors
 from gateway.db import keys as db
 from gateway.db.pool import connection
-from gateway.http.responses import json_response, read_json_object
+from gateway.http.body import decode_body
+from gateway.http.responses import json_response
+from gateway.http.schemas.keys import (
+    EXPIRES_AT_MESSAGE,
+    KeyList,
+    NewKey,
+    Rotation,
+    created_key,
+    key_of,
+)
 from gateway.http.token_auth import current_user
-from gateway.http.validate import future_datetime_field, int_field, path_uuid, text_field
+from gateway.http.validate import future_instant, path_uuid
 from gateway.keys import issue
 from gateway.keys.issue import issue_key
 from gateway.services import SERVICES
 
-__all__ = ["create_key", "key_json", "list_keys", "revoke_key", "rotate_key"]
-
-MAX_GRACE_SECONDS = 7 * 86400
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def key_json(row: dict[str, Any]) -> dict[str, Any]:
-    """A key as the API shows it: never the key itself, never its hash."""
-    return {
-        "id": str(row["id"]),
-        "name": row["name"],
-        "prefix": row["prefix"],
-        "is_active": row["is_active"],
-        "created_at": _iso(row["created_at"]),
-        "last_used_at": _iso(row["last_used_at"]),
-        "expires_at": _iso(row["expires_at"]),
-    }
-
-
-def _created_json(key: str, row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": str(row["id"]),
-        "name": row["name"],
-        "key": key,
-        "prefix": row["prefix"],
-        "created_at": _iso(row["created_at"]),
-        "expires_at": _iso(row["expires_at"]),
-    }
+__all__ = ["create_key", "list_keys", "revoke_key", "rotate_key"]
 
 
 async def create_key(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     user = await current_user(request, services)
-    body = await read_json_object(request, services.config.server)
-    name = text_field(body, "name")
-    expires_at = future_datetime_field(body, "expires_at", services.wall_clock())
+    body = await decode_body(request, NewKey, services.config.server)
+    name = body.name
+    expires_at = future_instant(
+        body.expires_at, "expires_at", services.wall_clock(), EXPIRES_AT_MESSAGE
+    )
     async with connection(services.pool) as conn, conn.transaction():
         # One key creation per user at a time, so the cap holds under concurrency.
         await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user["id"])
@@ -71,7 +51,7 @@ async def create_key(request: web.Request) -> web.Response:
             name=name,
             expires_at=expires_at,
         )
-    return json_response(_created_json(key, row), status=201)
+    return json_response(created_key(key, row), status=201)
 
 
 async def list_keys(request: web.Request) -> web.Response:
@@ -79,7 +59,7 @@ async def list_keys(request: web.Request) -> web.Response:
     user = await current_user(request, services)
     async with connection(services.pool) as conn:
         rows = await db.keys_of_user(conn, user["id"])
-    return json_response({"data": [key_json(row) for row in rows]})
+    return json_response(KeyList(data=[key_of(row) for row in rows]))
 
 
 async def revoke_key(request: web.Request) -> web.Response:
@@ -103,10 +83,10 @@ async def rotate_key(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     user = await current_user(request, services)
     key_id = path_uuid(request.match_info["id"])
-    body: dict[str, Any] = {}
+    body = Rotation()
     if request.can_read_body:
-        body = await read_json_object(request, services.config.server)
-    grace = int_field(body, "grace_seconds", least=0, most=MAX_GRACE_SECONDS, nullable=True)
+        body = await decode_body(request, Rotation, services.config.server)
+    grace = body.grace_seconds
     now = dt.datetime.fromtimestamp(services.wall_clock(), dt.UTC)
     async with connection(services.pool) as conn, conn.transaction():
         key, row, old_hash = await issue.rotate_key(
@@ -118,4 +98,4 @@ async def rotate_key(request: web.Request) -> web.Response:
             now=now,
         )
     await services.keys.invalidate([old_hash])
-    return json_response(_created_json(key, row), status=201)
+    return json_response(created_key(key, row), status=201)

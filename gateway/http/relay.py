@@ -1,13 +1,14 @@
 """The images response: the upstream's base64 bytes written to the client as they are.
 
 An images answer is a few hundred bytes of JSON around megabytes of base64. Building it
-as a Python object and encoding it (``orjson.dumps``) copies every image into the
+as a Python object and encoding it copies every image into a ``str`` and then into the
 encoder's output, and aiohttp joins that with the head before writing (on Python
 before 3.12.9 it never hands the transport a list of buffers), so a 1.4 MB image was
 held three times over per request in flight. :class:`ImagesResponse` instead writes a
-list of buffers: the fixed JSON pieces, made once per response, and between them each
-image's base64 as it came (:meth:`GeneratedImage.encoded`: a view of the buffer the
-upstream's answer was read into). So:
+list of buffers (:func:`relay_pieces`): the JSON around the images, encoded once by the
+contract's own type with each image left empty, and in those slots each image's base64
+as it came (:meth:`GeneratedImage.encoded`: a view of the buffer the upstream's answer
+was read into). So:
 
 * **Copies**: between the upstream socket and the client socket an image's bytes are
   copied by the kernel into the answer's buffer, and by the kernel out of it; nothing
@@ -32,28 +33,36 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
 from gateway.backends.base import GeneratedImage, ImageBuffer
 
-__all__ = ["ImagesResponse", "images_body"]
+__all__ = ["ImagesResponse", "relay_pieces"]
 
 
-def images_body(created: int, model: str, images: Sequence[GeneratedImage]) -> list[ImageBuffer]:
-    """The answer ``{"created", "model", "data": [{"b64_json", "revised_prompt"}],
-    "usage": {"images"}}`` as buffers: small JSON pieces around each image's base64.
+#: How the contract's encoder writes an image whose ``b64_json`` is empty. The sequence
+#: cannot occur inside a JSON string (its quotes would be escaped), so each occurrence
+#: is an image's slot.
+_EMPTY_SLOT = b'"b64_json":""'
+_SLOT_OPEN = b'"b64_json":"'
 
-    Byte for byte what ``orjson.dumps`` writes for the same object.
+
+def relay_pieces(encoded: bytes, images: Sequence[GeneratedImage]) -> list[ImageBuffer]:
+    """The answer as buffers: ``encoded`` (the response encoded with every image's
+    ``b64_json`` empty) cut at those slots, each image's base64 between the pieces.
+
+    So the JSON around the images is written by the contract's own type and encoder,
+    once, and the result is byte for byte what encoding it with the images would give.
     """
-    pieces: list[ImageBuffer] = []
-    opening = b'{"created":%d,"model":%s,"data":[' % (created, orjson.dumps(model))
-    for image in images:
-        pieces.append(opening + b'{"b64_json":"')
+    parts = encoded.split(_EMPTY_SLOT)
+    if len(parts) != len(images) + 1:
+        raise ValueError("one empty b64_json slot per image expected")
+    pieces: list[ImageBuffer] = [parts[0] + _SLOT_OPEN]
+    for image, part in zip(images, parts[1:], strict=True):
         pieces.append(image.encoded())
-        opening = b'","revised_prompt":%s},' % orjson.dumps(image.revised_prompt)
-    pieces.append(opening[:-1] + b'],"usage":{"images":%d}}' % len(images))
+        pieces.append(b'"' + part + _SLOT_OPEN)
+    pieces[-1] = pieces[-1][: -len(_SLOT_OPEN)]
     return pieces
 
 

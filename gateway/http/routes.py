@@ -1,40 +1,26 @@
-"""Every route of the gateway, in one table."""
+"""The router: every operation of :data:`~gateway.http.operations.OPERATIONS`, and the
+few routes outside the API description."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.http import accounts, keys_api
-from gateway.http.admin import setup_admin_routes
-from gateway.http.health import healthz, list_models, metrics, readyz
-from gateway.http.images import generate_images
-from gateway.http.openapi import DOCS_STATIC_DIR, docs_page, openapi_json
-from gateway.http.usage_api import read_usage
+from gateway.http.admin import no_such_admin_route
+from gateway.http.docs import API_DOCUMENT, DOCS_STATIC_DIR, ApiDocument, docs_page
+from gateway.http.openapi import build_openapi
+from gateway.http.operations import OPERATIONS
 
 __all__ = ["setup_routes"]
 
 
 def setup_routes(app: web.Application) -> None:
-    # The data plane (API keys).
-    app.router.add_post("/v1/images/generations", generate_images)
-    app.router.add_post("/v1/generate", generate_images)
-    app.router.add_get("/v1/models", list_models)
-    # The account plane (access tokens).
-    app.router.add_post("/v1/auth/register", accounts.register)
-    app.router.add_post("/v1/auth/login", accounts.login)
-    app.router.add_get("/v1/me", accounts.me)
-    app.router.add_post("/v1/keys", keys_api.create_key)
-    app.router.add_get("/v1/keys", keys_api.list_keys)
-    app.router.add_delete("/v1/keys/{id}", keys_api.revoke_key)
-    app.router.add_post("/v1/keys/{id}/rotate", keys_api.rotate_key)
-    app.router.add_get("/v1/usage", read_usage)
-    # Operators.
-    setup_admin_routes(app)
-    # Health.
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    # The API description.
-    app.router.add_get("/openapi.json", openapi_json())
+    for operation in OPERATIONS:
+        if operation.method == "GET":
+            app.router.add_get(operation.path, operation.handler)  # and HEAD
+        else:
+            app.router.add_route(operation.method, operation.path, operation.handler)
+    # Any other method or path under /admin: 404 (when off, nothing hints it exists).
+    app.router.add_route("*", "/admin{tail:(/.*)?}", no_such_admin_route)
     app.router.add_get("/docs", docs_page)
     app.router.add_static("/docs/static", DOCS_STATIC_DIR)
+    app[API_DOCUMENT] = ApiDocument(build_openapi)

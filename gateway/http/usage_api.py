@@ -13,14 +13,12 @@ from gateway.db.pool import connection
 from gateway.db.usage import usage_of_user
 from gateway.http.accounts import today_images, utc_today
 from gateway.http.responses import json_response
+from gateway.http.schemas.usage import DEFAULT_DAYS, MAX_DAYS, Usage, UsageDay
 from gateway.http.token_auth import current_user
 from gateway.http.validate import query_date
 from gateway.services import SERVICES
 
 __all__ = ["read_usage"]
-
-DEFAULT_DAYS = 30
-MAX_DAYS = 366
 
 
 async def read_usage(request: web.Request) -> web.Response:
@@ -54,7 +52,7 @@ async def read_usage(request: web.Request) -> web.Response:
                 if images or (today, kid) in counts:
                     counts[(today, kid)] = images
     data = [
-        {"date": date.isoformat(), "api_key_id": kid, "images": images}
+        UsageDay(date=date, api_key_id=uuid.UUID(kid), images=images)
         for (date, kid), images in sorted(counts.items())
     ]
-    return json_response({"data": data, "total": sum(counts.values())})
+    return json_response(Usage(data=data, total=sum(counts.values())))

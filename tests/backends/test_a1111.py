@@ -7,9 +7,8 @@ import pytest
 from gateway.backends.a1111 import A1111Backend
 from gateway.backends.base import BackendContext
 from gateway.config import ConfigError
-from tests.backends.cases import A1111_PASSWORD, A1111_USER, image_request
-from tests.backends.conftest import Serve
-from tests.backends.fakes import A1111Fake, decode_png
+from tests.support.backend_cases import A1111_PASSWORD, A1111_USER, image_request
+from tests.support.providers import A1111Fake, Serve, decode_png
 
 
 @pytest.fixture

@@ -16,9 +16,8 @@ import pytest
 from gateway.backends.base import BackendContext
 from gateway.config import ConfigError
 from gateway.errors import UpstreamError, UpstreamRefused
-from tests.backends.cases import CASES, Case, image_request
-from tests.backends.conftest import Serve
-from tests.backends.fakes import FakeUpstream, decode_png
+from tests.support.backend_cases import CASES, Case, image_request
+from tests.support.providers import ProviderFake, Serve, decode_png
 
 
 @pytest.fixture(params=CASES, ids=[case.id for case in CASES])
@@ -30,11 +29,11 @@ def case(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Cas
 
 
 @pytest.fixture
-async def fake(case: Case, serve: Serve) -> FakeUpstream:
+async def fake(case: Case, serve: Serve) -> ProviderFake:
     return await serve(case.make_fake())
 
 
-async def test_one_image(case: Case, fake: FakeUpstream, context: BackendContext) -> None:
+async def test_one_image(case: Case, fake: ProviderFake, context: BackendContext) -> None:
     backend = await case.started(fake, context)
     request = image_request(n=1)
 
@@ -47,7 +46,7 @@ async def test_one_image(case: Case, fake: FakeUpstream, context: BackendContext
     case.check_request(call, request)
 
 
-async def test_several_images(case: Case, fake: FakeUpstream, context: BackendContext) -> None:
+async def test_several_images(case: Case, fake: ProviderFake, context: BackendContext) -> None:
     backend = await case.started(fake, context)
     request = image_request(n=3, seed=42)
 
@@ -61,8 +60,8 @@ async def test_several_images(case: Case, fake: FakeUpstream, context: BackendCo
     case.check_request(calls[0], request)
 
 
-async def test_refused_request_is_the_requests_own_fault_without_the_credential(
-    case: Case, fake: FakeUpstream, context: BackendContext
+async def test_refused_request_is_an_upstream_error_without_the_credential(
+    case: Case, fake: ProviderFake, context: BackendContext
 ) -> None:
     backend = await case.started(fake, context)
     fake.mode = "bad_request"
@@ -78,7 +77,7 @@ async def test_refused_request_is_the_requests_own_fault_without_the_credential(
 
 
 async def test_rejected_credentials(
-    case: Case, fake: FakeUpstream, context: BackendContext
+    case: Case, fake: ProviderFake, context: BackendContext
 ) -> None:
     backend = await case.started(fake, context)
     fake.mode = "unauthorized"
@@ -100,7 +99,7 @@ async def test_rejected_credentials(
 )
 async def test_upstream_failure_is_an_upstream_error(
     case: Case,
-    fake: FakeUpstream,
+    fake: ProviderFake,
     context: BackendContext,
     mode: str,
     status: int,
@@ -118,7 +117,7 @@ async def test_upstream_failure_is_an_upstream_error(
 
 
 async def test_unreachable_upstream_is_a_retryable_upstream_error(
-    case: Case, fake: FakeUpstream, context: BackendContext
+    case: Case, fake: ProviderFake, context: BackendContext
 ) -> None:
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
@@ -136,7 +135,7 @@ async def test_unreachable_upstream_is_a_retryable_upstream_error(
 
 @pytest.mark.parametrize("mode", ["not_json", "no_images"])
 async def test_malformed_answer_is_an_upstream_error(
-    case: Case, fake: FakeUpstream, context: BackendContext, mode: str
+    case: Case, fake: ProviderFake, context: BackendContext, mode: str
 ) -> None:
     backend = await case.started(fake, context)
     fake.mode = mode
@@ -148,7 +147,7 @@ async def test_malformed_answer_is_an_upstream_error(
 
 
 async def test_hanging_upstream_ends_with_the_callers_timeout(
-    case: Case, fake: FakeUpstream, context: BackendContext
+    case: Case, fake: ProviderFake, context: BackendContext
 ) -> None:
     backend = await case.started(fake, context)
     fake.mode = "hang"
@@ -161,7 +160,7 @@ async def test_hanging_upstream_ends_with_the_callers_timeout(
 
 
 async def test_only_the_upstream_credentials_are_sent(
-    case: Case, fake: FakeUpstream, context: BackendContext
+    case: Case, fake: ProviderFake, context: BackendContext
 ) -> None:
     backend = await case.started(fake, context)
 
@@ -185,14 +184,14 @@ async def test_only_the_upstream_credentials_are_sent(
     ],
 )
 async def test_bad_option_names_its_key(
-    case: Case, fake: FakeUpstream, options: dict[str, object], key: str
+    case: Case, fake: ProviderFake, options: dict[str, object], key: str
 ) -> None:
     with pytest.raises(ConfigError, match=rf"^backends\.x\.{key}: "):
         case.backend(fake, **options)
 
 
 async def test_credentials_in_base_url_are_refused_without_echoing_them(
-    case: Case, fake: FakeUpstream
+    case: Case, fake: ProviderFake
 ) -> None:
     with pytest.raises(ConfigError, match=r"^backends\.x\.base_url: ") as caught:
         case.backend(fake, base_url="https://admin:hunter2@images.example/v1")
@@ -201,7 +200,7 @@ async def test_credentials_in_base_url_are_refused_without_echoing_them(
 
 
 async def test_a_credential_pasted_instead_of_a_variable_name_is_not_echoed(
-    case: Case, fake: FakeUpstream
+    case: Case, fake: ProviderFake
 ) -> None:
     pasted = case.env[case.credential_env]
     with pytest.raises(ConfigError, match=rf"^backends\.x\.{case.credential_option}: ") as caught:
@@ -212,7 +211,7 @@ async def test_a_credential_pasted_instead_of_a_variable_name_is_not_echoed(
 
 async def test_missing_credential_variable_fails_at_start(
     case: Case,
-    fake: FakeUpstream,
+    fake: ProviderFake,
     context: BackendContext,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

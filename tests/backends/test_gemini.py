@@ -10,9 +10,8 @@ from gateway.backends.base import BackendContext
 from gateway.backends.gemini import GeminiBackend, aspect_ratio
 from gateway.config import ConfigError
 from gateway.errors import UpstreamError, UpstreamRefused
-from tests.backends.cases import GEMINI_KEY, image_request
-from tests.backends.conftest import Serve
-from tests.backends.fakes import GeminiFake, decode_png
+from tests.support.backend_cases import GEMINI_KEY, image_request
+from tests.support.providers import GeminiFake, Serve, decode_png
 
 
 @pytest.fixture

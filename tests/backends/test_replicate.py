@@ -10,9 +10,8 @@ from gateway.backends.base import BackendContext
 from gateway.backends.replicate import ReplicateBackend
 from gateway.config import ConfigError
 from gateway.errors import UpstreamRefused, UpstreamTimeout
-from tests.backends.cases import REPLICATE_KEY, image_request
-from tests.backends.conftest import Serve
-from tests.backends.fakes import ReplicateFake, decode_png
+from tests.support.backend_cases import REPLICATE_KEY, image_request
+from tests.support.providers import ReplicateFake, Serve, decode_png
 
 
 @pytest.fixture

@@ -1,0 +1,453 @@
+"""Every operation of the gateway, declared once: the router (:mod:`gateway.http.routes`)
+serves this table and the API description (:mod:`gateway.http.openapi`) is built from it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway import errors
+from gateway.http import accounts, admin, keys_api
+from gateway.http.contract import (
+    ACCOUNT_DISABLED,
+    INVALID_REQUEST,
+    NOT_FOUND,
+    SERVICE_UNAVAILABLE,
+    THROTTLED,
+    Answer,
+    Auth,
+    DocFacts,
+    Failure,
+    Operation,
+    Param,
+)
+from gateway.http.docs import openapi_json
+from gateway.http.health import healthz, list_models, metrics, readyz
+from gateway.http.images import generate_images
+from gateway.http.schemas import accounts as account_types
+from gateway.http.schemas import admin as admin_types
+from gateway.http.schemas import health as health_types
+from gateway.http.schemas import images as image_types
+from gateway.http.schemas import keys as key_types
+from gateway.http.schemas import usage as usage_types
+from gateway.http.usage_api import read_usage
+
+__all__ = ["OPERATIONS", "RATE_LIMIT_HEADERS"]
+
+RATE_LIMIT_HEADERS = (
+    "RateLimit-Policy",
+    "RateLimit",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-images",
+    "x-ratelimit-remaining-images",
+    "x-ratelimit-reset-images",
+)
+_UUID = {"type": "string", "format": "uuid"}
+_DATE = {"type": "string", "format": "date"}
+_ID = Param("id", "path", _UUID, "A UUID; anything else is 404.", required=True)
+_A_KEY_ID = "0b7e6f1c-3d2a-4e59-8c1b-2f4a6d8e9c01"
+_CREDENTIALS = {"email": "ada@example.com", "password": "correct horse battery"}
+
+
+def _generation_example(facts: DocFacts) -> dict[str, Any]:
+    return {"prompt": "a lighthouse at dawn", "n": 1, "size": facts.example_size}
+
+
+def _generation(path: str, operation_id: str, alias: str) -> Operation:
+    return Operation(
+        "POST",
+        path,
+        generate_images,
+        operation_id,
+        "images",
+        "Generate images" + alias,
+        Auth.API_KEY,
+        answers=(
+            Answer(
+                200,
+                "The images, base64 PNG. Only images delivered are charged.",
+                image_types.GenerationResponse,
+                lambda facts: {
+                    "created": 1767225600,
+                    "model": facts.config.default_model,
+                    "data": [{"b64_json": "iVBORw0KGgo=", "revised_prompt": None}],
+                    "usage": {"images": 1},
+                },
+                headers=(*RATE_LIMIT_HEADERS, "X-Gateway-Backend"),
+            ),
+        ),
+        failures=(
+            Failure(
+                400,
+                (errors.InvalidRequest, errors.UpstreamRefused, errors.ContentPolicyViolation),
+                "A bad field (`param` names it), or the backend refused the request itself:"
+                " `content_policy_violation`, or `invalid_request` naming the param it blamed."
+                " Nothing is charged, and no other backend is tried.",
+                param="n",
+            ),
+            Failure(
+                404,
+                (errors.ModelNotFound,),
+                "The model is not one of `GET /v1/models`.",
+                param="model",
+            ),
+            Failure(
+                429,
+                (errors.RateLimitExceeded, errors.DailyQuotaExceeded),
+                "Over the key's rate limit (requests in any 60 s) or its daily image quota.",
+                headers=(*RATE_LIMIT_HEADERS, "Retry-After"),
+            ),
+            Failure(
+                502,
+                (errors.UpstreamError,),
+                "The backend failed or sent something malformed; nothing is charged.",
+            ),
+            Failure(
+                504,
+                (errors.UpstreamTimeout,),
+                "The backend passed its `timeout_seconds`; nothing is charged.",
+            ),
+        ),
+        body=image_types.GenerationRequest,
+        body_example=_generation_example,
+        description="OpenAI's Images API: the official SDKs work unchanged. The key's rate"
+        " limit and daily quota are checked and the images reserved in one atomic step;"
+        " the rate-limit headers come with every 200 and 429. `stream: true` is refused"
+        " (400, before anything is charged).",
+    )
+
+
+def _created_key_answer(description: str) -> Answer:
+    return Answer(
+        201,
+        description,
+        key_types.CreatedKey,
+        lambda facts: {
+            "id": _A_KEY_ID,
+            "name": "laptop",
+            "key": f"{facts.config.keys.prefix}Xq3Z9pLm2Rt7Vw4Ks8Dn1Bc6Fh0Jg5Ya7Ue2Qo",
+            "prefix": f"{facts.config.keys.prefix}Xq3Z...e2Qo",
+            "created_at": "2026-01-01T12:00:00Z",
+            "expires_at": None,
+        },
+    )
+
+
+OPERATIONS: tuple[Operation, ...] = (
+    # The data plane (API keys).
+    _generation("/v1/images/generations", "createImage", ""),
+    _generation("/v1/generate", "generate", " (an alias of /v1/images/generations)"),
+    Operation(
+        "GET",
+        "/v1/models",
+        list_models,
+        "listModels",
+        "images",
+        "The model names clients may send",
+        Auth.API_KEY,
+        answers=(Answer(200, "The models.", image_types.ModelList),),
+    ),
+    # The account plane (access tokens).
+    Operation(
+        "POST",
+        "/v1/auth/register",
+        accounts.register,
+        "register",
+        "accounts",
+        "Create an account",
+        Auth.NONE,
+        answers=(
+            Answer(
+                201,
+                "The new user, on the default plan.",
+                account_types.User,
+                lambda facts: {
+                    "id": "6a1f3c9e-2b7d-4f80-a5c4-1e9d8b7c6a50",
+                    "email": "ada@example.com",
+                    "plan": facts.config.default_plan,
+                    "created_at": "2026-01-01T12:00:00Z",
+                },
+            ),
+        ),
+        failures=(
+            THROTTLED,
+            Failure(409, (errors.EmailTaken,), "An account with this email exists."),
+        ),
+        body=account_types.Credentials,
+        body_example=_CREDENTIALS,
+        description="Limited per client IP (`auth.register_per_minute_per_ip`).",
+    ),
+    Operation(
+        "POST",
+        "/v1/auth/login",
+        accounts.login,
+        "login",
+        "accounts",
+        "Get an access token",
+        Auth.NONE,
+        answers=(
+            Answer(
+                200,
+                "A bearer access token (JWT).",
+                account_types.Token,
+                lambda facts: {
+                    "access_token": "eyJhbGciOiJIUzI1NiIsImtpZCI6Ii4uLiJ9.e30.c2ln",
+                    "token_type": "bearer",
+                    "expires_in": facts.config.auth.token_ttl_seconds,
+                },
+            ),
+        ),
+        failures=(
+            ACCOUNT_DISABLED,
+            THROTTLED,
+            Failure(
+                401,
+                (errors.InvalidCredentials,),
+                "Unknown email or wrong password (the same answer, in the same time).",
+            ),
+        ),
+        body=account_types.Login,
+        body_example=_CREDENTIALS,
+        description="Limited per client IP and, after repeated failures, per account"
+        " (1 s, 2 s, 4 s ... between attempts).",
+    ),
+    Operation(
+        "GET",
+        "/v1/me",
+        accounts.me,
+        "me",
+        "accounts",
+        "The caller's account, its plan's limits and today's usage",
+        Auth.ACCESS_TOKEN,
+        answers=(Answer(200, "The account.", account_types.Me),),
+    ),
+    Operation(
+        "POST",
+        "/v1/keys",
+        keys_api.create_key,
+        "createKey",
+        "keys",
+        "Create an API key",
+        Auth.ACCESS_TOKEN,
+        answers=(_created_key_answer("The new key: the only time it is shown whole."),),
+        failures=(
+            Failure(
+                409,
+                (errors.TooManyKeys,),
+                lambda facts: (
+                    "The account holds `auth.max_keys_per_user`"
+                    f" ({facts.config.auth.max_keys_per_user}) active keys."
+                ),
+            ),
+        ),
+        body=key_types.NewKey,
+        body_example={"name": "laptop"},
+    ),
+    Operation(
+        "GET",
+        "/v1/keys",
+        keys_api.list_keys,
+        "listKeys",
+        "keys",
+        "The caller's API keys (never the keys themselves)",
+        Auth.ACCESS_TOKEN,
+        answers=(Answer(200, "The keys.", key_types.KeyList),),
+    ),
+    Operation(
+        "DELETE",
+        "/v1/keys/{id}",
+        keys_api.revoke_key,
+        "revokeKey",
+        "keys",
+        "Revoke a key, in every gateway process at once",
+        Auth.ACCESS_TOKEN,
+        answers=(Answer(204, "Revoked."),),
+        failures=(NOT_FOUND,),
+        parameters=(_ID,),
+        description="Someone else's key, or an unknown one, is 404.",
+    ),
+    Operation(
+        "POST",
+        "/v1/keys/{id}/rotate",
+        keys_api.rotate_key,
+        "rotateKey",
+        "keys",
+        "Replace a key with a new one",
+        Auth.ACCESS_TOKEN,
+        answers=(_created_key_answer("The new key: the only time it is shown whole."),),
+        failures=(
+            NOT_FOUND,
+            Failure(
+                409,
+                (errors.KeyAlreadyRotated,),
+                "The key was already rotated: rotate its successor.",
+            ),
+        ),
+        body=key_types.Rotation,
+        body_required=False,
+        body_example={"grace_seconds": 3600},
+        parameters=(_ID,),
+        description="The new key keeps the old one's name, expiry and limits; the old one"
+        " works until `grace_seconds` pass. An inactive or expired key is 404; a key"
+        " rotated before is 409.",
+    ),
+    Operation(
+        "GET",
+        "/v1/usage",
+        read_usage,
+        "readUsage",
+        "usage",
+        "Images per key per UTC day, today's live counts included",
+        Auth.ACCESS_TOKEN,
+        answers=(
+            Answer(
+                200,
+                "The days that have images.",
+                usage_types.Usage,
+                {
+                    "data": [{"date": "2026-01-01", "api_key_id": _A_KEY_ID, "images": 12}],
+                    "total": 12,
+                },
+            ),
+        ),
+        failures=(
+            INVALID_REQUEST,
+            Failure(404, (errors.NotFound,), "`key_id` is not one of the caller's keys."),
+        ),
+        parameters=(
+            Param("start", "query", _DATE, "First day; default: 29 days before `end`."),
+            Param("end", "query", _DATE, "Last day; default: today (UTC)."),
+            Param("key_id", "query", _UUID, "Only this key's usage."),
+        ),
+        description=f"The range may cover at most {usage_types.MAX_DAYS} days.",
+    ),
+    # Operators.
+    Operation(
+        "GET",
+        "/admin/users",
+        admin.find_users,
+        "adminFindUsers",
+        "admin",
+        "Find a user, or list the first 100",
+        Auth.ADMIN_TOKEN,
+        answers=(Answer(200, "The users.", admin_types.AdminUserList),),
+        failures=(INVALID_REQUEST,),
+        parameters=(
+            Param(
+                "email",
+                "query",
+                {"type": "string"},
+                "Find one user by email; without it, the first 100 users.",
+            ),
+        ),
+    ),
+    Operation(
+        "GET",
+        "/admin/users/{id}",
+        admin.get_user,
+        "adminGetUser",
+        "admin",
+        "A user with its keys and today's images",
+        Auth.ADMIN_TOKEN,
+        answers=(Answer(200, "The user.", admin_types.AdminUserDetail),),
+        parameters=(_ID,),
+    ),
+    Operation(
+        "PATCH",
+        "/admin/users/{id}",
+        admin.patch_user,
+        "adminUpdateUser",
+        "admin",
+        "Change a user's plan or disable it",
+        Auth.ADMIN_TOKEN,
+        answers=(Answer(200, "The user, changed.", admin_types.AdminUser),),
+        body=admin_types.AdminUserChange,
+        body_example=lambda facts: {"plan": facts.config.default_plan},
+        parameters=(_ID,),
+        description="Audited; takes effect in every gateway process at once.",
+    ),
+    Operation(
+        "PATCH",
+        "/admin/keys/{id}",
+        admin.patch_key,
+        "adminUpdateKey",
+        "admin",
+        "Override a key's limits, or disable it",
+        Auth.ADMIN_TOKEN,
+        answers=(Answer(200, "The key, changed.", admin_types.AdminKey),),
+        body=admin_types.AdminKeyChange,
+        body_example={"requests_per_minute": 120},
+        parameters=(_ID,),
+        description="Audited; takes effect in every gateway process at once.",
+    ),
+    Operation(
+        "GET",
+        "/admin/usage",
+        admin.usage_for_day,
+        "adminUsage",
+        "admin",
+        "Per-user and per-key totals for one UTC day",
+        Auth.ADMIN_TOKEN,
+        answers=(Answer(200, "The day's usage.", admin_types.AdminUsage),),
+        failures=(
+            INVALID_REQUEST,
+            SERVICE_UNAVAILABLE,
+        ),
+        parameters=(Param("date", "query", _DATE, "The day, YYYY-MM-DD.", required=True),),
+    ),
+    # Health.
+    Operation(
+        "GET",
+        "/healthz",
+        healthz,
+        "healthz",
+        "operations",
+        "The process is up",
+        Auth.NONE,
+        answers=(Answer(200, "Up.", health_types.Health, {"status": "ok"}),),
+    ),
+    Operation(
+        "GET",
+        "/readyz",
+        readyz,
+        "readyz",
+        "operations",
+        "Postgres and Redis are reachable",
+        Auth.NONE,
+        answers=(
+            Answer(200, "Ready.", health_types.Readiness),
+            Answer(
+                503, "Not ready, or draining: the body names what is down.", health_types.NotReady
+            ),
+        ),
+    ),
+    Operation(
+        "GET",
+        "/metrics",
+        metrics,
+        "metrics",
+        "operations",
+        "Prometheus metrics, summed over every worker process",
+        Auth.NONE,
+        answers=(
+            Answer(
+                200,
+                "Prometheus text format. Keep it off public routes.",
+                media_type="text/plain",
+                raw_schema={"type": "string"},
+            ),
+        ),
+    ),
+    # The API description.
+    Operation(
+        "GET",
+        "/openapi.json",
+        openapi_json,
+        "openapi",
+        "operations",
+        "This document",
+        Auth.NONE,
+        answers=(Answer(200, "OpenAPI 3.1.", raw_schema={"type": "object"}),),
+    ),
+)

@@ -1,0 +1,93 @@
+"""Register, log in, the caller's account."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Annotated, ClassVar, Literal
+
+import msgspec
+from msgspec import Meta
+
+from gateway.http.schemas.base import Instant, RequestBody
+
+__all__ = [
+    "MAX_EMAIL",
+    "MAX_PASSWORD",
+    "MIN_PASSWORD",
+    "Credentials",
+    "Login",
+    "Me",
+    "PlanLimits",
+    "TodayUsage",
+    "Token",
+    "User",
+]
+
+MIN_PASSWORD, MAX_PASSWORD = 8, 128
+MAX_EMAIL = 254
+EMAIL_MESSAGE = "'email' must be a valid email address."
+
+
+class Credentials(RequestBody):
+    email: Annotated[
+        str,
+        Meta(
+            max_length=MAX_EMAIL,
+            pattern=r"^\s*[^@\s]+@[^@\s]+\.[^@\s]+\s*$",
+            description="Trimmed and lower-cased.",
+            extra_json_schema={"format": "email"},
+        ),
+    ]
+    password: Annotated[str, Meta(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)]
+
+    messages: ClassVar[Mapping[str, str]] = {
+        "email": EMAIL_MESSAGE,
+        "password": f"'password' must be a string of {MIN_PASSWORD} to {MAX_PASSWORD} characters.",
+    }
+
+
+class Login(RequestBody):
+    """Any strings: a wrong email or password is a 401, not a 400."""
+
+    email: str
+    password: str
+
+    messages: ClassVar[Mapping[str, str]] = {
+        "email": "'email' and 'password' are required strings.",
+        "password": "'email' and 'password' are required strings.",
+    }
+    names_field: ClassVar[bool] = False
+
+
+class User(msgspec.Struct):
+    id: uuid.UUID
+    email: str
+    plan: str
+    created_at: Instant
+
+
+class Token(msgspec.Struct):
+    access_token: str
+    token_type: Literal["bearer"]
+    expires_in: Annotated[int, Meta(ge=1, description="Seconds.")]
+
+
+class PlanLimits(msgspec.Struct):
+    requests_per_minute: Annotated[int, Meta(ge=0)]
+    images_per_day: Annotated[int, Meta(ge=0)]
+    max_images_per_request: Annotated[int, Meta(ge=0)]
+
+
+class TodayUsage(msgspec.Struct):
+    today: Annotated[int, Meta(ge=0)]
+
+
+class Me(msgspec.Struct):
+    id: uuid.UUID
+    email: str
+    plan: str
+    is_active: bool
+    created_at: Instant
+    limits: PlanLimits
+    usage: TodayUsage

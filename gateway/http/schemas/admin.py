@@ -1,0 +1,123 @@
+"""The admin API's bodies. A field left out of a change is left as it is (``UNSET``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from gateway.http.schemas.base import Instant, RequestBody
+from gateway.http.schemas.keys import Key
+
+__all__ = [
+    "MAX_LIMIT",
+    "AdminKey",
+    "AdminKeyChange",
+    "AdminUsage",
+    "AdminUser",
+    "AdminUserChange",
+    "AdminUserDetail",
+    "AdminUserList",
+    "KeyImages",
+    "UserImages",
+    "admin_user_of",
+]
+
+MAX_LIMIT = 10**9
+_IS_ACTIVE = "'is_active' must be true or false."
+_OVERRIDE = Meta(description="`null` clears the override (the plan's limit applies).")
+_LIMIT_MESSAGE = f" must be a whole number from 1 to {MAX_LIMIT} (or null)."
+
+
+class AdminUserChange(RequestBody):
+    plan: str | UnsetType = UNSET
+    is_active: bool | UnsetType = UNSET
+
+    messages: ClassVar[Mapping[str, str]] = {
+        "plan": "'plan' must be one of: {plans}.",
+        "is_active": _IS_ACTIVE,
+    }
+    schema_extra: ClassVar[Mapping[str, Any]] = {
+        "anyOf": [{"required": ["plan"]}, {"required": ["is_active"]}]
+    }
+
+
+class AdminKeyChange(RequestBody):
+    requests_per_minute: Annotated[
+        Annotated[int, Meta(ge=1, le=MAX_LIMIT)] | UnsetType | None, _OVERRIDE
+    ] = UNSET
+    images_per_day: Annotated[
+        Annotated[int, Meta(ge=1, le=MAX_LIMIT)] | UnsetType | None, _OVERRIDE
+    ] = UNSET
+    is_active: bool | UnsetType = UNSET
+
+    messages: ClassVar[Mapping[str, str]] = {
+        "requests_per_minute": "'requests_per_minute'" + _LIMIT_MESSAGE,
+        "images_per_day": "'images_per_day'" + _LIMIT_MESSAGE,
+        "is_active": _IS_ACTIVE,
+    }
+    schema_extra: ClassVar[Mapping[str, Any]] = {
+        "anyOf": [
+            {"required": ["requests_per_minute"]},
+            {"required": ["images_per_day"]},
+            {"required": ["is_active"]},
+        ]
+    }
+
+
+class AdminUser(msgspec.Struct):
+    id: uuid.UUID
+    email: str
+    plan: str
+    is_active: bool
+    created_at: Instant
+    updated_at: Instant
+
+
+class AdminUserList(msgspec.Struct):
+    data: list[AdminUser]
+
+
+class AdminUserDetail(AdminUser):
+    keys: list[Key]
+    usage_today: Annotated[int, Meta(ge=0)]
+
+
+class AdminKey(Key):
+    user_id: uuid.UUID
+    requests_per_minute: int | None
+    images_per_day: int | None
+
+
+class UserImages(msgspec.Struct):
+    user_id: uuid.UUID
+    email: str
+    images: Annotated[int, Meta(ge=0)]
+
+
+class KeyImages(msgspec.Struct):
+    api_key_id: uuid.UUID
+    user_id: uuid.UUID
+    images: Annotated[int, Meta(ge=0)]
+
+
+class AdminUsage(msgspec.Struct):
+    date: dt.date
+    users: list[UserImages]
+    keys: list[KeyImages]
+    total: Annotated[int, Meta(ge=0)]
+
+
+def admin_user_of(user: Mapping[str, Any]) -> AdminUser:
+    return AdminUser(
+        id=user["id"],
+        email=user["email"],
+        plan=user["plan"],
+        is_active=user["is_active"],
+        created_at=user["created_at"],
+        updated_at=user["updated_at"],
+    )

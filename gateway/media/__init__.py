@@ -1,0 +1,1 @@
+"""Image bytes: checking that what an upstream sent is really an image."""

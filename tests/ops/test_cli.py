@@ -1,0 +1,509 @@
+"""The ``gateway`` command, run for real as a subprocess: exit codes, output, rows."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import psycopg
+import pytest
+
+from gateway.db.pool import split_database_url
+from gateway.keys.format import display_prefix, hash_key, parse_key
+from tests.support.config import KEY_PREFIX, write_config
+from tests.support.gateway import Gateway, MakeKey
+from tests.support.paths import CONFIGS, ROOT
+from tests.support.processes import clean_env, gateway_command
+
+KEY_RE = re.compile(rf"^{KEY_PREFIX}[0-9A-Za-z]{{38}}$")
+UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+async def run_cli(*args: str, cwd: Path, **env: str) -> Result:
+    """Run ``python -m gateway ARGS`` in ``cwd`` with a clean environment plus ``env``."""
+    environ = clean_env(**env)
+    environ.pop("GATEWAY_MIGRATIONS", None)
+    if "GATEWAY_JWT_SECRET" not in env:
+        environ.pop("GATEWAY_JWT_SECRET", None)
+    process = await asyncio.create_subprocess_exec(
+        *gateway_command(*args),
+        cwd=cwd,
+        env=environ,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return Result(process.returncode, stdout.decode(), stderr.decode())
+
+
+@pytest.fixture
+def config_path(tmp_path: Path, raw_config: dict[str, Any]) -> Path:
+    return write_config(tmp_path / "config.yaml", raw_config)
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path) -> Path:
+    """A working directory with no config.yaml and no migrations/ in it."""
+    path = tmp_path / "elsewhere"
+    path.mkdir()
+    return path
+
+
+Cli = Callable[..., Awaitable[Result]]
+
+
+@pytest.fixture
+def cli(config_path: Path, elsewhere: Path) -> Cli:
+    """``await cli(*args, **env)``: the command with ``--config`` for the test's config."""
+
+    async def run(*args: str, **env: str) -> Result:
+        return await run_cli(*args, "--config", str(config_path), cwd=elsewhere, **env)
+
+    return run
+
+
+def unique_email(tag: str) -> str:
+    return f"cli-{tag}-{uuid.uuid4().hex[:10]}@example.com"
+
+
+async def insert_user(db: asyncpg.Connection, email: str, plan: str) -> uuid.UUID:
+    user_id: uuid.UUID = await db.fetchval(
+        "INSERT INTO users (email, plan) VALUES ($1, $2) RETURNING id", email, plan
+    )
+    return user_id
+
+
+# -- check-config and finding the config -----------------------------------------------
+#
+# Independent runs go out together (asyncio.gather): each is a fresh interpreter.
+
+CHECK_CONFIG_ERRORS = {
+    "unknown_plan_key.yaml": "plans.free.images_per_dya: unknown key",
+    "bool_for_int.yaml": "plans.free.max_images_per_request: must be a whole number",
+    "unset_env_var.yaml": "database.url: environment variable GATEWAY_TEST_NEVER_SET is not set",
+    # Found only when the backends are built, which check-config does too.
+    "backend_unknown_option.yaml": "backends.local.colour: unknown key",
+    "http_backend_without_base_url.yaml": "backends.remote.base_url: required, an http(s) URL",
+}
+
+
+async def test_check_config_accepts_a_good_file(cli: Cli):
+    result = await cli("check-config")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "config ok: 2 plans, 1 backends, 1 models\n"
+    assert result.stderr == ""
+
+
+async def test_check_config_rejects_bad_files_naming_the_key(elsewhere: Path):
+    names = list(CHECK_CONFIG_ERRORS)
+    results = await asyncio.gather(
+        *(run_cli("check-config", "--config", str(CONFIGS / n), cwd=elsewhere) for n in names)
+    )
+    got = {n: (r.returncode, r.stderr, r.stdout) for n, r in zip(names, results, strict=True)}
+    assert got == {n: (2, f"config error: {m}\n", "") for n, m in CHECK_CONFIG_ERRORS.items()}
+
+
+async def test_check_config_lists_known_backend_types(elsewhere: Path):
+    path = CONFIGS / "backend_unknown_type.yaml"
+    result = await run_cli("check-config", "--config", str(path), cwd=elsewhere)
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "config error: backends.gpu.type: unknown backend type 'comfyui' (known: "
+    )
+    assert "http" in result.stderr
+    assert "local" in result.stderr
+
+
+async def test_check_config_reports_a_non_string_default_plan(elsewhere: Path):
+    path = CONFIGS / "default_plan_list.yaml"
+    result = await run_cli("check-config", "--config", str(path), cwd=elsewhere)
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("config error: default_plan: ")
+    assert result.returncode == 2
+
+
+async def test_where_the_config_comes_from(config_path: Path, elsewhere: Path, tmp_path: Path):
+    bad = str(CONFIGS / "unknown_server_key.yaml")
+    missing = tmp_path / "missing.yaml"
+    runs = {
+        # No option, no variable: ./config.yaml, relative to the working directory.
+        "cwd": run_cli("check-config", cwd=config_path.parent),
+        "cwd-without-file": run_cli("check-config", cwd=elsewhere),
+        # GATEWAY_CONFIG names the file when --config is not given.
+        "variable": run_cli("check-config", cwd=elsewhere, GATEWAY_CONFIG=str(config_path)),
+        "variable-bad": run_cli("check-config", cwd=elsewhere, GATEWAY_CONFIG=bad),
+        # --config wins over GATEWAY_CONFIG.
+        "option-wins": run_cli(
+            "check-config", "--config", str(config_path), cwd=elsewhere, GATEWAY_CONFIG=bad
+        ),
+        "option-missing": run_cli("check-config", "--config", str(missing), cwd=elsewhere),
+    }
+    results = dict(zip(runs, await asyncio.gather(*runs.values()), strict=True))
+    ok = (0, "config ok: 2 plans, 1 backends, 1 models\n", "")
+    assert {name: (r.returncode, r.stdout, r.stderr) for name, r in results.items()} == {
+        "cwd": ok,
+        "cwd-without-file": (
+            2,
+            "",
+            "config error: config.yaml: cannot read: No such file or directory\n",
+        ),
+        "variable": ok,
+        "variable-bad": (2, "", "config error: server.prot: unknown key\n"),
+        "option-wins": ok,
+        "option-missing": (
+            2,
+            "",
+            f"config error: {missing}: cannot read: No such file or directory\n",
+        ),
+    }
+
+
+async def test_config_option_before_or_after_the_subcommand(
+    tmp_path: Path, raw_config: dict[str, Any], elsewhere: Path
+):
+    # A config with three plans, so the output proves this very file was read.
+    raw = {**raw_config, "plans": {**raw_config["plans"], "team": dict(raw_config["plans"]["pro"])}}
+    path = str(write_config(tmp_path / "three-plans.yaml", raw))
+    argvs = {
+        "before": ["--config", path, "check-config"],
+        "after": ["check-config", "--config", path],
+        "after-equals": ["check-config", f"--config={path}"],
+    }
+    results = await asyncio.gather(*(run_cli(*argv, cwd=elsewhere) for argv in argvs.values()))
+    got = {name: (r.returncode, r.stdout) for name, r in zip(argvs, results, strict=True)}
+    assert got == dict.fromkeys(argvs, (0, "config ok: 3 plans, 1 backends, 1 models\n"))
+
+
+async def test_config_option_anywhere_in_a_two_level_command(
+    config_path: Path, elsewhere: Path, db: asyncpg.Connection
+):
+    path = str(config_path)
+    emails = {name: unique_email(name) for name in ("before", "between", "after")}
+    argvs = {
+        "before": ["--config", path, "users", "create", "--email", emails["before"]],
+        "between": ["users", "--config", path, "create", "--email", emails["between"]],
+        "after": ["users", "create", "--email", emails["after"], "--config", path],
+    }
+    results = await asyncio.gather(*(run_cli(*argv, cwd=elsewhere) for argv in argvs.values()))
+    got = {name: (r.returncode, r.stderr) for name, r in zip(argvs, results, strict=True)}
+    assert got == dict.fromkeys(argvs, (0, ""))
+    rows = await db.fetch("SELECT email FROM users WHERE email = ANY($1)", list(emails.values()))
+    assert sorted(r["email"] for r in rows) == sorted(emails.values())
+
+
+async def test_no_subcommand_is_a_usage_error(elsewhere: Path):
+    result = await run_cli(cwd=elsewhere)
+    assert result.returncode == 2
+    assert "usage: gateway" in result.stderr
+
+
+# -- users create ------------------------------------------------------------------------
+
+
+async def test_users_create_lower_cases_and_trims_the_email(cli: Cli, db: asyncpg.Connection):
+    email = unique_email("case")
+    typed = f"  {email.upper()}\t"
+    result = await cli("users", "create", "--email", typed)
+    assert result.returncode == 0, result.stderr
+    row = await db.fetchrow("SELECT * FROM users WHERE email = $1", email)
+    assert row is not None
+    assert row["plan"] == "free"  # default_plan
+    assert row["is_active"] is True
+    assert row["password_hash"] is None
+    assert result.stdout == f"user {row['id']} {email} plan=free\n"
+
+
+async def test_users_create_with_a_plan(cli: Cli, db: asyncpg.Connection):
+    email = unique_email("pro")
+    result = await cli("users", "create", "--email", email, "--plan", "pro")
+    assert result.returncode == 0, result.stderr
+    assert await db.fetchval("SELECT plan FROM users WHERE email = $1", email) == "pro"
+    assert result.stdout.endswith(f" {email} plan=pro\n")
+
+
+async def test_users_create_refuses_a_duplicate_email(cli: Cli, db: asyncpg.Connection):
+    email = unique_email("dup")
+    first = await cli("users", "create", "--email", email)
+    assert first.returncode == 0, first.stderr
+    again = await cli("users", "create", "--email", f" {email.upper()} ", "--plan", "pro")
+    assert again.returncode != 0
+    assert "exists" in again.stderr
+    assert "Traceback" not in again.stderr
+    assert again.stdout == ""
+    rows = await db.fetch("SELECT plan FROM users WHERE email = $1", email)
+    assert [r["plan"] for r in rows] == ["free"]
+
+
+async def test_users_create_refuses_an_unknown_plan(cli: Cli, db: asyncpg.Connection):
+    email = unique_email("plan")
+    result = await cli("users", "create", "--email", email, "--plan", "gold")
+    assert result.returncode != 0
+    assert result.stderr == "error: unknown plan 'gold' (known: free, pro)\n"
+    assert await db.fetchval("SELECT count(*) FROM users WHERE email = $1", email) == 0
+
+
+async def test_users_create_requires_an_email(cli: Cli):
+    result = await cli("users", "create")
+    assert result.returncode == 2
+    assert "--email" in result.stderr
+
+
+# -- keys create -----------------------------------------------------------------------------
+
+
+async def test_keys_create_prints_the_key_once_and_stores_only_its_hash(
+    cli: Cli, db: asyncpg.Connection
+):
+    email = unique_email("key")
+    user_id = await insert_user(db, email, "free")
+    result = await cli("keys", "create", "--email", f" {email.upper()}", "--name", "ci deploy")
+    assert result.returncode == 0, result.stderr
+
+    # stdout is the key and nothing else, so `KEY=$(gateway keys create ...)` works.
+    key = result.stdout.strip()
+    assert result.stdout == key + "\n"
+    assert KEY_RE.fullmatch(key), key
+    assert parse_key(key, KEY_PREFIX) is not None
+    assert key not in result.stderr
+    match = re.search(rf"key id: ({UUID_RE})", result.stderr)
+    assert match, result.stderr
+    assert "only time" in result.stderr
+
+    row = await db.fetchrow("SELECT * FROM api_keys WHERE id = $1", uuid.UUID(match[1]))
+    assert row is not None
+    assert row["user_id"] == user_id
+    assert row["name"] == "ci deploy"
+    assert row["is_active"] is True
+    assert row["key_hash"] == hash_key(key)
+    assert re.fullmatch(r"[0-9a-f]{64}", row["key_hash"])
+    assert row["prefix"] == display_prefix(key, KEY_PREFIX)
+    assert row["prefix"].startswith(KEY_PREFIX)
+    assert len(row["prefix"]) < len(key)
+    random_part = key[len(KEY_PREFIX) : len(KEY_PREFIX) + 32]
+    assert random_part not in row["prefix"]
+    # Neither the key nor its random part is anywhere in the row.
+    everything = json.dumps({k: str(v) for k, v in dict(row).items()})
+    assert key not in everything
+    assert random_part not in everything
+
+
+async def test_keys_create_twice_gives_two_different_keys(cli: Cli, db: asyncpg.Connection):
+    email = unique_email("two")
+    user_id = await insert_user(db, email, "pro")
+    first, second = await asyncio.gather(
+        *(cli("keys", "create", "--email", email) for _ in range(2))
+    )
+    assert first.returncode == second.returncode == 0
+    assert first.stdout != second.stdout
+    hashes = {
+        r["key_hash"]
+        for r in await db.fetch("SELECT key_hash FROM api_keys WHERE user_id = $1", user_id)
+    }
+    assert hashes == {hash_key(first.stdout.strip()), hash_key(second.stdout.strip())}
+    names = await db.fetch("SELECT name FROM api_keys WHERE user_id = $1", user_id)
+    assert [r["name"] for r in names] == ["", ""]  # --name is optional
+
+
+async def test_keys_create_for_an_unknown_email_fails(cli: Cli, db: asyncpg.Connection):
+    before = await db.fetchval("SELECT count(*) FROM api_keys")
+    email = unique_email("nobody")
+    result = await cli("keys", "create", "--email", email, "--name", "x")
+    assert result.returncode != 0
+    assert result.stderr == f"error: no user with email {email!r}\n"
+    assert result.stdout == ""
+    assert await db.fetchval("SELECT count(*) FROM api_keys") == before
+
+
+# -- keys revoke ------------------------------------------------------------------------------
+
+
+async def test_keys_revoke_deactivates_the_key(cli: Cli, db: asyncpg.Connection, make_key: MakeKey):
+    issued = await make_key()
+    other = await make_key()
+    result = await cli("keys", "revoke", str(issued.key_id))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"revoked {issued.key_id}\n"
+    active = await db.fetchval("SELECT is_active FROM api_keys WHERE id = $1", issued.key_id)
+    assert active is False
+    # Only that key.
+    assert await db.fetchval("SELECT is_active FROM api_keys WHERE id = $1", other.key_id)
+
+
+async def test_a_revoked_key_stops_working_on_a_running_gateway_at_once(
+    cli: Cli, gateway: Gateway, make_key: MakeKey
+):
+    issued = await make_key()
+    other = await make_key()
+    # The running gateway now has both keys cached in its own memory.
+    assert (await gateway.generate(issued.key)).status == 200
+    assert (await gateway.generate(other.key)).status == 200
+
+    result = await cli("keys", "revoke", str(issued.key_id))
+    assert result.returncode == 0, result.stderr
+
+    # No restart and no waiting for a cache TTL.
+    response = await gateway.generate(issued.key)
+    assert response.status == 401
+    assert (await response.json())["error"]["code"] == "api_key_revoked"
+    assert (await gateway.generate(other.key)).status == 200
+
+
+async def test_keys_revoke_of_an_unknown_or_malformed_id_fails(cli: Cli):
+    unknown = uuid.uuid4()
+    ids = [str(unknown), "not-a-uuid", ""]
+    results = await asyncio.gather(*(cli("keys", "revoke", key_id) for key_id in ids))
+    got = [(r.returncode, r.stdout, r.stderr) for r in results]
+    assert got == [
+        (1, "", f"error: no key with id {unknown}\n"),
+        (2, "", "error: 'not-a-uuid' is not a key id\n"),
+        (2, "", "error: '' is not a key id\n"),
+    ]
+
+
+# -- demo ---------------------------------------------------------------------------------------
+
+
+async def test_demo_prints_a_working_key_and_a_curl_line_and_reuses_its_user(
+    cli: Cli, db: asyncpg.Connection
+):
+    keys = []
+    for _ in range(2):
+        result = await cli("demo")
+        assert result.returncode == 0, result.stderr
+        found = re.findall(rf"\b{KEY_PREFIX}[0-9A-Za-z]{{38}}\b", result.stdout)
+        assert found, result.stdout
+        key = found[0]
+        assert set(found) == {key}
+        assert parse_key(key, KEY_PREFIX) is not None
+        assert "demo@example.com" in result.stdout
+        curl = [line for line in result.stdout.splitlines() if "curl " in line]
+        assert curl == ["  curl -s http://127.0.0.1:8080/v1/images/generations \\"]
+        assert f"-H 'Authorization: Bearer {key}'" in result.stdout
+        keys.append(key)
+    assert keys[0] != keys[1]
+
+    users = await db.fetch("SELECT id, plan FROM users WHERE email = 'demo@example.com'")
+    assert len(users) == 1
+    assert users[0]["plan"] == "free"
+    stored = await db.fetch(
+        "SELECT key_hash, name, is_active FROM api_keys WHERE user_id = $1", users[0]["id"]
+    )
+    by_hash = {r["key_hash"]: r for r in stored}
+    for key in keys:
+        assert by_hash[hash_key(key)]["name"] == "demo"
+        assert by_hash[hash_key(key)]["is_active"] is True
+
+
+# -- migrate ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_database_url(database_url: str) -> Iterator[str]:
+    """The URL of a database that does not exist yet; dropped afterwards."""
+    server_url, _ = split_database_url(database_url)
+    name = f"gw_cli_migrate_{secrets.token_hex(4)}"
+    yield database_url.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+async def public_tables(url: str) -> set[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        )
+        return {r["table_name"] for r in rows}
+    finally:
+        await conn.close()
+
+
+async def database_exists(url: str) -> bool:
+    server_url, name = split_database_url(url)
+    conn = await asyncpg.connect(server_url)
+    try:
+        return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
+    finally:
+        await conn.close()
+
+
+MIGRATIONS = ROOT / "migrations"
+#: Migration ids in the order they apply: 0001.initial, ...
+MIGRATION_IDS = sorted(
+    p.name.removesuffix(".sql")
+    for p in MIGRATIONS.glob("*.sql")
+    if not p.name.endswith(".rollback.sql")
+)
+
+
+async def test_migrate_creates_applies_rolls_back_and_reapplies(
+    tmp_path: Path, raw_config: dict[str, Any], elsewhere: Path, fresh_database_url: str
+):
+    schema = {"users", "api_keys", "usage"}
+    all_applied = f"applied: {', '.join(MIGRATION_IDS)}\n"
+    raw = {**raw_config, "database": {**raw_config["database"], "url": fresh_database_url}}
+    path = str(write_config(tmp_path / "fresh.yaml", raw))
+    assert not await database_exists(fresh_database_url)
+
+    # cwd has no migrations/: the directory beside the package is found.
+    first = await run_cli("migrate", "--config", path, cwd=elsewhere)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == all_applied
+    assert await database_exists(fresh_database_url)
+    assert schema <= await public_tables(fresh_database_url)
+
+    second = await run_cli("migrate", "--config", path, cwd=elsewhere)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == "applied: nothing (up to date)\n"
+
+    # --rollback alone undoes the latest migration only...
+    latest = await run_cli("migrate", "--rollback", "--config", path, cwd=elsewhere)
+    assert latest.returncode == 0, latest.stderr
+    assert latest.stdout == f"rolled back: {MIGRATION_IDS[-1]}\n"
+    # ...and --rollback N the N latest, newest first: here all the rest.
+    rest = await run_cli(
+        "migrate", "--config", path, "--rollback", str(len(MIGRATION_IDS)), cwd=elsewhere
+    )
+    assert rest.returncode == 0, rest.stderr
+    assert rest.stdout == f"rolled back: {', '.join(MIGRATION_IDS[-2::-1]) or 'nothing'}\n"
+    assert not schema & await public_tables(fresh_database_url)
+
+    # Again, this time with the database named only by DATABASE_URL.
+    raw["database"]["url"] = "postgresql://nobody@127.0.0.1:1/not_this_one"
+    write_config(Path(path), raw)
+    again = await run_cli(
+        "migrate", "--config", path, cwd=elsewhere, DATABASE_URL=fresh_database_url
+    )
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == all_applied
+    assert schema <= await public_tables(fresh_database_url)
+
+
+async def test_migrate_against_an_unreachable_server_fails_cleanly(
+    tmp_path: Path, raw_config: dict[str, Any], elsewhere: Path
+):
+    raw = {
+        **raw_config,
+        "database": {**raw_config["database"], "url": "postgresql://postgres@127.0.0.1:1/nothing"},
+    }
+    path = str(write_config(tmp_path / "unreachable.yaml", raw))
+    result = await run_cli("migrate", "--config", path, cwd=elsewhere)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ")
+    assert "Traceback" not in result.stderr

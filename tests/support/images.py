@@ -1,0 +1,39 @@
+"""Small real images for tests, and the ways to spoil them.
+
+PNGs are written by hand (zlib and struct); JPEG, WebP and GIF by Pillow.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+from PIL import Image
+
+__all__ = ["chunk", "encode", "png", "png_chunks"]
+
+
+def chunk(kind: bytes, data: bytes, *, crc: int | None = None) -> bytes:
+    """One PNG chunk; ``crc`` overrides the right CRC-32."""
+    if crc is None:
+        crc = zlib.crc32(kind + data)
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def png_chunks(width: int, height: int) -> list[bytes]:
+    """The chunks of an 8-bit RGB PNG of a flat colour: IHDR, IDAT, IEND."""
+    rows = (b"\x00" + b"\x10\x80\xf0" * width) * height
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return [chunk(b"IHDR", header), chunk(b"IDAT", zlib.compress(rows)), chunk(b"IEND", b"")]
+
+
+def png(width: int, height: int) -> bytes:
+    return b"\x89PNG\r\n\x1a\n" + b"".join(png_chunks(width, height))
+
+
+def encode(fmt: str, width: int, height: int, **options: object) -> bytes:
+    """A real image in ``fmt`` (``JPEG``, ``WEBP``, ``GIF``, ``PNG``) made by Pillow."""
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 80, 20)).save(out, fmt, **options)
+    return out.getvalue()
