@@ -291,3 +291,20 @@ async def test_a_client_that_leaves_mid_answer_is_charged_and_leaves_nothing_beh
 async def _near(now: int, baseline: int) -> object:
     """True once the traced memory is back within 1 MiB of ``baseline``."""
     return True if now - baseline < MIB else ("traced bytes above baseline", now - baseline)
+
+
+async def test_text_that_is_not_ascii_inside_an_image_is_refused(
+    make_gateway: MakeGateway, make_key: MakeKey, upstream: ImageUpstream, db: Any
+) -> None:
+    text = bytearray(upstream.texts[0])
+    middle = len(text) // 2
+    text[middle : middle + 4] = "Aé=".encode()  # valid JSON, not base64
+    upstream.texts = [bytes(text)]
+    gateway = await make_gateway(remote(upstream))
+    key = await make_key()
+
+    response = await gateway.generate(key.key, model="remote", size="1024x1024")
+
+    error = await expect_error(response, 502, "upstream_error")
+    assert error["message"] == "The image backend sent a malformed image."
+    assert await charged(gateway, db, key.key_id) == 0
