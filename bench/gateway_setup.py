@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 import os
 import secrets
@@ -63,7 +62,7 @@ def backend_type() -> str:
 def workers_supported() -> bool:
     from gateway.config import ServerConfig
 
-    return "workers" in {f.name for f in dataclasses.fields(ServerConfig)}
+    return hasattr(ServerConfig(), "workers")  # a dataclass before, a msgspec Struct now
 
 
 class BenchDatabase:

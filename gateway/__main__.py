@@ -1,13 +1,11 @@
-"""The ``gateway`` command: serve | migrate | check-config | users | keys | demo."""
+"""The ``gateway`` command: serve | worker | migrate | check-config | users | keys | demo."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import os
-import secrets
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -39,6 +37,15 @@ def _parser() -> argparse.ArgumentParser:
         "--dev", action="store_true", help="development mode: verbose logs, generated secrets"
     )
 
+    worker = sub.add_parser(
+        "worker",
+        parents=[common],
+        help="work image jobs only (no public API; /healthz, /readyz and /metrics)",
+    )
+    worker.add_argument("--host", help="override server.host")
+    worker.add_argument("--port", type=int, help="override server.port")
+    worker.add_argument("--dev", action="store_true", help="development mode")
+
     migrate = sub.add_parser("migrate", parents=[common], help="apply database migrations")
     migrate.add_argument(
         "--rollback",
@@ -50,7 +57,14 @@ def _parser() -> argparse.ArgumentParser:
         help="roll back the N most recent migrations (default 1) instead",
     )
 
-    sub.add_parser("check-config", parents=[common], help="validate the config and exit")
+    check = sub.add_parser(
+        "check-config",
+        parents=[common],
+        help="run serve's start-up checks (config, backends, environment) and exit",
+    )
+    check.add_argument(
+        "--dev", action="store_true", help="check as `serve --dev` would (no JWT secret needed)"
+    )
 
     users = sub.add_parser("users", parents=[common], help="manage users").add_subparsers(
         dest="action", required=True
@@ -88,15 +102,18 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, asyncpg.PostgresError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before serve has its own handlers: no traceback
+        return 130
 
 
 def _check_config(config: Config, args: argparse.Namespace) -> int:
-    from gateway.backends.registry import Router, default_registry
+    from gateway.startup import prepare
 
-    Router(config, default_registry())
+    prepared = prepare(config, dev=args.dev)  # exactly what `serve` runs before it starts
+    note = " (development mode: a JWT secret is generated)" if prepared.generated_jwt_secret else ""
     print(
         f"config ok: {len(config.plans)} plans, {len(config.backends)} backends, "
-        f"{len(config.models)} models"
+        f"{len(config.models)} models{note}"
     )
     return 0
 
@@ -115,25 +132,19 @@ def _migrate(config: Config, args: argparse.Namespace) -> int:
 
 def _serve(config: Config, args: argparse.Namespace) -> int:
     from gateway.logs import configure_logging
-    from gateway.server import resolve_workers, serve
+    from gateway.server import serve
+    from gateway.startup import DEV_MODE_WARNING, prepare
 
     configure_logging(config.logging, force_text=args.dev)
-    if args.dev and not config.auth.jwt_secrets:
-        # One secret for every worker, so a token from one is good at all of them.
-        logging.getLogger("gateway").warning(
-            "development mode: signing access tokens with a generated secret; "
-            "tokens will not survive a restart"
-        )
-        auth = dataclasses.replace(config.auth, jwt_secrets=(secrets.token_urlsafe(48),))
-        config = dataclasses.replace(config, auth=auth)
+    # What check-config runs; here before any worker starts, so that a generated JWT
+    # secret is one for every worker (a token from one is good at all of them).
+    prepared = prepare(config, dev=args.dev)
+    if prepared.generated_jwt_secret:
+        logging.getLogger("gateway").warning(DEV_MODE_WARNING)
     host = args.host or config.server.host
     port = args.port or config.server.port
-    workers = resolve_workers(config)
-    print(
-        f"gateway listening on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''})",
-        flush=True,
-    )
-    return serve(config, host, port, dev=args.dev)
+    public_api = args.command == "serve"
+    return serve(prepared.config, host, port, dev=args.dev, public_api=public_api)
 
 
 def _run(config: Config, work: Callable[[Any], Awaitable[int]]) -> int:
@@ -249,6 +260,7 @@ def _demo(config: Config, args: argparse.Namespace) -> int:
 
 _COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "serve": _serve,
+    "worker": _serve,
     "migrate": _migrate,
     "check-config": _check_config,
     "demo": _demo,

@@ -10,26 +10,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
+import asyncpg
+import msgspec
 from aiohttp import web
 
 from gateway.accounts.passwords import PasswordHasher
 from gateway.accounts.throttle import IpThrottle, LoginGuard
 from gateway.accounts.tokens import TokenIssuer
 from gateway.backends import h1
-from gateway.backends.base import BackendContext
-from gateway.backends.registry import BackendRegistry, Router, default_registry
-from gateway.config import Config, ConfigError
-from gateway.db.pool import create_pool
+from gateway.backends.base import BackendContext, ImageBackend
+from gateway.backends.registry import BackendRegistry
+from gateway.config import Config, DatabaseConfig
+from gateway.db.pool import connection, create_pool
 from gateway.egress.client import EgressClient
 from gateway.egress.policy import EgressPolicy
 from gateway.http.client_ip import ClientIp
+from gateway.http.images import call_backends
+from gateway.http.jobs_api import job_of
 from gateway.http.middlewares import request_context_middleware
 from gateway.http.routes import setup_routes
+from gateway.idempotency.store import IdempotencyStore
+from gateway.jobs import store as job_store
+from gateway.jobs.queue import JobQueue
+from gateway.jobs.runner import JobRunner
+from gateway.jobs.settlement import Settlement
 from gateway.keys.cache import KeyCache, KeyStore, PostgresKeyStore
 from gateway.limits.admission import Admission
 from gateway.limits.journal import Journal, default_directory
@@ -37,12 +47,16 @@ from gateway.limits.local import LocalAdmission
 from gateway.logs import AccessLog
 from gateway.metrics import Metrics
 from gateway.redis.client import create_redis
-from gateway.redis.layout import RedisLayout
+from gateway.redis.layout import RedisLayout, job_cancel_channel, job_stream
 from gateway.redis.pipelined import PipelinedRedis
 from gateway.services import CONFIG, SERVICES, Services
+from gateway.startup import DEV_MODE_WARNING, StartupError, prepare
+from gateway.storage import STORAGE, storage_context
 from gateway.usage.flusher import PostgresSeeds, UsageFlusher
+from gateway.webhooks.sender import WebhookSender
+from gateway.webhooks.signing import SecretDeriver
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "open_postgres"]
 
 log = logging.getLogger(__name__)
 
@@ -56,27 +70,24 @@ def create_app(
     monotonic: Callable[[], float] = time.monotonic,
     limiter_clock: Callable[[], float] | None = None,
     dev: bool = False,
+    public_api: bool = True,
 ) -> web.Application:
     """Build the gateway application.
 
     The keyword arguments are for tests: ``key_store`` wraps the pool (to count
     queries), the clocks pin time (``limiter_clock`` replaces Redis's own clock in the
     admission script). ``dev`` allows starting without a JWT secret (one is generated).
+    ``public_api`` False: a job worker, serving health and metrics only.
+
+    Raises :class:`ConfigError` for what :func:`gateway.startup.prepare` finds. Start-up
+    (the app's cleanup context) raises :class:`StartupError` when Postgres is
+    unreachable, and closes whatever it had opened when any step fails.
     """
-    router = Router(config, registry or default_registry(), monotonic)  # validates backends
-    jwt_secrets = config.auth.jwt_secrets
-    if not jwt_secrets:
-        if not dev:
-            raise ConfigError(
-                "auth.jwt_secrets: a secret of at least 32 bytes is required "
-                "(set GATEWAY_JWT_SECRET), or run in development mode (serve --dev)"
-            )
-        log.warning(
-            "development mode: signing access tokens with a generated secret; "
-            "tokens will not survive a restart"
-        )
-        jwt_secrets = (secrets.token_urlsafe(48),)
-    tokens = TokenIssuer(jwt_secrets, config.auth.token_ttl_seconds, wall_clock)
+    prepared = prepare(config, dev=dev, registry=registry, clock=monotonic)
+    config, router = prepared.config, prepared.router
+    if prepared.generated_jwt_secret:
+        log.warning(DEV_MODE_WARNING)
+    tokens = TokenIssuer(config.auth.jwt_secrets, config.auth.token_ttl_seconds, wall_clock)
     passwords = PasswordHasher(config.auth.bcrypt_cost)
     client_ip = ClientIp(config.auth.trusted_proxies)
     metrics = Metrics()
@@ -90,126 +101,260 @@ def create_app(
     app[CONFIG] = config
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        pool = await create_pool(config.database)
-        redis = create_redis(config.redis)
-        hot_redis = create_redis(config.redis, hot_path=True)  # key cache entries, releases
-        layout = RedisLayout(config.redis.key_prefix)
-        store = key_store(pool) if key_store is not None else PostgresKeyStore(pool)
-        # The hot path's one pipelined connection: admissions and key lookups.
-        pipelined = PipelinedRedis(config.redis.url, timeout=config.redis.socket_timeout_seconds)
-        keys = KeyCache(
-            redis=hot_redis,
-            lookups=pipelined,
-            timeout=config.redis.socket_timeout_seconds,
-            store=store,
-            config=config.keys,
-            plans=config.plans,
-            default_plan=config.default_plan,
-            redis_prefix=config.redis.key_prefix,
-            clock=monotonic,
-            on_lookup=lambda layer, hit: metrics.labelled(metrics.key_lookups, layer, hit).inc(),
-        )
-        seeds = PostgresSeeds(pool)
-        fallback = None
-        if config.redis.on_failure == "open":
-            fallback = LocalAdmission(redis, layout, seeds, clock=wall_clock)
-        journal = Journal(
-            Path(config.usage.journal_dir)
-            if config.usage.journal_dir
-            else default_directory(config.redis.url, config.redis.key_prefix)
-        )
-        journal.open()
-        admission = Admission(
-            hot_redis,
-            layout,
-            seeds,
-            hot=pipelined,
-            clock=limiter_clock,
-            fallback=fallback,
-            timeout=config.redis.socket_timeout_seconds,
-            journal=journal,
-        )
-        flusher = UsageFlusher(
-            redis=redis,
-            pool=pool,
-            layout=layout,
-            admission=admission,
-            interval=config.usage.flush_interval_seconds,
-            clock=monotonic,
-            on_failure=lambda exc: metrics.flush_failed(exc),
-        )
-        # Image URLs from upstream answers are untrusted: their connections keep to the
-        # egress policy. API calls to the configured base URLs go through `api`.
-        egress = EgressClient(
-            EgressPolicy.from_allow_list(config.egress.allow),
-            limit=config.server.upstream_max_connections,
-            limit_per_host=config.server.upstream_max_connections_per_host,
-        )
-        api = h1.Client(
-            max_connections=config.server.upstream_max_connections,
-            max_per_host=config.server.upstream_max_connections_per_host,
-        )
-        for guarded in router.backends.values():
-            await guarded.backend.start(BackendContext(http=egress.session, api=api, egress=egress))
-        app[SERVICES] = Services(
-            config=config,
-            pool=pool,
-            redis=redis,
-            layout=layout,
-            keys=keys,
-            admission=admission,
-            flusher=flusher,
-            router=router,
-            wall_clock=wall_clock,
-            tokens=tokens,
-            passwords=passwords,
-            ip_throttle=IpThrottle(redis, config.redis.key_prefix),
-            login_guard=LoginGuard(
-                redis,
-                config.redis.key_prefix,
-                config.auth.login_failures_before_delay,
-                config.auth.max_login_delay_seconds,
-            ),
-            client_ip=client_ip,
-            metrics=metrics,
-        )
-        services = app[SERVICES]
-        tasks = [
-            asyncio.create_task(keys.listen_for_invalidations(), name="key-invalidations"),
-            asyncio.create_task(flusher.run(), name="usage-flusher"),
-        ]
-        try:
-            yield
-        finally:
-            services.draining = True
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        # Whatever was opened is closed, in reverse, also when a later step fails.
+        async with contextlib.AsyncExitStack() as opened:
+            opened.callback(access_log.flush)
+            pool = await open_postgres(config.database)
+            opened.push_async_callback(pool.close)
+            redis = create_redis(config.redis)
+            opened.push_async_callback(redis.aclose)
+            hot_redis = create_redis(config.redis, hot_path=True)  # key cache entries, releases
+            opened.push_async_callback(hot_redis.aclose)
+            layout = RedisLayout(config.redis.key_prefix)
+            store = key_store(pool) if key_store is not None else PostgresKeyStore(pool)
+            # The hot path's one pipelined connection: admissions and key lookups.
+            pipelined = PipelinedRedis(
+                config.redis.url, timeout=config.redis.socket_timeout_seconds
+            )
+            opened.push_async_callback(pipelined.aclose)
+            keys = KeyCache(
+                redis=hot_redis,
+                lookups=pipelined,
+                timeout=config.redis.socket_timeout_seconds,
+                store=store,
+                config=config.keys,
+                plans=config.plans,
+                default_plan=config.default_plan,
+                redis_prefix=config.redis.key_prefix,
+                clock=monotonic,
+                on_lookup=lambda layer, hit: metrics.labelled(
+                    metrics.key_lookups, layer, hit
+                ).inc(),
+            )
+            opened.push_async_callback(keys.close)
+            seeds = PostgresSeeds(pool)
+            fallback = None
+            if config.redis.on_failure == "open":
+                fallback = LocalAdmission(redis, layout, seeds, clock=wall_clock)
+            journal = Journal(
+                Path(config.usage.journal_dir)
+                if config.usage.journal_dir
+                else default_directory(config.redis.url, config.redis.key_prefix)
+            )
             try:
-                await flusher.flush()
-            except Exception:
-                log.exception("final usage flush failed; the counts stay pending in Redis")
-            if not admission.doubtful:
-                journal.close()
-            # else: admissions whose reply never came are left in the journal, and its
-            # lock held until this process exits (a request cut off by its client may
-            # still be running); then another process settles them.
-            await keys.close()
+                journal.open()
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot open the reservation journal in {journal.directory}: "
+                    f"{exc.strerror or exc}"
+                ) from None
+            admission = Admission(
+                hot_redis,
+                layout,
+                seeds,
+                hot=pipelined,
+                clock=limiter_clock,
+                fallback=fallback,
+                timeout=config.redis.socket_timeout_seconds,
+                journal=journal,
+            )
+
+            def close_journal() -> None:
+                # Admissions whose reply never came are left in the journal, and its lock
+                # held until this process exits (a request cut off by its client may
+                # still be running); then another process settles them.
+                if not admission.doubtful:
+                    journal.close()
+
+            opened.callback(close_journal)
+            flusher = UsageFlusher(
+                redis=redis,
+                pool=pool,
+                layout=layout,
+                admission=admission,
+                interval=config.usage.flush_interval_seconds,
+                clock=monotonic,
+                on_failure=lambda exc: metrics.flush_failed(exc),
+            )
+            # Image URLs from upstream answers are untrusted: their connections keep to the
+            # egress policy. API calls to the configured base URLs go through `api`.
+            egress = EgressClient(
+                EgressPolicy.from_allow_list(config.egress.allow),
+                limit=config.server.upstream_max_connections,
+                limit_per_host=config.server.upstream_max_connections_per_host,
+            )
+            opened.push_async_callback(egress.close)
+            api = h1.Client(
+                max_connections=config.server.upstream_max_connections,
+                max_per_host=config.server.upstream_max_connections_per_host,
+            )
+            opened.push_async_callback(api.close)
             for guarded in router.backends.values():
-                with contextlib.suppress(Exception):
-                    await guarded.backend.close()
-            await egress.close()
-            await api.close()
-            await redis.aclose()
-            await hot_redis.aclose()
-            await pipelined.aclose()
-            await pool.close()
-            access_log.flush()
+                context = BackendContext(http=egress.session, api=api, egress=egress)
+                await guarded.backend.start(context)
+                opened.push_async_callback(_close_quietly, guarded.backend)
+            services = app[SERVICES] = Services(
+                config=config,
+                pool=pool,
+                redis=redis,
+                layout=layout,
+                keys=keys,
+                admission=admission,
+                flusher=flusher,
+                router=router,
+                wall_clock=wall_clock,
+                tokens=tokens,
+                passwords=passwords,
+                ip_throttle=IpThrottle(redis, config.redis.key_prefix),
+                login_guard=LoginGuard(
+                    redis,
+                    config.redis.key_prefix,
+                    config.auth.login_failures_before_delay,
+                    config.auth.max_login_delay_seconds,
+                ),
+                client_ip=client_ip,
+                metrics=metrics,
+                idempotency=IdempotencyStore(
+                    redis,
+                    config.redis.key_prefix,
+                    ttl_seconds=config.idempotency.ttl_hours * 3600,
+                    in_flight_seconds=config.idempotency.in_flight_seconds,
+                    timeout=config.redis.socket_timeout_seconds,
+                ),
+                webhook_secrets=SecretDeriver(
+                    config.webhooks.secret_key or config.auth.jwt_secrets[0]
+                ),
+            )
+            tasks = [
+                asyncio.create_task(keys.listen_for_invalidations(), name="key-invalidations"),
+                asyncio.create_task(flusher.run(), name="usage-flusher"),
+            ]
+            try:
+                yield
+            finally:
+                services.draining = True
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                try:
+                    await flusher.flush()
+                except Exception:
+                    log.exception("final usage flush failed; the counts stay pending in Redis")
 
     async def start_draining(app: web.Application) -> None:
         app[SERVICES].draining = True
 
     app.cleanup_ctx.append(resources)
+    # Stored images and their links (response_format "url", GET /v1/files/{file_id}).
+    app.cleanup_ctx.append(
+        storage_context(
+            config.storage,
+            metrics=metrics,
+            dev=dev,
+            clock=wall_clock,
+            trusted_proxies=config.auth.trusted_proxies,
+            derive_from=config.auth.jwt_secrets,
+        )
+    )
+    # The job workers, last: they use everything above, and stop first.
+    app.cleanup_ctx.append(jobs_context)
     app.on_shutdown.append(start_draining)
-    setup_routes(app)
+    setup_routes(app, public_api=public_api)
     return app
+
+
+async def jobs_context(app: web.Application) -> AsyncIterator[None]:
+    """The job queue and this process's workers (``app[SERVICES].jobs``)."""
+    services = app[SERVICES]
+    config = services.config
+    pool = services.pool
+    # Blocking stream reads: a client without a socket timeout, each call bounded.
+    jobs_redis = create_redis(config.redis, hot_path=True)
+
+    async def unfinished_jobs() -> list[str]:
+        async with connection(pool) as conn:
+            return await job_store.unfinished_ids(conn, config.redis.key_prefix)
+
+    runner = JobRunner(
+        config=config.jobs,
+        namespace=config.redis.key_prefix,
+        pool=pool,
+        redis=services.redis,
+        queue=JobQueue(
+            jobs_redis,
+            job_stream(config.redis.key_prefix),
+            timeout=config.redis.socket_timeout_seconds,
+            rebuild=unfinished_jobs,
+        ),
+        router=services.router,
+        settlement=Settlement(pool, services.admission, services.wall_clock),
+        metrics=services.metrics,
+        call_backends=call_backends,
+        storage=app.get(STORAGE),
+        cancel_channel=job_cancel_channel(config.redis.key_prefix),
+        wall_clock=services.wall_clock,
+    )
+    # Webhooks go where users said: the egress policy, and no redirects at all.
+    webhook_egress = EgressClient(
+        EgressPolicy.from_allow_list(config.egress.allow),
+        limit=config.server.upstream_max_connections,
+        max_redirects=0,
+    )
+    runner.webhook_egress = webhook_egress
+    storage = app.get(STORAGE)
+
+    async def render(row: job_store.JobRow) -> Any:
+        return msgspec.to_builtins(await job_of(row, storage))
+
+    sender = WebhookSender(
+        config=config.webhooks,
+        namespace=config.redis.key_prefix,
+        pool=pool,
+        egress=webhook_egress,
+        secrets=services.webhook_secrets,
+        render=render,
+        wall_clock=services.wall_clock,
+    )
+    sending = None
+    try:
+        await runner.start()
+        services.jobs = runner
+        sending = asyncio.create_task(sender.run(), name="webhooks")
+        yield
+    finally:
+        if sending is not None:
+            sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
+        await runner.close()
+        await jobs_redis.aclose()
+        await webhook_egress.close()
+
+
+async def open_postgres(database: DatabaseConfig) -> Any:
+    """The pool, with a connection made and tried (``pool_min_size`` may be 0).
+
+    Raises :class:`StartupError` saying where Postgres was looked for (never the URL's
+    password) and why it could not be reached.
+    """
+    pool = None
+    try:
+        pool = await create_pool(database)
+        await pool.execute("SELECT 1")
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        if pool is not None:
+            pool.terminate()
+        parts = urllib.parse.urlsplit(database.url)
+        where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+        if isinstance(exc, ConnectionRefusedError):
+            reason = "connection refused"
+        elif isinstance(exc, TimeoutError):
+            reason = "timed out"
+        else:
+            reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        raise StartupError(f"cannot connect to Postgres at {where}: {reason}") from None
+    return pool
+
+
+async def _close_quietly(backend: ImageBackend) -> None:
+    with contextlib.suppress(Exception):
+        await backend.close()

@@ -17,6 +17,8 @@ __all__ = [
     "DailyQuotaExceeded",
     "EmailTaken",
     "GatewayError",
+    "IdempotencyKeyInUse",
+    "IdempotencyKeyReused",
     "InvalidApiKey",
     "InvalidCredentials",
     "InvalidRequest",
@@ -234,3 +236,22 @@ class StorageUnavailable(GatewayError):
 
     status, code, type = 503, "storage_unavailable", "server_error"
     default_message = "The file store is temporarily unavailable. Please retry."
+
+
+class IdempotencyKeyInUse(GatewayError):
+    """A request with this Idempotency-Key is still running."""
+
+    status, code, type = 409, "idempotency_key_in_use", "invalid_request_error"
+    default_message = (
+        "A request with this Idempotency-Key is still being processed. Retry after it ends."
+    )
+
+
+class IdempotencyKeyReused(GatewayError):
+    """The Idempotency-Key was used for a different request."""
+
+    status, code, type = 422, "idempotency_key_reused", "invalid_request_error"
+    default_message = (
+        "This Idempotency-Key was used with a different request (method, path or body). "
+        "Use a new key for a new request."
+    )

@@ -26,6 +26,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_client import values as prometheus_values
 from redis.exceptions import RedisError
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "multiprocess_dir"]
@@ -88,9 +89,22 @@ class _LocalHistogram:
         self._sum = 0.0
 
 
+def _values_in_files() -> None:
+    """Make metrics created from now on keep their values in ``PROMETHEUS_MULTIPROC_DIR``.
+
+    prometheus_client picks where values live once, when it is first imported. The
+    supervisor imports it (through the config checks) before it sets the directory and
+    forks the workers, so a worker picks again, before its first metric.
+    """
+    if prometheus_values.ValueClass is prometheus_values.MutexValue:
+        prometheus_values.ValueClass = prometheus_values.get_value_class()  # type: ignore[no-untyped-call]
+
+
 class Metrics:
     def __init__(self) -> None:
         self._shared = multiprocess_dir() is not None
+        if self._shared:
+            _values_in_files()
         # Label sets are few (routes x statuses x codes, backends x outcomes).
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._request_children: dict[tuple[str, int, str], tuple[Any, Any]] = {}
@@ -187,6 +201,28 @@ class Metrics:
         self.storage_swept_objects = counter(
             "gateway_storage_swept_objects_total",
             "Files deleted from the file store for being past the retention.",
+        )
+        self.jobs = counter("gateway_jobs_total", "Image jobs ended, by status.", ("status",))
+        self.job_queue_depth = gauge(
+            "gateway_job_queue_depth",
+            "Jobs in the queue's stream: waiting, or taken and not yet done.",
+            (),
+            "max",
+        )
+        self.job_queued_seconds = histogram(
+            "gateway_job_queued_seconds",
+            "Time from a job's submission to its first run.",
+            (),
+            _LATENCY_BUCKETS,
+        )
+        self.job_running_seconds = histogram(
+            "gateway_job_running_seconds",
+            "Time one run of a job took.",
+            (),
+            _LATENCY_BUCKETS,
+        )
+        self.job_attempts = counter(
+            "gateway_job_attempts_total", "Runs of jobs started (a re-run counts again)."
         )
         self.dependency_errors = counter(
             "gateway_dependency_errors_total",

@@ -1,17 +1,26 @@
 """Running the gateway: one process, or N worker processes sharing the port.
 
+Start-up, in every process: bind the port (a port in use fails before anything
+connects), start the app (the Postgres pool, the backends...), then listen. Only when
+every process serves does :func:`serve` print that the gateway is listening. A start-up
+failure is one line on stderr (:func:`describe_failure`) and a non-zero exit status: 2
+for a config error, 1 for anything else.
+
 With ``server.workers`` > 1 a small supervisor forks the workers; each binds the same
-port with SO_REUSEPORT, so the kernel spreads connections over them. SIGTERM (or
-SIGINT) is passed on to every worker, which stops accepting, lets in-flight requests
-finish (up to ``server.shutdown_timeout_seconds``), flushes usage and exits; the
-supervisor exits 0 when all have. A worker that dies on its own is started again.
-Prometheus metrics are shared through files in ``PROMETHEUS_MULTIPROC_DIR``, set up
-before any worker imports the client library.
+port with SO_REUSEPORT, so the kernel spreads connections over them, and reports to the
+supervisor once it serves or fails to start. If any worker fails to start, the
+supervisor stops the others and exits with that worker's status. SIGTERM (or SIGINT) is
+passed on to every worker, which stops accepting, lets in-flight requests finish (up to
+``server.shutdown_timeout_seconds``), flushes usage and exits; the supervisor exits 0
+when all have. A worker that dies later on its own is started again. Prometheus metrics
+are shared through files in ``PROMETHEUS_MULTIPROC_DIR``, set up before any worker
+imports the client library.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import gc
@@ -20,18 +29,27 @@ import multiprocessing
 import os
 import shutil
 import signal
+import socket
+import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import Any
 
-from gateway.config import Config
+from gateway.config import Config, ConfigError
+from gateway.startup import StartupError
 
-__all__ = ["resolve_workers", "serve"]
+__all__ = ["bind", "describe_failure", "resolve_workers", "serve"]
 
 log = logging.getLogger(__name__)
 
 _RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0)
+#: What a worker tells its supervisor once it serves (else: the failure's line and status).
+_SERVING = "serving"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -39,13 +57,68 @@ def resolve_workers(config: Config) -> int:
     return config.server.workers or os.cpu_count() or 1
 
 
-def _use_uvloop() -> None:
+def describe_failure(exc: BaseException) -> tuple[str, int]:
+    """The one line an operator reads for a start-up failure, and the exit status."""
+    if isinstance(exc, ConfigError):
+        return f"config error: {exc}", 2
+    if isinstance(exc, StartupError):
+        return f"error: {exc}", 1
+    log.debug("start-up failed", exc_info=exc)
+    return f"error: start-up failed: {type(exc).__name__}: {exc}", 1
+
+
+def bind(host: str, port: int, *, reuse_port: bool) -> list[socket.socket]:
+    """Sockets bound to every address of ``host`` (not listening yet).
+
+    Raises :class:`StartupError` when the port is taken or the address unknown.
+    """
+    where = f"{_bracketed(host)}:{port}"
+    try:
+        found = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise StartupError(f"cannot listen on {where}: {exc.strerror}") from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(found):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:  # as asyncio does: one socket per family
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.setblocking(False)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        reason = (exc.strerror or str(exc)).lower()
+        raise StartupError(f"cannot listen on {where}: {reason}") from None
+    return sockets
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _announce(host: str, port: int, workers: int) -> None:
+    plural = "s" if workers > 1 else ""
+    print(
+        f"gateway listening on http://{_bracketed(host)}:{port} ({workers} worker{plural})",
+        flush=True,
+    )
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's event loop where it is installed."""
     try:
         import uvloop
 
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        return uvloop.new_event_loop
     except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
-        pass
+        return asyncio.new_event_loop
 
 
 def _die_with_parent() -> None:
@@ -93,33 +166,118 @@ async def _freeze_startup_objects(app: object) -> None:
     gc.freeze()
 
 
-def _run_worker(config: Config, host: str, port: int, dev: bool, reuse_port: bool) -> None:
-    from aiohttp import web
+def _run_worker(
+    config: Config,
+    host: str,
+    port: int,
+    *,
+    dev: bool,
+    reuse_port: bool,
+    on_ready: Callable[[], None],
+    public_api: bool = True,
+) -> None:
+    """Bind, start the app, call ``on_ready``, and serve until SIGTERM or SIGINT.
+    ``public_api`` False: a job worker (health and metrics only).
 
+    Raises what start-up raised (:class:`StartupError`, :class:`ConfigError`...), after
+    closing whatever it had opened.
+    """
     from gateway.app import create_app
     from gateway.http import protocol
 
-    _use_uvloop()
+    new_loop = _loop_factory()
     _keep_freed_memory()
     protocol.install()
-    app = create_app(config, dev=dev)
-    app.on_startup.append(_freeze_startup_objects)  # after the app's own start-up
-    web.run_app(
+    sockets = bind(host, port, reuse_port=reuse_port)
+    try:
+        app = create_app(config, dev=dev, public_api=public_api)
+        app.on_startup.append(_freeze_startup_objects)  # after the app's own start-up
+        with asyncio.Runner(loop_factory=new_loop) as runner:
+            runner.run(_serve_app(app, sockets, config, on_ready))
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+async def _serve_app(
+    app: Any, sockets: list[socket.socket], config: Config, on_ready: Callable[[], None]
+) -> None:
+    from aiohttp import web
+
+    stop = asyncio.Event()
+    main = asyncio.current_task()
+    assert main is not None
+    serving = interrupted = False
+
+    def on_signal() -> None:
+        nonlocal interrupted
+        if serving:
+            stop.set()  # a graceful stop: in-flight requests finish
+        elif not interrupted:  # start-up may wait long (a Postgres that does not answer)
+            interrupted = True
+            main.cancel()
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal)
+    runner = web.AppRunner(
         app,
-        host=host,
-        port=port,
-        reuse_port=reuse_port,
         access_log=None,
-        print=None,
         shutdown_timeout=config.server.shutdown_timeout_seconds,
         keepalive_timeout=config.server.keepalive_timeout_seconds,
         # Handed by aiohttp to every connection's GatewayRequestHandler.
         header_read_timeout=config.server.header_read_timeout_seconds,
-        handle_signals=True,
     )
+    try:
+        await runner.setup()  # the app's start-up: pools opened, backends started
+        for sock in sockets:
+            await web.SockSite(runner, sock).start()  # listens from here on
+        serving = True
+        on_ready()
+        await stop.wait()
+    except asyncio.CancelledError:
+        if not interrupted:
+            raise
+        main.uncancel()  # handled: what follows may wait again
+    finally:
+        await runner.cleanup()  # stop accepting, let requests finish, final flush
 
 
-def _supervised_worker(config: Config, host: str, port: int, dev: bool, reuse_port: bool) -> None:
+def serve(
+    config: Config, host: str, port: int, *, dev: bool = False, public_api: bool = True
+) -> int:
+    """Run the gateway until SIGTERM or SIGINT; the exit status. ``public_api`` False:
+    only work jobs (``gateway worker``), answering health and metrics only.
+
+    Prints ``gateway listening on ...`` once every process serves, or one line on
+    stderr if start-up fails.
+    """
+    workers = resolve_workers(config)
+    try:
+        if workers == 1:
+            _run_worker(
+                config,
+                host,
+                port,
+                dev=dev,
+                reuse_port=False,
+                on_ready=lambda: _announce(host, port, 1),
+                public_api=public_api,
+            )
+            return 0
+        # The workers share the port; first make sure nobody else holds it.
+        for sock in bind(host, port, reuse_port=False):
+            sock.close()
+    except Exception as exc:
+        line, status = describe_failure(exc)
+        print(line, file=sys.stderr, flush=True)
+        return status
+    return _Supervisor(config, host, port, dev, workers, public_api).run()
+
+
+def _supervised_worker(
+    config: Config, host: str, port: int, dev: bool, report: Connection, public_api: bool
+) -> None:
     # Forked with the supervisor's handlers: until the server installs its own, a
     # SIGTERM must stop this worker, not run the supervisor's handler in it.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -128,68 +286,153 @@ def _supervised_worker(config: Config, host: str, port: int, dev: bool, reuse_po
     _die_with_parent()
     if os.getppid() != parent:  # the supervisor died before the request took hold
         return
-    _run_worker(config, host, port, dev, reuse_port)
+    try:
+        _run_worker(
+            config,
+            host,
+            port,
+            dev=dev,
+            reuse_port=True,
+            on_ready=lambda: report.send(_SERVING),
+            public_api=public_api,
+        )
+    except Exception as exc:
+        line, status = describe_failure(exc)
+        with contextlib.suppress(OSError):
+            report.send((line, status))
+        sys.exit(status)
 
 
-def serve(config: Config, host: str, port: int, *, dev: bool = False) -> int:
-    workers = resolve_workers(config)
-    if workers == 1:
-        _run_worker(config, host, port, dev, reuse_port=False)
+@dataclass
+class _Worker:
+    process: BaseProcess
+    #: Where the worker says it serves (:data:`_SERVING`) or could not start (line,
+    #: status); closed once read.
+    reports: Connection | None
+
+
+class _Supervisor:
+    def __init__(
+        self, config: Config, host: str, port: int, dev: bool, count: int, public_api: bool
+    ) -> None:
+        self.config, self.host, self.port, self.dev = config, host, port, dev
+        self.public_api = public_api
+        self.count = count
+        self.context = multiprocessing.get_context("fork")
+        self.stopping = False
+        self.workers: list[_Worker] = []
+
+    def run(self) -> int:
+        owned_dir = None
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            owned_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = owned_dir
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        try:
+            self.workers = [self._start(i) for i in range(self.count)]
+            failure = self._wait_until_serving()
+            if failure is not None:
+                self._stop_all()
+                self._wait_for_exit()
+                print(failure[0], file=sys.stderr, flush=True)
+                return failure[1]
+            if not self.stopping:
+                _announce(self.host, self.port, self.count)
+            self._watch()
+        finally:
+            for worker in self.workers:
+                worker.process.join(timeout=1)
+            if owned_dir is not None:
+                shutil.rmtree(owned_dir, ignore_errors=True)
         return 0
 
-    owned_dir = None
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        owned_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = owned_dir
-    context = multiprocessing.get_context("fork")
-    stopping = False
-
-    def start(index: int) -> BaseProcess:
-        process = context.Process(
+    def _start(self, index: int) -> _Worker:
+        reports, report = self.context.Pipe(duplex=False)
+        process = self.context.Process(
             target=_supervised_worker,
-            args=(config, host, port, dev, True),
+            args=(self.config, self.host, self.port, self.dev, report, self.public_api),
             name=f"gateway-worker-{index}",
         )
         process.start()
-        return process
+        report.close()  # the worker holds the other end: EOF here if it dies
+        return _Worker(process, reports)
 
-    def stop(_signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-        for process in processes:
+    def _stop(self, _signum: int, _frame: FrameType | None) -> None:
+        self.stopping = True
+        self._stop_all()
+
+    def _stop_all(self) -> None:
+        for worker in self.workers:
+            process = worker.process
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)
 
-    processes = [start(i) for i in range(workers)]
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    restarts = [0] * workers
-    try:
+    def _read_report(self, worker: _Worker) -> str | tuple[str, int] | None:
+        """The worker's report, if one came."""
+        if worker.reports is None or not worker.reports.poll():
+            return None
+        try:
+            message: str | tuple[str, int] = worker.reports.recv()
+        except (EOFError, OSError):  # it exited without a word
+            worker.process.join(timeout=5)
+            code = worker.process.exitcode
+            if code is not None and code < 0:
+                how = f"was killed by {signal.Signals(-code).name}"
+            else:
+                how = f"exited with status {code}"
+            message = (f"error: a worker {how} during start-up", 1)
+        worker.reports.close()
+        worker.reports = None
+        return message
+
+    def _wait_until_serving(self) -> tuple[str, int] | None:
+        """Until every worker serves: ``None``; the first failure's (line, status)."""
+        starting = set(range(self.count))
+        while starting and not self.stopping:
+            waitables = [self.workers[i].reports for i in starting]
+            wait([w for w in waitables if w is not None], timeout=0.2)
+            for i in sorted(starting):
+                report = self._read_report(self.workers[i])
+                if report == _SERVING:
+                    starting.discard(i)
+                elif isinstance(report, tuple) and not self.stopping:  # else: told to stop
+                    return report
+        return None
+
+    def _wait_for_exit(self) -> None:
+        deadline = time.monotonic() + self.config.server.shutdown_timeout_seconds + 5
+        for worker in self.workers:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+
+    def _watch(self) -> None:
+        """Start again any worker that dies, until SIGTERM; then wait for them all."""
+        restarts = [0] * self.count
         while True:
             alive = False
-            for i, process in enumerate(processes):
-                if process.is_alive():
+            for i, worker in enumerate(self.workers):
+                report = self._read_report(worker)
+                if isinstance(report, tuple) and not self.stopping:
+                    log.error("worker %d could not start: %s", i, report[0])
+                if worker.process.is_alive():
                     alive = True
-                elif not stopping:
+                elif not self.stopping:
                     delay = _RESTART_BACKOFF[min(restarts[i], len(_RESTART_BACKOFF) - 1)]
                     log.error(
                         "worker %d exited with %s; starting it again in %.1fs",
                         i,
-                        process.exitcode,
+                        worker.process.exitcode,
                         delay,
                     )
                     time.sleep(delay)
-                    if stopping:  # SIGTERM came during the pause: start nothing new
+                    if self.stopping:  # SIGTERM came during the pause: start nothing new
                         continue
                     restarts[i] += 1
-                    processes[i] = start(i)
+                    self.workers[i] = self._start(i)
                     alive = True
-            if stopping and not alive:
+            if self.stopping and not alive:
                 break
             time.sleep(0.2)
-    finally:
-        for process in processes:
-            process.join(timeout=1)
-        if owned_dir is not None:
-            shutil.rmtree(owned_dir, ignore_errors=True)
-    return 0

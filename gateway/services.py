@@ -15,11 +15,14 @@ from gateway.accounts.tokens import TokenIssuer
 from gateway.backends.registry import Router
 from gateway.config import Config
 from gateway.http.client_ip import ClientIp
+from gateway.idempotency.store import IdempotencyStore
+from gateway.jobs.runner import JobRunner
 from gateway.keys.cache import KeyCache
 from gateway.limits.admission import Admission
 from gateway.metrics import Metrics
 from gateway.redis.layout import RedisLayout
 from gateway.usage.flusher import UsageFlusher
+from gateway.webhooks.signing import SecretDeriver
 
 __all__ = ["CONFIG", "SERVICES", "Services"]
 
@@ -40,8 +43,14 @@ class Services:
     login_guard: LoginGuard
     client_ip: ClientIp
     metrics: Metrics
+    #: Idempotency keys and the answers they stand for.
+    idempotency: IdempotencyStore
+    #: Derives users' webhook secrets from the server key.
+    webhook_secrets: SecretDeriver
     #: Wall-clock seconds since the epoch (injected so tests can pin it).
     wall_clock: Callable[[], float]
+    #: The job workers (and the queue jobs are submitted to).
+    jobs: JobRunner | None = None
     #: Set when the server starts draining (SIGTERM): /readyz answers 503 from then on.
     draining: bool = False
 

@@ -13,6 +13,7 @@ the WebUI's ``--api-auth`` credentials; both or neither), ``sizes`` (each a mult
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -70,16 +71,27 @@ class A1111Backend(ImageBackend):
             raise ConfigError(f"backends.{name}.username_env: required with password_env")
         self._upstream: Upstream | None = None
 
+    def _credentials(self, environ: Mapping[str, str]) -> tuple[str, str] | None:
+        """The WebUI's user name and password, if it has them."""
+        if not (self._username_env and self._password_env):
+            return None
+        username = read_secret(self.name, "username_env", self._username_env, environ)
+        password = read_secret(self.name, "password_env", self._password_env, environ)
+        if ":" in username:
+            raise ConfigError(
+                f"backends.{self.name}.username_env: the user name must not contain ':'"
+            )
+        return username, password
+
+    def check_environment(self, environ: Mapping[str, str]) -> None:
+        self._credentials(environ)
+
     async def start(self, context: BackendContext) -> None:
         headers: dict[str, str] = {}
         secrets: list[str] = []
-        if self._username_env and self._password_env:
-            username = read_secret(self.name, "username_env", self._username_env)
-            password = read_secret(self.name, "password_env", self._password_env)
-            if ":" in username:
-                raise ConfigError(
-                    f"backends.{self.name}.username_env: the user name must not contain ':'"
-                )
+        credentials = self._credentials(os.environ)
+        if credentials is not None:
+            username, password = credentials
             headers["Authorization"] = basic_auth(username, password)
             secrets += [password, headers["Authorization"].removeprefix("Basic ")]
         self._upstream = Upstream(

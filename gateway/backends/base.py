@@ -222,6 +222,15 @@ class ImageBackend(abc.ABC):
         """
         return self.max_n_per_call
 
+    def check_environment(self, environ: Mapping[str, str]) -> None:  # noqa: B027 - optional hook
+        """Raise :class:`ConfigError` naming the option if what :meth:`start` will read
+        from ``environ`` (a credential's variable) is missing or unusable.
+
+        ``serve`` and ``check-config`` both call it (:func:`gateway.startup.prepare`)
+        before any backend starts, so a config that ``check-config`` passes starts.
+        Must not do I/O.
+        """
+
     async def start(self, context: BackendContext) -> None:  # noqa: B027 - optional hook
         """Open connections, warm up. Called once before the first request."""
 

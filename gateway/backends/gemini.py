@@ -92,6 +92,10 @@ class GeminiBackend(ImageBackend):
         self._api_key_env = env_option(name, options, "api_key_env", required=True)
         self._upstream: Upstream | None = None
 
+    def check_environment(self, environ: Mapping[str, str]) -> None:
+        assert self._api_key_env is not None
+        read_secret(self.name, "api_key_env", self._api_key_env, environ)
+
     async def start(self, context: BackendContext) -> None:
         assert self._api_key_env is not None
         key = read_secret(self.name, "api_key_env", self._api_key_env)

@@ -63,6 +63,10 @@ class OpenAIBackend(ImageBackend):
         self._organization = text_option(name, options, "organization")
         self._upstream: Upstream | None = None
 
+    def check_environment(self, environ: Mapping[str, str]) -> None:
+        if self._api_key_env:
+            read_secret(self.name, "api_key_env", self._api_key_env, environ)
+
     async def start(self, context: BackendContext) -> None:
         headers: dict[str, str] = {}
         secrets: list[str] = []

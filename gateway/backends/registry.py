@@ -85,6 +85,9 @@ class Router:
             model: tuple(self.backends[name] for name in chain)
             for model, chain in config.models.items()
         }
+        for model, fallback in config.model_fallback.items():
+            if fallback == "never":  # only the first backend answers this model
+                self.models[model] = self.models[model][:1]
         self.default_model = config.default_model
 
     def for_model(self, model: str | None) -> tuple[str, tuple[GuardedBackend, ...]] | None:

@@ -95,6 +95,10 @@ class ReplicateBackend(JobBackend):
         self._jobs: dict[str, _Job] = {}
         self._upstream: Upstream | None = None
 
+    def check_environment(self, environ: Mapping[str, str]) -> None:
+        assert self._api_key_env is not None
+        read_secret(self.name, "api_key_env", self._api_key_env, environ)
+
     async def start(self, context: BackendContext) -> None:
         assert self._api_key_env is not None
         key = read_secret(self.name, "api_key_env", self._api_key_env)

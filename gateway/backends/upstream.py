@@ -180,9 +180,10 @@ def basic_auth(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
-def read_secret(name: str, key: str, env: str) -> str:
-    """The credential in environment variable ``env``; :class:`ConfigError` if unset."""
-    secret = os.environ.get(env, "").strip()
+def read_secret(name: str, key: str, env: str, environ: Mapping[str, str] | None = None) -> str:
+    """The credential in environment variable ``env`` (of ``environ``, default
+    ``os.environ``); :class:`ConfigError` if unset."""
+    secret = (os.environ if environ is None else environ).get(env, "").strip()
     if not secret:
         raise ConfigError(f"backends.{name}.{key}: environment variable {env} is not set")
     return secret

@@ -110,5 +110,8 @@ def _invalid(text: str, schema: type[RequestBody], context: Mapping[str, object]
 
 
 def _param(path: str) -> str:
-    """``$``-less msgspec path (``.metadata.owner``, ``.image[1]``) as the client wrote it."""
-    return path.removeprefix(".")
+    """``$``-less msgspec path (``.metadata.owner``, ``.image[1]``) as the client wrote it.
+
+    A value in a mapping (msgspec says ``.metadata[...]``, not which) is blamed on the
+    mapping (``metadata``)."""
+    return path.removeprefix(".").replace("[...]", "")

@@ -25,6 +25,7 @@ from gateway.backends.base import GeneratedImage, ImageRequest, parse_size
 from gateway.backends.resilience import GuardedBackend
 from gateway.http.api_key_auth import authenticate
 from gateway.http.body import decode_body
+from gateway.http.idempotency import HEADER, IDEMPOTENCY_TAKEN, idempotent
 from gateway.http.middlewares import LOG_FIELDS, REQUEST_ID
 from gateway.http.ratelimit_headers import rate_limit_headers
 from gateway.http.relay import ImagesResponse, relay_pieces
@@ -36,11 +37,19 @@ from gateway.http.schemas.images import (
     ImageUsage,
 )
 from gateway.keys.cache import KeyRecord
-from gateway.limits.decision import ADMITTED, OVER_QUOTA, RATE_LIMITED
+from gateway.limits.decision import ADMITTED, OVER_QUOTA, RATE_LIMITED, Decision
 from gateway.metrics import Metrics
 from gateway.services import SERVICES, Services
+from gateway.storage import STORAGE
 
-__all__ = ["GenerationParams", "generate_images", "parse_generation"]
+__all__ = [
+    "GenerationParams",
+    "admit_request",
+    "call_backends",
+    "generate_images",
+    "parse_generation",
+    "wants_async",
+]
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
@@ -58,6 +67,8 @@ class GenerationParams:
     #: The backends to try, in order (the first, then its fallbacks).
     chain: tuple[GuardedBackend, ...]
     request: ImageRequest
+    #: ``b64_json`` or ``url`` (the images stored, their links answered).
+    response_format: str = "b64_json"
 
 
 def parse_generation(
@@ -109,13 +120,14 @@ def parse_generation(
             negative_prompt=body.negative_prompt,
             request_id=request_id,
         ),
+        response_format=body.response_format or "b64_json",
     )
 
 
 _BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 
-async def _call_backends(
+async def call_backends(
     chain: tuple[GuardedBackend, ...], request: ImageRequest, metrics: Metrics
 ) -> tuple[str, list[GeneratedImage]]:
     """``(backend name, images)`` from the first backend in ``chain`` that delivers.
@@ -151,26 +163,14 @@ async def _call_backends(
     raise error or errors.UpstreamError()
 
 
-async def generate_images(request: web.Request) -> web.StreamResponse:
-    services: Services = request.app[SERVICES]
-    config = services.config
-    request_id = request[REQUEST_ID]
-    now = services.wall_clock()
-
-    record = await authenticate(request, services.keys, config.keys.prefix, now)
-    body = await decode_body(
-        request, GenerationRequest, config.server, {"most": record.max_images_per_request}
-    )
-    params = parse_generation(body, services, record, request_id)
-    n = params.request.n
-
-    fields = request[LOG_FIELDS]
-    fields.update(key_id=record.key_id, user_id=record.user_id, model=params.model, images=0)
+async def admit_request(services: Services, record: KeyRecord, n: int) -> Decision:
+    """Admit a request for ``n`` images (the rate limit, and ``n`` reserved): one Redis
+    round trip. Raises the 429 (rate limit, daily quota) or, Redis being unreachable,
+    the 503."""
     metrics = services.metrics
-    admission = services.admission
     started = time.perf_counter()
     try:
-        decision = await admission.admit(record, n)
+        decision = await services.admission.admit(record, n)
     except Exception as exc:
         metrics.admissions.labels("error").inc()
         metrics.dependency_errors.labels("redis").inc()
@@ -200,9 +200,51 @@ async def generate_images(request: web.Request) -> web.StreamResponse:
             param="n" if remaining else None,
             headers=headers,
         )
+    return decision
+
+
+def wants_async(request: web.Request) -> bool:
+    """The request says ``Prefer: respond-async`` (RFC 7240; among other preferences)."""
+    for value in request.headers.getall("Prefer", ()):
+        for preference in value.split(","):
+            name = preference.split(";", 1)[0].split("=", 1)[0].strip().lower()
+            if name == "respond-async":
+                return True
+    return False
+
+
+async def generate_images(request: web.Request) -> web.StreamResponse:
+    incoming = request.headers
+    if HEADER in incoming and IDEMPOTENCY_TAKEN not in request:
+        return await idempotent(request, generate_images)
+    if "Prefer" in incoming and wants_async(request):
+        # Imported here: the jobs edge builds on this module. Only this path pays for it.
+        from gateway.http.jobs_api import submit_job
+
+        return await submit_job(request, preferred=True)
+    services: Services = request.app[SERVICES]
+    config = services.config
+    request_id = request[REQUEST_ID]
+    now = services.wall_clock()
+
+    record = await authenticate(request, services.keys, config.keys.prefix, now)
+    body = await decode_body(
+        request, GenerationRequest, config.server, {"most": record.max_images_per_request}
+    )
+    params = parse_generation(body, services, record, request_id)
+    n = params.request.n
+
+    fields = request[LOG_FIELDS]
+    fields.update(key_id=record.key_id, user_id=record.user_id, model=params.model, images=0)
+    metrics = services.metrics
+    admission = services.admission
+    decision = await admit_request(services, record, n)
 
     try:
-        backend_name, images = await _call_backends(params.chain, params.request, metrics)
+        backend_name, images = await call_backends(params.chain, params.request, metrics)
+        links = None
+        if params.response_format == "url" and images:
+            links = await _store(request, images[:n])
     except BaseException:
         await asyncio.shield(admission.release(record.key_id, decision, n))
         raise
@@ -221,14 +263,38 @@ async def generate_images(request: web.Request) -> web.StreamResponse:
         answer = GenerationResponse(
             created=int(now),
             model=params.model,
-            data=[ImageData("", image.revised_prompt) for image in delivered],
+            data=[  # b64_json left empty: the relay writes each image there as it came
+                ImageData(b64_json="", revised_prompt=image.revised_prompt) for image in delivered
+            ]
+            if links is None
+            else [
+                ImageData(url=link, revised_prompt=image.revised_prompt)
+                for image, link in zip(delivered, links, strict=True)
+            ],
             usage=ImageUsage(len(delivered)),
         )
         return ImagesResponse(
-            pieces=relay_pieces(_encode(answer), delivered),
+            pieces=relay_pieces(_encode(answer), delivered if links is None else []),
             headers=headers,
             on_send=partial(admission.delivered, decision),
         )
     except BaseException:
         admission.delivered(decision)  # the images were made: charged, slot freed
         raise
+
+
+async def _store(request: web.Request, images: list[GeneratedImage]) -> list[str]:
+    """Store ``images`` (in parallel) and return their signed links.
+
+    Raises :class:`~gateway.errors.StorageUnavailable` (503 ``storage_unavailable``) when
+    the store fails: the images were made, but the client gets none, so none is charged.
+    """
+    storage = request.app[STORAGE]
+    try:
+        saved = await asyncio.gather(
+            *(storage.save(image.data, image.media_type, request=request) for image in images)
+        )
+    except errors.GatewayError as exc:
+        log.warning("storing images failed (%s): %s", exc.code, exc.message)
+        raise
+    return [file.url for file in saved]

@@ -35,6 +35,7 @@ _SECURITY: dict[Auth, list[JSON]] = {
 }
 _TAGS = {
     "images": "The data plane (API keys).",
+    "jobs": "Image generation in the background (API keys).",
     "accounts": "Register, log in, the caller's account.",
     "keys": "Self-service API keys (access token).",
     "usage": "Images per key per day (access token).",
@@ -320,6 +321,16 @@ def _headers() -> JSON:
             " a fallback after an upstream failure.",
             {"type": "string"},
             "openai",
+        ),
+        "Location": header(
+            "Where the job is read: `/v1/images/jobs/{id}`.",
+            {"type": "string", "pattern": "^/v1/images/jobs/job_[A-Za-z0-9]{22}$"},
+            "/v1/images/jobs/job_4GkQ7pLm2Rt7Vw4Ks8Dn1B",
+        ),
+        "Preference-Applied": header(
+            "`respond-async` (RFC 7240): a job was made instead of waiting for the images.",
+            {"type": "string", "const": "respond-async"},
+            "respond-async",
         ),
         "Retry-After": header(
             "Seconds until a retry can succeed: until the rate window has room, or (daily"

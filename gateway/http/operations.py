@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway import errors
-from gateway.http import accounts, admin, keys_api
+from gateway.http import accounts, admin, jobs_api, keys_api, webhooks_api
 from gateway.http.contract import (
     ACCOUNT_DISABLED,
     INVALID_REQUEST,
@@ -21,33 +21,53 @@ from gateway.http.contract import (
     Param,
 )
 from gateway.http.docs import openapi_json
+from gateway.http.files import FILES_ROUTE, serve_file
 from gateway.http.health import healthz, list_models, metrics, readyz
 from gateway.http.images import generate_images
+from gateway.http.ratelimit_headers import RATE_LIMIT_HEADERS
 from gateway.http.schemas import accounts as account_types
 from gateway.http.schemas import admin as admin_types
 from gateway.http.schemas import health as health_types
 from gateway.http.schemas import images as image_types
+from gateway.http.schemas import jobs as job_types
 from gateway.http.schemas import keys as key_types
 from gateway.http.schemas import usage as usage_types
+from gateway.http.schemas import webhooks as webhook_types
 from gateway.http.usage_api import read_usage
 
 __all__ = ["OPERATIONS", "RATE_LIMIT_HEADERS"]
 
-RATE_LIMIT_HEADERS = (
-    "RateLimit-Policy",
-    "RateLimit",
-    "x-ratelimit-limit-requests",
-    "x-ratelimit-remaining-requests",
-    "x-ratelimit-reset-requests",
-    "x-ratelimit-limit-images",
-    "x-ratelimit-remaining-images",
-    "x-ratelimit-reset-images",
-)
 _UUID = {"type": "string", "format": "uuid"}
 _DATE = {"type": "string", "format": "date"}
 _ID = Param("id", "path", _UUID, "A UUID; anything else is 404.", required=True)
 _A_KEY_ID = "0b7e6f1c-3d2a-4e59-8c1b-2f4a6d8e9c01"
 _CREDENTIALS = {"email": "ada@example.com", "password": "correct horse battery"}
+
+
+_IDEMPOTENCY_KEY = Param(
+    "Idempotency-Key",
+    "header",
+    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+    "1 to 255 visible ASCII characters, the caller's own for `idempotency.ttl_hours`: a"
+    " repeat of the same request gets the first answer again (`Idempotent-Replayed: true`),"
+    " with no second upstream call and no second charge. 5xx, 409 and 429 answers are not"
+    " kept, so their retry runs.",
+)
+_IDEMPOTENCY_FAILURES = (
+    Failure(
+        409,
+        (errors.IdempotencyKeyInUse,),
+        "A request with this `Idempotency-Key` is still running: retry after `Retry-After`.",
+        headers=("Retry-After",),
+        param="Idempotency-Key",
+    ),
+    Failure(
+        422,
+        (errors.IdempotencyKeyReused,),
+        "This `Idempotency-Key` was used with a different request (method, path or body).",
+        param="Idempotency-Key",
+    ),
+)
 
 
 def _generation_example(facts: DocFacts) -> dict[str, Any]:
@@ -76,6 +96,13 @@ def _generation(path: str, operation_id: str, alias: str) -> Operation:
                 },
                 headers=(*RATE_LIMIT_HEADERS, "X-Gateway-Backend"),
             ),
+            Answer(
+                202,
+                "With `Prefer: respond-async`: the job made instead (as `POST /v1/images/jobs`).",
+                job_types.Job,
+                _job_example,
+                headers=("Location", "Preference-Applied"),
+            ),
         ),
         failures=(
             Failure(
@@ -98,6 +125,7 @@ def _generation(path: str, operation_id: str, alias: str) -> Operation:
                 "Over the key's rate limit (requests in any 60 s) or its daily image quota.",
                 headers=(*RATE_LIMIT_HEADERS, "Retry-After"),
             ),
+            *_IDEMPOTENCY_FAILURES,
             Failure(
                 502,
                 (errors.UpstreamError,),
@@ -111,10 +139,138 @@ def _generation(path: str, operation_id: str, alias: str) -> Operation:
         ),
         body=image_types.GenerationRequest,
         body_example=_generation_example,
+        parameters=(
+            _IDEMPOTENCY_KEY,
+            Param(
+                "Prefer",
+                "header",
+                {"type": "string"},
+                "`respond-async` (RFC 7240): make a job instead (202, as `POST"
+                " /v1/images/jobs`; `Preference-Applied: respond-async`).",
+            ),
+        ),
         description="OpenAI's Images API: the official SDKs work unchanged. The key's rate"
         " limit and daily quota are checked and the images reserved in one atomic step;"
         " the rate-limit headers come with every 200 and 429. `stream: true` is refused"
         " (400, before anything is charged).",
+    )
+
+
+_JOB_ID = Param("id", "path", {"type": "string"}, "A job id (`job_...`).", required=True)
+_A_JOB_ID = "job_4GkQ7pLm2Rt7Vw4Ks8Dn1B"
+
+
+def _job_example(facts: DocFacts) -> dict[str, Any]:
+    return {
+        "id": _A_JOB_ID,
+        "object": "image.job",
+        "status": "queued",
+        "created_at": 1767225600,
+        "model": facts.config.default_model,
+        "n": 1,
+        "metadata": {"order": "1234"},
+    }
+
+
+def _job_operations() -> tuple[Operation, ...]:
+    admitted = (
+        Failure(
+            404,
+            (errors.ModelNotFound,),
+            "The model is not one of `GET /v1/models`.",
+            param="model",
+        ),
+        Failure(
+            429,
+            (errors.RateLimitExceeded, errors.DailyQuotaExceeded),
+            "Over the key's rate limit (requests in any 60 s) or its daily image quota.",
+            headers=(*RATE_LIMIT_HEADERS, "Retry-After"),
+        ),
+    )
+    job_answer = Answer(200, "The job.", job_types.Job, _job_example)
+    return (
+        Operation(
+            "POST",
+            "/v1/images/jobs",
+            jobs_api.create_job,
+            "createImageJob",
+            "jobs",
+            "Generate images in the background",
+            Auth.API_KEY,
+            answers=(
+                Answer(
+                    202,
+                    "The job, queued; `Location` is where to read it.",
+                    job_types.Job,
+                    _job_example,
+                    headers=("Location",),
+                ),
+            ),
+            failures=(*admitted, *_IDEMPOTENCY_FAILURES),
+            parameters=(_IDEMPOTENCY_KEY,),
+            body=job_types.JobRequest,
+            body_example=lambda facts: {
+                **_generation_example(facts),
+                "metadata": {"order": "1234"},
+            },
+            description="The body of `POST /v1/images/generations`, plus `metadata`. The"
+            " request counts against the rate limit and reserves `n` images at once; when"
+            " the job ends only the images delivered are charged.",
+        ),
+        Operation(
+            "GET",
+            "/v1/images/jobs",
+            jobs_api.list_jobs,
+            "listImageJobs",
+            "jobs",
+            "The caller's jobs, newest first",
+            Auth.API_KEY,
+            answers=(Answer(200, "A page of jobs.", job_types.JobList),),
+            parameters=(
+                Param(
+                    "status",
+                    "query",
+                    {"type": "string", "enum": list(job_types.JOB_STATUSES)},
+                    "Only jobs in this status.",
+                ),
+                Param(
+                    "limit",
+                    "query",
+                    {"type": "integer", "minimum": 1, "maximum": job_types.MAX_LIST_LIMIT},
+                    "Jobs per page (default 20).",
+                ),
+                Param(
+                    "after", "query", {"type": "string"}, "The last job id of the previous page."
+                ),
+            ),
+        ),
+        Operation(
+            "GET",
+            "/v1/images/jobs/{id}",
+            jobs_api.get_job,
+            "getImageJob",
+            "jobs",
+            "A job, with its images once it succeeded",
+            Auth.API_KEY,
+            answers=(job_answer,),
+            failures=(NOT_FOUND,),
+            parameters=(_JOB_ID,),
+            description="Another user's job is 404.",
+        ),
+        Operation(
+            "POST",
+            "/v1/images/jobs/{id}/cancel",
+            jobs_api.cancel_job,
+            "cancelImageJob",
+            "jobs",
+            "Cancel a job",
+            Auth.API_KEY,
+            answers=(job_answer,),
+            failures=(NOT_FOUND,),
+            parameters=(_JOB_ID,),
+            description="A queued job never runs; a running one is stopped. Nothing is charged"
+            " for a cancelled job. A finished job is answered unchanged.",
+        ),
     )
 
 
@@ -138,6 +294,7 @@ OPERATIONS: tuple[Operation, ...] = (
     # The data plane (API keys).
     _generation("/v1/images/generations", "createImage", ""),
     _generation("/v1/generate", "generate", " (an alias of /v1/images/generations)"),
+    *_job_operations(),
     Operation(
         "GET",
         "/v1/models",
@@ -322,6 +479,26 @@ OPERATIONS: tuple[Operation, ...] = (
         ),
         description=f"The range may cover at most {usage_types.MAX_DAYS} days.",
     ),
+    Operation(
+        "POST",
+        "/v1/webhooks/secret",
+        webhooks_api.create_webhook_secret,
+        "createWebhookSecret",
+        "accounts",
+        "A new secret to verify job webhooks with",
+        Auth.ACCESS_TOKEN,
+        answers=(
+            Answer(
+                201,
+                "The secret: the only time it is shown. It replaces the previous one.",
+                webhook_types.WebhookSecret,
+                {"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
+            ),
+        ),
+        description="Jobs with a `webhook_url` send, when they end, a POST signed with"
+        " this secret (Standard Webhooks: `webhook-id`, `webhook-timestamp`,"
+        " `webhook-signature`).",
+    ),
     # Operators.
     Operation(
         "GET",
@@ -437,6 +614,48 @@ OPERATIONS: tuple[Operation, ...] = (
                 media_type="text/plain",
                 raw_schema={"type": "string"},
             ),
+        ),
+    ),
+    # Stored images (response_format "url"): the signed link is the credential.
+    Operation(
+        "GET",
+        FILES_ROUTE,
+        serve_file,
+        "getFile",
+        "images",
+        "A stored image, by its signed link (no API key: the link is the credential)",
+        Auth.NONE,
+        answers=(
+            Answer(
+                200,
+                "The image's exact bytes, with its Content-Type, Content-Length, ETag and"
+                " `Cache-Control: private, max-age=<seconds the link has left>`. HEAD works;"
+                " a single `Range` answers 206.",
+                media_type="image/*",
+                raw_schema={"type": "string", "format": "binary"},
+            ),
+        ),
+        failures=(
+            Failure(
+                403,
+                (errors.InvalidSignature, errors.UrlExpired),
+                "The link was tampered with (`invalid_signature`) or is past `expires`"
+                " (`url_expired`).",
+            ),
+            Failure(404, (errors.NotFound,), "No such file: deleted after the retention."),
+            Failure(416, (errors.RangeNotSatisfiable,), "The `Range` lies outside the file."),
+            Failure(503, (errors.StorageUnavailable,), "The object store cannot be reached."),
+        ),
+        parameters=(
+            Param("file_id", "path", {"type": "string"}, "The file's id.", required=True),
+            Param(
+                "expires",
+                "query",
+                {"type": "integer"},
+                "When the link ends (unix seconds).",
+                required=True,
+            ),
+            Param("signature", "query", {"type": "string"}, "The link's HMAC.", required=True),
         ),
     ),
     # The API description.

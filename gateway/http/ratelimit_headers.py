@@ -12,7 +12,19 @@ import math
 
 from gateway.limits.decision import Decision
 
-__all__ = ["openai_duration", "rate_limit_headers"]
+__all__ = ["RATE_LIMIT_HEADERS", "openai_duration", "rate_limit_headers"]
+
+#: The headers :func:`rate_limit_headers` makes.
+RATE_LIMIT_HEADERS = (
+    "RateLimit-Policy",
+    "RateLimit",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-images",
+    "x-ratelimit-remaining-images",
+    "x-ratelimit-reset-images",
+)
 
 
 @functools.lru_cache(maxsize=4096)

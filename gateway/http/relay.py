@@ -90,6 +90,10 @@ class ImagesResponse(web.StreamResponse):
         self._pieces = pieces
         self._on_send: Callable[[], None] | None = on_send
 
+    def joined_body(self) -> bytes:
+        """The whole body in one ``bytes`` (a copy: for keeping it, not for sending)."""
+        return b"".join(self._pieces)
+
     def _settle(self) -> None:
         on_send, self._on_send = self._on_send, None
         if on_send is not None:

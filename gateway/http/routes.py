@@ -13,7 +13,17 @@ from gateway.http.operations import OPERATIONS
 __all__ = ["setup_routes"]
 
 
-def setup_routes(app: web.Application) -> None:
+#: What a job worker (``gateway worker``) serves.
+_WORKER_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def setup_routes(app: web.Application, *, public_api: bool = True) -> None:
+    """Every operation; with ``public_api`` False only health and metrics."""
+    if not public_api:
+        for operation in OPERATIONS:
+            if operation.path in _WORKER_PATHS:
+                app.router.add_get(operation.path, operation.handler)
+        return
     for operation in OPERATIONS:
         if operation.method == "GET":
             app.router.add_get(operation.path, operation.handler)  # and HEAD

@@ -198,6 +198,24 @@ class Admission:
             )
             self.unsent.append((key_id, day, images, decision.member))
 
+    async def give_back(self, key_id: str, day: int, member: str, images: int) -> bool:
+        """Give back ``images`` of the reservation ``member`` made on ``day``, once only
+        (the reservation's marker): False if it was given back before. Raises Redis
+        errors; safe to call again after one. (Jobs settle through this, from any
+        process: see :mod:`gateway.jobs.settlement`.)"""
+        layout = self._layout
+        shard = layout.shard_of(key_id)
+        async with asyncio.timeout(self._timeout):
+            left = await self._release(
+                keys=(
+                    layout.counter(key_id, day),
+                    layout.pending(shard),
+                    layout.settled(shard, member),
+                ),
+                args=(images, f"{key_id}:{day}"),
+            )
+        return int(left) != -2
+
     async def _send_release(self, key_id: str, day: int, images: int, member: str) -> None:
         """Once only (the reservation's marker), so it is safe to send again."""
         layout = self._layout

@@ -2,7 +2,8 @@
 
 Keys one script touches share a hash tag, so no script crosses a Redis Cluster slot:
 ``<prefix>{s<N>}:`` for the limits and usage (one of :data:`SHARDS` shards chosen from
-the key id), ``<prefix>key:{<hash>}`` for the key cache.
+the key id), ``<prefix>key:{<hash>}`` for the key cache, ``<prefix>{jobs}:`` for the job
+queue, ``<prefix>idem:{<user id>}:`` for idempotency keys.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 __all__ = [
     "SHARDS",
     "RedisLayout",
+    "idempotency_entry",
+    "job_cancel_channel",
+    "job_stream",
     "key_entry",
     "key_invalidation_channel",
     "throttle_prefix",
@@ -63,3 +67,18 @@ def key_invalidation_channel(prefix: str) -> str:
 def throttle_prefix(prefix: str) -> str:
     """Where the login and registration throttles keep their counters."""
     return f"{prefix}throttle:"
+
+
+def job_stream(prefix: str) -> str:
+    """The stream of jobs to run (its consumer group is every gateway process)."""
+    return f"{prefix}{{jobs}}:stream"
+
+
+def job_cancel_channel(prefix: str) -> str:
+    """The pub/sub channel on which a cancelled job's id reaches the process running it."""
+    return f"{prefix}jobs:cancel"
+
+
+def idempotency_entry(prefix: str, user_id: str, key_digest: str) -> str:
+    """A user's idempotency key (its SHA-256): the request it was taken for, its answer."""
+    return f"{prefix}idem:{{{user_id}}}:{key_digest}"

@@ -85,6 +85,7 @@ async def open_storage(
     clock: Callable[[], float] = time.time,
     trusted_proxies: Sequence[str] = (),
     sendfile: bool = True,
+    derive_from: Sequence[str] = (),
 ) -> Storage:
     """Open the store and check it can be written (a probe object is written and deleted).
 
@@ -92,7 +93,7 @@ async def open_storage(
         ConfigError: no signing secret (outside ``dev``), a bad store option, or a store
             that cannot be written (``storage.url: ... is not writable ...: <why>``).
     """
-    secrets = signing_secrets(config, dev=dev)
+    secrets = signing_secrets(config, dev=dev, derive_from=derive_from)
     try:
         store = open_store(config, environ, metrics=metrics, sendfile=sendfile)
         await store.check_writable()
@@ -118,13 +119,15 @@ def storage_context(
     clock: Callable[[], float] = time.time,
     trusted_proxies: Sequence[str] = (),
     sweep_interval: float | None = None,
+    derive_from: Sequence[str] = (),
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A ``cleanup_ctx`` entry: opens the storage into ``app[STORAGE]`` when the app
     starts, runs the sweeper while it runs (unless ``storage.retention_hours`` is 0),
-    and closes the store when it stops. The signing secrets are checked at once.
+    and closes the store when it stops. The signing secrets are checked at once
+    (``derive_from``: the account-token secrets, when the section names none).
     """
     if not dev:
-        signing_secrets(config, dev=False)  # no secret: fail in create_app, not at start
+        signing_secrets(config, dev=False, derive_from=derive_from)  # fail now, not at start
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         storage = await open_storage(
@@ -134,6 +137,7 @@ def storage_context(
             dev=dev,
             clock=clock,
             trusted_proxies=trusted_proxies,
+            derive_from=derive_from,
         )
         app[STORAGE] = storage
         task = None

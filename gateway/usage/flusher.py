@@ -98,6 +98,9 @@ class UsageFlusher:
         """Flush every interval until cancelled, backing off while Redis or Postgres fail."""
         delay = self._interval
         while True:
+            # A cancellation redis-py absorbed during the last flush (it lets a read go
+            # on) would otherwise be lost, and this loop would sleep on through shutdown.
+            raise_if_cancelled()
             await asyncio.sleep(delay)
             try:
                 more = await self.flush()

@@ -250,3 +250,20 @@ async def test_a_request_id_that_looks_like_a_key_is_replaced(
     sane = "req-2026-12-07.abc:1"
     response = await gateway.client.get("/healthz", headers={"X-Request-ID": sane})
     assert response.headers["X-Request-ID"] == sane
+
+
+async def test_model_fallback_never_keeps_a_model_to_its_first_backend(
+    make_gateway: MakeGateway, make_key: MakeKey, upstream: Upstream, db: asyncpg.Connection
+):
+    gateway = await make_gateway(
+        {**config(upstream, retries=0), "model_fallback": {"dall-e-3": "never"}}
+    )
+    key = await make_key("pro")
+    upstream.status, upstream.error = 500, {"error": {"message": "boom"}}
+    response = await gateway.generate(key.key, model="dall-e-3")
+    await expect_error(response, 502, "upstream_error")
+    # The other model still falls back (the default: on upstream failures).
+    response = await gateway.generate(key.key, model="other")
+    assert response.status == 200, await response.text()
+    assert response.headers["X-Gateway-Backend"] == "local"
+    assert await charged(gateway, db, key.key_id) == 1

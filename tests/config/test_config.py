@@ -8,25 +8,31 @@ the exact message an operator sees.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
+import msgspec
 import pytest
 import yaml
 
 from gateway.backends.registry import Router, default_registry
 from gateway.config import (
     AuthConfig,
+    Config,
     ConfigError,
     DatabaseConfig,
     KeysConfig,
     PlanConfig,
     RedisConfig,
+    Section,
     ServerConfig,
     UsageConfig,
     load_config,
     parse_config,
 )
+from gateway.config.decode import decode
+from gateway.startup import prepare
 from tests.support.paths import CONFIGS, ROOT
 
 SHIPPED = ROOT / "config.yaml"
@@ -180,14 +186,26 @@ ERROR_CASES = [
         "database.pool_max_size: must be >= pool_min_size and >= 1",
     ),
     ("section_not_mapping.yaml", "redis: must be a mapping"),
+    (
+        "workers_too_many.yaml",
+        "server.workers: a number from 1 to 256, or 0 / 'auto' (one per CPU)",
+    ),
+    ("jwt_secret_too_short.yaml", "auth.jwt_secrets[0]: must be at least 32 bytes"),
+    ("model_backend_twice.yaml", "models.local: a backend is listed twice"),
+    ("on_failure_unknown.yaml", "redis.on_failure: 'closed' or 'open'"),
 ]
 
 # Backend options belong to the backend type: load_config accepts them, and building
-# the backends (what `serve` and `check-config` do) rejects them.
+# the backends (what `serve` and `check-config` do: gateway.startup.prepare) rejects them;
+# so does a credential's variable that is not set.
 BACKEND_ERROR_CASES = [
     ("backend_unknown_option.yaml", "backends.local.colour: unknown key"),
     ("backend_bad_size.yaml", "backends.local.sizes: 'big' is not 'WIDTHxHEIGHT'"),
     ("http_backend_without_base_url.yaml", "backends.remote.base_url: required, an http(s) URL"),
+    (
+        "backend_credential_unset.yaml",
+        "backends.remote.api_key_env: environment variable GATEWAY_TEST_NEVER_SET is not set",
+    ),
 ]
 
 
@@ -214,7 +232,7 @@ def test_config_error_names_the_key(no_env_overrides: None, filename: str, messa
 def test_backend_option_error_names_the_key(no_env_overrides: None, filename: str, message: str):
     config = load_config(CONFIGS / filename)
     with pytest.raises(ConfigError) as info:
-        Router(config, default_registry())
+        prepare(config, environ={})
     assert str(info.value) == message
 
 
@@ -255,6 +273,63 @@ def test_invalid_yaml_is_a_config_error_naming_the_file(tmp_path: Path):
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert str(info.value).startswith(f"{path}: not valid YAML: ")
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (
+            "server:\n  port: [8080\n",
+            "line 3, column 1: expected ',' or ']', but got '<stream end>'"
+            " (while parsing a flow sequence at line 2)",
+        ),
+        ("server:\n\tport: 8080\n", "line 2, column 1: found character '\\t' that cannot"),
+        ('admin:\n  token: "abc\n', "line 3, column 1: found unexpected end of stream"),
+    ],
+    ids=["unclosed-list", "tab", "unclosed-quote"],
+)
+def test_invalid_yaml_names_the_line(tmp_path: Path, text: str, where: str):
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: not valid YAML: {where}")
+    assert "\n" not in str(info.value)  # one line
+
+
+def test_a_key_given_twice_is_an_error_naming_the_line(tmp_path: Path):
+    path = tmp_path / "twice.yaml"
+    path.write_text(
+        (CONFIGS / "valid.yaml")
+        .read_text()
+        .replace("  port: 8080\n", "  port: 8080\n  port: 9090\n")
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: not valid YAML: line 5, column 3: key 'port' is given twice"
+
+
+def test_yaml_merge_keys_may_be_overridden(tmp_path: Path, no_env_overrides: None):
+    path = tmp_path / "merge.yaml"
+    text = (CONFIGS / "valid.yaml").read_text()
+    text = text.replace(
+        "  pro: {requests_per_minute: 600, images_per_day: 5000, max_images_per_request: 10}",
+        "  pro: &pro {requests_per_minute: 600, images_per_day: 5000, max_images_per_request: 10}\n"
+        "  team: {<<: *pro, images_per_day: 9000}",
+    )
+    path.write_text(text)
+    team = load_config(path).plans["team"]
+    assert team == PlanConfig(
+        requests_per_minute=600, images_per_day=9000, max_images_per_request=10
+    )
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("server:\n  host: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: cannot read: not UTF-8 text"
 
 
 def test_a_document_that_is_not_a_mapping_is_a_config_error(tmp_path: Path):
@@ -372,6 +447,64 @@ def test_unknown_key_is_named_by_its_dotted_path(path: str, message: str):
         ("backends.local", {"type": 1}, "backends.local.type: required, a backend type name"),
         ("models", {}, "models: at least one model is required"),
         ("models.local", "nowhere", "models.local: unknown backend 'nowhere'"),
+        ("models.local", ["local", "local"], "models.local: a backend is listed twice"),
+        ("models.local", ["local", 5], "models.local[1]: must be a string"),
+        (
+            "models.local",
+            [],
+            "models.local: must be a backend name or a list of them (fallback order)",
+        ),
+        (
+            "server.workers",
+            257,
+            "server.workers: a number from 1 to 256, or 0 / 'auto' (one per CPU)",
+        ),
+        (
+            "server.workers",
+            -1,
+            "server.workers: a number from 1 to 256, or 0 / 'auto' (one per CPU)",
+        ),
+        ("server.workers", "many", "server.workers: must be a whole number"),
+        (
+            "server.upstream_max_connections_per_host",
+            -1,
+            "server.upstream_max_connections_per_host: must be >= 0",
+        ),
+        ("redis.on_failure", "maybe", "redis.on_failure: 'closed' or 'open'"),
+        ("redis.on_failure", 1, "redis.on_failure: must be a string"),
+        ("redis.socket_timeout_seconds", 0, "redis.socket_timeout_seconds: must be > 0"),
+        ("logging.level", "verbose", "logging.level: one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+        ("logging.format", "xml", "logging.format: 'json' or 'text'"),
+        ("logging.access_log", "yes", "logging.access_log: must be true or false"),
+        (
+            "logging.access_log_flush_seconds",
+            11,
+            "logging.access_log_flush_seconds: must be from 0 to 10",
+        ),
+        (
+            "logging.access_log_flush_seconds",
+            -0.5,
+            "logging.access_log_flush_seconds: must be from 0 to 10",
+        ),
+        ("admin.token", "short", "admin.token: must be at least 16 characters (or empty: off)"),
+        ("auth.jwt_secrets", ["x" * 31], "auth.jwt_secrets[0]: must be at least 32 bytes"),
+        (
+            "auth.trusted_proxies",
+            ["10.0.0.0/8", "proxy.internal"],
+            "auth.trusted_proxies[1]: 'proxy.internal' is not an address or network",
+        ),
+        ("auth.max_keys_per_user", 0, "auth.max_keys_per_user: must be > 0"),
+        ("usage.journal_dir", 5, "usage.journal_dir: must be a string"),
+        ("backends.local.retries", -1, "backends.local.retries: must be >= 0"),
+        ("backends.local.max_queue", "x", "backends.local.max_queue: must be a whole number"),
+        (
+            "backends.local.breaker_reset_seconds",
+            0,
+            "backends.local.breaker_reset_seconds: must be > 0",
+        ),
+        ("plans.free", "free", "plans.free: must be a mapping"),
+        ("backends.local", "local", "backends.local: must be a mapping"),
+        ("backends.local", None, "backends.local: required"),
     ],
 )
 def test_bad_value_is_named_by_its_dotted_path(path: str, value: Any, message: str):
@@ -618,3 +751,243 @@ def test_without_the_variable_the_configured_secrets_stand():
 def test_jwt_secrets_must_be_a_list_even_when_the_variable_is_set(value: Any):
     raw = with_change("auth.jwt_secrets", value)
     assert parse_error(raw, {"GATEWAY_JWT_SECRET": S_NEW}) == "auth.jwt_secrets: must be a list"
+
+
+def test_workers_auto_means_one_per_cpu():
+    assert parse_config(with_change("server.workers", "auto"), {}).server.workers == 0
+
+
+def test_log_levels_are_read_in_any_case():
+    assert parse_config(with_change("logging.level", "debug"), {}).logging.level == "debug"
+
+
+def test_an_empty_jwt_secret_entry_is_dropped():
+    raw = with_change("auth.jwt_secrets", ["${GATEWAY_JWT_SECRET:-}", S_OLD])
+    assert parse_config(raw, {}).auth.jwt_secrets == (S_OLD,)
+
+
+def test_a_model_may_name_one_backend_or_a_chain():
+    raw = with_change("backends.spare", {"type": "local"})
+    raw["models"] = {"one": "local", "chain": ["local", "spare"]}
+    raw["default_model"] = "chain"
+    config = parse_config(raw, {})
+    assert dict(config.models) == {"one": ("local",), "chain": ("local", "spare")}
+
+
+def test_backend_keys_are_split_into_options_and_resilience():
+    raw = with_change(
+        "backends.local", {"type": "local", "sizes": ["64x64"], "retries": 0, "max_queue": 7}
+    )
+    backend = parse_config(raw, {}).backends["local"]
+    assert backend.name == "local"
+    assert backend.type == "local"
+    assert dict(backend.options) == {"sizes": ["64x64"]}
+    assert (backend.resilience.retries, backend.resilience.max_queue) == (0, 7)
+    assert backend.resilience.breaker_failures == 5  # the default
+
+
+@pytest.mark.parametrize("key", ["name", "options"])
+def test_backend_keys_that_name_struct_fields_are_still_options(key: str):
+    """``name`` and ``options`` are not keys of a backend in config.yaml: its type gets them."""
+    raw = with_change("backends.local", {"type": "local", key: "x"})
+    config = parse_config(raw, {})
+    assert config.backends["local"].name == "local"
+    with pytest.raises(ConfigError) as info:
+        prepare(config, dev=True, environ={})
+    assert str(info.value) == f"backends.local.{key}: unknown key"
+
+
+# -- the checks `serve` and `check-config` share: gateway.startup.prepare -----------------
+
+
+def test_prepare_refuses_a_config_without_a_jwt_secret(no_env_overrides: None):
+    config = load_config(CONFIGS / "valid.yaml")
+    with pytest.raises(ConfigError) as info:
+        prepare(config, environ={})
+    assert str(info.value) == (
+        "auth.jwt_secrets: a secret of at least 32 bytes is required "
+        "(set GATEWAY_JWT_SECRET), or run in development mode (--dev)"
+    )
+
+
+def test_prepare_in_development_mode_generates_a_jwt_secret(no_env_overrides: None):
+    config = load_config(CONFIGS / "valid.yaml")
+    prepared = prepare(config, dev=True, environ={})
+    assert prepared.generated_jwt_secret is True
+    (secret,) = prepared.config.auth.jwt_secrets
+    assert len(secret.encode()) >= 32
+    assert prepared.config.plans == config.plans  # the rest is the config as loaded
+    assert prepare(config, dev=True, environ={}).config.auth.jwt_secrets != (secret,)
+
+
+def test_prepare_keeps_a_configured_jwt_secret_even_in_development_mode():
+    config = parse_config(valid_raw(), {"GATEWAY_JWT_SECRET": S_NEW})
+    for dev in (False, True):
+        prepared = prepare(config, dev=dev, environ={})
+        assert prepared.config is config
+        assert prepared.generated_jwt_secret is False
+        assert set(prepared.router.backends) == {"local"}
+
+
+CREDENTIAL_BACKENDS = {
+    "openai": ({"type": "openai", "api_key_env": "GW_CRED"}, ["api_key_env"]),
+    "http": ({"type": "http", "base_url": "http://up/v1", "api_key_env": "GW_CRED"}, []),
+    "gemini": ({"type": "gemini", "api_key_env": "GW_CRED"}, ["api_key_env"]),
+    "replicate": (
+        {"type": "replicate", "model": "owner/name", "api_key_env": "GW_CRED"},
+        ["api_key_env"],
+    ),
+    "a1111": (
+        {
+            "type": "a1111",
+            "base_url": "http://up",
+            "username_env": "GW_CRED",
+            "password_env": "GW_CRED_2",
+        },
+        ["username_env", "password_env"],
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", CREDENTIAL_BACKENDS)
+def test_prepare_checks_every_backend_s_credential_variables(kind: str):
+    options, _ = CREDENTIAL_BACKENDS[kind]
+    raw = with_change("backends.remote", options)
+    config = parse_config(raw, {"GATEWAY_JWT_SECRET": S_NEW})
+    environ = {"GW_CRED": "user-or-key", "GW_CRED_2": "password"}
+    prepare(config, environ=environ)  # all set: fine
+    for name, env in (
+        ("api_key_env", "GW_CRED"),
+        ("username_env", "GW_CRED"),
+        ("password_env", "GW_CRED_2"),
+    ):
+        if options.get(name) != env:
+            continue
+        missing = {k: v for k, v in environ.items() if k != env}
+        for unset in (missing, {**missing, env: "  "}):
+            with pytest.raises(ConfigError) as info:
+                prepare(config, environ=unset)
+            assert (
+                str(info.value) == f"backends.remote.{name}: environment variable {env} is not set"
+            )
+
+
+def test_prepare_refuses_an_a1111_user_name_with_a_colon():
+    raw = with_change("backends.remote", CREDENTIAL_BACKENDS["a1111"][0])
+    config = parse_config(raw, {"GATEWAY_JWT_SECRET": S_NEW})
+    with pytest.raises(ConfigError) as info:
+        prepare(config, environ={"GW_CRED": "a:b", "GW_CRED_2": "pw"})
+    assert str(info.value) == "backends.remote.username_env: the user name must not contain ':'"
+
+
+def test_prepare_reads_the_process_environment_by_default(monkeypatch: pytest.MonkeyPatch):
+    raw = with_change("backends.remote", {"type": "openai", "api_key_env": "GW_TEST_PREPARE_KEY"})
+    config = parse_config(raw, {"GATEWAY_JWT_SECRET": S_NEW})
+    monkeypatch.delenv("GW_TEST_PREPARE_KEY", raising=False)
+    with pytest.raises(ConfigError, match="GW_TEST_PREPARE_KEY is not set"):
+        prepare(config)
+    monkeypatch.setenv("GW_TEST_PREPARE_KEY", "sk-test")
+    prepare(config)
+
+
+# -- the structs: one place for each key's default, constraint and doc ---------------------
+
+
+def _structs(cls: type[Any] = Config) -> list[type[Any]]:
+    found = [cls]
+    for hint in get_type_hints(cls, include_extras=True).values():
+        for part in (hint, *_nested(hint)):
+            if isinstance(part, type) and issubclass(part, Section) and part not in found:
+                found += [c for c in _structs(part) if c not in found]
+    return found
+
+
+def _nested(hint: Any) -> list[Any]:
+    out = []
+    for arg in get_args(hint):
+        if not isinstance(arg, msgspec.Meta):
+            out += [arg, *_nested(arg)]
+    return out
+
+
+def test_every_key_is_documented_on_its_field():
+    undocumented = []
+    for cls in _structs():
+        for name, hint in get_type_hints(cls, include_extras=True).items():
+            if isinstance(hint, type) and issubclass(hint, Section):
+                continue  # a section: its struct documents its keys
+            metas = hint.__metadata__ if get_origin(hint) is Annotated else ()
+            if not any(isinstance(m, msgspec.Meta) and m.description for m in metas):
+                undocumented.append(f"{cls.__name__}.{name}")
+    assert undocumented == []
+
+
+def test_every_struct_is_frozen_and_strict():
+    for cls in _structs():
+        assert cls.__struct_config__.frozen, cls
+        assert cls.__struct_config__.forbid_unknown_fields, cls
+
+
+class EgressConfig(Section, frozen=True, kw_only=True):
+    """A section another change may add: one struct..."""
+
+    proxy: Annotated[str, msgspec.Meta(description="An outbound proxy.")] = ""
+    max_mb: Annotated[int, msgspec.Meta(gt=0, description="A download limit.")] = 5
+
+
+class WithEgress(Config, frozen=True, kw_only=True):
+    """...and one field."""
+
+    egress: EgressConfig = EgressConfig()
+
+
+def test_a_new_section_is_strict_and_named_by_its_key():
+    raw = valid_raw()
+    raw["models"] = {"local": ["local"]}
+    raw["backends"]["local"] |= {"name": "local", "options": {}}
+    assert decode({**raw, "egress": {"max_mb": 9}}, WithEgress).egress.max_mb == 9
+    for body, message in (
+        ({"max_md": 9}, "egress.max_md: unknown key"),
+        ({"max_mb": 0}, "egress.max_mb: must be > 0"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            decode({**raw, "egress": body}, WithEgress)
+        assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"nonesuch": "never"}, "model_fallback.nonesuch: unknown model"),
+        ({"local": "sometimes"}, "model_fallback.local: "),
+    ],
+)
+def test_model_fallback_names_a_model_and_a_policy(value: Any, message: str):
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        parse_config(with_change("model_fallback", value), {})
+    config = parse_config(with_change("model_fallback", {"local": "never"}), {})
+    assert config.model_fallback["local"] == "never"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"allow": ["not a network"]}, "egress.allow[0]: "),
+        ({"allow": "10.0.0.0/8"}, "egress.allow: "),
+        ({"url": "ftp://x"}, None),
+    ],
+)
+def test_egress_is_a_strict_section(value: Any, message: str | None):
+    with pytest.raises(ConfigError, match="^" + re.escape(message or "egress.url: unknown key")):
+        parse_config(with_change("egress", value), {})
+
+
+def test_a_configs_repr_shows_no_secret():
+    raw = with_change("auth", {"jwt_secrets": ["j" * 40]})
+    raw["admin"] = {"token": "admin-token-value"}
+    raw["database"] = {"url": "postgresql://gw:db-password@db.internal/gateway"}
+    raw["storage"] = {"url": "memory://", "signing_secrets": ["s" * 40]}
+    text = repr(parse_config(raw, {}))
+    for secret in ("j" * 40, "admin-token-value", "db-password", "s" * 40):
+        assert secret not in text
+    assert "postgresql://gw:***@db.internal/gateway" in text

@@ -99,7 +99,7 @@ async def test_disabled_account(gateway: Gateway, make_key: MakeKey):
         ({"prompt": "p", "size": "1024x"}, "size"),
         ({"prompt": "p", "size": 1024}, "size"),
         ({"prompt": "p", "size": "999x999"}, "size"),
-        ({"prompt": "p", "response_format": "url"}, "response_format"),
+        ({"prompt": "p", "response_format": "png"}, "response_format"),
         ({"prompt": "p", "seed": -1}, "seed"),
         ({"prompt": "p", "seed": 2**64}, "seed"),
         ({"prompt": "p", "seed": "7"}, "seed"),

@@ -161,7 +161,7 @@ async def test_generation_request_constraints(gateway: Gateway):
     assert (fields["prompt"]["minLength"], fields["prompt"]["maxLength"]) == (1, 4000)
     assert fields["n"]["minimum"] == 1
     assert fields["size"]["pattern"] == "^[0-9]+x[0-9]+$"
-    assert fields["response_format"]["enum"] == ["b64_json", None]
+    assert fields["response_format"]["enum"] == ["b64_json", "url", None]
     assert (fields["seed"]["minimum"], fields["seed"]["maximum"]) == (0, 2**63 - 1)
     password = document["components"]["schemas"]["Credentials"]["properties"]["password"]
     assert (password["minLength"], password["maxLength"]) == (8, 128)
@@ -177,7 +177,9 @@ GENERATION_ERRORS = {
     "403": {"account_disabled"},
     "404": {"model_not_found"},
     "408": {"request_timeout"},
+    "409": {"idempotency_key_in_use"},
     "413": {"payload_too_large"},
+    "422": {"idempotency_key_reused"},
     "429": {"rate_limit_exceeded", "daily_quota_exceeded"},
     "502": {"upstream_error"},
     "503": {"service_unavailable"},
@@ -189,7 +191,7 @@ GENERATION_ERRORS = {
 async def test_generation_documents_every_error_the_readme_lists(gateway: Gateway, path: str):
     document = await openapi(gateway)
     responses = document["paths"][path]["post"]["responses"]
-    assert set(responses) == {"200", *GENERATION_ERRORS}
+    assert set(responses) == {"200", "202", *GENERATION_ERRORS}  # 202: Prefer: respond-async
     for status, codes in GENERATION_ERRORS.items():
         response, _ = resolve(document, responses[status])
         schema = response["content"]["application/json"]["schema"]

@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import secrets
+import signal
+import socket
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import psycopg
 import pytest
 
 from gateway.db.pool import split_database_url
 from gateway.keys.format import display_prefix, hash_key, parse_key
-from tests.support.config import KEY_PREFIX, write_config
+from tests.support.config import KEY_PREFIX, merge, write_config
 from tests.support.gateway import Gateway, MakeKey
 from tests.support.paths import CONFIGS, ROOT
-from tests.support.processes import clean_env, gateway_command
+from tests.support.processes import clean_env, free_port, gateway_command
 
 KEY_RE = re.compile(rf"^{KEY_PREFIX}[0-9A-Za-z]{{38}}$")
 UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -507,3 +511,286 @@ async def test_migrate_against_an_unreachable_server_fails_cleanly(
     assert result.returncode == 1
     assert result.stderr.startswith("error: ")
     assert "Traceback" not in result.stderr
+
+
+# -- check-config runs what serve runs; serve starts cleanly or says why in one line -------
+
+
+def without_jwt_secret(raw: dict[str, Any]) -> dict[str, Any]:
+    auth = {k: v for k, v in raw["auth"].items() if k != "jwt_secrets"}
+    return {**raw, "auth": auth}
+
+
+def serve_args(path: Path | str) -> list[str]:
+    return ["serve", "--config", str(path), "--host", "127.0.0.1"]
+
+
+NO_JWT_SECRET = (
+    "config error: auth.jwt_secrets: a secret of at least 32 bytes is required "
+    "(set GATEWAY_JWT_SECRET), or run in development mode (--dev)\n"
+)
+
+
+async def test_check_config_and_serve_refuse_the_same_configs(
+    tmp_path: Path, raw_config: dict[str, Any], elsewhere: Path
+):
+    """What check-config refuses, serve refuses with the same line, before it says it is
+    listening; what check-config passes gets past those checks in serve too."""
+    port = free_port()
+    base = merge(raw_config, {"server": {"port": port}})
+    credential = merge(
+        base,
+        {
+            "backends": {"remote": {"type": "openai", "api_key_env": "GW_TEST_CLI_UPSTREAM_KEY"}},
+            "models": {"remote": "remote"},
+        },
+    )
+    configs = {
+        "credential": write_config(tmp_path / "credential.yaml", credential),
+        "no-secret": write_config(tmp_path / "no-secret.yaml", without_jwt_secret(base)),
+    }
+    missing_credential = (
+        "config error: backends.remote.api_key_env: environment variable "
+        "GW_TEST_CLI_UPSTREAM_KEY is not set\n"
+    )
+    runs = {
+        "check credential unset": (["check-config", "--config", str(configs["credential"])], {}),
+        "serve credential unset": (serve_args(configs["credential"]), {}),
+        "check credential set": (
+            ["check-config", "--config", str(configs["credential"])],
+            {"GW_TEST_CLI_UPSTREAM_KEY": "sk-test"},
+        ),
+        "check no secret": (["check-config", "--config", str(configs["no-secret"])], {}),
+        "serve no secret": (serve_args(configs["no-secret"]), {}),
+        "check no secret --dev": (
+            ["check-config", "--dev", "--config", str(configs["no-secret"])],
+            {},
+        ),
+        "check short secret": (
+            ["check-config", "--config", str(configs["no-secret"])],
+            {"GATEWAY_JWT_SECRET": "short"},
+        ),
+        "serve short secret": (serve_args(configs["no-secret"]), {"GATEWAY_JWT_SECRET": "short"}),
+    }
+    results = await asyncio.gather(
+        *(run_cli(*argv, cwd=elsewhere, **env) for argv, env in runs.values())
+    )
+    got = {name: (r.returncode, r.stdout, r.stderr) for name, r in zip(runs, results, strict=True)}
+    short = "config error: auth.jwt_secrets[0]: must be at least 32 bytes\n"
+    assert got == {
+        "check credential unset": (2, "", missing_credential),
+        "serve credential unset": (2, "", missing_credential),
+        "check credential set": (0, "config ok: 2 plans, 2 backends, 2 models\n", ""),
+        "check no secret": (2, "", NO_JWT_SECRET),
+        "serve no secret": (2, "", NO_JWT_SECRET),
+        "check no secret --dev": (
+            0,
+            "config ok: 2 plans, 1 backends, 1 models"
+            " (development mode: a JWT secret is generated)\n",
+            "",
+        ),
+        "check short secret": (2, "", short),
+        "serve short secret": (2, "", short),
+    }
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    path: Path, cwd: Path, log: Path, *extra: str
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """``gateway serve``, up to the first line it prints; SIGTERM and exit 0 afterwards."""
+    with log.open("wb") as log_file:  # a file, never a pipe: a full pipe blocks the server
+        process = await asyncio.create_subprocess_exec(
+            *gateway_command(*serve_args(path), *extra),
+            cwd=cwd,
+            env=clean_env(),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log_file,
+            start_new_session=True,
+        )
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), timeout=60)
+        yield process, line.decode()
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=40) == 0
+        assert await process.stdout.read() == b""  # and nothing more on stdout
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+            await process.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_serve_says_it_listens_only_once_it_serves(
+    tmp_path: Path, raw_config: dict[str, Any], elsewhere: Path, workers: int
+):
+    port = free_port()
+    path = write_config(
+        tmp_path / "config.yaml", merge(raw_config, {"server": {"port": port, "workers": workers}})
+    )
+    log = tmp_path / "serve.log"
+    async with serving(path, elsewhere, log) as (_, line):
+        plural = "s" if workers > 1 else ""
+        assert line == f"gateway listening on http://127.0.0.1:{port} ({workers} worker{plural})\n"
+        # At once, no retrying: the port is bound, start-up done (Postgres, backends).
+        for _ in range(4 * workers):  # fresh connections: the kernel spreads them over workers
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{port}/readyz") as response,
+            ):
+                assert response.status == 200
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert "Unclosed" not in text
+
+
+@pytest.mark.slow
+async def test_serve_dev_starts_without_a_jwt_secret_and_says_so(
+    tmp_path: Path, raw_config: dict[str, Any], elsewhere: Path
+):
+    port = free_port()
+    raw = merge(without_jwt_secret(raw_config), {"server": {"port": port}})
+    path = write_config(tmp_path / "config.yaml", raw)
+    log = tmp_path / "serve.log"
+    async with serving(path, elsewhere, log, "--dev") as (_, line):
+        assert line == f"gateway listening on http://127.0.0.1:{port} (1 worker)\n"
+    assert "development mode: signing access tokens with a generated secret" in log.read_text()
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port another program listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_serve_on_a_port_in_use_says_so_in_one_line(
+    tmp_path: Path, raw_config: dict[str, Any], elsewhere: Path, taken_port: int, workers: int
+):
+    raw = merge(raw_config, {"server": {"port": taken_port, "workers": workers}})
+    path = write_config(tmp_path / "config.yaml", raw)
+    result = await run_cli(*serve_args(path), cwd=elsewhere)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1,
+        "",
+        f"error: cannot listen on 127.0.0.1:{taken_port}: address already in use\n",
+    )
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_serve_without_postgres_says_so_in_one_line(
+    tmp_path: Path, raw_config: dict[str, Any], elsewhere: Path, workers: int
+):
+    port = free_port()
+    unreachable = "postgresql://postgres:s3cret-password@127.0.0.1:1/nothing"
+    missing = raw_config["database"]["url"] + "_missing"
+    missing_name = missing.rsplit("/", 1)[1]
+    where = missing.split("@", 1)[1]
+    runs = {}
+    for name, url in (("unreachable", unreachable), ("missing", missing)):
+        raw = merge(
+            raw_config, {"server": {"port": port, "workers": workers}, "database": {"url": url}}
+        )
+        runs[name] = serve_args(write_config(tmp_path / f"{name}.yaml", raw))
+    results = await asyncio.gather(*(run_cli(*argv, cwd=elsewhere) for argv in runs.values()))
+    got = {name: (r.returncode, r.stdout, r.stderr) for name, r in zip(runs, results, strict=True)}
+    assert got == {
+        # Where it looked, never the password.
+        "unreachable": (
+            1,
+            "",
+            "error: cannot connect to Postgres at 127.0.0.1:1/nothing: connection refused\n",
+        ),
+        "missing": (
+            1,
+            "",
+            f"error: cannot connect to Postgres at {where}: "
+            f'database "{missing_name}" does not exist\n',
+        ),
+    }
+
+
+async def test_serve_that_fails_midway_through_start_up_closes_what_it_opened(
+    tmp_path: Path, raw_config: dict[str, Any], elsewhere: Path
+):
+    """Postgres and Redis are open when the journal directory turns out unusable: one line,
+    and no warnings about connections or sessions left open."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    raw = merge(
+        raw_config,
+        {"server": {"port": free_port()}, "usage": {"journal_dir": str(blocker / "journal")}},
+    )
+    path = write_config(tmp_path / "config.yaml", raw)
+    result = await run_cli(*serve_args(path), cwd=elsewhere)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1,
+        "",
+        f"error: cannot open the reservation journal in {blocker / 'journal'}: Not a directory\n",
+    )
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_sigterm_while_start_up_waits_for_postgres_stops_at_once(
+    tmp_path: Path, raw_config: dict[str, Any], elsewhere: Path, workers: int
+):
+    """A Postgres that accepts connections and never answers: start-up waits on it, and a
+    SIGTERM then stops the gateway at once, quietly, without it saying it listens."""
+    connected = asyncio.Event()
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        connected.set()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    pg_port = server.sockets[0].getsockname()[1]
+    raw = merge(
+        raw_config,
+        {
+            "server": {"port": free_port(), "workers": workers},
+            "database": {"url": f"postgresql://postgres@127.0.0.1:{pg_port}/silent"},
+        },
+    )
+    path = write_config(tmp_path / "config.yaml", raw)
+    process = await asyncio.create_subprocess_exec(
+        *gateway_command(*serve_args(path)),
+        cwd=elsewhere,
+        env=clean_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await asyncio.wait_for(connected.wait(), timeout=60)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=20)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        for writer in held:
+            writer.close()
+        server.close()
+    assert (process.returncode, stdout, stderr) == (0, b"", b"")
+
+
+async def test_serve_with_a_store_it_cannot_write_says_so_in_one_line(
+    tmp_path: Path, raw_config: dict[str, Any], elsewhere: Path
+):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    raw = merge(
+        raw_config,
+        {"server": {"port": free_port()}, "storage": {"url": f"file://{blocker}/images"}},
+    )
+    path = write_config(tmp_path / "config.yaml", raw)
+    result = await run_cli(*serve_args(path), cwd=elsewhere)
+    assert result.returncode != 0
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("config error: storage.url: The file store ")
+    assert "not writable" in line

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 from collections.abc import Callable
@@ -10,8 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
+from aiohttp import web
 
+from gateway.app import create_app
+from gateway.backends.base import BackendContext
+from gateway.backends.local import LocalBackend
+from gateway.backends.registry import default_registry
+from gateway.config import Config
 from tests.support.gateway import MakeKey
 from tests.support.metrics import metric_total
 from tests.support.processes import post, running_gateway
@@ -124,3 +132,29 @@ async def test_sigterm_while_a_dead_worker_waits_to_restart_stops_everything(
         assert await asyncio.to_thread(process.wait, 30) == 0
         assert children.exists() is False or not children.read_text().split()
     assert not Path(f"/proc/{workers[1]}/stat").exists()
+
+
+class _BrokenAtStart(LocalBackend):
+    async def start(self, context: BackendContext) -> None:
+        raise RuntimeError("the model server is not there")
+
+
+async def test_a_start_up_that_fails_midway_closes_what_it_had_opened(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+):
+    """The HTTP clients, Redis and Postgres opened before a backend failed to start are
+    closed: nothing is left for the garbage collector to warn about."""
+    registry = default_registry()
+    registry.register("broken", _BrokenAtStart)
+    raw = msgspec.structs.replace(config.backends["local"], type="broken")
+    broken = msgspec.structs.replace(config, backends={"local": raw})
+    loop = asyncio.get_running_loop()
+    warnings: list[str] = []
+    monkeypatch.setattr(loop, "call_exception_handler", lambda c: warnings.append(c["message"]))
+    runner = web.AppRunner(create_app(broken, registry=registry))
+    with pytest.raises(RuntimeError, match="the model server is not there"):
+        await runner.setup()
+    await runner.cleanup()
+    gc.collect()
+    await asyncio.sleep(0)
+    assert warnings == []

@@ -52,6 +52,8 @@ def base_raw_config(database_url: str, redis_url: str, redis_prefix: str) -> dic
             "trusted_proxies": ["10.0.0.0/8"],
         },
         "admin": {"token": ADMIN_TOKEN},
+        # Stored images go under the run's own temporary directory, never the checkout.
+        "storage": {"url": f"file://{os.environ.get('TMPDIR', '/tmp')}/stored-images"},  # noqa: S108
     }
 
 

@@ -82,15 +82,20 @@ async def wait_until_ready(url: str, process: subprocess.Popen[bytes]) -> None:
 
 @asynccontextmanager
 async def running_gateway(
-    tmp_path: Path, raw_config: dict[str, Any], extra: dict[str, Any] | None = None
+    tmp_path: Path,
+    raw_config: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+    *,
+    command: str = "serve",
 ) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``gateway <command>`` (``serve``, or ``worker``) on a free port, once ready."""
     port = free_port()
     config = merge(merge(raw_config, extra or {}), {"server": {"port": port}})
     path = write_config(tmp_path / f"config-{port}.yaml", config)
     log_path = tmp_path / f"gateway-{port}.log"
     with log_path.open("wb") as log_file:  # a file, never a pipe: a full pipe blocks the server
         process = subprocess.Popen(
-            gateway_command("serve", "--config", str(path), "--host", "127.0.0.1"),
+            gateway_command(command, "--config", str(path), "--host", "127.0.0.1"),
             env=clean_env(),
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -99,6 +104,10 @@ async def running_gateway(
     url = f"http://127.0.0.1:{port}"
     try:
         await wait_until_ready(url, process)
+        # Every worker serves once the gateway says it listens (one may answer before).
+        while b"gateway listening on" not in log_path.read_bytes():
+            assert process.poll() is None, "the gateway process exited"
+            await asyncio.sleep(0.05)
         yield url, process
     finally:
         with contextlib.suppress(ProcessLookupError):  # the whole group: workers too

@@ -63,7 +63,12 @@ class GenerationRequest(RequestBody):
         None
     )
     response_format: Annotated[
-        Literal["b64_json"] | None, Meta(description="Only `b64_json`; `url` is refused.")
+        Literal["b64_json", "url"] | None,
+        Meta(
+            description="`b64_json` (the default): the images in the body; `url`: each image"
+            " stored, and a signed link to it (`GET /v1/files/{file_id}`) that works for"
+            " `storage.url_ttl_seconds` without an API key."
+        ),
     ] = "b64_json"
     seed: Annotated[int, Meta(ge=0, le=MAX_SEED)] | None = None
     negative_prompt: Annotated[str, Meta(max_length=MAX_PROMPT_CHARS)] | None = None
@@ -77,7 +82,7 @@ class GenerationRequest(RequestBody):
         "n": "'n' must be a whole number from 1 to {most}.",
         "size": "'size' must be 'WIDTHxHEIGHT', e.g. '1024x1024'.",
         "model": "'model' must be a string.",
-        "response_format": "'response_format' must be 'b64_json'; 'url' is not supported.",
+        "response_format": "'response_format' must be 'b64_json' or 'url'.",
         "seed": f"'seed' must be a whole number from 0 to {MAX_SEED}.",
         "negative_prompt": (
             f"'negative_prompt' must be a string of at most {MAX_PROMPT_CHARS} characters."
@@ -86,10 +91,17 @@ class GenerationRequest(RequestBody):
     }
 
 
-class ImageData(msgspec.Struct):
+class ImageData(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """One image: ``b64_json`` or ``url``, as the request's ``response_format`` asked."""
+
     b64_json: Annotated[
-        str, Meta(extra_json_schema={"contentEncoding": "base64", "contentMediaType": "image/png"})
-    ]
+        str | msgspec.UnsetType,
+        Meta(extra_json_schema={"contentEncoding": "base64", "contentMediaType": "image/png"}),
+    ] = msgspec.UNSET
+    url: Annotated[
+        str | msgspec.UnsetType,
+        Meta(description="A signed, expiring link to the stored image (`response_format: url`)."),
+    ] = msgspec.UNSET
     revised_prompt: str | None
 
 
