@@ -14,8 +14,13 @@ was read into). So:
   copied by the kernel into the answer's buffer, and by the kernel out of it; nothing
   in Python copies them. The only bytes made per response are the JSON pieces.
 * **Framing**: ``Content-Length`` is the sum of the pieces, known before the first
-  byte; no chunked encoding, and each image is one ``write`` (the transport keeps a
-  reference and writes it as the socket takes it).
+  byte; no chunked encoding, and each image is one ``write`` (uvloop's transport keeps a
+  reference and writes it as the socket takes it; asyncio's own copies what the socket
+  did not take at once). A body under 64 KiB is joined and goes out with its head in one
+  write, as a plain response's would.
+* **Memory**: the upstream client reads a body with a ``Content-Length`` into one buffer
+  of that size (:mod:`gateway.backends.h1`), and an idempotency key keeps the answer
+  whole (:meth:`ImagesResponse.joined_body`, a copy made only then).
 * **Backpressure**: after each piece the response waits for the transport to drain
   below its high-water mark, so a slow client holds what it has not read yet and no
   more: the answer's own buffer, which the response refers to and does not copy.
