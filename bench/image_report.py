@@ -11,6 +11,7 @@ from typing import Any
 __all__ = [
     "HEADING",
     "LABELS",
+    "RELAY_HEADING",
     "ImageOutcome",
     "ImageRun",
     "ImageTarget",
@@ -21,6 +22,8 @@ __all__ = [
 
 #: The section's first line: what :func:`merge` looks for in an existing report.
 HEADING = "# Image workload: slow upstream, megabyte answers"
+#: Where the hand-written measurements of the image relay start (kept by every run).
+RELAY_HEADING = "# Image relay: what the gateway does with an image answer"
 
 LABELS = {
     "B0": "B0 upstream, direct",
@@ -331,8 +334,15 @@ def render(outcome: ImageOutcome) -> str:
 
 def merge(existing: str, tiny: str | None, image: str | None) -> str:
     """The report file's new text: each scenario's section replaced when it ran, kept from
-    ``existing`` when it did not (the image section starts at :data:`HEADING`)."""
-    old_tiny, found, old_image = existing.partition(HEADING)
+    ``existing`` when it did not (the image section starts at :data:`HEADING`); the
+    relay's own measurements, written by hand at the end (from :data:`RELAY_HEADING`),
+    are always kept."""
+    rest, found_relay, relay = existing.partition(RELAY_HEADING)
+    old_tiny, found, old_image = rest.partition(HEADING)
     old_image = found + old_image if found else ""
-    sections = [tiny if tiny is not None else old_tiny, image if image is not None else old_image]
+    sections = [
+        tiny if tiny is not None else old_tiny,
+        image if image is not None else old_image,
+        found_relay + relay,
+    ]
     return "\n".join(s.rstrip("\n") + "\n" for s in sections if s.strip())

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import binascii
 import enum
 import re
 import time
@@ -29,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.backends import base64_codec
 from gateway.config import ConfigError
 from gateway.errors import UpstreamError, UpstreamRefused, UpstreamTimeout
 
@@ -37,6 +37,7 @@ __all__ = [
     "BackendContext",
     "GeneratedImage",
     "ImageBackend",
+    "ImageBuffer",
     "ImageRequest",
     "JobBackend",
     "JobState",
@@ -76,48 +77,80 @@ class ImageRequest:
     request_id: str = ""
 
 
+#: Image bytes, or their base64 text as ASCII bytes: a ``memoryview`` may be a slice of a
+#: larger buffer (the upstream's whole answer), which it keeps alive.
+ImageBuffer = bytes | bytearray | memoryview
+
+
 class GeneratedImage:
     """One image a backend produced: its bytes, media type and the prompt the upstream used.
 
-    An image the upstream sent as base64 can be kept as that text
-    (:meth:`from_base64`): the gateway answers in base64 too, so the text goes to the
-    client as it is, and the image is decoded only if :attr:`data` is read.
+    An image the upstream sent as base64 is kept as that text (:meth:`from_base64`),
+    usually a view into the upstream's answer: the gateway answers in base64 too, so
+    those bytes go to the client as they are (:meth:`encoded`), and the image is decoded
+    only if :attr:`data` is read.
     """
 
     __slots__ = ("_b64", "_data", "media_type", "revised_prompt")
 
     def __init__(
-        self, data: bytes, media_type: str = "image/png", revised_prompt: str | None = None
+        self,
+        data: bytes | bytearray,
+        media_type: str = "image/png",
+        revised_prompt: str | None = None,
     ) -> None:
-        self._data: bytes | None = data
-        self._b64: str | None = None
+        self._data: bytes | bytearray | None = data
+        self._b64: ImageBuffer | None = None
         self.media_type = media_type
         self.revised_prompt = revised_prompt
 
     @classmethod
     def from_base64(
-        cls, b64: str, media_type: str = "image/png", revised_prompt: str | None = None
+        cls,
+        b64: str | ImageBuffer,
+        media_type: str = "image/png",
+        revised_prompt: str | None = None,
     ) -> GeneratedImage:
-        """The image whose bytes ``b64`` encodes; ``b64`` must be valid base64."""
+        """The image whose bytes ``b64`` encodes.
+
+        ``b64`` must be base64 as encoders write it (padded, no line breaks, nothing
+        else): text, or its ASCII bytes, or a view of them, which is kept, not copied.
+        """
         image = cls(b"", media_type, revised_prompt)
-        image._data, image._b64 = None, b64
+        image._data = None
+        image._b64 = b64.encode("ascii") if isinstance(b64, str) else b64
         return image
 
     @property
     def data(self) -> bytes:
-        """The image's bytes."""
-        if self._data is None:
-            self._data = binascii.a2b_base64(self._b64 or "")
+        """The image's bytes (decoded from its base64, or made immutable, once)."""
+        data = self._data
+        if data is None:
+            data = self._data = base64_codec.decode(self._b64 or b"")
+        elif type(data) is not bytes:
+            data = self._data = bytes(data)
+        return data
+
+    @property
+    def raw(self) -> bytes | bytearray | None:
+        """The image's bytes if it holds them (not only their base64), else ``None``."""
         return self._data
 
-    def b64(self) -> str:
-        """The image as base64 text (what the gateway answers with)."""
+    def encoded(self) -> ImageBuffer:
+        """The image as base64 (ASCII bytes, maybe a view): what the gateway answers with."""
         if self._b64 is None:
-            self._b64 = binascii.b2a_base64(self.data, newline=False).decode("ascii")
+            self._b64 = base64_codec.encode(self._data or b"")
         return self._b64
 
+    def b64(self) -> str:
+        """The image as base64 text."""
+        return str(self.encoded(), "ascii")
+
     def __repr__(self) -> str:
-        size = len(self._data) if self._data is not None else f"~{len(self._b64 or '') * 3 // 4}"
+        if self._data is not None:
+            size = str(len(self._data))
+        else:
+            size = f"~{len(self._b64 or b'') * 3 // 4}"
         return f"GeneratedImage(<{size} bytes>, {self.media_type!r}, {self.revised_prompt!r})"
 
 

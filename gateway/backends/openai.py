@@ -19,12 +19,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import msgspec
+
 from gateway.backends.base import BackendContext, GeneratedImage, ImageBackend, ImageRequest
 from gateway.backends.upstream import (
     Upstream,
     env_option,
     gather_successes,
-    image_from_base64,
+    image_from_json_string,
     json_limit,
     read_secret,
     request_headers,
@@ -105,29 +107,26 @@ class OpenAIBackend(ImageBackend):
     async def generate(self, request: ImageRequest) -> list[GeneratedImage]:
         upstream = self._upstream
         assert upstream is not None, "start() was not called"
-        payload = await upstream.call(
+        answer: _Answer = await upstream.call(
             "POST",
             self._url,
             body=self.request_body(request),
             headers=request_headers(request),
             max_bytes=json_limit(request.n),
+            decoder=_ANSWER,
         )
-        data = payload.get("data") if isinstance(payload, dict) else None
-        if not isinstance(data, list):
-            raise UpstreamError("The image backend sent a malformed response.")
-        if not data:
+        if not answer.data:
             raise UpstreamError("The image backend returned no images.")
         images: list[GeneratedImage] = []
         urls: list[tuple[str, str | None]] = []
-        for item in data[: request.n]:
-            if not isinstance(item, dict):
-                raise UpstreamError("The image backend sent a malformed response.")
-            revised = item.get("revised_prompt")
+        for item in answer.data[: request.n]:
+            revised = item.revised_prompt
             revised = revised if isinstance(revised, str) else None
-            if item.get("b64_json") is not None:
-                images.append(image_from_base64(item["b64_json"], revised_prompt=revised))
-            elif isinstance(item.get("url"), str):
-                urls.append((item["url"], revised))
+            token = memoryview(item.b64_json)
+            if token and bytes(token[:4]) != b"null":
+                images.append(image_from_json_string(token, revised_prompt=revised))
+            elif isinstance(item.url, str):
+                urls.append((item.url, revised))
             else:
                 raise UpstreamError("The image backend sent a malformed response.")
         if urls:
@@ -138,3 +137,18 @@ class OpenAIBackend(ImageBackend):
                 if not images:
                     raise
         return images
+
+
+class _Item(msgspec.Struct):
+    #: The JSON value as the upstream wrote it, a view of the answer's buffer: the image
+    #: is checked and sent on from there, never decoded into a Python string.
+    b64_json: msgspec.Raw = msgspec.Raw()
+    url: Any = None
+    revised_prompt: Any = None
+
+
+class _Answer(msgspec.Struct):
+    data: list[_Item]
+
+
+_ANSWER = msgspec.json.Decoder(_Answer)

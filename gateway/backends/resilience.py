@@ -47,7 +47,8 @@ from gateway.errors import (
     UpstreamRefused,
     UpstreamTimeout,
 )
-from gateway.media.inspect import MalformedImage, inspect_image
+from gateway.media.encoded import inspect_generated, walked_in_place
+from gateway.media.inspect import MalformedImage
 
 __all__ = ["BackendUnavailable", "BreakerState", "GuardedBackend"]
 
@@ -191,7 +192,9 @@ class GuardedBackend:
         self, request: ImageRequest, images: list[GeneratedImage]
     ) -> list[GeneratedImage]:
         """The images that are well-formed; :class:`UpstreamError` if none is."""
-        if request.width * request.height * len(images) <= _INLINE_PIXELS:
+        if all(walked_in_place(image) for image in images) or (
+            request.width * request.height * len(images) <= _INLINE_PIXELS
+        ):
             faults = _inspect_all(images)
         else:  # decoding base64 and checksums of large images: off the event loop
             faults = await asyncio.to_thread(_inspect_all, images)
@@ -269,7 +272,7 @@ def _inspect_all(images: list[GeneratedImage]) -> list[str]:
     faults = []
     for image in images:
         try:
-            image.media_type = inspect_image(image.data).media_type
+            image.media_type = inspect_generated(image).media_type
         except MalformedImage as exc:
             faults.append(str(exc))
         else:

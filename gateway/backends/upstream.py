@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import logging
 import os
 import re
@@ -27,10 +26,17 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import msgspec
 import orjson
 
 from gateway.backends import h1
 from gateway.backends.base import BackendContext, GeneratedImage, ImageRequest
+from gateway.backends.image_data import (
+    MAX_IMAGE_BYTES,
+    image_from_base64,
+    image_from_bytes,
+    image_from_json_string,
+)
 from gateway.config import ConfigError
 from gateway.egress.client import EgressClient, EgressError, redact_url
 from gateway.errors import (
@@ -55,6 +61,7 @@ __all__ = [
     "gather_successes",
     "image_from_base64",
     "image_from_bytes",
+    "image_from_json_string",
     "int_option",
     "json_limit",
     "read_secret",
@@ -70,8 +77,6 @@ __all__ = [
 log = logging.getLogger("gateway.backends")
 T = TypeVar("T")
 
-#: The largest image accepted from an upstream (decoded bytes, or one download).
-MAX_IMAGE_BYTES = 20 * 1024 * 1024
 _MAX_ERROR_BYTES = 64 * 1024
 _MAX_MESSAGE_CHARS = 300
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
@@ -81,7 +86,6 @@ _KEY_LIKE = re.compile(
 _MALFORMED = "The image backend sent a malformed response."
 #: The one answer to any failed image download: it must not help map the network.
 IMAGE_FETCH_FAILED = "The image backend returned an image URL that could not be fetched."
-_BASE64_DIGITS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
 # -- options -------------------------------------------------------------------------
@@ -223,75 +227,6 @@ def sanitize(text: str, secrets: Iterable[str] = ()) -> str:
     return text
 
 
-def _media_type(data: bytes) -> str | None:
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    return None
-
-
-def image_from_bytes(data: bytes, *, revised_prompt: str | None = None) -> GeneratedImage:
-    """An image the upstream sent; :class:`UpstreamError` unless it is a PNG/JPEG/WebP/GIF."""
-    if len(data) > MAX_IMAGE_BYTES:
-        raise UpstreamError("The image backend sent an image that is too large.")
-    media_type = _media_type(data)
-    if media_type is None:
-        raise UpstreamError("The image backend sent a malformed image.")
-    return GeneratedImage(data, media_type=media_type, revised_prompt=revised_prompt)
-
-
-def image_from_base64(encoded: Any, *, revised_prompt: str | None = None) -> GeneratedImage:
-    """An image sent as base64, with or without a ``data:...;base64,`` prefix.
-
-    Base64 as encoders write it is only checked, not decoded: the image keeps the text
-    (:meth:`GeneratedImage.from_base64`), which the gateway sends on as it is.
-    """
-    if not isinstance(encoded, str):
-        raise UpstreamError(_MALFORMED)
-    if encoded.startswith("data:"):
-        header, _, encoded = encoded.partition(",")
-        if not header.endswith(";base64"):
-            raise UpstreamError("The image backend sent a malformed image.")
-    if len(encoded) > MAX_IMAGE_BYTES * 4 // 3 + 4:
-        raise UpstreamError("The image backend sent an image that is too large.")
-    text = encoded.strip()
-    pads = _canonical_base64_padding(text)
-    if pads is None:  # not as an encoder writes it; decoding says whether it is valid
-        try:
-            data = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise UpstreamError("The image backend sent a malformed image.") from None
-        return image_from_bytes(data, revised_prompt=revised_prompt)
-    if len(text) // 4 * 3 - pads > MAX_IMAGE_BYTES:
-        raise UpstreamError("The image backend sent an image that is too large.")
-    media_type = _media_type(binascii.a2b_base64(text[:16]))  # 12 bytes: any signature
-    if media_type is None:
-        raise UpstreamError("The image backend sent a malformed image.")
-    return GeneratedImage.from_base64(text, media_type=media_type, revised_prompt=revised_prompt)
-
-
-def _canonical_base64_padding(text: str) -> int | None:
-    """The number of ``=`` ending ``text`` if it is base64 exactly as encoders write it.
-
-    That is: base64 digits only, padded to a multiple of four, and no stray bits in
-    the last digit, so that decoding and encoding again gives ``text`` back. ``None``
-    otherwise. Much cheaper than decoding: no regular expression, no bytes made.
-    """
-    if len(text) % 4 or not text.isascii():
-        return None
-    pads = 2 if text.endswith("==") else 1 if text.endswith("=") else 0
-    if text.encode("ascii").translate(None, _BASE64_DIGITS) != b"=" * pads:
-        return None
-    if pads and _BASE64_DIGITS.index(text[-1 - pads].encode()) & (0x0F if pads == 2 else 0x03):
-        return None
-    return pads
-
-
 async def gather_successes(name: str, calls: Sequence[Awaitable[T]]) -> list[T]:
     """Run ``calls`` concurrently; the results of those that succeeded, in order.
 
@@ -408,8 +343,12 @@ class Upstream:
         headers: Mapping[str, str] | None = None,
         max_bytes: int = 1024 * 1024,
         max_seconds: float | None = None,
+        decoder: msgspec.json.Decoder[Any] | None = None,
     ) -> Any:
         """Send one API request; the JSON document of its 2xx answer.
+
+        With ``decoder``, the answer is decoded by it (into its type, which may keep
+        ``msgspec.Raw`` views of the answer's buffer); without, as plain JSON.
 
         Raises:
             UpstreamError: the upstream could not be reached, answered with another
@@ -452,8 +391,10 @@ class Upstream:
         if not 200 <= response.status < 300:
             raise self._status_error(response)
         try:
+            if decoder is not None:
+                return decoder.decode(response.body)
             return orjson.loads(response.body)
-        except orjson.JSONDecodeError:
+        except (orjson.JSONDecodeError, msgspec.DecodeError):
             raise UpstreamError(_MALFORMED) from None
 
     async def download_image(

@@ -84,7 +84,7 @@ class EgressResponse:
 
     status: int
     headers: CIMultiDictProxy[str]
-    body: bytes
+    body: bytes | bytearray
     #: Where the answer came from (after redirects).
     url: URL
 
@@ -283,14 +283,21 @@ def _join(base: URL, location: str) -> URL:
         raise EgressError("a redirect to something that is not a URL", refused=True) from None
 
 
-async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    if (response.content_length or 0) > limit:
-        raise EgressError(f"answer of {response.content_length} bytes, over {limit}")
-    chunks: list[bytes] = []
+async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytearray:
+    """The body in one buffer: sized from ``Content-Length`` when there is one (and no
+    content coding, which aiohttp undoes), grown otherwise; each piece copied in as it
+    arrives, the limit enforced as it does, never a list of pieces joined at the end."""
+    announced = response.content_length
+    if announced is not None and announced > limit:
+        raise EgressError(f"answer of {announced} bytes, over {limit}")
+    body = bytearray(0 if "Content-Encoding" in response.headers else announced or 0)
     size = 0
-    async for chunk in response.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
+    async for piece in response.content.iter_any():
+        end = size + len(piece)
+        if end > limit:
             raise EgressError(f"answer over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        body[size:end] = piece
+        size = end
+    if size != len(body):  # aiohttp raises first when a sized body is cut short
+        raise EgressError(f"answer of {size} bytes, {len(body)} announced")
+    return body

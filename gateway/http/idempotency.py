@@ -28,6 +28,7 @@ from gateway import errors
 from gateway.http.api_key_auth import authenticate
 from gateway.http.body import read_body
 from gateway.http.ratelimit_headers import RATE_LIMIT_HEADERS
+from gateway.http.relay import ImagesResponse
 from gateway.http.responses import error_body
 from gateway.idempotency.store import Answer, fingerprint
 from gateway.services import SERVICES
@@ -117,7 +118,10 @@ async def _finish(
 
 
 def _answer_of(response: web.StreamResponse) -> Answer | None:
-    body = response.body if isinstance(response, web.Response) else None
+    if isinstance(response, ImagesResponse):
+        body: object = response.joined_body()  # kept whole, as a Response's body is
+    else:
+        body = response.body if isinstance(response, web.Response) else None
     if not isinstance(body, bytes):
         return None  # a streamed answer is not kept: a retry runs again
     headers = {name: response.headers[name] for name in _KEPT_HEADERS if name in response.headers}

@@ -14,13 +14,11 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
 import msgspec
 from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
 
 from gateway import errors
 from gateway.backends.base import GeneratedImage, ImageRequest, parse_size
@@ -30,6 +28,7 @@ from gateway.http.body import decode_body
 from gateway.http.idempotency import HEADER, IDEMPOTENCY_TAKEN, idempotent
 from gateway.http.middlewares import LOG_FIELDS, REQUEST_ID
 from gateway.http.ratelimit_headers import rate_limit_headers
+from gateway.http.relay import ImagesResponse, relay_pieces
 from gateway.http.schemas.images import (
     DEFAULT_SIZE,
     GenerationRequest,
@@ -44,7 +43,6 @@ from gateway.services import SERVICES, Services
 from gateway.storage import STORAGE
 
 __all__ = [
-    "DeliveringResponse",
     "GenerationParams",
     "admit_request",
     "call_backends",
@@ -265,9 +263,8 @@ async def generate_images(request: web.Request) -> web.StreamResponse:
         answer = GenerationResponse(
             created=int(now),
             model=params.model,
-            data=[
-                ImageData(b64_json=image.b64(), revised_prompt=image.revised_prompt)
-                for image in delivered
+            data=[  # b64_json left empty: the relay writes each image there as it came
+                ImageData(b64_json="", revised_prompt=image.revised_prompt) for image in delivered
             ]
             if links is None
             else [
@@ -276,8 +273,8 @@ async def generate_images(request: web.Request) -> web.StreamResponse:
             ],
             usage=ImageUsage(len(delivered)),
         )
-        return DeliveringResponse(
-            body=_encode(answer),
+        return ImagesResponse(
+            pieces=relay_pieces(_encode(answer), delivered if links is None else []),
             headers=headers,
             on_send=partial(admission.delivered, decision),
         )
@@ -301,33 +298,3 @@ async def _store(request: web.Request, images: list[GeneratedImage]) -> list[str
         log.warning("storing images failed (%s): %s", exc.code, exc.message)
         raise
     return [file.url for file in saved]
-
-
-class DeliveringResponse(web.Response):
-    """A 200 that settles its reservation just before its bytes go to the client.
-
-    Settled as late as possible, so a process killed meanwhile leaves the reservation in
-    its journal, for another process to give back (see :mod:`gateway.limits.journal`).
-    """
-
-    def __init__(
-        self, *, body: bytes, headers: dict[str, str], on_send: Callable[[], None]
-    ) -> None:
-        super().__init__(body=body, headers=headers, content_type="application/json")
-        self._on_send: Callable[[], None] | None = on_send
-
-    def _settle(self) -> None:
-        on_send, self._on_send = self._on_send, None
-        if on_send is not None:
-            on_send()
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        try:
-            return await super().prepare(request)
-        except BaseException:
-            self._settle()  # the client left after its images were made: they count
-            raise
-
-    async def write_eof(self, data: bytes = b"") -> None:
-        self._settle()
-        await super().write_eof(data)

@@ -20,9 +20,17 @@ from __future__ import annotations
 import re
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["MAX_DIMENSION", "ImageInfo", "MalformedImage", "inspect_image"]
+__all__ = [
+    "MAX_DIMENSION",
+    "ImageInfo",
+    "MalformedImage",
+    "check_dimensions",
+    "inspect_image",
+    "png_walk",
+]
 
 #: The largest width or height accepted (WebP's own limit is 16383).
 MAX_DIMENSION = 16384
@@ -32,6 +40,7 @@ _PNG_CRITICAL = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND"})
 #: Bit depths allowed for each PNG colour type.
 _PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
 _PNG_MAX_CHUNK = 2**31 - 1
+_PNG_CHUNK_HEAD = struct.Struct(">I4s")
 
 #: JPEG start-of-frame markers: baseline, extended, progressive, lossless, arithmetic.
 _JPEG_SOF = frozenset(
@@ -78,6 +87,11 @@ def inspect_image(data: bytes | bytearray | memoryview) -> ImageInfo:
         info = _gif(view)
     else:
         raise MalformedImage("not a PNG, JPEG, WebP or GIF")
+    return check_dimensions(info)
+
+
+def check_dimensions(info: ImageInfo) -> ImageInfo:
+    """``info``, or :class:`MalformedImage` if a dimension is 0 or above the maximum."""
     if not (0 < info.width <= MAX_DIMENSION and 0 < info.height <= MAX_DIMENSION):
         raise MalformedImage(f"{info.format}: dimensions {info.width}x{info.height} out of range")
     return info
@@ -87,27 +101,39 @@ def inspect_image(data: bytes | bytearray | memoryview) -> ImageInfo:
 
 
 def _png(view: memoryview) -> ImageInfo:
-    size = len(view)
+    return png_walk(len(view), lambda pos, length: view[pos : pos + length])
+
+
+def png_walk(
+    size: int, read: Callable[[int, int], bytes | memoryview], *, unread_data: int = 0
+) -> ImageInfo:
+    """The PNG checks over ``size`` bytes that ``read(position, length)`` gives.
+
+    Image data chunks (IDAT) longer than ``unread_data`` bytes (if it is not 0) are not
+    read, so their CRCs are not checked: for an image held as base64, whose chunks are
+    found by decoding a few bytes at each one's start (:mod:`gateway.media.encoded`).
+    """
     pos = len(_PNG_SIGNATURE)
     width = height = colour_type = -1
     seen_palette = seen_data = False
     while True:
         if pos + 12 > size:
             raise MalformedImage("png: truncated (no IEND chunk)")
-        (length,) = struct.unpack_from(">I", view, pos)
-        kind = bytes(view[pos + 4 : pos + 8])
+        length, kind = _PNG_CHUNK_HEAD.unpack(read(pos, 8))
         end = pos + 12 + length
         if length > _PNG_MAX_CHUNK or end > size:
             raise MalformedImage(f"png: chunk {kind!r} runs past the end of the data")
         if not kind.isalpha() or not kind.isascii():
             raise MalformedImage("png: a chunk type is not four letters")
-        (crc,) = struct.unpack_from(">I", view, pos + 8 + length)
-        if zlib.crc32(view[pos + 4 : pos + 8 + length]) != crc:
-            raise MalformedImage(f"png: CRC mismatch in chunk {kind!r}")
+        if not unread_data or length <= unread_data or kind != b"IDAT":
+            chunk = read(pos + 4, length + 8)  # type, data, CRC
+            (crc,) = struct.unpack_from(">I", chunk, length + 4)
+            if zlib.crc32(memoryview(chunk)[: length + 4]) != crc:
+                raise MalformedImage(f"png: CRC mismatch in chunk {kind!r}")
         if width < 0:
             if kind != b"IHDR" or length != 13:
                 raise MalformedImage("png: the first chunk is not a 13-byte IHDR")
-            width, height, colour_type = _png_header(view[pos + 8 : pos + 21])
+            width, height, colour_type = _png_header(memoryview(chunk)[4:17])
         elif kind == b"IHDR":
             raise MalformedImage("png: a second IHDR chunk")
         elif kind == b"PLTE":
