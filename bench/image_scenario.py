@@ -44,6 +44,8 @@ from bench.procs import wait_http as wait_http_child
 __all__ = ["ImageScenario", "ImageSettings", "RssSampler"]
 
 PATH = "/v1/images/generations"
+#: G answering links to its stored images (response_format url, the file store).
+LINKS_CONFIG = "Gu"
 VARIANTS = ("b64", "url")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 #: The memory guard's ceiling: far above any bare proxy's peak at the defaults (so a run
@@ -90,8 +92,12 @@ class ImageSettings:
         return self.timeout_s + 10
 
     @staticmethod
-    def body(n: int) -> bytes:
-        return json.dumps({"prompt": "bench", "size": IMAGE_SIZE, "n": n}).encode()
+    def body(n: int, config: str = "G") -> bytes:
+        """The request; Gu asks for links (``response_format: url``) instead of base64."""
+        body: dict[str, object] = {"prompt": "bench", "size": IMAGE_SIZE, "n": n}
+        if config == LINKS_CONFIG:
+            body["response_format"] = "url"
+        return json.dumps(body).encode()
 
 
 def default_rss_limit() -> int:
@@ -277,6 +283,7 @@ class ImageScenario:
                 workers=processes if self.workers else None,
                 **self.gateway_common(port),
             )
+            raw["storage"] = {"url": f"file://{self.workdir}/images-{config}"}
             child = start_gateway(self.children, f"image-{config}", raw, self.workdir)
             children = [child]
             wait_http_child(f"http://127.0.0.1:{port}/healthz", child, timeout=60)
@@ -306,11 +313,12 @@ class ImageScenario:
 
     # -- one window ------------------------------------------------------------------
 
-    def sanity(self, label: str, base: str, n: int) -> None:
-        """One request: 200, and n structurally valid PNGs of the upstream's size."""
+    def sanity(self, label: str, base: str, n: int, config: str) -> None:
+        """One request: 200, and n structurally valid PNGs of the upstream's size (for Gu,
+        fetched from the links it answers)."""
         request = urllib.request.Request(  # noqa: S310 - loopback only
             base + PATH,
-            data=self.s.body(n),
+            data=self.s.body(n, config),
             headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.key}"},
         )
         timeout = self.s.delay_s + 60
@@ -326,7 +334,12 @@ class ImageScenario:
             raise RuntimeError(f"{label} answered {len(data)} images, not {n}")
         for item in data:
             try:
-                dimensions = check_png(base64.b64decode(item["b64_json"], validate=True))
+                if config == LINKS_CONFIG:
+                    with urllib.request.urlopen(item["url"], timeout=30) as linked:  # noqa: S310
+                        image = linked.read()
+                else:
+                    image = base64.b64decode(item["b64_json"], validate=True)
+                dimensions = check_png(image)
             except (KeyError, ValueError) as exc:
                 raise RuntimeError(f"{label} did not answer a valid PNG: {exc}") from None
             if dimensions != self.dimensions:
@@ -339,14 +352,15 @@ class ImageScenario:
         try:
             idle, _ = _tree_rss(servers.roots)
             if check:
-                self.sanity(label, servers.base, n)
+                self.sanity(label, servers.base, n, config)
             sampler = RssSampler(servers.roots, s.sample_s, s.rss_limit if servers.own_rss else 0)
             sampler.start()
             argv = python_command("-m", "bench.image_load", "--url", servers.base + PATH)
-            argv += ["--keys-file", str(self.keys_file), "--body", s.body(n).decode()]
+            argv += ["--keys-file", str(self.keys_file), "--body", s.body(n, config).decode()]
             argv += ["--connections", str(s.connections), "--stagger", f"{s.delay_s:g}"]
             argv += ["--warmup", f"{s.warmup_s:g}", "--duration", f"{s.duration_s:g}"]
-            argv += ["--timeout", f"{s.timeout_s:g}", "--min-bytes", str(n * self.b64_bytes)]
+            least = 0 if config == LINKS_CONFIG else n * self.b64_bytes  # links are small
+            argv += ["--timeout", f"{s.timeout_s:g}", "--min-bytes", str(least)]
             argv += ["--cpu", "server=" + ",".join(map(str, servers.roots))]
             argv += ["--cpu", "upstream=" + ",".join(map(str, self.upstream_pids))]
             try:
@@ -398,6 +412,8 @@ class ImageScenario:
     def configs(self, variant: str) -> list[str]:
         found = ["B0"] if variant == "b64" else []  # B0's url answers carry no image
         found += ["B1", "G"]
+        if variant == "b64":  # the same images, stored and answered as links
+            found.append(LINKS_CONFIG)
         if not self.s.single_process_only and self.workers:
             found += ["B1x2", "Gx2"]
         return found
