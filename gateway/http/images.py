@@ -242,13 +242,13 @@ async def generate_images(request: web.Request) -> web.StreamResponse:
 
     try:
         backend_name, images = await call_backends(params.chain, params.request, metrics)
+        delivered = images[:n]
         links = None
-        if params.response_format == "url" and images:
-            links = await _store(request, images[:n])
+        if params.response_format == "url" and delivered:
+            links = await _store(request, delivered)
     except BaseException:
         await asyncio.shield(admission.release(record.key_id, decision, n))
         raise
-    delivered = images[:n]
     if len(delivered) < n:
         await admission.release(
             record.key_id, decision, n - len(delivered), delivering=len(delivered)

@@ -53,6 +53,21 @@ _IDEMPOTENCY_KEY = Param(
     " with no second upstream call and no second charge. 5xx, 409 and 429 answers are not"
     " kept, so their retry runs.",
 )
+#: What an image request's model and admission can answer (generations and jobs alike).
+_ADMISSION_FAILURES = (
+    Failure(
+        404,
+        (errors.ModelNotFound,),
+        "The model is not one of `GET /v1/models`.",
+        param="model",
+    ),
+    Failure(
+        429,
+        (errors.RateLimitExceeded, errors.DailyQuotaExceeded),
+        "Over the key's rate limit (requests in any 60 s) or its daily image quota.",
+        headers=(*RATE_LIMIT_HEADERS, "Retry-After"),
+    ),
+)
 _IDEMPOTENCY_FAILURES = (
     Failure(
         409,
@@ -113,18 +128,7 @@ def _generation(path: str, operation_id: str, alias: str) -> Operation:
                 " Nothing is charged, and no other backend is tried.",
                 param="n",
             ),
-            Failure(
-                404,
-                (errors.ModelNotFound,),
-                "The model is not one of `GET /v1/models`.",
-                param="model",
-            ),
-            Failure(
-                429,
-                (errors.RateLimitExceeded, errors.DailyQuotaExceeded),
-                "Over the key's rate limit (requests in any 60 s) or its daily image quota.",
-                headers=(*RATE_LIMIT_HEADERS, "Retry-After"),
-            ),
+            *_ADMISSION_FAILURES,
             *_IDEMPOTENCY_FAILURES,
             Failure(
                 502,
@@ -173,20 +177,7 @@ def _job_example(facts: DocFacts) -> dict[str, Any]:
 
 
 def _job_operations() -> tuple[Operation, ...]:
-    admitted = (
-        Failure(
-            404,
-            (errors.ModelNotFound,),
-            "The model is not one of `GET /v1/models`.",
-            param="model",
-        ),
-        Failure(
-            429,
-            (errors.RateLimitExceeded, errors.DailyQuotaExceeded),
-            "Over the key's rate limit (requests in any 60 s) or its daily image quota.",
-            headers=(*RATE_LIMIT_HEADERS, "Retry-After"),
-        ),
-    )
+    admitted = _ADMISSION_FAILURES
     job_answer = Answer(200, "The job.", job_types.Job, _job_example)
     return (
         Operation(
