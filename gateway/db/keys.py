@@ -16,6 +16,7 @@ __all__ = [
     "fetch_key_by_hash",
     "key_hashes_of_user",
     "keys_of_user",
+    "keys_with_limits_of_user",
     "revoke_key",
     "update_key",
 ]
@@ -96,6 +97,19 @@ async def keys_of_user(conn: Any, user_id: uuid.UUID) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         """
         SELECT id, name, prefix, is_active, created_at, last_used_at, expires_at
+        FROM api_keys WHERE user_id = $1 ORDER BY created_at, id
+        """,
+        user_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def keys_with_limits_of_user(conn: Any, user_id: uuid.UUID) -> list[dict[str, Any]]:
+    """:func:`keys_of_user` with each key's limit overrides and successor, for operators."""
+    rows = await conn.fetch(
+        """
+        SELECT id, name, prefix, is_active, created_at, last_used_at, expires_at,
+               requests_per_minute, images_per_day, rotated_to
         FROM api_keys WHERE user_id = $1 ORDER BY created_at, id
         """,
         user_id,
