@@ -160,7 +160,7 @@ async def update_key(
             rotated_to = CASE WHEN $10 THEN $11 ELSE rotated_to END
         WHERE id = $1
         RETURNING id, name, prefix, is_active, created_at, last_used_at, expires_at,
-                  user_id, key_hash, requests_per_minute, images_per_day
+                  user_id, key_hash, requests_per_minute, images_per_day, rotated_to
         """,
         key_id,
         *_change(is_active),
