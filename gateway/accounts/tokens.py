@@ -12,6 +12,7 @@ password change or reset moves the generation on, which ends every earlier token
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,19 +43,26 @@ class AccessClaims:
 
 class TokenIssuer:
     def __init__(
-        self, secrets: Sequence[str], ttl_seconds: int, clock: Callable[[], float] = time.time
+        self, secret_list: Sequence[str], ttl_seconds: int, clock: Callable[[], float] = time.time
     ) -> None:
-        if not secrets:
+        if not secret_list:
             raise ValueError("at least one secret is required")
-        self._signing = (key_id_of(secrets[0]), secrets[0])
-        self._verifying = {key_id_of(secret): secret for secret in secrets}
+        self._signing = (key_id_of(secret_list[0]), secret_list[0])
+        self._verifying = {key_id_of(secret): secret for secret in secret_list}
         self.ttl_seconds = ttl_seconds
         self._clock = clock
 
     def issue(self, user_id: str, generation: int = 0) -> str:
         now = int(self._clock())
         kid, secret = self._signing
-        claims = {"sub": user_id, "iat": now, "exp": now + self.ttl_seconds, "gen": generation}
+        claims = {
+            "sub": user_id,
+            "iat": now,
+            "exp": now + self.ttl_seconds,
+            "gen": generation,
+            # Two logins in one second get two tokens: logging out of one keeps the other.
+            "jti": secrets.token_urlsafe(12),
+        }
         return jwt.encode(claims, secret, algorithm=_ALGORITHM, headers={"kid": kid})
 
     def verify(self, token: str) -> str:
