@@ -92,6 +92,11 @@ def admin_calls(user_id: str, key_id: str) -> list[tuple[str, str, Any]]:
         ("PATCH", f"/admin/users/{user_id}", {"plan": "pro"}),
         ("PATCH", f"/admin/keys/{key_id}", {"requests_per_minute": 1}),
         ("GET", f"/admin/usage?date={today().isoformat()}", None),
+        ("GET", f"/admin/usage?start={today().isoformat()}&end={today().isoformat()}", None),
+        ("GET", "/admin/users?limit=2", None),
+        ("GET", f"/admin/audit?target={user_id}", None),
+        ("POST", "/admin/users", {"email": f"new-{uuid.uuid4().hex}@example.com"}),
+        ("POST", f"/admin/users/{user_id}/password-reset", None),
     ]
 
 
