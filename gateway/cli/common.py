@@ -123,7 +123,7 @@ def _cell(value: Any) -> str:
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Columns padded to their widest cell; ``-`` for nothing."""
     cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
     for line in (list(headers), *cells):
         print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
 
