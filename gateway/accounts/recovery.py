@@ -65,13 +65,19 @@ async def create_reset_link(
 
 
 async def reset_password(
-    conn: Any, token: str, password_hash: str, *, now: dt.datetime
+    conn: Any, hasher: PasswordHasher, token: str, password: str, *, now: dt.datetime
 ) -> uuid.UUID:
     """Set the password of the link's user; the user's id.
+
+    The link is looked at before the password is hashed (bcrypt's cost is spent only on
+    a link that works), and used up atomically after.
 
     Raises:
         InvalidResetToken: the link is unknown, used or expired at ``now``.
     """
+    if not await db_resets.reset_is_open(conn, _digest(token), now):
+        raise errors.InvalidResetToken()
+    password_hash = await hasher.hash(password)
     async with conn.transaction():
         user_id = await db_resets.take_reset(conn, _digest(token), now)
         if user_id is None or await db_users.set_password(conn, user_id, password_hash) is None:

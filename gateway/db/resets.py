@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-__all__ = ["insert_reset", "take_reset"]
+__all__ = ["insert_reset", "reset_is_open", "take_reset"]
 
 
 async def insert_reset(
@@ -17,6 +17,18 @@ async def insert_reset(
         token_hash,
         user_id,
         expires_at,
+    )
+
+
+async def reset_is_open(conn: Any, token_hash: str, now: dt.datetime) -> bool:
+    """Whether the link is unused and not expired at ``now`` (without using it)."""
+    return bool(
+        await conn.fetchval(
+            "SELECT 1 FROM password_resets "
+            "WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
+            token_hash,
+            now,
+        )
     )
 
 

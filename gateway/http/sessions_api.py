@@ -60,7 +60,8 @@ async def reset_password(request: web.Request) -> web.Response:
         services.config.auth.login_per_minute_per_ip,
     )
     body = await decode_body(request, PasswordReset, services.config.server)
-    password_hash = await services.passwords.hash(body.new_password)
     async with connection(services.pool) as conn:
-        await recovery.reset_password(conn, body.token, password_hash, now=_now(services))
+        await recovery.reset_password(
+            conn, services.passwords, body.token, body.new_password, now=_now(services)
+        )
     return web.Response(status=204)
