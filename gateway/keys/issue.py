@@ -10,7 +10,7 @@ from gateway import errors
 from gateway.db import keys as db
 from gateway.keys.format import display_prefix, generate_key, hash_key
 
-__all__ = ["issue_key", "rotate_key"]
+__all__ = ["issue_capped_key", "issue_key", "rotate_key"]
 
 
 async def issue_key(
@@ -32,6 +32,29 @@ async def issue_key(
         expires_at=expires_at,
     )
     return key, row
+
+
+async def issue_capped_key(
+    conn: Any,
+    *,
+    user_id: uuid.UUID,
+    prefix: str,
+    name: str,
+    expires_at: dt.datetime | None,
+    max_keys: int,
+) -> tuple[str, dict[str, Any]]:
+    """:func:`issue_key`, unless the user already holds ``max_keys`` active keys.
+
+    One creation per user at a time (the user's row is locked until the transaction
+    ends), so the cap holds under concurrency. Run inside a transaction.
+
+    Raises:
+        TooManyKeys: the user holds ``max_keys`` active keys.
+    """
+    await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id)
+    if await db.active_key_count(conn, user_id) >= max_keys:
+        raise errors.TooManyKeys(f"An account may hold {max_keys} active keys. Revoke one first.")
+    return await issue_key(conn, user_id=user_id, prefix=prefix, name=name, expires_at=expires_at)
 
 
 async def rotate_key(
