@@ -76,13 +76,15 @@ def _keys_body(request: web.Request, rows: list[dict[str, Any]], now: dt.datetim
             )
         lines.append(
             f'<tr data-key-prefix="{esc(row["prefix"])}">'
-            f"<td><code>{esc(row['prefix'])}…</code></td>"
-            f"<td>{esc(row['name'])}</td><td>{state}</td><td>{when(row['created_at'])}</td>"
-            f"<td>{when(row['last_used_at'])}</td><td>{when(row['expires_at'])}</td>"
-            f'<td class="actions">{actions}</td></tr>'
+            f'<td data-label="Prefix"><code>{esc(row["prefix"])}</code></td>'
+            f'<td data-label="Name">{esc(row["name"])}</td><td data-label="State">{state}</td>'
+            f'<td data-label="Created">{when(row["created_at"])}</td>'
+            f'<td data-label="Last used">{when(row["last_used_at"])}</td>'
+            f'<td data-label="Expires">{when(row["expires_at"])}</td>'
+            f'<td data-label="Actions" class="actions">{actions}</td></tr>'
         )
     table = (
-        '<div class="scroll"><table><caption>Your keys</caption><thead><tr>'
+        '<div class="scroll"><table class="stack"><caption>Your keys</caption><thead><tr>'
         '<th scope="col">Prefix</th><th scope="col">Name</th><th scope="col">State</th>'
         '<th scope="col">Created</th><th scope="col">Last used</th>'
         '<th scope="col">Expires</th><th scope="col">Actions</th></tr></thead>'
@@ -217,7 +219,7 @@ async def revoke_key(request: web.Request) -> web.StreamResponse:
             row = own[key_id]
             confirm = {"confirm": "yes"}
             body = (
-                f'<div class="card"><p>Revoke the key <code>{esc(row["prefix"])}…</code> '
+                f'<div class="card"><p>Revoke the key <code>{esc(row["prefix"])}</code> '
                 f"({esc(row['name'])})? Every request made with it will be refused, at once. "
                 "This cannot be undone.</p>"
                 + post_button(
@@ -268,10 +270,10 @@ async def usage_page(request: web.Request) -> web.StreamResponse:
     )
     options = '<option value="">All keys</option>' + "".join(
         f'<option value="{esc(k["id"])}"{" selected" if str(k["id"]) == chosen else ""}>'
-        f"{esc(k['name'])} ({esc(k['prefix'])}…)</option>"
+        f"{esc(k['name'])} ({esc(k['prefix'])})</option>"
         for k in keys
     )
-    scope = f"key {by_id[chosen]['prefix']}…" if key_id is not None else "all keys"
+    scope = f"key {by_id[chosen]['prefix']}" if key_id is not None else "all keys"
     body = (
         '<form method="get" action="/console/usage" class="inline-form">'
         f'<label for="f-key">Key</label><select id="f-key" name="key">{options}</select>'

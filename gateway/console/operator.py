@@ -173,7 +173,7 @@ async def _user_page(
             else "revoked"
         )
         key_rows.append(
-            f"<tr><td><code>{esc(k['prefix'])}…</code></td><td>{esc(k['name'])}</td>"
+            f"<tr><td><code>{esc(k['prefix'])}</code></td><td>{esc(k['name'])}</td>"
             f"<td>{'active' if k['is_active'] else 'revoked'}</td>"
             f"<td>{live.get(str(k['id']), 0)}</td><td>{when(k['last_used_at'])}</td>"
             f'<td><form method="post" action="/console/admin/keys/{kid}/limits" '
@@ -334,7 +334,7 @@ async def usage_overview(request: web.Request) -> web.StreamResponse:
         for u in users
     )
     key_rows = "".join(
-        f"<tr><td><code>{esc(k['prefix'])}…</code> {esc(k['name'])}</td>"
+        f"<tr><td><code>{esc(k['prefix'])}</code> {esc(k['name'])}</td>"
         f'<td><a href="/console/admin/users/{esc(k["user_id"])}">{esc(k["email"])}</a></td>'
         f"<td>{k['images']}</td></tr>"
         for k in keys
