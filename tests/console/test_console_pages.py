@@ -260,6 +260,12 @@ async def test_an_operator_disables_a_user_and_sets_key_limits(
     assert bad.status == 400
     assert "images_per_day" in await bad.text()
 
+    plan = await operator.submit(page_path, f"{page_path}/plan", {"plan": "pro"})
+    assert plan.status == 303
+    assert await db.fetchval("SELECT plan FROM users WHERE id = $1", user_id) == "pro"
+    unknown = await operator.submit(page_path, f"{page_path}/plan", {"plan": "gold"})
+    assert unknown.status == 400
+
     disabled = await operator.submit(page_path, f"{page_path}/state", {"active": "false"})
     assert disabled.status == 303
     await expect_error(await gateway.generate(key), 403, "account_disabled")
@@ -295,3 +301,38 @@ async def test_the_admin_token_opens_the_operator_pages(
     token = right.cookies["gw_console"].value
     response = await gateway.client.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
     await expect_error(response, 401, "invalid_token")
+
+
+async def test_an_operator_revokes_a_key(
+    make_app: MakeGateway, console_user: Users, db: asyncpg.Connection
+) -> None:
+    gateway = await dev_app(make_app)
+    customer, email = await signed_up(console_user, gateway)
+    key = await created_key(customer)
+    operator = console_user(gateway)
+    await operator.submit("/console/admin/login", "/console/admin/login", {"token": ADMIN_TOKEN})
+    key_id = await db.fetchval(
+        "SELECT k.id FROM api_keys k JOIN users u ON u.id = k.user_id WHERE u.email = $1", email
+    )
+    user_id = await db.fetchval("SELECT id FROM users WHERE email = $1", email)
+    response = await operator.submit(
+        f"/console/admin/users/{user_id}", f"/console/admin/keys/{key_id}/revoke"
+    )
+    assert response.status == 303
+    await expect_error(await gateway.generate(key), 401, "api_key_revoked")
+    actor = await db.fetchval("SELECT actor FROM admin_audit_log WHERE target_id = $1", key_id)
+    assert actor == "console:admin-token"
+
+
+async def test_reset_links_and_the_operator_log_in_when_off(
+    make_app: MakeGateway, console_user: Users
+) -> None:
+    gateway = await dev_app(make_app, {"admin": {"token": ""}})
+    user = console_user(gateway)
+    status, _ = await user.get("/console/admin/login")
+    assert status == 404
+    response = await user.submit(
+        "/console/reset?token=abc", "/console/reset", {"token": "abc", "new": "long enough 1"}
+    )
+    assert response.status == 404
+    assert "not available" in await response.text()
