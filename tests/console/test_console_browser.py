@@ -22,7 +22,8 @@ from tests.support.processes import free_port, running_gateway
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
-pytestmark = pytest.mark.slow
+# Slow: a gateway process, a browser; the first run may install Chromium.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 OPERATOR_EMAIL = f"operator-{uuid.uuid4().hex[:8]}@example.com"
 

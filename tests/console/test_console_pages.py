@@ -336,3 +336,11 @@ async def test_reset_links_and_the_operator_log_in_when_off(
     )
     assert response.status == 404
     assert "not available" in await response.text()
+
+
+async def test_an_unknown_console_page_is_an_html_404(make_app: MakeGateway) -> None:
+    gateway = await make_app()
+    response = await gateway.client.get("/console/no-such-page")
+    assert response.status == 404
+    assert response.content_type == "text/html"
+    assert "Content-Security-Policy" in response.headers
