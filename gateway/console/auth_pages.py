@@ -22,7 +22,7 @@ from gateway.console.session import (
     load_session,
     start_session,
 )
-from gateway.console.views import form_text, nav_of, require_session, see_other
+from gateway.console.views import form_text, nav_of, notice_of, require_session, see_other
 from gateway.http.schemas.accounts import MAX_PASSWORD, MIN_PASSWORD
 from gateway.http.validate import normal_email
 from gateway.services import SERVICES
@@ -74,7 +74,7 @@ def _credentials_page(
         f"{field('Password', 'password', kind='password', autocomplete=secret_kind)}"
         f'{hint}<button type="submit">{button}</button></form>{other}'
     )
-    return html_page(title, body, status=status, error=error)
+    return html_page(title, body, status=status, error=error, notice=notice_of(request))
 
 
 async def signup_form(request: web.Request) -> web.Response:

@@ -117,6 +117,7 @@ async def test_a_customer_signs_up_makes_a_key_uses_it_and_leaves(
 
     await page.get_by_role("button", name="Log out", exact=True).click()
     await page.wait_for_url(re.compile(r".*/console/login\?done=logged-out$"))
+    await page.get_by_role("status").filter(has_text="You are logged out.").wait_for()
     await screenshot(page, "login")
     await page.get_by_label("Email", exact=True).fill(email)
     await page.get_by_label("Password", exact=True).fill(PASSWORD)
