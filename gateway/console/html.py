@@ -18,6 +18,7 @@ from aiohttp import web
 
 __all__ = [
     "CONSOLE_CSP",
+    "SECURITY_HEADERS",
     "Nav",
     "esc",
     "field",

@@ -42,6 +42,7 @@ __all__ = [
     "csrf_nonce",
     "csrf_token",
     "load_session",
+    "set_nonce_cookie",
     "start_session",
 ]
 
