@@ -136,13 +136,7 @@ async def _user_page(
         if user is None:
             raise errors.NotFound("No such user.")
         keys = await db_keys.keys_of_user(conn, user_id)
-        limits = {
-            r["id"]: r
-            for r in await conn.fetch(
-                "SELECT id, requests_per_minute, images_per_day FROM api_keys WHERE user_id = $1",
-                user_id,
-            )
-        }
+        limits = await directory.key_limits_of_user(conn, user_id)
         live = await today_images(services, conn, user_id, [k["id"] for k in keys])
         month = await usage_of_user(
             conn, user_id, today - dt.timedelta(days=29), today - dt.timedelta(days=1)

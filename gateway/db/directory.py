@@ -10,7 +10,13 @@ import datetime as dt
 import uuid
 from typing import Any
 
-__all__ = ["audit_entries", "search_users", "top_keys_between", "usage_by_user_between"]
+__all__ = [
+    "audit_entries",
+    "key_limits_of_user",
+    "search_users",
+    "top_keys_between",
+    "usage_by_user_between",
+]
 
 
 def _like_pattern(text: str) -> str:
@@ -34,6 +40,15 @@ async def search_users(
         offset,
     )
     return [dict(r) for r in rows]
+
+
+async def key_limits_of_user(conn: Any, user_id: uuid.UUID) -> dict[uuid.UUID, dict[str, Any]]:
+    """Key id -> its own limits (``requests_per_minute``, ``images_per_day``; None: the plan's)."""
+    rows = await conn.fetch(
+        "SELECT id, requests_per_minute, images_per_day FROM api_keys WHERE user_id = $1",
+        user_id,
+    )
+    return {r["id"]: dict(r) for r in rows}
 
 
 async def usage_by_user_between(
