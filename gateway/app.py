@@ -29,6 +29,7 @@ from gateway.backends import h1
 from gateway.backends.base import BackendContext, ImageBackend
 from gateway.backends.registry import BackendRegistry
 from gateway.config import Config, DatabaseConfig
+from gateway.console import setup_console
 from gateway.db.pool import connection, create_pool
 from gateway.egress.client import EgressClient
 from gateway.egress.policy import EgressPolicy
@@ -264,6 +265,8 @@ def create_app(
     app.cleanup_ctx.append(jobs_context)
     app.on_shutdown.append(start_draining)
     setup_routes(app, public_api=public_api)
+    if public_api and config.console.enabled:
+        setup_console(app, dev=dev)
     return app
 
 

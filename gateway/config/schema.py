@@ -32,6 +32,7 @@ __all__ = [
     "AuthConfig",
     "BackendConfig",
     "Config",
+    "ConsoleConfig",
     "DatabaseConfig",
     "EgressConfig",
     "EmailConfig",
@@ -281,6 +282,24 @@ class AdminConfig(Section, frozen=True, kw_only=True):
         ),
         doc("Bearer token of the admin API; empty turns the admin API off (404)."),
     ] = ""
+    console_emails: Annotated[
+        tuple[str, ...],
+        doc(
+            "Users with these emails (any case) are operators in the web console; the admin "
+            "token also opens the console's operator pages."
+        ),
+    ] = ()
+
+    def __post_init__(self) -> None:
+        force_setattr(
+            self, "console_emails", tuple(email.strip().lower() for email in self.console_emails)
+        )
+
+
+class ConsoleConfig(Section, frozen=True, kw_only=True):
+    enabled: Annotated[
+        bool, doc("Serve the web console for customers and operators at /console/.")
+    ] = True
 
 
 class PlanConfig(Section, frozen=True, kw_only=True):
@@ -402,6 +421,7 @@ class Config(Section, frozen=True, kw_only=True):
     usage: UsageConfig = UsageConfig()
     auth: AuthConfig = AuthConfig()
     admin: AdminConfig = AdminConfig()
+    console: ConsoleConfig = ConsoleConfig()
     logging: LoggingConfig = LoggingConfig()
     egress: EgressConfig = EgressConfig()
     storage: StorageConfig = StorageConfig()
