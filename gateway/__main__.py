@@ -110,6 +110,8 @@ def _check_config(config: Config, args: argparse.Namespace) -> int:
     from gateway.startup import prepare
 
     prepared = prepare(config, dev=args.dev)  # exactly what `serve` runs before it starts
+    for warning in prepared.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     note = " (development mode: a JWT secret is generated)" if prepared.generated_jwt_secret else ""
     print(
         f"config ok: {len(config.plans)} plans, {len(config.backends)} backends, "
@@ -141,6 +143,8 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     prepared = prepare(config, dev=args.dev)
     if prepared.generated_jwt_secret:
         logging.getLogger("gateway").warning(DEV_MODE_WARNING)
+    for warning in prepared.warnings:
+        logging.getLogger("gateway").warning(warning)
     host = args.host or config.server.host
     port = args.port or config.server.port
     public_api = args.command == "serve"
