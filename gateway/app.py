@@ -259,7 +259,7 @@ def create_app(
     # The job workers, last: they use everything above, and stop first.
     app.cleanup_ctx.append(jobs_context)
     app.on_shutdown.append(start_draining)
-    setup_routes(app, public_api=public_api)
+    setup_routes(app, public_api=public_api, serve_metrics=not config.server.metrics_port)
     return app
 
 

@@ -190,19 +190,31 @@ def _run_worker(
     protocol.install()
     sockets = bind(host, port, reuse_port=reuse_port)
     try:
+        metrics_port = config.server.metrics_port
+        metrics_sockets = bind(host, metrics_port, reuse_port=reuse_port) if metrics_port else []
+        sockets += metrics_sockets
         app = create_app(config, dev=dev, public_api=public_api)
         app.on_startup.append(_freeze_startup_objects)  # after the app's own start-up
         with asyncio.Runner(loop_factory=new_loop) as runner:
-            runner.run(_serve_app(app, sockets, config, on_ready))
+            runner.run(_serve_app(app, sockets, config, on_ready, metrics_sockets))
     finally:
         for sock in sockets:
             sock.close()
 
 
 async def _serve_app(
-    app: Any, sockets: list[socket.socket], config: Config, on_ready: Callable[[], None]
+    app: Any,
+    sockets: list[socket.socket],
+    config: Config,
+    on_ready: Callable[[], None],
+    metrics_sockets: list[socket.socket],
 ) -> None:
+    """Serve ``app`` on ``sockets`` (``/metrics`` alone on ``metrics_sockets``, which
+    ``sockets`` includes) until SIGTERM or SIGINT."""
     from aiohttp import web
+
+    from gateway.http.routes import metrics_app
+    from gateway.services import SERVICES
 
     stop = asyncio.Event()
     main = asyncio.current_task()
@@ -228,10 +240,17 @@ async def _serve_app(
         # Handed by aiohttp to every connection's GatewayRequestHandler.
         header_read_timeout=config.server.header_read_timeout_seconds,
     )
+    metrics_runner = None
     try:
         await runner.setup()  # the app's start-up: pools opened, backends started
+        if metrics_sockets:  # server.metrics_port
+            metrics_runner = web.AppRunner(metrics_app(app[SERVICES]), access_log=None)
+            await metrics_runner.setup()
+            for sock in metrics_sockets:
+                await web.SockSite(metrics_runner, sock).start()
         for sock in sockets:
-            await web.SockSite(runner, sock).start()  # listens from here on
+            if sock not in metrics_sockets:
+                await web.SockSite(runner, sock).start()  # listens from here on
         serving = True
         on_ready()
         await stop.wait()
@@ -240,6 +259,8 @@ async def _serve_app(
             raise
         main.uncancel()  # handled: what follows may wait again
     finally:
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await runner.cleanup()  # stop accepting, let requests finish, final flush
 
 
@@ -254,6 +275,8 @@ def serve(
     """
     workers = resolve_workers(config)
     try:
+        if port == config.server.metrics_port:  # --port may say so
+            raise StartupError(f"server.metrics_port: must differ from the port ({port})")
         if workers == 1:
             _run_worker(
                 config,
@@ -265,9 +288,10 @@ def serve(
                 public_api=public_api,
             )
             return 0
-        # The workers share the port; first make sure nobody else holds it.
-        for sock in bind(host, port, reuse_port=False):
-            sock.close()
+        # The workers share the ports; first make sure nobody else holds them.
+        for shared in (port, config.server.metrics_port):
+            for sock in bind(host, shared, reuse_port=False) if shared else []:
+                sock.close()
     except Exception as exc:
         line, status = describe_failure(exc)
         print(line, file=sys.stderr, flush=True)
