@@ -1,4 +1,5 @@
-"""The ``gateway`` command: serve | worker | migrate | check-config | users | keys | demo."""
+"""The ``gateway`` command: serve | worker | reload | migrate | check-config | users | keys
+| demo."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -45,6 +47,19 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--host", help="override server.host")
     worker.add_argument("--port", type=int, help="override server.port")
     worker.add_argument("--dev", action="store_true", help="development mode")
+
+    reload = sub.add_parser(
+        "reload",
+        parents=[common],
+        help="check the config as serve does, then have the running gateway read it again",
+    )
+    reload.add_argument(
+        "--pid", type=int, help="the gateway's process id (default: from its pid file)"
+    )
+    reload.add_argument(
+        "--port", type=int, help="the port the running gateway serves (default: server.port)"
+    )
+    reload.add_argument("--dev", action="store_true", help="check as `serve --dev` would")
 
     migrate = sub.add_parser("migrate", parents=[common], help="apply database migrations")
     migrate.add_argument(
@@ -120,6 +135,36 @@ def _check_config(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _reload(config: Config, args: argparse.Namespace) -> int:
+    import signal
+
+    from gateway.server import pid_file
+    from gateway.startup import prepare
+
+    prepare(config, dev=args.dev)  # a file serve would refuse is refused here, unsent
+    pid = args.pid
+    if pid is None:
+        path = pid_file(args.port or config.server.port)
+        try:
+            pid = int(path.read_text().strip())
+        except (OSError, ValueError):
+            print(f"error: no running gateway found ({path}); give its --pid", file=sys.stderr)
+            return 1
+    cmdline: bytes | None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        cmdline = None if Path("/proc/self").exists() else b"gateway"  # no /proc: trust it
+    except OSError:
+        cmdline = b"gateway"
+    if cmdline is None or b"gateway" not in cmdline:
+        print(f"error: process {pid} is not a running gateway", file=sys.stderr)
+        return 1
+    os.kill(pid, signal.SIGHUP)
+    print(f"config ok; gateway {pid} reloads it (its log says what changed)")
+    return 0
+
+
 def _migrate(config: Config, args: argparse.Namespace) -> int:
     from gateway import migrate
 
@@ -148,7 +193,8 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     host = args.host or config.server.host
     port = args.port or config.server.port
     public_api = args.command == "serve"
-    return serve(prepared.config, host, port, dev=args.dev, public_api=public_api)
+    path = Path(getattr(args, "config", None) or default_config_path()).resolve()
+    return serve(prepared.config, host, port, dev=args.dev, public_api=public_api, config_path=path)
 
 
 def _run(config: Config, work: Callable[[Any], Awaitable[int]]) -> int:
@@ -267,6 +313,7 @@ _COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "worker": _serve,
     "migrate": _migrate,
     "check-config": _check_config,
+    "reload": _reload,
     "demo": _demo,
 }
 

@@ -6,6 +6,7 @@ effect in every gateway process at once (the affected keys are invalidated).
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import logging
 from typing import Any
@@ -25,6 +26,7 @@ from gateway.http.accounts import today_images, utc_today
 from gateway.http.body import decode_body
 from gateway.http.responses import json_response
 from gateway.http.schemas.admin import (
+    AdminConfig,
     AdminKey,
     AdminKeyChange,
     AdminUsage,
@@ -38,9 +40,11 @@ from gateway.http.schemas.admin import (
 from gateway.http.schemas.keys import key_of
 from gateway.http.token_auth import bearer_token
 from gateway.http.validate import has_control_characters, path_uuid, query_date
+from gateway.reload import RELOADER, masked_config
 from gateway.services import SERVICES, Services
 
 __all__ = [
+    "config_in_effect",
     "find_users",
     "get_user",
     "no_such_admin_route",
@@ -195,3 +199,16 @@ async def no_such_admin_route(request: web.Request) -> web.Response:
     """Any other method or path under /admin: 404 (when off, nothing hints it exists)."""
     _authorise(request)
     raise errors.NotFound()
+
+
+async def config_in_effect(request: web.Request) -> web.Response:
+    """``GET /admin/config``: the config in effect (secrets masked), its hash, since when."""
+    services = _authorise(request)
+    reloader = request.app[RELOADER]
+    return json_response(
+        AdminConfig(
+            hash=reloader.hash,
+            loaded_at=dt.datetime.fromtimestamp(reloader.loaded_at, dt.UTC),
+            config=masked_config(services.config),
+        )
+    )

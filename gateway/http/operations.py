@@ -564,6 +564,18 @@ OPERATIONS: tuple[Operation, ...] = (
         ),
         parameters=(Param("date", "query", _DATE, "The day, YYYY-MM-DD.", required=True),),
     ),
+    Operation(
+        "GET",
+        "/admin/config",
+        admin.config_in_effect,
+        "adminConfig",
+        "admin",
+        "The config in effect, secrets masked, and its hash",
+        Auth.ADMIN_TOKEN,
+        answers=(Answer(200, "The config in effect.", admin_types.AdminConfig),),
+        description="What start-up or the last reload (SIGHUP, `gateway reload`) applied:"
+        " keys that cannot change while running keep their start-up values.",
+    ),
     # Health.
     Operation(
         "GET",

@@ -15,6 +15,7 @@ from gateway.http.schemas.keys import Key
 
 __all__ = [
     "MAX_LIMIT",
+    "AdminConfig",
     "AdminKey",
     "AdminKeyChange",
     "AdminUsage",
@@ -110,6 +111,17 @@ class AdminUsage(msgspec.Struct):
     users: list[UserImages]
     keys: list[KeyImages]
     total: Annotated[int, Meta(ge=0)]
+
+
+class AdminConfig(msgspec.Struct):
+    """The config in effect: as loaded at start-up or by the last reload (SIGHUP)."""
+
+    #: SHA-256 (hex) of the whole config, secrets included (``gateway_config_info``).
+    hash: str
+    #: When it was loaded.
+    loaded_at: Instant
+    #: Every key, secrets shown as ``********`` (empty when unset), URLs without passwords.
+    config: dict[str, Any]
 
 
 def admin_user_of(user: Mapping[str, Any]) -> AdminUser:
