@@ -220,6 +220,8 @@ def wants_async(request: web.Request) -> bool:
 
 
 async def generate_images(request: web.Request) -> web.StreamResponse:
+    spent: list[float] = []
+    request[UPSTREAM_SECONDS] = spent  # the middleware's Server-Timing (replays too)
     incoming = request.headers
     if HEADER in incoming and IDEMPOTENCY_TAKEN not in request:
         return await idempotent(request, generate_images)
@@ -232,8 +234,6 @@ async def generate_images(request: web.Request) -> web.StreamResponse:
     config = services.config
     request_id = request[REQUEST_ID]
     now = services.wall_clock()
-    spent: list[float] = []
-    request[UPSTREAM_SECONDS] = spent  # the middleware's Server-Timing
 
     record = await authenticate(request, services.keys, config.keys.prefix, now)
     body = await decode_body(

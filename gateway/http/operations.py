@@ -109,7 +109,7 @@ def _generation(path: str, operation_id: str, alias: str) -> Operation:
                     "data": [{"b64_json": "iVBORw0KGgo=", "revised_prompt": None}],
                     "usage": {"images": 1},
                 },
-                headers=(*RATE_LIMIT_HEADERS, "X-Gateway-Backend"),
+                headers=(*RATE_LIMIT_HEADERS, "X-Gateway-Backend", "Server-Timing"),
             ),
             Answer(
                 202,

@@ -44,3 +44,19 @@ async def test_other_routes_have_no_server_timing(make_app: MakeGateway):
     response = await app.client.get("/healthz")
     assert response.status == 200
     assert "Server-Timing" not in response.headers
+
+
+async def test_a_replayed_answer_says_only_what_the_gateway_took(
+    make_app: MakeGateway, make_key: MakeKey
+):
+    app = await make_app()
+    key = await make_key()
+    headers = {"Authorization": f"Bearer {key.key}", "Idempotency-Key": "timing-1"}
+    body = {"prompt": "p", "size": "256x256"}
+    first = await app.client.post("/v1/images/generations", json=body, headers=headers)
+    assert first.status == 200
+    assert BOTH.fullmatch(first.headers["Server-Timing"])
+    replay = await app.client.post("/v1/images/generations", json=body, headers=headers)
+    assert replay.status == 200
+    assert await replay.read() == await first.read()
+    assert GATEWAY_ONLY.fullmatch(replay.headers["Server-Timing"])  # no upstream call made
