@@ -228,6 +228,10 @@ class ConfigReloader:
                 self._metrics.labelled(self._metrics.config_reloads, "refused").inc()
                 log.error("config reload refused, the config in effect stays: %s", exc)
                 return False
+            except Exception:
+                self._metrics.labelled(self._metrics.config_reloads, "refused").inc()
+                log.exception("config reload failed, the config in effect stays")
+                return False
             self._metrics.labelled(self._metrics.config_reloads, "applied").inc()
             return applied
 

@@ -468,7 +468,7 @@ class _Supervisor:
         if self.config_path is not None:
             from gateway.reload import read_again
 
-            with contextlib.suppress(ConfigError):  # refused: the workers say why
+            with contextlib.suppress(Exception):  # refused: every worker logs why
                 self.config = read_again(self.config, self.config_path, dev=self.dev).config
 
     def _stop(self, _signum: int, _frame: FrameType | None) -> None:
