@@ -20,7 +20,9 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
+from gateway.accounts.mail import Mailer
 from gateway.accounts.passwords import PasswordHasher
+from gateway.accounts.sessions import TokenDenylist
 from gateway.accounts.throttle import IpThrottle, LoginGuard
 from gateway.accounts.tokens import TokenIssuer
 from gateway.backends import h1
@@ -209,6 +211,8 @@ def create_app(
                 tokens=tokens,
                 passwords=passwords,
                 ip_throttle=IpThrottle(redis, config.redis.key_prefix),
+                denylist=TokenDenylist(redis, config.redis.key_prefix, wall_clock),
+                mailer=Mailer(config.email) if config.email.smtp_url else None,
                 login_guard=LoginGuard(
                     redis,
                     config.redis.key_prefix,

@@ -75,7 +75,7 @@ LIVE_KEYS = frozenset(
 )
 #: Keys whose values are secrets: shown as "********" (empty ones as empty: "off").
 _SECRETS = ("auth.jwt_secrets", "admin.token", "webhooks.secret_key", "storage.signing_secrets")
-_URLS = ("database.url", "redis.url")  # their passwords are masked
+_URLS = ("database.url", "redis.url", "email.smtp_url")  # their passwords are masked
 _MASK = "********"
 
 

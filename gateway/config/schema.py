@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from msgspec import Meta
 from msgspec.structs import force_setattr
 
+from gateway.config.email import EmailConfig
 from gateway.config.errors import ConfigError
 from gateway.config.jobs import IdempotencyConfig, JobsConfig, WebhooksConfig
 from gateway.config.section import Section, doc, says
@@ -33,6 +34,7 @@ __all__ = [
     "Config",
     "DatabaseConfig",
     "EgressConfig",
+    "EmailConfig",
     "IdempotencyConfig",
     "JobsConfig",
     "KeysConfig",
@@ -418,6 +420,7 @@ class Config(Section, frozen=True, kw_only=True):
     jobs: JobsConfig = JobsConfig()
     idempotency: IdempotencyConfig = IdempotencyConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
+    email: EmailConfig = EmailConfig()
 
     def __post_init__(self) -> None:
         for section in ("plans", "backends", "models"):

@@ -76,7 +76,7 @@ async def login(request: web.Request) -> web.Response:
         raise errors.AccountDisabled("This account is disabled.")
     return json_response(
         Token(
-            access_token=services.tokens.issue(str(user["id"])),
+            access_token=services.tokens.issue(str(user["id"]), user["token_generation"]),
             token_type="bearer",  # noqa: S106 (the scheme's name, no secret)
             expires_in=services.tokens.ttl_seconds,
         )
