@@ -101,6 +101,18 @@ class ServerConfig(Section, frozen=True, kw_only=True):
     upstream_max_connections_per_host: Annotated[
         Count, doc("The same, per upstream host (0: no per-host cap).")
     ] = 0
+    metrics_port: Annotated[
+        int,
+        Meta(ge=0, le=65535),
+        doc(
+            "Serve /metrics on this port of the same host, and not on the public port "
+            "(there it is 404); 0: /metrics on the public port."
+        ),
+    ] = 0
+
+    def __post_init__(self) -> None:
+        if self.metrics_port == self.port:
+            raise ConfigError("metrics_port: must differ from port")
 
 
 class DatabaseConfig(Section, frozen=True, kw_only=True):

@@ -26,7 +26,7 @@ from gateway.backends.resilience import GuardedBackend
 from gateway.http.api_key_auth import authenticate
 from gateway.http.body import decode_body
 from gateway.http.idempotency import HEADER, IDEMPOTENCY_TAKEN, idempotent
-from gateway.http.middlewares import LOG_FIELDS, REQUEST_ID
+from gateway.http.middlewares import LOG_FIELDS, REQUEST_ID, UPSTREAM_SECONDS
 from gateway.http.ratelimit_headers import rate_limit_headers
 from gateway.http.relay import ImagesResponse, relay_pieces
 from gateway.http.schemas.images import (
@@ -128,9 +128,13 @@ _BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 
 async def call_backends(
-    chain: tuple[GuardedBackend, ...], request: ImageRequest, metrics: Metrics
+    chain: tuple[GuardedBackend, ...],
+    request: ImageRequest,
+    metrics: Metrics,
+    spent: list[float] | None = None,
 ) -> tuple[str, list[GeneratedImage]]:
-    """``(backend name, images)`` from the first backend in ``chain`` that delivers.
+    """``(backend name, images)`` from the first backend in ``chain`` that delivers;
+    each call's seconds appended to ``spent`` (``Server-Timing``).
 
     Raises the last backend's error when none does.
     """
@@ -153,6 +157,8 @@ async def call_backends(
             outcome, error = "error", exc
         finally:
             elapsed = time.perf_counter() - started
+            if spent is not None:
+                spent.append(elapsed)
             metrics.labelled(metrics.upstream_seconds, guarded.name).observe(elapsed)
             metrics.labelled(metrics.upstream_calls, guarded.name, outcome).inc()
             if guarded.state is not guarded.reported_state:
@@ -214,6 +220,8 @@ def wants_async(request: web.Request) -> bool:
 
 
 async def generate_images(request: web.Request) -> web.StreamResponse:
+    spent: list[float] = []
+    request[UPSTREAM_SECONDS] = spent  # the middleware's Server-Timing (replays too)
     incoming = request.headers
     if HEADER in incoming and IDEMPOTENCY_TAKEN not in request:
         return await idempotent(request, generate_images)
@@ -241,7 +249,7 @@ async def generate_images(request: web.Request) -> web.StreamResponse:
     decision = await admit_request(services, record, n)
 
     try:
-        backend_name, images = await call_backends(params.chain, params.request, metrics)
+        backend_name, images = await call_backends(params.chain, params.request, metrics, spent)
         delivered = images[:n]
         links = None
         if params.response_format == "url" and delivered:

@@ -322,6 +322,12 @@ def _headers() -> JSON:
             {"type": "string"},
             "openai",
         ),
+        "Server-Timing": header(
+            "What the request took, in milliseconds: the gateway's own time and the"
+            " upstream calls' (no `upstream` entry when none was made).",
+            {"type": "string"},
+            "gateway;dur=1.2, upstream;dur=2034.5",
+        ),
         "Location": header(
             "Where the job is read: `/v1/images/jobs/{id}`.",
             {"type": "string", "pattern": "^/v1/images/jobs/job_[A-Za-z0-9]{22}$"},

@@ -273,7 +273,7 @@ def _generation(path: str, operation_id: str, alias: str) -> Operation:
                     "data": [{"b64_json": "iVBORw0KGgo=", "revised_prompt": None}],
                     "usage": {"images": 1},
                 },
-                headers=(*RATE_LIMIT_HEADERS, "X-Gateway-Backend"),
+                headers=(*RATE_LIMIT_HEADERS, "X-Gateway-Backend", "Server-Timing"),
             ),
             Answer(
                 202,
@@ -725,6 +725,18 @@ OPERATIONS: tuple[Operation, ...] = (
         ),
         description=f"The range may cover at most {usage_types.MAX_DAYS} days; today's"
         " counts are written through first.",
+    ),
+    Operation(
+        "GET",
+        "/admin/config",
+        admin.config_in_effect,
+        "adminConfig",
+        "admin",
+        "The config in effect, secrets masked, and its hash",
+        Auth.ADMIN_TOKEN,
+        answers=(Answer(200, "The config in effect.", admin_types.AdminConfig),),
+        description="What start-up or the last reload (SIGHUP, `gateway reload`) applied:"
+        " keys that cannot change while running keep their start-up values.",
     ),
     *_admin_account_operations(),
     # Health.

@@ -121,6 +121,10 @@ class JobRunner:
 
     # -- life cycle -------------------------------------------------------------------
 
+    def use_router(self, router: Router) -> None:
+        """Route the jobs that start from now on over ``router`` (a config reload)."""
+        self._router = router
+
     async def start(self) -> None:
         """Make sure the queue exists (rebuilding it if Redis lost it), then start the
         background loops (the workers only if ``jobs.work``)."""
