@@ -6,12 +6,13 @@ PNGs are written by hand (zlib and struct); JPEG, WebP and GIF by Pillow.
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 
 from PIL import Image
 
-__all__ = ["chunk", "encode", "pattern_png", "pixels", "png", "png_chunks", "rgba_png"]
+__all__ = ["chunk", "encode", "noise_png", "pattern_png", "pixels", "png", "png_chunks", "rgba_png"]
 
 
 def chunk(kind: bytes, data: bytes, *, crc: int | None = None) -> bytes:
@@ -70,3 +71,16 @@ def pixels(data: bytes) -> tuple[tuple[int, int], list[tuple[int, int, int]]]:
     image = Image.open(io.BytesIO(data)).convert("RGB")
     raw = image.tobytes()
     return image.size, [tuple(raw[i : i + 3]) for i in range(0, len(raw), 3)]  # type: ignore[misc]
+
+
+def noise_png(width: int, height: int) -> bytes:
+    """An RGB PNG of random pixels, stored uncompressed: about ``3 * width * height``
+    bytes (for uploads over a size)."""
+    rows = b"".join(b"\x00" + os.urandom(3 * width) for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows, 0))
+        + chunk(b"IEND", b"")
+    )
