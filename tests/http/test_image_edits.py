@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import AsyncIterator
 
 import aiohttp
 import openai
 import pytest
+from aiohttp.test_utils import TestServer
 
+from tests.support.backend_cases import OPENAI_KEY
 from tests.support.gateway import Gateway, MakeGateway, MakeKey
 from tests.support.http import expect_error
 from tests.support.images import encode, pattern_png, pixels, rgba_png
+from tests.support.providers import OpenAIFake
 from tests.support.usage import today, usage_rows
 
 SIZE = 256
@@ -178,3 +182,108 @@ async def test_stream_is_refused_for_now(gateway: Gateway, make_key: MakeKey):
         "/v1/images/edits", data=form, headers={"Authorization": f"Bearer {key.key}"}
     )
     await expect_error(response, 400, "invalid_request", "stream")
+
+
+async def test_idempotency_key_replays_an_edit(gateway: Gateway, make_key: MakeKey, db):
+    key = await make_key()
+    source, mask = pattern_png(64, 64), rgba_png(64, 64, (0, 0, 32, 32))
+    headers = {"Idempotency-Key": "edit-once"}
+    async with sdk(gateway, key.key) as client:
+        calls = [
+            await client.images.with_raw_response.edit(
+                image=("in.png", source, "image/png"),
+                mask=("mask.png", mask, "image/png"),
+                prompt="a kite",
+                size="256x256",
+                extra_headers=headers,
+            )
+            for _ in range(2)
+        ]
+        with pytest.raises(openai.UnprocessableEntityError):  # the key, another image
+            await client.images.edit(
+                image=("in.png", pattern_png(64, 64, 1), "image/png"),
+                mask=("mask.png", mask, "image/png"),
+                prompt="a kite",
+                size="256x256",
+                extra_headers=headers,
+            )
+    first, again = calls
+    assert "idempotent-replayed" not in first.headers
+    assert again.headers["idempotent-replayed"] == "true"
+    assert b64_image(again.parse()) == b64_image(first.parse())
+    await gateway.flush()
+    assert await usage_rows(db, key.key_id) == {today(): 1}
+
+
+@pytest.fixture
+async def openai_upstream(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[OpenAIFake]:
+    monkeypatch.setenv("TEST_OPENAI_KEY", OPENAI_KEY)
+    fake = OpenAIFake(OPENAI_KEY)
+    server = TestServer(fake.app())
+    await server.start_server()
+    fake.origin = str(server.make_url("")).rstrip("/")
+    yield fake
+    fake.release.set()
+    await server.close()
+
+
+async def test_openai_upstream_end_to_end(
+    make_gateway: MakeGateway, make_key: MakeKey, openai_upstream: OpenAIFake, db
+):
+    gateway = await make_gateway(
+        {
+            "backends": {
+                "openai": {
+                    "type": "openai",
+                    "base_url": openai_upstream.base_url,
+                    "api_key_env": "TEST_OPENAI_KEY",
+                    "model": "gpt-image-1",
+                }
+            },
+            "models": {"gpt-image-1": "openai"},
+            "default_model": "gpt-image-1",
+        }
+    )
+    key = await make_key()
+    first, second = pattern_png(64, 64), pattern_png(64, 64, 1)
+    mask = rgba_png(64, 64, (0, 0, 32, 32))
+    async with sdk(gateway, key.key) as client:
+        edited = await client.images.edit(
+            image=("a.png", first, "image/png"),
+            mask=("mask.png", mask, "image/png"),
+            prompt="a red boat",
+            size="256x256",
+            quality="high",
+        )
+        merged = await client.images.edit(
+            image=[("a.png", first, "image/png"), ("b.png", second, "image/png")],
+            prompt="both",
+            size="256x256",
+            response_format="url",
+        )
+        varied = await client.images.create_variation(
+            image=("a.png", first, "image/png"), size="256x256", n=2
+        )
+        openai_upstream.short_by = 1
+        short = await client.images.edit(
+            image=("a.png", first, "image/png"), prompt="three", size="256x256", n=3
+        )
+    assert pixels(b64_image(edited))[0] == (256, 256)
+    assert merged.data is not None
+    assert merged.data[0].url is not None
+    assert varied.data is not None
+    assert len(varied.data) == 2
+    assert short.data is not None
+    assert len(short.data) == 2
+    assert short.usage is not None
+    calls = openai_upstream.api_requests()
+    assert [call.path for call in calls] == ["/v1/images/edits"] * 2 + [
+        "/v1/images/variations",
+        "/v1/images/edits",
+    ]
+    assert calls[0].body["image"] == [first]
+    assert calls[0].body["mask"] == [mask]
+    assert calls[0].body["quality"] == ["high"]
+    assert calls[1].body["image[]"] == [first, second]
+    await gateway.flush()
+    assert await usage_rows(db, key.key_id) == {today(): 1 + 1 + 2 + 2}  # delivered only

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 from aiohttp import web
 
 from gateway.backends.local import render_png
+from gateway.media.inspect import inspect_image
 
 __all__ = [
     "CREDENTIAL_HEADERS",
@@ -109,17 +110,24 @@ class ProviderFake:
     def app(self) -> web.Application:
         @web.middleware
         async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
-            raw = await request.read()
-            try:
-                body = json.loads(raw) if raw else None
-            except ValueError:
-                body = raw
+            body: Any
+            if request.content_type == "multipart/form-data":
+                body = {}  # name -> its values, in order: text, or a file's bytes
+                for name, value in (await request.post()).items():
+                    read = value.file.read() if isinstance(value, web.FileField) else value
+                    body.setdefault(name, []).append(read)
+            else:
+                raw = await request.read()
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = raw
             self.requests.append(
                 Recorded(request.method, request.path, dict(request.headers), body)
             )
             return await handler(request)
 
-        app = web.Application(middlewares=[record])
+        app = web.Application(middlewares=[record], client_max_size=64 * 1024 * 1024)
         self.add_routes(app.router)
         app.router.add_get("/files/{name}", self._serve_file)
         return app
@@ -182,9 +190,13 @@ class OpenAIFake(ProviderFake):
     def __init__(self, secret: str) -> None:
         super().__init__(secret)
         self.as_urls = False
+        #: Edits and variations: answer this many images fewer than asked for.
+        self.short_by = 0
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_post("/v1/images/generations", self.generations)
+        router.add_post("/v1/images/edits", self.edits)
+        router.add_post("/v1/images/variations", self.edits)
 
     def error(self, status: int, message: str) -> web.Response:
         kind = "invalid_request_error" if status < 500 else "server_error"
@@ -213,6 +225,39 @@ class OpenAIFake(ProviderFake):
             item = {"url": self.file_url(png)} if self.as_urls else {"b64_json": b64(png)}
             item["revised_prompt"] = f"{body['prompt']}, in watercolour"
             data.append(item)
+        return web.json_response({"created": 1700000000, "data": data})
+
+    async def edits(self, request: web.Request) -> web.StreamResponse:
+        """``/images/edits`` and ``/images/variations``: multipart, as OpenAI takes them
+        (``image`` or ``image[]``, ``mask`` the size of the first image, a PNG)."""
+        if request.headers.get("Authorization") != f"Bearer {self.secret}":
+            return self.error(401, "You didn't provide a valid API key.")
+        form: dict[str, list[Any]] = self.requests[-1].body
+        failure = await self.failure()
+        if failure is not None:
+            return failure
+        editing = request.path.endswith("/edits")
+        required = ("model", "n", "size") + (("prompt",) if editing else ())
+        for name in required:
+            if name not in form:
+                return self.error(400, f"Missing required parameter: '{name}'.")
+        images = form.get("image", []) + form.get("image[]", [])
+        if not images or (not editing and len(images) != 1):
+            return self.error(400, "Invalid 'image': send one image file.")
+        sizes = [inspect_image(image) for image in images]
+        if "mask" in form:
+            mask = inspect_image(form["mask"][0])
+            if (mask.width, mask.height) != (sizes[0].width, sizes[0].height):
+                return self.error(400, "Invalid 'mask': it must be the size of the image.")
+        prompt = form["prompt"][0] if editing else "variation"
+        width, height = (int(v) for v in form["size"][0].split("x"))
+        data = [
+            {
+                "b64_json": b64(render_png(prompt, len(images), width, height, i)),
+                "revised_prompt": None,
+            }
+            for i in range(int(form["n"][0]) - self.short_by)
+        ]
         return web.json_response({"created": 1700000000, "data": data})
 
 
