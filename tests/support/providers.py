@@ -37,6 +37,7 @@ __all__ = [
     "Recorded",
     "ReplicateFake",
     "Serve",
+    "b64",
     "decode_png",
 ]
 
@@ -275,6 +276,7 @@ class A1111Fake(ProviderFake):
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_post("/sdapi/v1/txt2img", self.txt2img)
+        router.add_post("/sdapi/v1/img2img", self.txt2img)
 
     def error(self, status: int, message: str) -> web.Response:
         if status >= 500:
@@ -296,7 +298,12 @@ class A1111Fake(ProviderFake):
         failure = await self.failure()
         if failure is not None:
             return failure
-        missing = [f for f in ("prompt", "width", "height", "batch_size") if f not in body]
+        required = ["prompt", "width", "height", "batch_size"]
+        if request.path.endswith("/img2img"):
+            required.append("init_images")
+            for image in body.get("init_images", []) + [body.get("mask", "")] * ("mask" in body):
+                inspect_image(base64.b64decode(image))  # raises on anything else
+        missing = [f for f in required if f not in body]
         if missing:
             detail = [{"loc": ["body", f], "msg": "field required"} for f in missing]
             return web.json_response({"detail": detail}, status=422)
@@ -389,6 +396,11 @@ class GeminiFake(ProviderFake):
         if self.block_reason:
             return web.json_response({"promptFeedback": {"blockReason": self.block_reason}})
         prompt = body["contents"][0]["parts"][0]["text"]
+        for part in body["contents"][0]["parts"][1:]:  # images to edit: real ones
+            inline = part["inlineData"]
+            info = inspect_image(base64.b64decode(inline["data"]))
+            if info.media_type != inline["mimeType"]:
+                return self.error(400, "Invalid inline data: the mime type does not match.")
         config = body["generationConfig"]
         if config.get("responseModalities") != ["TEXT", "IMAGE"]:
             return self.error(400, "The model needs responseModalities TEXT and IMAGE.")
