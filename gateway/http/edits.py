@@ -135,7 +135,9 @@ async def _run(request: web.Request, upload: Upload) -> web.StreamResponse:
         # Imported here: the jobs edge builds on this module.
         from gateway.http.upload_jobs import submit_upload_job
 
-        return await submit_upload_job(request, services, record, params, now)
+        # As for generation jobs, `url` unless the form asks for `b64_json`.
+        fmt = params.response_format if "response_format" in form.fields else "url"
+        return await submit_upload_job(request, services, record, params, now, response_format=fmt)
     return await make_images(request, services, record, params, now)
 
 
