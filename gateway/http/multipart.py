@@ -33,6 +33,7 @@ from typing import IO
 import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.multipart import parse_content_disposition
 
 from gateway.errors import ClientClosedRequest, InvalidRequest, PayloadTooLarge, RequestTimeout
 
@@ -130,13 +131,15 @@ async def _read_parts(request: web.Request, limits: FormLimits, form: Form) -> N
             if part is None:
                 break
             parts += 1
-            name = part.name if isinstance(part, aiohttp.BodyPartReader) else None
+            name = _name_of(part)
             if parts > limits.max_parts:
                 raise InvalidRequest(
                     f"The form has more than {limits.max_parts} parts.", param=name
                 )
             if isinstance(part, aiohttp.MultipartReader):
-                raise InvalidRequest("A part of the form is itself multipart: not allowed.")
+                raise InvalidRequest(
+                    f"'{name or 'a part'}' is itself multipart: not allowed.", param=name
+                )
             if not name:
                 raise InvalidRequest("A part of the form has no name (Content-Disposition).")
             filename = part.filename
@@ -171,6 +174,13 @@ async def _read_parts(request: web.Request, limits: FormLimits, form: Form) -> N
         # long): the client sent something that is not multipart.
         raise InvalidRequest(f"{NOT_MULTIPART} ({type(exc).__name__})") from None
     form.digest = digest.hexdigest()
+
+
+def _name_of(part: aiohttp.BodyPartReader | aiohttp.MultipartReader) -> str | None:
+    if isinstance(part, aiohttp.BodyPartReader):
+        return part.name
+    _, params = parse_content_disposition(part.headers.get(aiohttp.hdrs.CONTENT_DISPOSITION))
+    return params.get("name")
 
 
 def _check_total(stream: aiohttp.StreamReader, limits: FormLimits) -> None:

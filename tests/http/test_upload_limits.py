@@ -161,7 +161,7 @@ async def test_nested_multipart(gateway: Gateway, key: str):
     )
     body, headers = raw_multipart([nested, text_part("prompt", b"x")])
     response = await post_edit(gateway, key, body, headers=headers)
-    error = await expect_error(response, 400, "invalid_request")
+    error = await expect_error(response, 400, "invalid_request", "image")
     assert "multipart" in error["message"]
 
 
