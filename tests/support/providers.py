@@ -1,6 +1,7 @@
 """Fake providers: small aiohttp apps that speak each provider's real wire format.
 
-Each records every request it gets (method, path, headers, JSON body), checks the
+Each records every request it gets (method, path, headers, JSON body, or a multipart
+form as ``{name: [values]}`` with files as bytes), checks the
 credentials the way the provider does, serves image downloads under ``/files/``, and
 answers the API call according to ``mode``:
 
