@@ -3,6 +3,7 @@ what is over a limit refused as it arrives, not after it was read whole."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import struct
@@ -266,3 +267,18 @@ async def test_spilled_uploads_are_freed(gateway: Gateway, key: str, tmp_path: P
     response = await post_edit(gateway, key, form(("image", big + b"junk")))
     await expect_error(response, 400, "invalid_request", "image")
     assert open_temporary_files(tmp_path) == []
+
+
+async def test_an_upload_that_stalls_gets_408(make_gateway: MakeGateway, key: str):
+    gateway = await make_gateway({"server": {"body_read_timeout_seconds": 0.3}})
+    stalled = asyncio.Event()  # never set: the client stops sending after the first part
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b'--zz\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nx\r\n--zz\r\n'
+        await stalled.wait()
+
+    response = await post_edit(
+        gateway, key, body(), headers={"Content-Type": "multipart/form-data; boundary=zz"}
+    )
+    await expect_error(response, 408, "request_timeout")
+    stalled.set()
