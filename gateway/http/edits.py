@@ -33,7 +33,7 @@ from gateway.http.images import (
     wants_async,
 )
 from gateway.http.middlewares import REQUEST_ID
-from gateway.http.multipart import Form, FormFile, FormLimits, read_form
+from gateway.http.multipart import SPILL_BYTES, Form, FormFile, FormLimits, read_form
 from gateway.http.schemas.edits import (
     EDIT_OPTIONS,
     MAX_INPUT_IMAGES,
@@ -43,15 +43,16 @@ from gateway.http.schemas.edits import (
 )
 from gateway.http.schemas.images import DEFAULT_SIZE, MAX_PROMPT_CHARS
 from gateway.keys.cache import KeyRecord
-from gateway.media.inspect import MalformedImage, inspect_image
+from gateway.media.inspect import ImageInfo, MalformedImage, inspect_image
 from gateway.services import SERVICES, Services
 
 __all__ = ["FORM", "Upload", "create_variations", "edit_images", "parse_upload", "upload_of"]
 
 #: The request's form, once read.
 FORM = web.RequestKey("uploaded_form", Form)
-#: Files larger than this are checked in a worker thread (about 1.3 ms per MB).
-_INLINE_CHECK_BYTES = 1024 * 1024
+#: Files larger than this (spilled to disk) are read and checked in a worker thread
+#: (a walk costs about 1.3 ms per MB).
+_INLINE_CHECK_BYTES = SPILL_BYTES
 _SHORT = 64
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 _UPLOADED_FORMATS = frozenset({"png", "jpeg", "webp"})
@@ -260,23 +261,22 @@ def _default_size(backend: ImageBackend) -> tuple[int, int]:
 async def _input_images(
     form: Form, upload: Upload
 ) -> tuple[tuple[InputImage, ...], InputImage | None]:
-    images: list[InputImage] = []
-    mask_file: FormFile | None = None
-    names = [file.name for file in form.files if file.name != "mask"]
-    listed = "image[]" in names or len(names) > 1
-    for file in form.files:
-        if file.name == "mask":
-            mask_file = file
-            continue
-        param = f"image[{len(images)}]" if listed else "image"
-        images.append(await _checked(file, param, upload.formats, len(images)))
-    if len(images) > MAX_INPUT_IMAGES:
+    files = [file for file in form.files if file.name != "mask"]
+    masks = [file for file in form.files if file.name == "mask"]
+    if len(files) > MAX_INPUT_IMAGES:
         raise errors.InvalidRequest(upload.schema.messages["image[]"], param="image[]")
-    if not images:
+    if not files:
         raise errors.InvalidRequest(upload.schema.messages["image"], param="image")
+    if len(masks) > 1:
+        raise errors.InvalidRequest("Send at most one 'mask'.", param="mask")
+    listed = len(files) > 1 or files[0].name == "image[]"
+    images: list[InputImage] = []
+    for index, file in enumerate(files):
+        param = f"image[{index}]" if listed else "image"
+        images.append(await _checked(file, param, upload.formats, index))
     mask = None
-    if mask_file is not None:
-        mask = await _checked(mask_file, "mask", frozenset({"png"}), 0)
+    if masks:
+        mask = await _checked(masks[0], "mask", frozenset({"png"}), 0)
         first = images[0]
         if (mask.width, mask.height) != (first.width, first.height):
             raise errors.InvalidRequest(
@@ -287,15 +287,19 @@ async def _input_images(
     return tuple(images), mask
 
 
+def _read_and_inspect(file: FormFile) -> tuple[bytes, ImageInfo]:
+    data = file.read()
+    return data, inspect_image(data)
+
+
 async def _checked(file: FormFile, param: str, formats: frozenset[str], index: int) -> InputImage:
     """``file`` as an :class:`InputImage`, or the 400 naming ``param``."""
     allowed = ", ".join(sorted(f.upper() for f in formats))
-    data = file.read()
     try:
-        if len(data) > _INLINE_CHECK_BYTES:
-            info = await asyncio.to_thread(inspect_image, data)
+        if file.size > _INLINE_CHECK_BYTES:  # spilled to disk: read and walk it off the loop
+            data, info = await asyncio.to_thread(_read_and_inspect, file)
         else:
-            info = inspect_image(data)
+            data, info = _read_and_inspect(file)
     except MalformedImage as exc:
         raise errors.InvalidRequest(
             f"'{param}' is not a well-formed image ({exc}); send {allowed}.", param=param

@@ -123,6 +123,7 @@ async def test_fields(gateway: Gateway, key: str):
         (form(image, ("response_format", "gif")), "response_format"),
         (form(image, ("user", "u" * 2000)), "user"),
         (form(image, ("mystery", b"x")), "mystery"),  # a file under an unknown name
+        (form(image, ("mask", rgba_png(8, 8, None)), ("mask", rgba_png(8, 8, None))), "mask"),
     ]
     for data, param in cases:
         response = await post_edit(gateway, key, data)
