@@ -168,10 +168,8 @@ async def _read_parts(request: web.Request, limits: FormLimits, form: Form) -> N
     except (ConnectionError, aiohttp.ClientPayloadError):
         raise ClientClosedRequest() from None
     except (ValueError, RuntimeError, HttpProcessingError, AssertionError, KeyError) as exc:
-        if isinstance(exc, web.HTTPRequestEntityTooLarge):
-            raise _too_large(limits) from None
-        # aiohttp's words for a malformed body (no boundary, a broken part, a line too
-        # long): the client sent something that is not multipart.
+        # aiohttp's words for a malformed body (no boundary parameter, a broken part, a
+        # line too long): the client sent something that is not multipart.
         raise InvalidRequest(f"{NOT_MULTIPART} ({type(exc).__name__})") from None
     form.digest = digest.hexdigest()
 
