@@ -143,9 +143,13 @@ async def test_not_multipart(gateway: Gateway, key: str):
         "/v1/images/edits", json={"prompt": "x", "image": "aGk="}, headers=bearer(key)
     )
     await expect_error(response, 400, "invalid_request")
-    body, headers = b"no boundary in here", {"Content-Type": "multipart/form-data; boundary=zz"}
+    for content_type in ("multipart/form-data; boundary=zz", "multipart/form-data"):
+        headers = {"Content-Type": content_type}
+        response = await post_edit(gateway, key, b"no boundary in here", headers=headers)
+        await expect_error(response, 400, "invalid_request")
+    body, headers = raw_multipart([text_part("prompt", b"\xff\xfe"), file_part("image", png(4, 4))])
     response = await post_edit(gateway, key, body, headers=headers)
-    await expect_error(response, 400, "invalid_request")
+    await expect_error(response, 400, "invalid_request", "prompt")
 
 
 async def test_part_without_a_name(gateway: Gateway, key: str):
