@@ -68,6 +68,14 @@ class ServerConfig(Section, frozen=True, kw_only=True):
     host: Annotated[str, doc("The address to listen on.")] = "0.0.0.0"
     port: Annotated[int, Meta(ge=1, le=65535), doc("The port to listen on.")] = 8080
     max_body_bytes: Annotated[PositiveInt, doc("Larger request bodies get 413.")] = 1_048_576
+    max_upload_bytes: Annotated[
+        PositiveInt,
+        doc(
+            "The largest file a multipart upload (image edits and variations) may carry; a "
+            "larger one gets 413. A whole upload may be up to 17 such files (16 images and "
+            "a mask) plus `max_body_bytes`."
+        ),
+    ] = 26_214_400
     body_read_timeout_seconds: Annotated[
         PositiveFloat,
         doc("Seconds a client has to send a request body once its headers are in (then 408)."),

@@ -148,7 +148,7 @@ def _operation(operation: Operation, facts: DocFacts, shared: dict[str, JSON]) -
             media["example"] = _value(operation.body_example, facts)
         op["requestBody"] = {
             "required": operation.body_required,
-            "content": {"application/json": media},
+            "content": {operation.body_media_type: media},
         }
     return op
 

@@ -29,12 +29,14 @@ from gateway.http.contract import (
     Param,
 )
 from gateway.http.docs import openapi_json
+from gateway.http.edits import create_variations, edit_images
 from gateway.http.files import FILES_ROUTE, serve_file
 from gateway.http.health import healthz, list_models, metrics, readyz
 from gateway.http.images import generate_images
 from gateway.http.ratelimit_headers import RATE_LIMIT_HEADERS
 from gateway.http.schemas import accounts as account_types
 from gateway.http.schemas import admin as admin_types
+from gateway.http.schemas import edits as edit_types
 from gateway.http.schemas import health as health_types
 from gateway.http.schemas import images as image_types
 from gateway.http.schemas import jobs as job_types
@@ -328,6 +330,72 @@ _JOB_ID = Param("id", "path", {"type": "string"}, "A job id (`job_...`).", requi
 _A_JOB_ID = "job_4GkQ7pLm2Rt7Vw4Ks8Dn1B"
 
 
+def _upload(
+    path: str,
+    handler: Any,
+    operation_id: str,
+    summary: str,
+    body: type[edit_types.EditRequest] | type[edit_types.VariationRequest],
+    description: str,
+) -> Operation:
+    """An edit or a variation: a generation's answers, from a ``multipart/form-data``
+    body."""
+    generation = _generation(path, operation_id, "")
+    return Operation(
+        "POST",
+        path,
+        handler,
+        operation_id,
+        "images",
+        summary,
+        Auth.API_KEY,
+        answers=generation.answers,
+        failures=(
+            *generation.failures,
+            Failure(
+                413,
+                (errors.PayloadTooLarge,),
+                "A file over `server.max_upload_bytes` (`param` names it), or the whole body"
+                " over 17 such files plus `server.max_body_bytes`: refused as the bytes"
+                " arrive, before the body is read whole.",
+                param="image",
+            ),
+        ),
+        body=body,
+        body_media_type="multipart/form-data",
+        parameters=generation.parameters,
+        description=description,
+    )
+
+
+def _upload_operations() -> tuple[Operation, ...]:
+    return (
+        _upload(
+            "/v1/images/edits",
+            edit_images,
+            "createImageEdit",
+            "Edit images",
+            edit_types.EditRequest,
+            "OpenAI's image edits (`client.images.edit`): `image` or `image[]` (1 to 16 PNG,"
+            " JPEG or WebP files) and an optional `mask` (a PNG with an alpha channel, the"
+            " size of the first image; its transparent pixels are what may change), each"
+            " checked as an image before any backend sees it. Limits, usage, jobs"
+            " (`Prefer: respond-async`) and `Idempotency-Key` as for generations. A model"
+            " whose backend cannot edit is 400 `param: model`; `stream: true` is 400.",
+        ),
+        _upload(
+            "/v1/images/variations",
+            create_variations,
+            "createImageVariation",
+            "Make variations of an image",
+            edit_types.VariationRequest,
+            "OpenAI's image variations (`client.images.create_variation`): one PNG `image`."
+            " Limits, usage, jobs and `Idempotency-Key` as for generations; a model whose"
+            " backend cannot make variations is 400 `param: model`.",
+        ),
+    )
+
+
 def _job_example(facts: DocFacts) -> dict[str, Any]:
     return {
         "id": _A_JOB_ID,
@@ -449,6 +517,7 @@ OPERATIONS: tuple[Operation, ...] = (
     # The data plane (API keys).
     _generation("/v1/images/generations", "createImage", ""),
     _generation("/v1/generate", "generate", " (an alias of /v1/images/generations)"),
+    *_upload_operations(),
     *_job_operations(),
     Operation(
         "GET",
