@@ -32,7 +32,7 @@ from gateway.http.images import (
     route_model,
     wants_async,
 )
-from gateway.http.middlewares import REQUEST_ID
+from gateway.http.middlewares import REQUEST_ID, UPSTREAM_SECONDS
 from gateway.http.multipart import SPILL_BYTES, Form, FormFile, FormLimits, read_form
 from gateway.http.schemas.edits import (
     EDIT_OPTIONS,
@@ -111,6 +111,7 @@ async def create_variations(request: web.Request) -> web.StreamResponse:
 
 
 async def _serve(request: web.Request, upload: Upload) -> web.StreamResponse:
+    request[UPSTREAM_SECONDS] = []  # the middleware's Server-Timing (replays too)
     try:
         return await _run(request, upload)
     finally:

@@ -240,8 +240,7 @@ def wants_async(request: web.Request) -> bool:
 
 
 async def generate_images(request: web.Request) -> web.StreamResponse:
-    spent: list[float] = []
-    request[UPSTREAM_SECONDS] = spent  # the middleware's Server-Timing (replays too)
+    request[UPSTREAM_SECONDS] = []  # the middleware's Server-Timing (replays too)
     incoming = request.headers
     if HEADER in incoming and IDEMPOTENCY_TAKEN not in request:
         return await idempotent(request, generate_images)
@@ -277,6 +276,9 @@ async def make_images(
     fields.update(key_id=record.key_id, user_id=record.user_id, model=params.model, images=0)
     metrics = services.metrics
     admission = services.admission
+    spent = request.get(UPSTREAM_SECONDS)
+    if spent is None:
+        spent = request[UPSTREAM_SECONDS] = []  # the middleware's Server-Timing
     decision = await admit_request(services, record, n)
 
     try:

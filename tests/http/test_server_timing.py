@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import re
 
+import aiohttp
+
 from tests.support.gateway import MakeGateway, MakeKey
+from tests.support.images import png
 from tests.support.upstreams import FakeUpstream, upstream_config
 
 BOTH = re.compile(r"gateway;dur=(\d+\.\d), upstream;dur=(\d+\.\d)")
@@ -60,3 +63,25 @@ async def test_a_replayed_answer_says_only_what_the_gateway_took(
     assert replay.status == 200
     assert await replay.read() == await first.read()
     assert GATEWAY_ONLY.fullmatch(replay.headers["Server-Timing"])  # no upstream call made
+
+
+async def test_an_edit_says_what_the_gateway_and_the_upstream_took(
+    make_app: MakeGateway, make_key: MakeKey
+):
+    app = await make_app()
+    key = await make_key()
+    form = aiohttp.FormData()
+    form.add_field("image", png(64, 64), filename="in.png", content_type="image/png")
+    form.add_field("prompt", "a red door")
+    form.add_field("size", "256x256")
+    response = await app.client.post(
+        "/v1/images/edits", data=form, headers={"Authorization": f"Bearer {key.key}"}
+    )
+    assert response.status == 200, await response.text()
+    assert BOTH.fullmatch(response.headers["Server-Timing"]), response.headers["Server-Timing"]
+
+    refused = await app.client.post(
+        "/v1/images/edits", data=b"x", headers={"Authorization": "Bearer no"}
+    )
+    assert refused.status in (400, 401)
+    assert GATEWAY_ONLY.fullmatch(refused.headers["Server-Timing"])
