@@ -26,7 +26,7 @@ from gateway.egress.client import EgressClient, EgressError
 from gateway.jobs.store import JobRow
 from gateway.tasks import raise_if_cancelled
 from gateway.webhooks import store
-from gateway.webhooks.signing import SecretDeriver, sign
+from gateway.webhooks.signing import SecretDeriver, signature_header
 
 __all__ = ["WebhookSender", "webhook_id"]
 
@@ -95,10 +95,10 @@ class WebhookSender:
         config = self._config
         message_id = webhook_id(job.id)
         async with connection(self._pool) as conn:
-            nonce = await store.find_nonce(conn, job.user_id)
+            nonces = await store.find_nonces(conn, job.user_id, now=self._clock())
         status_code: int | None = None
         error: str | None = None
-        if nonce is None or job.webhook_url is None:
+        if not nonces or job.webhook_url is None:
             error = "the user has no webhook secret"
         else:
             completed = job.completed_at or dt.datetime.now(dt.UTC)
@@ -110,12 +110,12 @@ class WebhookSender:
                 }
             )
             timestamp = int(self._clock())
-            secret = self._secrets.secret(str(job.user_id), nonce)
+            keys = [self._secrets.secret(str(job.user_id), nonce) for nonce in nonces]
             headers = {
                 "Content-Type": "application/json",
                 "webhook-id": message_id,
                 "webhook-timestamp": str(timestamp),
-                "webhook-signature": sign(secret, message_id, timestamp, body),
+                "webhook-signature": signature_header(keys, message_id, timestamp, body),
             }
             try:
                 answer = await self._egress.request(
@@ -131,7 +131,7 @@ class WebhookSender:
                 error = exc.reason
         delivered = status_code is not None and 200 <= status_code < 300
         next_at = None
-        if not delivered and job.webhook_attempts < config.max_attempts and nonce is not None:
+        if not delivered and job.webhook_attempts < config.max_attempts and nonces:
             backoff = config.backoff_seconds * 2 ** (job.webhook_attempts - 1)
             next_at = self._clock() + backoff * random.uniform(0.5, 1.5)
         if not delivered:

@@ -7,20 +7,38 @@ from typing import Any
 
 from gateway.jobs.store import JobRow
 
-__all__ = ["claim_due", "delivery_done", "find_nonce", "record_attempt", "set_nonce"]
+__all__ = [
+    "claim_due",
+    "delivery_done",
+    "find_nonce",
+    "find_nonces",
+    "record_attempt",
+    "set_nonce",
+]
 
 
 def _at(seconds: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds, dt.UTC)
 
 
-async def set_nonce(conn: Any, user_id: Any, nonce: str) -> None:
-    await conn.execute(
-        "INSERT INTO webhook_secrets (user_id, nonce) VALUES ($1, $2)"
-        " ON CONFLICT (user_id) DO UPDATE SET nonce = $2, created_at = now()",
+async def set_nonce(
+    conn: Any, user_id: Any, nonce: str, *, now: float, previous_until: float | None
+) -> float | None:
+    """Make ``nonce`` the user's; the one it replaces stays valid until ``previous_until``
+    (None: not at all). Returns when the previous one stops being valid (None if the
+    user had none)."""
+    until: dt.datetime | None = await conn.fetchval(
+        "INSERT INTO webhook_secrets (user_id, nonce, created_at) VALUES ($1, $2, $3)"
+        " ON CONFLICT (user_id) DO UPDATE SET nonce = $2, created_at = $3,"
+        " previous_nonce = CASE WHEN $4::timestamptz IS NULL THEN NULL"
+        " ELSE webhook_secrets.nonce END, previous_until = $4::timestamptz"
+        " RETURNING previous_until",
         user_id,
         nonce,
+        _at(now),
+        None if previous_until is None else _at(previous_until),
     )
+    return None if until is None else until.timestamp()
 
 
 async def find_nonce(conn: Any, user_id: Any) -> str | None:
@@ -28,6 +46,20 @@ async def find_nonce(conn: Any, user_id: Any) -> str | None:
         "SELECT nonce FROM webhook_secrets WHERE user_id = $1", user_id
     )
     return nonce
+
+
+async def find_nonces(conn: Any, user_id: Any, *, now: float) -> list[str]:
+    """The nonces to sign with: the current one, then the previous one while its
+    rotation's grace lasts; empty if the user has no secret."""
+    row = await conn.fetchrow(
+        "SELECT nonce, CASE WHEN previous_until > $2 THEN previous_nonce END AS previous"
+        " FROM webhook_secrets WHERE user_id = $1",
+        user_id,
+        _at(now),
+    )
+    if row is None:
+        return []
+    return [row["nonce"]] + ([row["previous"]] if row["previous"] is not None else [])
 
 
 async def claim_due(

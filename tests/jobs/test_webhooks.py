@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +12,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.support.accounts import new_account, new_key
 from tests.support.gateway import Gateway, MakeGateway
@@ -87,10 +88,15 @@ async def test_a_finished_job_posts_a_signed_webhook(
     other = "whsec_" + "A" * 43 + "="
     with pytest.raises(Exception, match="signature"):
         Webhook(other).verify(body, headers)
-    rows = await db.fetch(
-        "SELECT attempt, status_code FROM webhook_deliveries WHERE job_id = $1", job["id"]
-    )
-    assert [(r["attempt"], r["status_code"]) for r in rows] == [(1, 204)]
+
+    async def logged() -> object:  # written once the receiver has answered
+        rows = await db.fetch(
+            "SELECT attempt, status_code FROM webhook_deliveries WHERE job_id = $1", job["id"]
+        )
+        found = [(r["attempt"], r["status_code"]) for r in rows]
+        return True if found == [(1, 204)] else found
+
+    await eventually(logged, timeout=5)
 
 
 async def test_failed_deliveries_are_retried_with_the_same_id(
@@ -188,3 +194,73 @@ async def test_webhook_urls_are_checked_before_anything_is_charged(
 async def test_the_secret_needs_an_access_token(app: Gateway):
     response = await app.client.post("/v1/webhooks/secret")
     await expect_error(response, 401, "invalid_token")
+
+
+async def _rotate(gateway: Gateway, account: Any) -> dict[str, Any]:
+    response = await gateway.client.post("/v1/webhooks/secret", headers=account.headers)
+    assert response.status == 201
+    body: dict[str, Any] = await response.json()
+    return body
+
+
+async def _webhook_of_a_job(gateway: Gateway, key: str, receiver: Receiver) -> tuple[Any, bytes]:
+    """Submit a job with a webhook; the headers and body of the webhook it sends."""
+    seen = len(receiver.received)
+    await submit(gateway.client, key, webhook_url=receiver.url)
+
+    async def delivered() -> bool:
+        return len(receiver.received) == seen + 1
+
+    await eventually(delivered, timeout=10)
+    return receiver.received[-1]
+
+
+def _verifies(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    try:
+        Webhook(secret).verify(body, headers)
+    except WebhookVerificationError:
+        return False
+    return True
+
+
+async def test_during_a_rotations_grace_both_secrets_verify_then_only_the_new(
+    make_app: MakeGateway, receiver: Receiver
+):
+    # A grace of 36 s, and a clock the test moves on by a minute (receivers accept
+    # timestamps up to 5 minutes off).
+    offset = [0.0]
+    grace = {"rotation_grace_hours": 0.01}
+    gateway = await make_app(
+        {**LOCAL_WEBHOOKS, "webhooks": {**LOCAL_WEBHOOKS["webhooks"], **grace}},
+        wall_clock=lambda: time.time() + offset[0],
+    )
+    account, key, old = await _account_with_key(gateway)
+    rotated = await _rotate(gateway, account)
+    assert 30 <= rotated["previous_secret_expires_at"] - time.time() <= 36
+    new = rotated["secret"]
+
+    headers, body = await _webhook_of_a_job(gateway, key, receiver)
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    # A receiver holding only the old secret verifies, as does one holding only the new.
+    assert _verifies(old, headers, body)
+    assert _verifies(new, headers, body)
+
+    offset[0] = 60.0  # the grace is over
+    headers, body = await _webhook_of_a_job(gateway, key, receiver)
+    assert len(headers["webhook-signature"].split(" ")) == 1
+    assert _verifies(new, headers, body)
+    assert not _verifies(old, headers, body)
+
+
+async def test_without_a_grace_a_new_secret_replaces_the_old_at_once(
+    make_app: MakeGateway, receiver: Receiver
+):
+    gateway = await make_app(
+        {**LOCAL_WEBHOOKS, "webhooks": {**LOCAL_WEBHOOKS["webhooks"], "rotation_grace_hours": 0}}
+    )
+    account, key, old = await _account_with_key(gateway)
+    new = await _rotate(gateway, account)
+    assert new["previous_secret_expires_at"] is None
+    headers, body = await _webhook_of_a_job(gateway, key, receiver)
+    assert _verifies(new["secret"], headers, body)
+    assert not _verifies(old, headers, body)
