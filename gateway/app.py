@@ -313,8 +313,10 @@ async def jobs_context(app: web.Application) -> AsyncIterator[None]:
         egress=webhook_egress,
         secrets=services.webhook_secrets,
         render=render,
+        metrics=services.metrics,
         wall_clock=services.wall_clock,
     )
+    runner.webhook_due = sender.wake
     sending = None
     try:
         await runner.start()

@@ -33,4 +33,6 @@ async def create_webhook_secret(request: web.Request) -> web.Response:
         )
     shown = services.webhook_secrets.shown(str(user["id"]), nonce)
     expires = None if until is None else int(until)
-    return json_response(WebhookSecret(secret=shown, previous_secret_expires_at=expires), status=201)
+    return json_response(
+        WebhookSecret(secret=shown, previous_secret_expires_at=expires), status=201
+    )

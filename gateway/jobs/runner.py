@@ -115,6 +115,8 @@ class JobRunner:
         self.running: dict[str, asyncio.Task[None]] = {}
         #: The client webhooks are sent with (set by the wiring; URLs are checked with it).
         self.webhook_egress: EgressClient | None = None
+        #: Wakes this process's webhook sender (set by the wiring).
+        self.webhook_due: Callable[[], None] | None = None
         self._cancelled: set[str] = set()
         self._room = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -203,8 +205,8 @@ class JobRunner:
         if verdict == "skip":
             return
         if verdict == "ended" and job is not None:
-            self._ended(job)
             await self.settlement.settle_quietly(job)
+            self.ended(job)
         if verdict == "run" and job is not None:
             await self._run(job)
         with contextlib.suppress(Exception):
@@ -262,8 +264,8 @@ class JobRunner:
         finally:
             metrics.labelled(metrics.job_running_seconds).observe(time.perf_counter() - started)
         if ended is not None:
-            self._ended(ended)
             await self.settlement.settle_quietly(ended)
+            self.ended(ended)
 
     async def _keep(self, images: list[GeneratedImage], response_format: str) -> list[StoredImage]:
         """The images as the job keeps them: stored (``url``), or inline. Raises
@@ -277,8 +279,13 @@ class JobRunner:
             for image, info in zip(images, saved, strict=True)
         ]
 
-    def _ended(self, job: JobRow) -> None:
+    def ended(self, job: JobRow) -> None:
+        """``job`` reached its terminal status in this process: counted, and its webhook
+        (if any) sent at once by this process's sender. Called once its settlement is
+        done, which updates the same row: the sender skips rows locked at that moment."""
         self._metrics.labelled(self._metrics.jobs, job.status).inc()
+        if job.webhook_url is not None and self.webhook_due is not None:
+            self.webhook_due()
 
     # -- background loops ---------------------------------------------------------------
 
@@ -308,21 +315,29 @@ class JobRunner:
                 log.warning("job sweep failed (%s)", exc)
 
     async def sweep(self) -> None:
-        """Fail jobs queued too long, settle jobs left unsettled, update the gauges."""
+        """Fail jobs queued too long, settle jobs left unsettled, update the gauges (jobs
+        queued and running in the namespace, entries in the stream)."""
         config = self._config
         now = self._clock()
-        async with connection(self._pool) as conn:
+        # One transaction: an idle process's sweep costs Postgres one commit.
+        async with connection(self._pool) as conn, conn.transaction():
             timed_out = await store.stale_queued(
                 conn, self.namespace, queued_since=now - config.queue_timeout_seconds, now=now
             )
             left = await store.unsettled(
                 conn, self.namespace, ended_before=now - config.sweep_interval_seconds
             )
-        for job in timed_out:
-            self._ended(job)
-        for job in [*timed_out, *left]:
-            await self.settlement.settle(job)
-        self._metrics.labelled(self._metrics.job_queue_depth).set(await self.queue.depth())
+            unfinished = await store.count_unfinished(conn, self.namespace)
+        try:
+            for job in [*timed_out, *left]:
+                await self.settlement.settle(job)
+        finally:
+            for job in timed_out:
+                self.ended(job)
+        metrics = self._metrics
+        for status, count in unfinished.items():
+            metrics.labelled(metrics.jobs_unfinished, status).set(count)
+        metrics.labelled(metrics.job_queue_depth).set(await self.queue.depth())
 
     async def _listen_for_cancels(self) -> None:
         backoff = 0.1

@@ -18,6 +18,7 @@ __all__ = [
     "JobRow",
     "cancel_job",
     "claim_job",
+    "count_unfinished",
     "fail_job",
     "find_job",
     "finish_job",
@@ -311,3 +312,15 @@ async def unfinished_ids(conn: Any, queue: str) -> list[str]:
         queue,
     )
     return [row["id"] for row in rows]
+
+
+async def count_unfinished(conn: Any, queue: str) -> dict[str, int]:
+    """How many jobs of ``queue`` are ``queued`` and ``running`` now."""
+    rows = await conn.fetch(
+        "SELECT status, count(*) AS jobs FROM image_jobs"
+        " WHERE queue = $1 AND status IN ('queued', 'running') GROUP BY status",
+        queue,
+    )
+    found = {"queued": 0, "running": 0}
+    found.update({row["status"]: row["jobs"] for row in rows})
+    return found

@@ -12,10 +12,10 @@ the old secret verifies until it switches.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 
 __all__ = ["SECRET_PREFIX", "SecretDeriver", "new_nonce", "sign", "signature_header"]
 
