@@ -38,6 +38,14 @@ class JobsConfig(Section, frozen=True, kw_only=True):
         _Positive,
         doc("How often each process fails jobs queued too long and settles jobs left unsettled."),
     ] = 5.0
+    shutdown_grace_seconds: Annotated[
+        float,
+        Meta(ge=0),
+        doc(
+            "After SIGTERM, running jobs get this long to finish; then they go back on the "
+            "queue, for another process to start at once (their attempt counts)."
+        ),
+    ] = 10.0
     work: Annotated[
         bool, doc("false: this process takes job submissions but never works jobs.")
     ] = True

@@ -27,6 +27,7 @@ __all__ = [
     "list_jobs",
     "mark_settled",
     "new_job_id",
+    "requeue_job",
     "stale_queued",
     "unfinished_ids",
     "unsettled",
@@ -172,7 +173,11 @@ async def claim_job(
             return "done", None
         if row["status"] == "running" and row["heartbeat_at"] >= _at(stale_before):
             return "skip", None
-        if row["status"] == "queued" and row["created_at"] < _at(queued_since):
+        if (
+            row["status"] == "queued"
+            and row["started_at"] is None  # never started (a handed-back job has)
+            and row["created_at"] < _at(queued_since)
+        ):
             ended = await fail_job(
                 conn, job_id, "queue_timeout", "No worker picked the job up in time.", now=now
             )
@@ -256,6 +261,18 @@ async def cancel_job(conn: Any, job_id: str, user_id: Any, *, now: float) -> Job
     return None if row is None else JobRow.of(row)
 
 
+async def requeue_job(conn: Any, job_id: str, attempt: int) -> bool:
+    """Attempt ``attempt`` stopped unfinished (its process stops): the job is ``queued``
+    again, for the next attempt; False if the attempt no longer owned it."""
+    status = await conn.execute(
+        "UPDATE image_jobs SET status = 'queued', heartbeat_at = NULL"
+        " WHERE id = $1 AND status = 'running' AND attempts = $2",
+        job_id,
+        attempt,
+    )
+    return bool(status == "UPDATE 1")
+
+
 async def heartbeat(conn: Any, job_ids: list[str], *, now: float) -> None:
     """This process still runs these jobs."""
     await conn.execute(
@@ -279,7 +296,7 @@ async def stale_queued(conn: Any, queue: str, *, queued_since: float, now: float
         "UPDATE image_jobs SET status = 'failed', error_code = 'queue_timeout',"
         " error_message = 'No worker picked the job up in time.', completed_at = $2, "
         " webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE $2::timestamptz END"
-        " WHERE queue = $3 AND status = 'queued' AND created_at < $1"
+        " WHERE queue = $3 AND status = 'queued' AND started_at IS NULL AND created_at < $1"
         " RETURNING *",
         _at(queued_since),
         _at(now),
