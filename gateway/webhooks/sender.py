@@ -135,8 +135,8 @@ class WebhookSender:
                 lease_seconds=2 * self._config.timeout_seconds,
                 limit=room,
             )
-        for job in jobs:
-            task = asyncio.create_task(self._deliver_quietly(job))
+        for job, nonces in jobs:
+            task = asyncio.create_task(self._deliver_quietly(job, nonces))
             self._in_flight.add(task)
             task.add_done_callback(self._delivered)
         return len(jobs)
@@ -147,19 +147,19 @@ class WebhookSender:
             self._full = False
             self._wake.set()
 
-    async def _deliver_quietly(self, job: JobRow) -> None:
+    async def _deliver_quietly(self, job: JobRow, nonces: list[str]) -> None:
         try:
-            await self._deliver(job)
+            await self._deliver(job, nonces)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # its lease runs out, and it is tried again
             log.warning("webhook of job %s not sent (%s)", job.id, exc)
 
-    async def _deliver(self, job: JobRow) -> None:
+    async def _deliver(self, job: JobRow, nonces: list[str]) -> None:
+        """Send ``job``'s webhook signed with the secrets of ``nonces`` (none: the user
+        has no secret any more, and it is not sent)."""
         config = self._config
         message_id = webhook_id(job.id)
-        async with connection(self._pool) as conn:
-            nonces = await store.find_nonces(conn, job.user_id, now=self._clock())
         status_code: int | None = None
         error: str | None = None
         if not nonces or job.webhook_url is None:

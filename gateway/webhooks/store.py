@@ -11,7 +11,6 @@ __all__ = [
     "claim_due",
     "delivery_done",
     "find_nonce",
-    "find_nonces",
     "record_attempt",
     "set_nonce",
 ]
@@ -48,37 +47,35 @@ async def find_nonce(conn: Any, user_id: Any) -> str | None:
     return nonce
 
 
-async def find_nonces(conn: Any, user_id: Any, *, now: float) -> list[str]:
-    """The nonces to sign with: the current one, then the previous one while its
-    rotation's grace lasts; empty if the user has no secret."""
-    row = await conn.fetchrow(
-        "SELECT nonce, CASE WHEN previous_until > $2 THEN previous_nonce END AS previous"
-        " FROM webhook_secrets WHERE user_id = $1",
-        user_id,
-        _at(now),
-    )
-    if row is None:
-        return []
-    return [row["nonce"]] + ([row["previous"]] if row["previous"] is not None else [])
-
-
 async def claim_due(
     conn: Any, queue: str, *, now: float, lease_seconds: float, limit: int = 20
-) -> list[JobRow]:
+) -> list[tuple[JobRow, list[str]]]:
     """Jobs of ``queue`` whose webhook is due, each now this process's for
-    ``lease_seconds`` (its attempt counted), so no other process sends it meanwhile."""
+    ``lease_seconds`` (its attempt counted), so no other process sends it meanwhile; each
+    with the nonces to sign it with, read in the same query: the current one, then the
+    previous one while its rotation's grace lasts."""
     rows = await conn.fetch(
-        "UPDATE image_jobs SET webhook_next_at = $2, webhook_attempts = webhook_attempts + 1"
+        "WITH claimed AS (UPDATE image_jobs"
+        " SET webhook_next_at = $2, webhook_attempts = webhook_attempts + 1"
         " WHERE id IN (SELECT id FROM image_jobs WHERE queue = $1"
         " AND webhook_next_at IS NOT NULL AND webhook_next_at <= $3"
         " ORDER BY webhook_next_at LIMIT $4 FOR UPDATE SKIP LOCKED)"
-        " RETURNING *",
+        " RETURNING *)"
+        " SELECT claimed.*, secret.nonce AS secret_nonce,"
+        " CASE WHEN secret.previous_until > $3 THEN secret.previous_nonce END AS secret_previous"
+        " FROM claimed LEFT JOIN webhook_secrets AS secret ON secret.user_id = claimed.user_id",
         queue,
         _at(now + lease_seconds),
         _at(now),
         limit,
     )
-    return [JobRow.of(row) for row in rows]
+    return [
+        (
+            JobRow.of(row),
+            [nonce for nonce in (row["secret_nonce"], row["secret_previous"]) if nonce],
+        )
+        for row in rows
+    ]
 
 
 async def record_attempt(
