@@ -205,10 +205,11 @@ async def finish_job(
     conn: Any, job_id: str, attempt: int, *, result: str, delivered: int, now: float
 ) -> JobRow | None:
     """Attempt ``attempt`` succeeded; None if it no longer owns the job (cancelled,
-    or taken over by a later attempt): then its images are not the job's."""
+    or taken over by a later attempt): then its images are not the job's. A job that
+    delivered every image it reserved has nothing to give back: it is settled here."""
     row = await conn.fetchrow(
         "UPDATE image_jobs SET status = 'succeeded', result = $3::jsonb, delivered = $4,"
-        " completed_at = $5, "
+        " completed_at = $5, settled_at = CASE WHEN reserved <= $4 THEN $5::timestamptz END,"
         " webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE $5::timestamptz END"
         " WHERE id = $1 AND status = 'running' AND attempts = $2"
         " RETURNING *",
