@@ -20,13 +20,16 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
+from gateway.accounts.mail import Mailer
 from gateway.accounts.passwords import PasswordHasher
+from gateway.accounts.sessions import TokenDenylist
 from gateway.accounts.throttle import IpThrottle, LoginGuard
 from gateway.accounts.tokens import TokenIssuer
 from gateway.backends import h1
 from gateway.backends.base import BackendContext, ImageBackend
 from gateway.backends.registry import BackendRegistry
 from gateway.config import Config, DatabaseConfig
+from gateway.console import setup_console
 from gateway.db.pool import connection, create_pool
 from gateway.egress.client import EgressClient
 from gateway.egress.policy import EgressPolicy
@@ -206,6 +209,8 @@ def create_app(
                 tokens=tokens,
                 passwords=passwords,
                 ip_throttle=IpThrottle(redis, config.redis.key_prefix),
+                denylist=TokenDenylist(redis, config.redis.key_prefix, wall_clock),
+                mailer=Mailer(config.email) if config.email.smtp_url else None,
                 login_guard=LoginGuard(
                     redis,
                     config.redis.key_prefix,
@@ -263,6 +268,8 @@ def create_app(
     app.cleanup_ctx.append(jobs_context)
     app.on_shutdown.append(start_draining)
     setup_routes(app, public_api=public_api)
+    if public_api and config.console.enabled:
+        setup_console(app, dev=dev)
     return app
 
 

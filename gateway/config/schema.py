@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from msgspec import Meta
 from msgspec.structs import force_setattr
 
+from gateway.config.email import EmailConfig
 from gateway.config.errors import ConfigError
 from gateway.config.jobs import IdempotencyConfig, JobsConfig, WebhooksConfig
 from gateway.config.section import Section, doc, says
@@ -31,8 +32,10 @@ __all__ = [
     "AuthConfig",
     "BackendConfig",
     "Config",
+    "ConsoleConfig",
     "DatabaseConfig",
     "EgressConfig",
+    "EmailConfig",
     "IdempotencyConfig",
     "JobsConfig",
     "KeysConfig",
@@ -279,6 +282,24 @@ class AdminConfig(Section, frozen=True, kw_only=True):
         ),
         doc("Bearer token of the admin API; empty turns the admin API off (404)."),
     ] = ""
+    console_emails: Annotated[
+        tuple[str, ...],
+        doc(
+            "Users with these emails (any case) are operators in the web console; the admin "
+            "token also opens the console's operator pages."
+        ),
+    ] = ()
+
+    def __post_init__(self) -> None:
+        force_setattr(
+            self, "console_emails", tuple(email.strip().lower() for email in self.console_emails)
+        )
+
+
+class ConsoleConfig(Section, frozen=True, kw_only=True):
+    enabled: Annotated[
+        bool, doc("Serve the web console for customers and operators at /console/.")
+    ] = True
 
 
 class PlanConfig(Section, frozen=True, kw_only=True):
@@ -400,12 +421,14 @@ class Config(Section, frozen=True, kw_only=True):
     usage: UsageConfig = UsageConfig()
     auth: AuthConfig = AuthConfig()
     admin: AdminConfig = AdminConfig()
+    console: ConsoleConfig = ConsoleConfig()
     logging: LoggingConfig = LoggingConfig()
     egress: EgressConfig = EgressConfig()
     storage: StorageConfig = StorageConfig()
     jobs: JobsConfig = JobsConfig()
     idempotency: IdempotencyConfig = IdempotencyConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
+    email: EmailConfig = EmailConfig()
 
     def __post_init__(self) -> None:
         for section in ("plans", "backends", "models"):

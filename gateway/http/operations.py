@@ -6,7 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from gateway import errors
-from gateway.http import accounts, admin, jobs_api, keys_api, webhooks_api
+from gateway.http import (
+    accounts,
+    admin,
+    admin_reports,
+    jobs_api,
+    keys_api,
+    sessions_api,
+    webhooks_api,
+)
 from gateway.http.contract import (
     ACCOUNT_DISABLED,
     INVALID_REQUEST,
@@ -41,7 +49,163 @@ _UUID = {"type": "string", "format": "uuid"}
 _DATE = {"type": "string", "format": "date"}
 _ID = Param("id", "path", _UUID, "A UUID; anything else is 404.", required=True)
 _A_KEY_ID = "0b7e6f1c-3d2a-4e59-8c1b-2f4a6d8e9c01"
+_A_USER_ID = "6a1f3c9e-2b7d-4f80-a5c4-1e9d8b7c6a50"
 _CREDENTIALS = {"email": "ada@example.com", "password": "correct horse battery"}
+
+
+def _token_example(facts: DocFacts) -> dict[str, Any]:
+    return {
+        "access_token": "eyJhbGciOiJIUzI1NiIsImtpZCI6Ii4uLiJ9.e30.c2ln",
+        "token_type": "bearer",
+        "expires_in": facts.config.auth.token_ttl_seconds,
+    }
+
+
+def _page_params(noun: str) -> tuple[Param, ...]:
+    return (
+        Param(
+            "limit",
+            "query",
+            {"type": "integer", "minimum": 1, "maximum": admin_types.MAX_PAGE},
+            f"{noun} per page (default {admin_types.DEFAULT_PAGE}).",
+        ),
+        Param("after", "query", _UUID, "The last id of the previous page (`has_more`)."),
+    )
+
+
+def _session_operations() -> tuple[Operation, ...]:
+    return (
+        Operation(
+            "POST",
+            "/v1/auth/logout",
+            sessions_api.logout,
+            "logout",
+            "accounts",
+            "Revoke the access token this request carries",
+            Auth.ACCESS_TOKEN,
+            answers=(Answer(204, "Revoked: the token is refused from now on (401)."),),
+            description="Other tokens of the account keep working; change the password to"
+            " end them all.",
+        ),
+        Operation(
+            "POST",
+            "/v1/auth/password",
+            sessions_api.change_password,
+            "changePassword",
+            "accounts",
+            "Change the password; every earlier access token stops working",
+            Auth.ACCESS_TOKEN,
+            answers=(
+                Answer(
+                    200,
+                    "A new access token (the one sent is revoked with all the others).",
+                    account_types.Token,
+                    _token_example,
+                ),
+            ),
+            failures=(
+                Failure(
+                    403,
+                    (errors.AccountDisabled, errors.WrongPassword),
+                    "`current_password` is wrong (`wrong_password`), or the account is disabled.",
+                    param="current_password",
+                ),
+                THROTTLED,
+            ),
+            body=account_types.PasswordChange,
+            body_example={
+                "current_password": "correct horse battery",
+                "new_password": "battery staple horse correct",
+            },
+            description="Wrong current passwords count as failed logins of the account.",
+        ),
+        Operation(
+            "POST",
+            "/v1/auth/password-reset",
+            sessions_api.reset_password,
+            "resetPassword",
+            "accounts",
+            "Set a new password with a one-time reset link's token",
+            Auth.NONE,
+            answers=(Answer(204, "Set; every earlier access token stops working."),),
+            failures=(
+                Failure(
+                    400,
+                    (errors.InvalidRequest, errors.InvalidResetToken),
+                    "A bad field, or the link was used already or is over an hour old"
+                    " (`invalid_reset_token`).",
+                    param="token",
+                ),
+                THROTTLED,
+            ),
+            body=account_types.PasswordReset,
+            body_example={
+                "token": "Xq3Z9pLm2Rt7Vw4Ks8Dn1Bc6Fh0Jg5Ya7Ue2Qo",
+                "new_password": "a new passphrase",
+            },
+            description="The link (`/console/reset?token=...`) comes from `gateway users"
+            " reset-password` or `POST /admin/users/{id}/password-reset`; it works once,"
+            " within an hour. Limited per client IP.",
+        ),
+    )
+
+
+def _admin_account_operations() -> tuple[Operation, ...]:
+    return (
+        Operation(
+            "POST",
+            "/admin/users",
+            admin.create_user,
+            "adminCreateUser",
+            "admin",
+            "Create a user, with a password-reset link if asked",
+            Auth.ADMIN_TOKEN,
+            answers=(Answer(201, "The user (and the link).", admin_types.CreatedUser),),
+            failures=(Failure(409, (errors.EmailTaken,), "A user with this email exists."),),
+            body=admin_types.NewUser,
+            body_example={"email": "ada@example.com", "reset_link": True},
+            description="The user has no password until the link is used. Audited.",
+        ),
+        Operation(
+            "POST",
+            "/admin/users/{id}/password-reset",
+            admin.issue_reset_link,
+            "adminPasswordReset",
+            "admin",
+            "A one-time password-reset link for a user",
+            Auth.ADMIN_TOKEN,
+            answers=(
+                Answer(
+                    201,
+                    "The link: one use, within an hour; mailed too when `email.smtp_url` is set.",
+                    admin_types.ResetLinkIssued,
+                ),
+            ),
+            parameters=(_ID,),
+            description="Audited (never the link itself).",
+        ),
+        Operation(
+            "GET",
+            "/admin/audit",
+            admin_reports.read_audit_log,
+            "adminAuditLog",
+            "admin",
+            "The audit log, newest first",
+            Auth.ADMIN_TOKEN,
+            answers=(Answer(200, "A page of entries.", admin_types.AuditLog),),
+            failures=(INVALID_REQUEST,),
+            parameters=(
+                Param(
+                    "actor",
+                    "query",
+                    {"type": "string"},
+                    "Only changes by this actor (`admin-token`, `cli`).",
+                ),
+                Param("target", "query", _UUID, "Only changes to this user or key."),
+                *_page_params("Entries"),
+            ),
+        ),
+    )
 
 
 _IDEMPOTENCY_KEY = Param(
@@ -311,7 +475,7 @@ OPERATIONS: tuple[Operation, ...] = (
                 "The new user, on the default plan.",
                 account_types.User,
                 lambda facts: {
-                    "id": "6a1f3c9e-2b7d-4f80-a5c4-1e9d8b7c6a50",
+                    "id": _A_USER_ID,
                     "email": "ada@example.com",
                     "plan": facts.config.default_plan,
                     "created_at": "2026-01-01T12:00:00Z",
@@ -334,18 +498,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "accounts",
         "Get an access token",
         Auth.NONE,
-        answers=(
-            Answer(
-                200,
-                "A bearer access token (JWT).",
-                account_types.Token,
-                lambda facts: {
-                    "access_token": "eyJhbGciOiJIUzI1NiIsImtpZCI6Ii4uLiJ9.e30.c2ln",
-                    "token_type": "bearer",
-                    "expires_in": facts.config.auth.token_ttl_seconds,
-                },
-            ),
-        ),
+        answers=(Answer(200, "A bearer access token (JWT).", account_types.Token, _token_example),),
         failures=(
             ACCOUNT_DISABLED,
             THROTTLED,
@@ -360,6 +513,7 @@ OPERATIONS: tuple[Operation, ...] = (
         description="Limited per client IP and, after repeated failures, per account"
         " (1 s, 2 s, 4 s ... between attempts).",
     ),
+    *_session_operations(),
     Operation(
         "GET",
         "/v1/me",
@@ -502,17 +656,19 @@ OPERATIONS: tuple[Operation, ...] = (
         admin.find_users,
         "adminFindUsers",
         "admin",
-        "Find a user, or list the first 100",
+        "Find a user by email, or page through all of them, oldest first",
         Auth.ADMIN_TOKEN,
-        answers=(Answer(200, "The users.", admin_types.AdminUserList),),
+        answers=(Answer(200, "A page of users.", admin_types.AdminUserList),),
         failures=(INVALID_REQUEST,),
         parameters=(
+            Param("email", "query", {"type": "string"}, "Find one user by this exact email."),
             Param(
-                "email",
+                "email_like",
                 "query",
                 {"type": "string"},
-                "Find one user by email; without it, the first 100 users.",
+                "Only users whose email contains this (any case).",
             ),
+            *_page_params("Users"),
         ),
     ),
     Operation(
@@ -557,18 +713,25 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET",
         "/admin/usage",
-        admin.usage_for_day,
+        admin_reports.usage_for_range,
         "adminUsage",
         "admin",
-        "Per-user and per-key totals for one UTC day",
+        "Per-user and per-key totals for a range of UTC days, most images first",
         Auth.ADMIN_TOKEN,
-        answers=(Answer(200, "The day's usage.", admin_types.AdminUsage),),
+        answers=(Answer(200, "The range's usage.", admin_types.AdminUsage),),
         failures=(
             INVALID_REQUEST,
             SERVICE_UNAVAILABLE,
         ),
-        parameters=(Param("date", "query", _DATE, "The day, YYYY-MM-DD.", required=True),),
+        parameters=(
+            Param("start", "query", _DATE, "The first day (default: today, UTC)."),
+            Param("end", "query", _DATE, "The last day (default: today, UTC)."),
+            Param("date", "query", _DATE, "One day: the same as `start` = `end` = it."),
+        ),
+        description=f"The range may cover at most {usage_types.MAX_DAYS} days; today's"
+        " counts are written through first.",
     ),
+    *_admin_account_operations(),
     # Health.
     Operation(
         "GET",

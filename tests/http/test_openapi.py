@@ -119,6 +119,8 @@ def app_routes(gateway: Gateway) -> Iterator[tuple[str, str]]:
         canonical = route.resource.canonical if route.resource is not None else ""
         if canonical in DOCS_ROUTES or canonical.startswith("/docs/"):
             continue
+        if canonical == "/console" or canonical.startswith("/console/"):
+            continue  # the web console: HTML pages, not the API
         if route.method == "*":
             # The admin API's catch-all: any other method or path under /admin is 404.
             assert canonical.startswith("/admin")

@@ -1,0 +1,129 @@
+"""``gateway serve | worker | migrate | check-config | demo``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from gateway.cli.common import run
+from gateway.config import Config
+
+__all__ = ["DEMO_EMAIL", "add_parsers"]
+
+DEMO_EMAIL = "demo@example.com"
+
+
+def add_parsers(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    serve = sub.add_parser("serve", parents=[common], help="run the gateway")
+    serve.add_argument("--host", help="override server.host")
+    serve.add_argument("--port", type=int, help="override server.port")
+    serve.add_argument(
+        "--dev", action="store_true", help="development mode: verbose logs, generated secrets"
+    )
+    serve.set_defaults(handler=_serve)
+
+    worker = sub.add_parser(
+        "worker",
+        parents=[common],
+        help="work image jobs only (no public API; /healthz, /readyz and /metrics)",
+    )
+    worker.add_argument("--host", help="override server.host")
+    worker.add_argument("--port", type=int, help="override server.port")
+    worker.add_argument("--dev", action="store_true", help="development mode")
+    worker.set_defaults(handler=_serve)
+
+    migrate = sub.add_parser("migrate", parents=[common], help="apply database migrations")
+    migrate.add_argument(
+        "--rollback",
+        type=int,
+        metavar="N",
+        nargs="?",
+        const=1,
+        default=None,
+        help="roll back the N most recent migrations (default 1) instead",
+    )
+    migrate.set_defaults(handler=_migrate)
+
+    check = sub.add_parser(
+        "check-config",
+        parents=[common],
+        help="run serve's start-up checks (config, backends, environment) and exit",
+    )
+    check.add_argument(
+        "--dev", action="store_true", help="check as `serve --dev` would (no JWT secret needed)"
+    )
+    check.set_defaults(handler=_check_config)
+
+    demo = sub.add_parser("demo", parents=[common], help="ensure a demo user and print a new key")
+    demo.set_defaults(handler=_demo)
+
+
+def _check_config(config: Config, args: argparse.Namespace) -> int:
+    from gateway.startup import prepare
+
+    prepared = prepare(config, dev=args.dev)  # exactly what `serve` runs before it starts
+    note = " (development mode: a JWT secret is generated)" if prepared.generated_jwt_secret else ""
+    print(
+        f"config ok: {len(config.plans)} plans, {len(config.backends)} backends, "
+        f"{len(config.models)} models{note}"
+    )
+    return 0
+
+
+def _migrate(config: Config, args: argparse.Namespace) -> int:
+    from gateway import migrate
+
+    if args.rollback is not None:
+        done = migrate.rollback(config.database.url, steps=args.rollback)
+        print(f"rolled back: {', '.join(done) or 'nothing'}")
+    else:
+        done = migrate.apply(config.database.url)
+        print(f"applied: {', '.join(done) or 'nothing (up to date)'}")
+    return 0
+
+
+def _serve(config: Config, args: argparse.Namespace) -> int:
+    from gateway.logs import configure_logging
+    from gateway.server import serve
+    from gateway.startup import DEV_MODE_WARNING, prepare
+
+    configure_logging(config.logging, force_text=args.dev)
+    # What check-config runs; here before any worker starts, so that a generated JWT
+    # secret is one for every worker (a token from one is good at all of them).
+    prepared = prepare(config, dev=args.dev)
+    if prepared.generated_jwt_secret:
+        logging.getLogger("gateway").warning(DEV_MODE_WARNING)
+    host = args.host or config.server.host
+    port = args.port or config.server.port
+    public_api = args.command == "serve"
+    return serve(prepared.config, host, port, dev=args.dev, public_api=public_api)
+
+
+def _demo(config: Config, args: argparse.Namespace) -> int:
+    from gateway.db.users import create_user, find_user_by_email
+    from gateway.keys.issue import issue_key
+
+    async def work(conn: Any) -> int:
+        user = await find_user_by_email(conn, DEMO_EMAIL)
+        if user is None:
+            user = await create_user(conn, DEMO_EMAIL, config.default_plan)
+        key, _ = await issue_key(conn, user_id=user["id"], prefix=config.keys.prefix, name="demo")
+        port = config.server.port
+        print(f"\nDemo user {DEMO_EMAIL} (plan {user['plan']}). A new API key, shown once:\n")
+        print(f"  {key}\n")
+        print("Try it:\n")
+        print(
+            f"  curl -s http://127.0.0.1:{port}/v1/images/generations \\\n"
+            f"    -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n"
+            '    -d \'{"prompt": "a lighthouse at dawn", "size": "256x256"}\' \\\n'
+            "    | python3 -c 'import sys,json,base64; "
+            'sys.stdout.buffer.write(base64.b64decode(json.load(sys.stdin)["data"][0]["b64_json"]))\''
+            " > image.png\n",
+            flush=True,
+        )
+        return 0
+
+    return run(config, work)
