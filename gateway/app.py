@@ -261,7 +261,10 @@ def create_app(
                     log.exception("final usage flush failed; the counts stay pending in Redis")
 
     async def start_draining(app: web.Application) -> None:
-        app[SERVICES].draining = True
+        services = app[SERVICES]
+        services.draining = True
+        if services.jobs is not None:  # no new job from now; the running ones' grace starts
+            services.jobs.begin_stop()
 
     app.cleanup_ctx.append(resources)
     # Stored images and their links (response_format "url", GET /v1/files/{file_id}).
@@ -334,8 +337,10 @@ async def jobs_context(app: web.Application) -> AsyncIterator[None]:
         egress=webhook_egress,
         secrets=services.webhook_secrets,
         render=render,
+        metrics=services.metrics,
         wall_clock=services.wall_clock,
     )
+    runner.webhook_due = sender.wake
     sending = None
     try:
         await runner.start()
@@ -343,10 +348,11 @@ async def jobs_context(app: web.Application) -> AsyncIterator[None]:
         sending = asyncio.create_task(sender.run(), name="webhooks")
         yield
     finally:
+        # The jobs first: the webhooks of those ending within the grace are sent meanwhile.
+        await runner.close()
         if sending is not None:
             sending.cancel()
             await asyncio.gather(sending, return_exceptions=True)
-        await runner.close()
         await jobs_redis.aclose()
         await webhook_egress.close()
 

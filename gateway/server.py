@@ -514,7 +514,10 @@ class _Supervisor:
         return None
 
     def _wait_for_exit(self) -> None:
-        deadline = time.monotonic() + self.config.server.shutdown_timeout_seconds + 5
+        # Requests drain and running jobs get their grace at the same time, from SIGTERM.
+        config = self.config
+        grace = max(config.server.shutdown_timeout_seconds, config.jobs.shutdown_grace_seconds)
+        deadline = time.monotonic() + grace + 5
         for worker in self.workers:
             worker.process.join(max(0.0, deadline - time.monotonic()))
             if worker.process.is_alive():

@@ -220,6 +220,7 @@ async def admit_and_record(
             )
         if failed is not None:
             await runner.settlement.settle_quietly(failed)
+            runner.ended(failed)
         raise errors.ServiceUnavailable(
             "The job queue is unavailable. Please retry shortly."
         ) from None
@@ -255,6 +256,7 @@ async def cancel_job(request: web.Request) -> web.Response:
                 await job_of(row, request.app[STORAGE], request)
             )  # finished already: unchanged
     await runner.settlement.settle_quietly(row)
+    runner.ended(row)
     try:
         await runner.publish_cancel(job_id)
     except Exception as exc:  # the run's result is not recorded anyway: the row is canceled

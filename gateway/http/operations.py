@@ -704,9 +704,14 @@ OPERATIONS: tuple[Operation, ...] = (
         answers=(
             Answer(
                 201,
-                "The secret: the only time it is shown. It replaces the previous one.",
+                "The secret: the only time it is shown. It replaces the previous one, which"
+                " still signs webhooks (a second signature) until"
+                " `previous_secret_expires_at`.",
                 webhook_types.WebhookSecret,
-                {"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
+                {
+                    "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                    "previous_secret_expires_at": 1767312000,
+                },
             ),
         ),
         description="Jobs with a `webhook_url` send, when they end, a POST signed with"
