@@ -115,6 +115,15 @@ def _check_config(config: Config, args: argparse.Namespace) -> int:
         f"config ok: {len(config.plans)} plans, {len(config.backends)} backends, "
         f"{len(config.models)} models{note}"
     )
+    from gateway.credits.pricing import price_table
+
+    print("prices (credits per image):")
+    for line in price_table(config.pricing, list(config.models)):
+        print(line)
+    print("plans (monthly credits):")
+    for name, plan in config.plans.items():
+        credits = "no credit limit" if plan.monthly_credits is None else plan.monthly_credits
+        print(f"  {name}: {credits}")
     return 0
 
 

@@ -110,7 +110,14 @@ CHECK_CONFIG_ERRORS = {
 async def test_check_config_accepts_a_good_file(cli: Cli):
     result = await cli("check-config")
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "config ok: 2 plans, 1 backends, 1 models\n"
+    assert result.stdout == (
+        "config ok: 2 plans, 1 backends, 1 models\n"
+        "prices (credits per image):\n"
+        "  local: 1 credits per image\n"
+        "plans (monthly credits):\n"
+        "  free: no credit limit\n"
+        "  pro: no credit limit\n"
+    )
     assert result.stderr == ""
 
 
