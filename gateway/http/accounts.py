@@ -97,7 +97,7 @@ async def today_images(
         for row in await usage_of_user(conn, user_id, today, today)
     }
     ids = [str(k) for k in key_ids]
-    live = await live_counts(services.redis, services.layout, ids, day_of_date(today))
+    live = await live_counts(services.redis, services.layout, str(user_id), ids, day_of_date(today))
     return {key_id: live.get(key_id, stored.get(key_id, 0)) for key_id in ids}
 
 

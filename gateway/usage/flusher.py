@@ -13,6 +13,11 @@ flush interval. The design never loses a count:
   still holds the value written (compared inside a script), so nothing counted
   meanwhile slips through.
 * A per-shard lease spreads the work: one process flushes a shard at a time.
+
+The credit ledger follows the same rules: every balance change is appended, in the
+script that makes it, to the shard's stream; a flush appends a batch of each stream to
+``credit_ledger`` (each entry's stable id makes a repeated write a no-op) and only then
+deletes those entries from the stream, by their ids, so racing flushers cannot lose one.
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from gateway.db.credits import LedgerEntry, balances_of, write_entries
 from gateway.db.usage import count_for_day, date_of_day, write_counts
 from gateway.limits.admission import Admission
+from gateway.limits.decision import Balances
 from gateway.redis.layout import SHARDS, RedisLayout
 from gateway.redis.lua import load_script
 from gateway.tasks import raise_if_cancelled
@@ -55,11 +62,16 @@ class PostgresSeeds:
         async with self._pool.acquire() as conn:
             return await count_for_day(conn, uuid.UUID(key_id), date_of_day(day))
 
+    async def balances_for(self, user_id: str, month: int) -> Balances:
+        async with self._pool.acquire() as conn:
+            return await balances_of(conn, user_id, month)
+
 
 @dataclass(slots=True)
 class FlushStats:
     rows_written: int = 0
     rows_last_flush: int = 0
+    ledger_entries_written: int = 0
     flushes: int = 0
     failures: int = 0
     last_success: float | None = None
@@ -168,6 +180,55 @@ class UsageFlusher:
                 keys=(layout.pending(shard), layout.lease(shard)),
                 args=(layout.counter_prefix(shard), self._token, *members),
             )
+        more = await self._flush_ledger() or more
         self.stats.flushes += 1
         self.stats.last_success = self._clock()
         return more
+
+    async def _flush_ledger(self) -> bool:
+        """Append a batch of each shard's ledger stream to Postgres, then delete it from
+        the stream; True if some stream had a full batch."""
+        layout = self._layout
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for shard in range(SHARDS):
+                pipe.xrange(layout.ledger(shard), count=_BATCH)
+            replies = await pipe.execute()
+        entries: list[LedgerEntry] = []
+        written: dict[int, list[Any]] = {}
+        for shard, reply in enumerate(replies):
+            if reply:
+                written[shard] = [stream_id for stream_id, _ in reply]
+                entries += (_ledger_entry(fields) for _, fields in reply)
+        if not entries:
+            return False
+        async with self._pool.acquire() as conn:
+            await write_entries(conn, entries)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for shard, stream_ids in written.items():
+                pipe.xdel(layout.ledger(shard), *stream_ids)
+            await pipe.execute()
+        self.stats.ledger_entries_written += len(entries)
+        return any(len(ids) >= _BATCH for ids in written.values())
+
+
+def _ledger_entry(fields: dict[bytes, bytes]) -> LedgerEntry:
+    def text(name: bytes) -> str | None:
+        value = fields.get(name)
+        return value.decode() if value else None
+
+    def number(name: bytes) -> int:
+        return int(fields.get(name) or 0)
+
+    return LedgerEntry(
+        entry_id=fields[b"i"].decode(),
+        user_id=fields[b"u"].decode(),
+        api_key_id=text(b"key"),
+        kind=fields[b"k"].decode(),
+        amount=number(b"a"),
+        monthly_delta=number(b"md"),
+        purchased_delta=number(b"pd"),
+        month=number(b"mo"),
+        reference=text(b"r"),
+        reason=text(b"why"),
+        created_at=dt.datetime.fromtimestamp(number(b"t") / 1_000_000, dt.UTC),
+    )

@@ -15,7 +15,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.keys.cache import KeyRecord
-from gateway.limits.admission import Admission
+from gateway.limits.admission import Admission, Refund
 from gateway.limits.decision import ADMITTED
 from gateway.limits.journal import ADMITTING, Journal
 from gateway.redis.pipelined import PipelinedRedis
@@ -89,10 +89,10 @@ async def test_a_dead_process_reservations_are_given_back_once(
     # slot to what the journal held while the reply was on its way.
     lost = dead.entry(replied_never.ticket)
     dead.end(replied_never.ticket)
-    ticket = dead.begin(lost.key_id, lost.images, lost.member)
+    ticket = dead.begin(lost.key_id, lost.images, lost.member, lost.user_id)
     assert dead.entry(ticket).state == ADMITTING
     assert dead.entry(ticket).day == -1
-    dead.begin(str(key.key_id), 5, "member-that-never-reached-redis")
+    dead.begin(str(key.key_id), 5, "member-that-never-reached-redis", str(key.user_id))
 
     dead.abandon()  # the process is gone: its lock with it, the file stays
     assert dead.path.exists()
@@ -174,9 +174,11 @@ async def test_a_release_sent_again_gives_back_nothing_more(
     kept = await admission.admit(record, 2)
     admission.delivered(kept)
     failed = await admission.admit(record, 3)
-    await admission.release(record.key_id, failed, 3)
+    await admission.release(record, failed, 3)
     # As after a timeout or a reconnect: the same release once more.
-    admission.unsent.append((record.key_id, failed.day, 3, failed.member))
+    admission.unsent.append(
+        Refund(record.user_id, record.key_id, failed.day, failed.member, images=3)
+    )
     await admission.retry_unsent()
     await gateway.flush()
     assert await usage_rows(db, key.key_id) == {today(): 2}
@@ -186,7 +188,7 @@ async def test_a_journal_that_cannot_be_settled_is_set_aside_and_counts_still_fl
     gateway: Gateway, make_key: MakeKey, db
 ):
     dead = _another_process_journal(gateway)
-    slot = dead.begin("not-a-key-id", 2, "member")
+    slot = dead.begin("not-a-key-id", 2, "member", "not-a-user-id")
     dead.admitted(slot, 20_000)
     dead.abandon()
     assert dead.path is not None
