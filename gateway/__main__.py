@@ -1,4 +1,5 @@
-"""The ``gateway`` command: serve | worker | migrate | check-config | users | keys | demo."""
+"""The ``gateway`` command: serve | worker | migrate | check-config | users | keys | credits
+| demo."""
 
 from __future__ import annotations
 
@@ -81,6 +82,19 @@ def _parser() -> argparse.ArgumentParser:
     create_key.add_argument("--name", default="", help="a label for the key")
     revoke = keys.add_parser("revoke", parents=[common], help="revoke a key everywhere")
     revoke.add_argument("id", help="the key's id")
+
+    credits = sub.add_parser(
+        "credits", parents=[common], help="manage users' credits"
+    ).add_subparsers(dest="action", required=True)
+    grant = credits.add_parser(
+        "grant", parents=[common], help="add purchased credits to a user (negative: take away)"
+    )
+    grant.add_argument("--email", required=True, help="the user's email")
+    grant.add_argument("--amount", required=True, type=int, help="credits (negative: take away)")
+    grant.add_argument("--reason", required=True, help="why (kept in the ledger and audit log)")
+    grant.add_argument(
+        "--idempotency-key", help="a retry with the same key changes the credits once"
+    )
 
     sub.add_parser("demo", parents=[common], help="ensure a demo user and print a new key")
     return parser
@@ -267,6 +281,12 @@ def _demo(config: Config, args: argparse.Namespace) -> int:
     return _run(config, work)
 
 
+def _credits_grant(config: Config, args: argparse.Namespace) -> int:
+    from gateway.credits.cli import grant
+
+    return asyncio.run(grant(config, args.email, args.amount, args.reason, args.idempotency_key))
+
+
 _COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "serve": _serve,
     "worker": _serve,
@@ -281,12 +301,14 @@ def _dispatch_group(config: Config, args: argparse.Namespace) -> int:
         ("users", "create"): _users_create,
         ("keys", "create"): _keys_create,
         ("keys", "revoke"): _keys_revoke,
+        ("credits", "grant"): _credits_grant,
     }
     return table[(args.command, args.action)](config, args)
 
 
 _COMMANDS["users"] = _dispatch_group
 _COMMANDS["keys"] = _dispatch_group
+_COMMANDS["credits"] = _dispatch_group
 
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

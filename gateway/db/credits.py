@@ -84,7 +84,7 @@ async def balances_of(conn: Any, user_id: uuid.UUID | str, month: int) -> Balanc
 
 
 async def ledger_of_user(
-    conn: Any, user_id: uuid.UUID, *, before: int | None, limit: int
+    conn: Any, user_id: uuid.UUID | str, *, before: int | None, limit: int
 ) -> list[dict[str, Any]]:
     """The user's entries, newest first, those with ``id < before`` when given."""
     rows = await conn.fetch(
@@ -96,7 +96,7 @@ async def ledger_of_user(
         ORDER BY id DESC
         LIMIT $3
         """,
-        user_id,
+        uuid.UUID(str(user_id)),
         before,
         limit,
     )

@@ -1,4 +1,5 @@
-"""The admin API for operators: users, keys, usage. Bearer ``admin.token``; off when unset.
+"""The admin API for operators: users, keys, credits, usage. Bearer ``admin.token``; off
+when unset.
 
 Every change is written to ``admin_audit_log`` and logged (who, what, when), and takes
 effect in every gateway process at once (the affected keys are invalidated).
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 from typing import Any
 
 import msgspec
@@ -16,6 +18,7 @@ from aiohttp import web
 from msgspec import UNSET
 
 from gateway import errors
+from gateway.credits.changes import change_user_credits
 from gateway.db import keys as db_keys
 from gateway.db import users as db_users
 from gateway.db.audit import record_admin_change
@@ -23,6 +26,7 @@ from gateway.db.pool import connection
 from gateway.db.usage import usage_by_key_for_day
 from gateway.http.accounts import today_images, utc_today
 from gateway.http.body import decode_body
+from gateway.http.credits_api import balance_of
 from gateway.http.responses import json_response
 from gateway.http.schemas.admin import (
     AdminKey,
@@ -35,12 +39,14 @@ from gateway.http.schemas.admin import (
     UserImages,
     admin_user_of,
 )
+from gateway.http.schemas.credits import CreditChange
 from gateway.http.schemas.keys import key_of
 from gateway.http.token_auth import bearer_token
 from gateway.http.validate import has_control_characters, path_uuid, query_date
 from gateway.services import SERVICES, Services
 
 __all__ = [
+    "change_credits",
     "find_users",
     "get_user",
     "no_such_admin_route",
@@ -52,6 +58,7 @@ __all__ = [
 log = logging.getLogger("gateway.admin")
 
 ACTOR = "admin-token"
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
 def _authorise(request: web.Request) -> Services:
@@ -65,11 +72,13 @@ def _authorise(request: web.Request) -> Services:
     return services
 
 
-async def _audit(conn: Any, action: str, target: Any, details: dict[str, Any]) -> None:
-    await record_admin_change(conn, actor=ACTOR, action=action, target_id=target, details=details)
+async def _audit(
+    conn: Any, action: str, target: Any, details: dict[str, Any], actor: str = ACTOR
+) -> None:
+    await record_admin_change(conn, actor=actor, action=action, target_id=target, details=details)
     log.warning(
         "admin change: actor=%s action=%s target=%s details=%s",
-        ACTOR,
+        actor,
         action,
         target,
         orjson.dumps(details).decode(),
@@ -160,6 +169,41 @@ async def patch_key(request: web.Request) -> web.Response:
             images_per_day=row["images_per_day"],
         )
     )
+
+
+async def change_credits(request: web.Request) -> web.Response:
+    """``POST /admin/users/{id}/credits``: add (or take away) purchased credits, once per
+    ``Idempotency-Key``; audited."""
+    services = _authorise(request)
+    user_id = path_uuid(request.match_info["id"])
+    key = request.headers.get("Idempotency-Key")
+    if key is None or not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise errors.InvalidRequest(
+            "Send an 'Idempotency-Key' header (1 to 255 visible ASCII characters): a retry"
+            " with the same key changes the credits once.",
+            param="Idempotency-Key",
+        )
+    body = await decode_body(request, CreditChange, services.config.server)
+    if body.amount == 0:
+        raise errors.InvalidRequest(CreditChange.messages["amount"], param="amount")
+    async with connection(services.pool) as conn:
+        user = await db_users.get_user(conn, user_id)
+    if user is None:
+        raise errors.NotFound("No such user.")
+    try:
+        replayed = await change_user_credits(
+            services.pool, services.credits, user_id, body.amount, body.reason, key, ACTOR
+        )
+        plan = services.config.plans.get(user["plan"])
+        credits = await services.credits.read(
+            str(user_id), plan.monthly_credits if plan is not None else None
+        )
+    except errors.GatewayError:
+        raise
+    except Exception as exc:
+        raise errors.ServiceUnavailable("The credits could not be changed. Retry.") from exc
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return json_response(balance_of(credits), headers=headers)
 
 
 async def usage_for_day(request: web.Request) -> web.Response:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway import errors
-from gateway.http import accounts, admin, jobs_api, keys_api, webhooks_api
+from gateway.http import accounts, admin, credits_api, jobs_api, keys_api, webhooks_api
 from gateway.http.contract import (
     ACCOUNT_DISABLED,
     INVALID_REQUEST,
@@ -27,6 +27,7 @@ from gateway.http.images import generate_images
 from gateway.http.ratelimit_headers import RATE_LIMIT_HEADERS
 from gateway.http.schemas import accounts as account_types
 from gateway.http.schemas import admin as admin_types
+from gateway.http.schemas import credits as credit_types
 from gateway.http.schemas import health as health_types
 from gateway.http.schemas import images as image_types
 from gateway.http.schemas import jobs as job_types
@@ -66,6 +67,14 @@ _ADMISSION_FAILURES = (
         (errors.RateLimitExceeded, errors.DailyQuotaExceeded),
         "Over the key's rate limit (requests in any 60 s) or its daily image quota.",
         headers=(*RATE_LIMIT_HEADERS, "Retry-After"),
+    ),
+    Failure(
+        402,
+        (errors.InsufficientCredits,),
+        "The user's credits (this month's allowance and purchased ones) do not cover `n`"
+        " images at the model's price; the message says the balance and the price.",
+        headers=("x-credits-remaining",),
+        param="n",
     ),
 )
 _IDEMPOTENCY_FAILURES = (
@@ -109,7 +118,7 @@ def _generation(path: str, operation_id: str, alias: str) -> Operation:
                     "data": [{"b64_json": "iVBORw0KGgo=", "revised_prompt": None}],
                     "usage": {"images": 1},
                 },
-                headers=(*RATE_LIMIT_HEADERS, "X-Gateway-Backend"),
+                headers=(*RATE_LIMIT_HEADERS, "X-Gateway-Backend", "x-credits-remaining"),
             ),
             Answer(
                 202,
@@ -471,6 +480,78 @@ OPERATIONS: tuple[Operation, ...] = (
         description=f"The range may cover at most {usage_types.MAX_DAYS} days.",
     ),
     Operation(
+        "GET",
+        "/v1/credits",
+        credits_api.read_credits,
+        "readCredits",
+        "credits",
+        "The caller's credits: this month's allowance left, purchased credits, the total",
+        Auth.API_KEY_OR_TOKEN,
+        answers=(
+            Answer(
+                200,
+                "The balances. Charges take the allowance first; purchased credits never expire.",
+                credit_types.CreditsBalance,
+                {
+                    "monthly": {
+                        "balance": 60,
+                        "allowance": 100,
+                        "resets_at": "2026-02-01T00:00:00Z",
+                    },
+                    "purchased": {"balance": 500},
+                    "total": 560,
+                },
+            ),
+        ),
+        description="`allowance` is null when the plan has no credit limit.",
+    ),
+    Operation(
+        "GET",
+        "/v1/credits/ledger",
+        credits_api.read_ledger,
+        "readCreditLedger",
+        "credits",
+        "Every change of the caller's credits, newest first",
+        Auth.API_KEY_OR_TOKEN,
+        answers=(
+            Answer(
+                200,
+                "A page of entries. Changes reach the ledger within one usage flush.",
+                credit_types.CreditLedger,
+                {
+                    "data": [
+                        {
+                            "id": 42,
+                            "kind": "charge",
+                            "amount": -8,
+                            "monthly_delta": -8,
+                            "purchased_delta": 0,
+                            "created_at": "2026-01-05T10:00:00Z",
+                            "api_key_id": _A_KEY_ID,
+                            "reference": "3f2a9c1e6b0d4e8f9a7c5b3d1e0f2a4c",
+                            "reason": None,
+                        }
+                    ],
+                    "has_more": False,
+                },
+            ),
+        ),
+        parameters=(
+            Param(
+                "limit",
+                "query",
+                {"type": "integer", "minimum": 1, "maximum": credit_types.MAX_LEDGER_PAGE},
+                f"Entries per page (default {credit_types.DEFAULT_LEDGER_PAGE}).",
+            ),
+            Param(
+                "before",
+                "query",
+                {"type": "integer", "minimum": 1},
+                "Only entries older than this `id` (the last of the previous page).",
+            ),
+        ),
+    ),
+    Operation(
         "POST",
         "/v1/webhooks/secret",
         webhooks_api.create_webhook_secret,
@@ -548,6 +629,46 @@ OPERATIONS: tuple[Operation, ...] = (
         body_example={"requests_per_minute": 120},
         parameters=(_ID,),
         description="Audited; takes effect in every gateway process at once.",
+    ),
+    Operation(
+        "POST",
+        "/admin/users/{id}/credits",
+        admin.change_credits,
+        "adminChangeCredits",
+        "admin",
+        "Add purchased credits to a user (or take them away)",
+        Auth.ADMIN_TOKEN,
+        answers=(
+            Answer(
+                200,
+                "The user's balances after the change (`Idempotent-Replayed: true` for a"
+                " repeat, which changed nothing).",
+                credit_types.CreditsBalance,
+            ),
+        ),
+        failures=(
+            Failure(
+                422,
+                (errors.IdempotencyKeyReused,),
+                "This `Idempotency-Key` was used for a different change.",
+                param="Idempotency-Key",
+            ),
+            SERVICE_UNAVAILABLE,
+        ),
+        body=credit_types.CreditChange,
+        body_example={"amount": 500, "reason": "invoice 2026-0042"},
+        parameters=(
+            _ID,
+            Param(
+                "Idempotency-Key",
+                "header",
+                {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+                "Required: a retry with the same key changes the credits once.",
+                required=True,
+            ),
+        ),
+        description="A positive `amount` is a grant, a negative one an adjustment (it may"
+        " not take more purchased credits than the user has). Audited; in the ledger.",
     ),
     Operation(
         "GET",

@@ -801,3 +801,42 @@ async def test_serve_with_a_store_it_cannot_write_says_so_in_one_line(
     [line] = result.stderr.splitlines()
     assert line.startswith("config error: storage.url: The file store ")
     assert "not writable" in line
+
+
+# -- credits --------------------------------------------------------------------------
+
+
+async def test_credits_grant_adds_purchased_credits_once_per_key_audited(
+    cli: Cli, db: asyncpg.Connection
+):
+    email = unique_email("credits")
+    user_id = await insert_user(db, email, "free")
+    granted = await cli(
+        "credits", "grant", "--email", email.upper(), "--amount", "50", "--reason", "invoice 9",
+        "--idempotency-key", "inv-9",
+    )  # fmt: skip
+    assert granted.returncode == 0, granted.stderr
+    assert granted.stdout == (
+        f"{email}: +50 credits; purchased 50, this month's allowance left 0, total 50\n"
+    )
+    again = await cli(
+        "credits", "grant", "--email", email, "--amount", "50", "--reason", "invoice 9",
+        "--idempotency-key", "inv-9",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "already done" in again.stdout
+    taken = await cli("credits", "grant", "--email", email, "--amount", "-80", "--reason", "x")
+    assert taken.returncode == 1
+    assert taken.stderr == (
+        "error: The user has 50 purchased credits: an adjustment cannot take away 80.\n"
+    )
+    nobody = await cli("credits", "grant", "--email", unique_email("x"), "--amount", "1",
+                       "--reason", "x")  # fmt: skip
+    assert nobody.returncode == 1
+    assert "no user with email" in nobody.stderr
+    audit = await db.fetch(
+        "SELECT actor, details->>'amount' AS amount FROM admin_audit_log"
+        " WHERE target_id = $1 AND action = 'change_credits'",
+        user_id,
+    )
+    assert [tuple(row) for row in audit] == [("cli", "50")]

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-__all__ = ["CREDITS", "PRICES", "ledger_rows", "remaining"]
+__all__ = ["CREDITS", "PRICES", "grant", "ledger_rows", "remaining"]
 
 #: What an image costs in the credit tests: 256x256 1 credit, 512x512 3 credits.
 PRICES = {"256x256": 1, "512x512": 3}
@@ -37,3 +37,17 @@ async def ledger_rows(db: asyncpg.Connection, user_id: uuid.UUID) -> list[tuple[
 def remaining(response: Any) -> int:
     """The ``x-credits-remaining`` a response carries."""
     return int(response.headers["x-credits-remaining"])
+
+
+async def grant(
+    gateway: Any, user_id: uuid.UUID | str, amount: int, key: str | None = None, **body: Any
+) -> Any:
+    """``POST /admin/users/{id}/credits`` (a fresh Idempotency-Key unless given)."""
+    from tests.support.config import ADMIN_TOKEN
+
+    body = {"amount": amount, "reason": "a test", **body}
+    headers = {
+        "Authorization": f"Bearer {ADMIN_TOKEN}",
+        "Idempotency-Key": key or uuid.uuid4().hex,
+    }
+    return await gateway.client.post(f"/admin/users/{user_id}/credits", json=body, headers=headers)
