@@ -26,7 +26,7 @@ from tests.support.processes import free_port
 from tests.support.usage import today, usage_rows
 
 
-def _record(key_id: str, user_id: str) -> KeyRecord:
+def _record(key_id: str, user_id: str, monthly_credits: int | None = None) -> KeyRecord:
     return KeyRecord(
         key_id=key_id,
         user_id=user_id,
@@ -37,6 +37,7 @@ def _record(key_id: str, user_id: str) -> KeyRecord:
         requests_per_minute=1000,
         images_per_day=1000,
         max_images_per_request=10,
+        monthly_credits=monthly_credits,
     )
 
 
@@ -106,6 +107,32 @@ async def test_a_dead_process_reservations_are_given_back_once(
     # Settling is once only, whoever repeats it.
     for entry in (lost, dataclasses.replace(lost, state=ADMITTING, day=-1)):
         assert await survivor.settle(entry) == 0
+
+
+async def test_a_dead_process_reserved_credits_are_given_back_once(
+    gateway: Gateway, make_key: MakeKey, admission_like: AdmissionLike
+):
+    key = await make_key("pro")
+    record = _record(str(key.key_id), str(key.user_id), monthly_credits=100)
+    survivor = gateway.services.admission
+    dead = _another_process_journal(gateway)
+    doomed = admission_like(dead)
+
+    delivered = await doomed.admit(record, 3, price=2)
+    doomed.delivered(delivered)  # sent: its 6 credits stay charged
+    admitted = await doomed.admit(record, 4, price=2)  # 8 credits, never answered
+    replied_never = await doomed.admit(record, 2, price=2)  # 4 credits, the reply lost
+    assert replied_never.credits_remaining == 100 - 6 - 8 - 4
+    lost = dead.entry(replied_never.ticket)
+    assert (lost.price, lost.purchased, lost.month) == (2, 0, replied_never.month)
+    dead.end(replied_never.ticket)
+    dead.begin(lost.key_id, lost.images, lost.member, lost.user_id, lost.price)
+    dead.abandon()
+
+    assert await survivor.settle_orphans() == 4 + 2
+    after = await survivor.admit(record, 1, price=1)
+    assert after.credits_remaining == 100 - 6 - 1
+    assert admitted.member != replied_never.member
 
 
 async def test_a_live_process_journal_is_left_alone(
