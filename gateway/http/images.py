@@ -297,6 +297,7 @@ async def generate_images(request: web.Request) -> web.StreamResponse:
     if not delivered:
         raise errors.UpstreamError("The image backend returned no images.")
     fields.update(backend=backend_name, images=len(delivered))
+    metrics.labelled(metrics.images_delivered, params.model, record.plan).inc(len(delivered))
 
     try:
         headers = rate_limit_headers(decision, decision.images_used - (n - len(delivered)))
@@ -304,6 +305,8 @@ async def generate_images(request: web.Request) -> web.StreamResponse:
         if decision.monthly_credits >= 0:
             left = decision.credits_remaining + (n - len(delivered)) * decision.price
             headers[CREDITS_HEADER] = str(left)
+            charged = len(delivered) * decision.price
+            metrics.labelled(metrics.credits_charged, params.model, record.plan).inc(charged)
         answer = GenerationResponse(
             created=int(now),
             model=params.model,

@@ -11,6 +11,7 @@ from tests.support.config import merge
 from tests.support.credits import CREDITS, PRICES, ledger_rows, remaining
 from tests.support.gateway import MakeGateway, MakeKey
 from tests.support.http import ANY, expect_error
+from tests.support.metrics import metric_total
 from tests.support.upstreams import upstream_config
 
 
@@ -39,6 +40,10 @@ async def test_images_are_charged_their_price_and_a_request_that_does_not_fit_is
         ("charge", -6),
         ("charge", -4),
     ]
+    metrics = await (await gateway.client.get("/metrics")).text()
+    labels = {"model": "local", "plan": "metered"}
+    assert metric_total(metrics, "gateway_images_delivered_total", **labels) == 6
+    assert metric_total(metrics, "gateway_credits_charged_total", **labels) == 10
 
 
 async def test_a_plan_without_monthly_credits_has_no_credit_limit(
