@@ -46,6 +46,7 @@ from gateway.http.validate import has_control_characters, path_uuid, query_date
 from gateway.services import SERVICES, Services
 
 __all__ = [
+    "authorise",
     "change_credits",
     "find_users",
     "get_user",
@@ -61,7 +62,9 @@ ACTOR = "admin-token"
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
-def _authorise(request: web.Request) -> Services:
+def authorise(request: web.Request) -> Services:
+    """The services, if the request carries the admin token; else the 401 (or the 404
+    while the admin API is off)."""
     services = request.app[SERVICES]
     expected = services.config.admin.token
     if not expected:
@@ -93,7 +96,7 @@ def _given(change: AdminUserChange | AdminKeyChange) -> dict[str, Any]:
 
 
 async def find_users(request: web.Request) -> web.Response:
-    services = _authorise(request)
+    services = authorise(request)
     email = request.query.get("email")
     if email is not None and has_control_characters(email):
         raise errors.InvalidRequest("'email' must not contain control characters.", param="email")
@@ -107,7 +110,7 @@ async def find_users(request: web.Request) -> web.Response:
 
 
 async def get_user(request: web.Request) -> web.Response:
-    services = _authorise(request)
+    services = authorise(request)
     user_id = path_uuid(request.match_info["id"])
     async with connection(services.pool) as conn:
         user = await db_users.get_user(conn, user_id)
@@ -125,7 +128,7 @@ async def get_user(request: web.Request) -> web.Response:
 
 
 async def patch_user(request: web.Request) -> web.Response:
-    services = _authorise(request)
+    services = authorise(request)
     user_id = path_uuid(request.match_info["id"])
     plans = {"plans": ", ".join(services.config.plans)}
     body = await decode_body(request, AdminUserChange, services.config.server, plans)
@@ -147,7 +150,7 @@ async def patch_user(request: web.Request) -> web.Response:
 
 
 async def patch_key(request: web.Request) -> web.Response:
-    services = _authorise(request)
+    services = authorise(request)
     key_id = path_uuid(request.match_info["id"])
     body = await decode_body(request, AdminKeyChange, services.config.server)
     changes = _given(body)
@@ -174,7 +177,7 @@ async def patch_key(request: web.Request) -> web.Response:
 async def change_credits(request: web.Request) -> web.Response:
     """``POST /admin/users/{id}/credits``: add (or take away) purchased credits, once per
     ``Idempotency-Key``; audited."""
-    services = _authorise(request)
+    services = authorise(request)
     user_id = path_uuid(request.match_info["id"])
     key = request.headers.get("Idempotency-Key")
     if key is None or not _IDEMPOTENCY_KEY.fullmatch(key):
@@ -207,7 +210,7 @@ async def change_credits(request: web.Request) -> web.Response:
 
 
 async def usage_for_day(request: web.Request) -> web.Response:
-    services = _authorise(request)
+    services = authorise(request)
     date = query_date(request.query.get("date"), "date")
     if date is None:
         raise errors.InvalidRequest("'date' is required, YYYY-MM-DD.", param="date")
@@ -237,5 +240,5 @@ async def usage_for_day(request: web.Request) -> web.Response:
 
 async def no_such_admin_route(request: web.Request) -> web.Response:
     """Any other method or path under /admin: 404 (when off, nothing hints it exists)."""
-    _authorise(request)
+    authorise(request)
     raise errors.NotFound()

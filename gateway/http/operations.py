@@ -35,6 +35,7 @@ from gateway.http.schemas import keys as key_types
 from gateway.http.schemas import usage as usage_types
 from gateway.http.schemas import webhooks as webhook_types
 from gateway.http.usage_api import read_usage
+from gateway.http.usage_export import export_usage
 
 __all__ = ["OPERATIONS", "RATE_LIMIT_HEADERS"]
 
@@ -684,6 +685,37 @@ OPERATIONS: tuple[Operation, ...] = (
             SERVICE_UNAVAILABLE,
         ),
         parameters=(Param("date", "query", _DATE, "The day, YYYY-MM-DD.", required=True),),
+    ),
+    Operation(
+        "GET",
+        "/admin/usage/export",
+        export_usage,
+        "adminExportUsage",
+        "admin",
+        "Every key's images and credits per UTC day, streamed as CSV or JSON Lines",
+        Auth.ADMIN_TOKEN,
+        answers=(
+            Answer(
+                200,
+                "One row per user, key and day: `user_id, email, api_key_id, date, images,"
+                " credits` (a header line first in CSV; one object per line in JSON Lines),"
+                " by user, key and day. Credits: what the key's charges and refunds came to"
+                " that day.",
+                media_type="text/csv",
+                raw_schema={"type": "string"},
+            ),
+        ),
+        failures=(INVALID_REQUEST, SERVICE_UNAVAILABLE),
+        parameters=(
+            Param("start", "query", _DATE, "First day, YYYY-MM-DD.", required=True),
+            Param("end", "query", _DATE, "Last day (at most 366 days in all).", required=True),
+            Param(
+                "format",
+                "query",
+                {"type": "string", "enum": ["csv", "jsonl"], "default": "csv"},
+                "`csv` or `jsonl` (`application/jsonl`).",
+            ),
+        ),
     ),
     # Health.
     Operation(
