@@ -138,9 +138,11 @@ class UsageFlusher:
         except Exception as exc:  # never in the way of writing the counts
             log.warning("settling stopped processes' journals failed (%s); will retry", exc)
         layout = self._layout
-        key_ids: list[str] = []
-        days: list[int] = []
-        counts: list[int] = []
+        # (key id, day) -> count. A key's counter is in its user's shard; one left in
+        # another shard by a gateway from before the shard was the user's (a rolling
+        # upgrade) would make two rows for one (key, day), which one statement cannot
+        # write: the larger count is kept.
+        counted: dict[tuple[str, int], int] = {}
         acks: dict[int, list[Any]] = {}
         read_at = 0.0
         more = False
@@ -162,11 +164,14 @@ class UsageFlusher:
                 if count < 0:
                     continue  # the counter is gone: nothing left to write
                 key_id, _, day = member.decode().partition(":")
-                key_ids.append(key_id)
-                days.append(int(day))
-                counts.append(count)
+                slot = (key_id, int(day))
+                if count > counted.get(slot, -1):
+                    counted[slot] = count
 
+        key_ids = [key_id for key_id, _ in counted]
         if key_ids:
+            days = [day for _, day in counted]
+            counts = list(counted.values())
             counted_at = dt.datetime.fromtimestamp(read_at, dt.UTC)
             async with self._pool.acquire() as conn:
                 await write_counts(
