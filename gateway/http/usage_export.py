@@ -8,11 +8,15 @@ memory. Today's live counts are written through to Postgres first.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
+import logging
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from gateway import errors
 from gateway.db.pool import connection
@@ -26,6 +30,8 @@ __all__ = ["EXPORT_COLUMNS", "export_usage"]
 
 EXPORT_COLUMNS = ("user_id", "email", "api_key_id", "date", "images", "credits")
 _FORMATS = {"csv": "text/csv", "jsonl": "application/jsonl"}
+
+log = logging.getLogger(__name__)
 
 
 async def export_usage(request: web.Request) -> web.StreamResponse:
@@ -48,28 +54,44 @@ async def export_usage(request: web.Request) -> web.StreamResponse:
         except Exception as exc:
             raise errors.ServiceUnavailable("Usage could not be brought up to date.") from exc
 
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": f"{_FORMATS[form]}; charset=utf-8",
-            "Content-Disposition": f'attachment; filename="usage-{start}-{end}.{form}"',
-        }
-    )
-    async with connection(services.pool) as conn, conn.transaction(readonly=True):
-        batches = usage_rows_between(conn, start, end)
-        first = await anext(batches, None)  # a failing query is still an error answer
-        await response.prepare(request)
-        if form == "csv":
-            await response.write(_csv([EXPORT_COLUMNS]))
-        while first is not None:
-            rows = [
-                (str(r["user_id"]), r["email"], str(r["api_key_id"]), r["usage_date"].isoformat(),
-                 r["images"], r["credits"])
-                for r in first
-            ]  # fmt: skip
-            await response.write(_csv(rows) if form == "csv" else _jsonl(rows))
-            first = await anext(batches, None)
-    await response.write_eof()
-    return response
+    return _ExportResponse(services.pool, start, end, form)
+
+
+class _ExportResponse(web.StreamResponse):
+    """Streams the rows when aiohttp prepares it (as ``FileResponse`` does), so the
+    middlewares' headers are in before anything is sent. A failure mid-body can only cut
+    the body short (the connection is closed): the status line is gone by then."""
+
+    def __init__(self, pool: Any, start: dt.date, end: dt.date, form: str) -> None:
+        super().__init__(
+            headers={
+                "Content-Type": f"{_FORMATS[form]}; charset=utf-8",
+                "Content-Disposition": f'attachment; filename="usage-{start}-{end}.{form}"',
+            }
+        )
+        self._pool, self._first_day, self._last_day, self._form = pool, start, end, form
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        writer = await super().prepare(request)
+        csv_form = self._form == "csv"
+        try:
+            if csv_form:
+                await self.write(_csv([EXPORT_COLUMNS]))
+            async with connection(self._pool) as conn, conn.transaction(readonly=True):
+                async for batch in usage_rows_between(conn, self._first_day, self._last_day):
+                    rows = [
+                        (str(r["user_id"]), r["email"], str(r["api_key_id"]),
+                         r["usage_date"].isoformat(), r["images"], r["credits"])
+                        for r in batch
+                    ]  # fmt: skip
+                    await self.write(_csv(rows) if csv_form else _jsonl(rows))
+        except Exception as exc:
+            log.warning("usage export stopped mid-body: %s", exc)
+            if request.transport is not None:
+                request.transport.close()
+            raise ConnectionResetError("the usage export failed mid-body") from None
+        await super().write_eof()
+        return writer
 
 
 def _csv(rows: Sequence[Sequence[object]]) -> bytes:
