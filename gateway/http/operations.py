@@ -456,7 +456,7 @@ OPERATIONS: tuple[Operation, ...] = (
         read_usage,
         "readUsage",
         "usage",
-        "Images per key per UTC day, today's live counts included",
+        "Images and credits per key per UTC day (or by day, or by key), live counts included",
         Auth.ACCESS_TOKEN,
         answers=(
             Answer(
@@ -464,8 +464,11 @@ OPERATIONS: tuple[Operation, ...] = (
                 "The days that have images.",
                 usage_types.Usage,
                 {
-                    "data": [{"date": "2026-01-01", "api_key_id": _A_KEY_ID, "images": 12}],
+                    "data": [
+                        {"date": "2026-01-01", "api_key_id": _A_KEY_ID, "images": 12, "credits": 48}
+                    ],
                     "total": 12,
+                    "credits": 48,
                 },
             ),
         ),
@@ -477,6 +480,13 @@ OPERATIONS: tuple[Operation, ...] = (
             Param("start", "query", _DATE, "First day; default: 29 days before `end`."),
             Param("end", "query", _DATE, "Last day; default: today (UTC)."),
             Param("key_id", "query", _UUID, "Only this key's usage."),
+            Param(
+                "group_by",
+                "query",
+                {"type": "string", "enum": list(usage_types.GROUPINGS)},
+                "`day`: one row per day (the keys summed, `api_key_id` null); `key`: one row"
+                " per key (the days summed, `date` null). Default: per key per day.",
+            ),
         ),
         description=f"The range may cover at most {usage_types.MAX_DAYS} days.",
     ),
