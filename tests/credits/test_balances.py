@@ -57,6 +57,13 @@ async def test_a_plan_without_monthly_credits_has_no_credit_limit(
         assert "x-credits-remaining" not in response.headers
     await gateway.flush()
     assert await ledger_rows(db, key.user_id) == []
+    credits = await gateway.client.get("/v1/credits", headers={"X-API-Key": key.key})
+    body = await credits.json()
+    assert (body["monthly"]["allowance"], body["monthly"]["balance"], body["total"]) == (
+        None,
+        0,
+        0,
+    )
 
 
 async def test_images_not_delivered_are_given_back(
