@@ -82,6 +82,19 @@ def cli(config_path: Path, elsewhere: Path) -> Cli:
     return run
 
 
+def config_ok(
+    head: str, *, models: tuple[str, ...] = ("local",), plans: tuple[str, ...] = ("free", "pro")
+) -> str:
+    """What check-config prints for a good config: ``head``, then the prices (1 credit per
+    image each, the default) and the plans' credits (none)."""
+    return (
+        f"{head}\nprices (credits per image):\n"
+        + "".join(f"  {model}: 1 credits per image\n" for model in models)
+        + "plans (monthly credits):\n"
+        + "".join(f"  {plan}: no credit limit\n" for plan in plans)
+    )
+
+
 def unique_email(tag: str) -> str:
     return f"cli-{tag}-{uuid.uuid4().hex[:10]}@example.com"
 
@@ -118,6 +131,7 @@ async def test_check_config_accepts_a_good_file(cli: Cli):
         "  free: no credit limit\n"
         "  pro: no credit limit\n"
     )
+    assert result.stdout == config_ok("config ok: 2 plans, 1 backends, 1 models")
     assert result.stderr == ""
 
 
@@ -166,7 +180,7 @@ async def test_where_the_config_comes_from(config_path: Path, elsewhere: Path, t
         "option-missing": run_cli("check-config", "--config", str(missing), cwd=elsewhere),
     }
     results = dict(zip(runs, await asyncio.gather(*runs.values()), strict=True))
-    ok = (0, "config ok: 2 plans, 1 backends, 1 models\n", "")
+    ok = (0, config_ok("config ok: 2 plans, 1 backends, 1 models"), "")
     assert {name: (r.returncode, r.stdout, r.stderr) for name, r in results.items()} == {
         "cwd": ok,
         "cwd-without-file": (
@@ -198,7 +212,8 @@ async def test_config_option_before_or_after_the_subcommand(
     }
     results = await asyncio.gather(*(run_cli(*argv, cwd=elsewhere) for argv in argvs.values()))
     got = {name: (r.returncode, r.stdout) for name, r in zip(argvs, results, strict=True)}
-    assert got == dict.fromkeys(argvs, (0, "config ok: 3 plans, 1 backends, 1 models\n"))
+    three = config_ok("config ok: 3 plans, 1 backends, 1 models", plans=("free", "pro", "team"))
+    assert got == dict.fromkeys(argvs, (0, three))
 
 
 async def test_config_option_anywhere_in_a_two_level_command(
@@ -587,13 +602,19 @@ async def test_check_config_and_serve_refuse_the_same_configs(
     assert got == {
         "check credential unset": (2, "", missing_credential),
         "serve credential unset": (2, "", missing_credential),
-        "check credential set": (0, "config ok: 2 plans, 2 backends, 2 models\n", ""),
+        "check credential set": (
+            0,
+            config_ok("config ok: 2 plans, 2 backends, 2 models", models=("local", "remote")),
+            "",
+        ),
         "check no secret": (2, "", NO_JWT_SECRET),
         "serve no secret": (2, "", NO_JWT_SECRET),
         "check no secret --dev": (
             0,
-            "config ok: 2 plans, 1 backends, 1 models"
-            " (development mode: a JWT secret is generated)\n",
+            config_ok(
+                "config ok: 2 plans, 1 backends, 1 models"
+                " (development mode: a JWT secret is generated)"
+            ),
             "",
         ),
         "check short secret": (2, "", short),
