@@ -222,7 +222,10 @@ class Admission:
             decision.reference = reference
         if journal is not None:
             if outcome == ADMITTED:
-                journal.admitted(ticket, day, decision.taken_purchased, decision.month)
+                if credited:
+                    journal.admitted(ticket, day, decision.taken_purchased, decision.month)
+                else:
+                    journal.admitted(ticket, day)
                 decision.ticket = ticket
             else:
                 journal.end(ticket)

@@ -204,14 +204,16 @@ class Journal:
         journal[offset] = ADMITTING
         return slot
 
-    def admitted(self, slot: int, day: int, purchased: int = 0, month: int = -1) -> None:
-        """The reply came: the day (and the credits' origin and month) are known."""
+    def admitted(self, slot: int, day: int, purchased: int | None = None, month: int = -1) -> None:
+        """The reply came: the day (and, when credits were reserved, how many of them
+        were purchased ones and in which month) are known."""
         journal = self._map
         if journal is None or slot < 0:
             return
         offset = _HEADER + slot * _SLOT.size
         _DAY.pack_into(journal, offset + _DAY_OFFSET, day)
-        _CREDITS.pack_into(journal, offset + _CREDITS_OFFSET, purchased, month)
+        if purchased is not None:
+            _CREDITS.pack_into(journal, offset + _CREDITS_OFFSET, purchased, month)
         journal[offset] = ADMITTED
 
     def shrink(self, slot: int, images: int) -> None:
