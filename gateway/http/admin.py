@@ -118,11 +118,16 @@ async def get_user(request: web.Request) -> web.Response:
             raise errors.NotFound("No such user.")
         keys = await db_keys.keys_of_user(conn, user_id)
         counts = await today_images(services, conn, user_id, [k["id"] for k in keys])
+    plan = services.config.plans.get(user["plan"])
+    credits = await services.credits.read(
+        str(user_id), plan.monthly_credits if plan is not None else None
+    )
     return json_response(
         AdminUserDetail(
             **msgspec.structs.asdict(admin_user_of(user)),
             keys=[key_of(k) for k in keys],
             usage_today=sum(counts.values()),
+            credits=balance_of(credits),
         )
     )
 

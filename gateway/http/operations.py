@@ -608,7 +608,7 @@ OPERATIONS: tuple[Operation, ...] = (
         admin.get_user,
         "adminGetUser",
         "admin",
-        "A user with its keys and today's images",
+        "A user with its keys, today's images and credits",
         Auth.ADMIN_TOKEN,
         answers=(Answer(200, "The user.", admin_types.AdminUserDetail),),
         parameters=(_ID,),
