@@ -48,9 +48,12 @@ run: venv ## start services, migrate, print a demo API key, serve on :8080 (dev 
 	$(BIN)/gateway demo
 	exec $(BIN)/gateway serve --dev
 
+# The console's browser tests drive Debian's chromium: installed here when missing (they
+# are skipped, saying why, when it cannot be).
 test: venv ## run the test suite (PYTEST_ARGS='-q -k name' to narrow it)
 	@env_lines="$$($(SERVICES))"
 	eval "$$env_lines"
+	scripts/chromium.sh >/dev/null || echo "==> no chromium: the browser tests will be skipped" >&2
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Every shell script in the tree, found by its #! line (scripts/services.sh, .ci/run, ...).

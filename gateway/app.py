@@ -20,13 +20,16 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
+from gateway.accounts.mail import Mailer
 from gateway.accounts.passwords import PasswordHasher
+from gateway.accounts.sessions import TokenDenylist
 from gateway.accounts.throttle import IpThrottle, LoginGuard
 from gateway.accounts.tokens import TokenIssuer
 from gateway.backends import h1
 from gateway.backends.base import BackendContext, ImageBackend
 from gateway.backends.registry import BackendRegistry
 from gateway.config import Config, DatabaseConfig
+from gateway.console import setup_console
 from gateway.credits.balances import CreditBook
 from gateway.db.pool import connection, create_pool
 from gateway.egress.client import EgressClient
@@ -50,6 +53,7 @@ from gateway.metrics import Metrics
 from gateway.redis.client import create_redis
 from gateway.redis.layout import RedisLayout, job_cancel_channel, job_stream
 from gateway.redis.pipelined import PipelinedRedis
+from gateway.reload import RELOADER, ConfigReloader
 from gateway.services import CONFIG, SERVICES, Services
 from gateway.startup import DEV_MODE_WARNING, StartupError, prepare
 from gateway.storage import STORAGE, storage_context
@@ -72,13 +76,15 @@ def create_app(
     limiter_clock: Callable[[], float] | None = None,
     dev: bool = False,
     public_api: bool = True,
+    config_path: Path | None = None,
 ) -> web.Application:
     """Build the gateway application.
 
     The keyword arguments are for tests: ``key_store`` wraps the pool (to count
     queries), the clocks pin time (``limiter_clock`` replaces Redis's own clock in the
     admission script). ``dev`` allows starting without a JWT secret (one is generated).
-    ``public_api`` False: a job worker, serving health and metrics only.
+    ``public_api`` False: a job worker, serving health and metrics only. ``config_path``:
+    the file a config reload (SIGHUP) reads again.
 
     Raises :class:`ConfigError` for what :func:`gateway.startup.prepare` finds. Start-up
     (the app's cleanup context) raises :class:`StartupError` when Postgres is
@@ -190,8 +196,8 @@ def create_app(
                 max_per_host=config.server.upstream_max_connections_per_host,
             )
             opened.push_async_callback(api.close)
+            context = BackendContext(http=egress.session, api=api, egress=egress)
             for guarded in router.backends.values():
-                context = BackendContext(http=egress.session, api=api, egress=egress)
                 await guarded.backend.start(context)
                 opened.push_async_callback(_close_quietly, guarded.backend)
             services = app[SERVICES] = Services(
@@ -207,6 +213,8 @@ def create_app(
                 tokens=tokens,
                 passwords=passwords,
                 ip_throttle=IpThrottle(redis, config.redis.key_prefix),
+                denylist=TokenDenylist(redis, config.redis.key_prefix, wall_clock),
+                mailer=Mailer(config.email) if config.email.smtp_url else None,
                 login_guard=LoginGuard(
                     redis,
                     config.redis.key_prefix,
@@ -233,6 +241,17 @@ def create_app(
                     timeout=config.redis.socket_timeout_seconds,
                 ),
             )
+            # SIGHUP: config.yaml again, its live part applied (gateway/reload.py).
+            reloader = app[RELOADER] = ConfigReloader(
+                path=config_path,
+                services=services,
+                context=context,
+                metrics=metrics,
+                dev=dev,
+                registry=registry,
+                clock=monotonic,
+            )
+            opened.push_async_callback(reloader.close)
             tasks = [
                 asyncio.create_task(keys.listen_for_invalidations(), name="key-invalidations"),
                 asyncio.create_task(flusher.run(), name="usage-flusher"),
@@ -267,7 +286,9 @@ def create_app(
     # The job workers, last: they use everything above, and stop first.
     app.cleanup_ctx.append(jobs_context)
     app.on_shutdown.append(start_draining)
-    setup_routes(app, public_api=public_api)
+    setup_routes(app, public_api=public_api, serve_metrics=not config.server.metrics_port)
+    if public_api and config.console.enabled:
+        setup_console(app, dev=dev)
     return app
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "InvalidApiKey",
     "InvalidCredentials",
     "InvalidRequest",
+    "InvalidResetToken",
     "InvalidSignature",
     "InvalidToken",
     "KeyAlreadyRotated",
@@ -40,6 +41,7 @@ __all__ = [
     "UpstreamRefused",
     "UpstreamTimeout",
     "UrlExpired",
+    "WrongPassword",
 ]
 
 
@@ -194,6 +196,20 @@ class InvalidCredentials(GatewayError):
 class InvalidToken(GatewayError):
     status, code, type = 401, "invalid_token", "authentication_error"
     default_message = "A valid 'Authorization: Bearer <token>' header is required."
+
+
+class WrongPassword(GatewayError):
+    """A signed-in user's ``current_password`` is not the account's password."""
+
+    status, code, type = 403, "wrong_password", "permission_error"
+    default_message = "The current password is not correct."
+
+
+class InvalidResetToken(GatewayError):
+    """A password-reset link that is unknown, used already or expired."""
+
+    status, code, type = 400, "invalid_reset_token", "invalid_request_error"
+    default_message = "This password-reset link is not valid: it was used, or it expired."
 
 
 class EmailTaken(GatewayError):

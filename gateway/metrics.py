@@ -234,6 +234,24 @@ class Metrics:
         self.job_attempts = counter(
             "gateway_job_attempts_total", "Runs of jobs started (a re-run counts again)."
         )
+        self.config_info = gauge(
+            "gateway_config_info",
+            "The config in effect, by the first 16 hex digits of its SHA-256: 1 (0: before a "
+            "reload).",
+            ("hash",),
+            "max",
+        )
+        self.config_loaded = gauge(
+            "gateway_config_loaded_timestamp_seconds",
+            "When the config in effect was loaded (start-up, or the last reload), Unix time.",
+            (),
+            "max",
+        )
+        self.config_reloads = counter(
+            "gateway_config_reloads_total",
+            "Config reloads (SIGHUP) by outcome: applied, refused (the file failed its checks).",
+            ("outcome",),
+        )
         self.dependency_errors = counter(
             "gateway_dependency_errors_total",
             "Errors talking to Redis or Postgres.",

@@ -9,7 +9,9 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio import Redis
 
+from gateway.accounts.mail import Mailer
 from gateway.accounts.passwords import PasswordHasher
+from gateway.accounts.sessions import TokenDenylist
 from gateway.accounts.throttle import IpThrottle, LoginGuard
 from gateway.accounts.tokens import TokenIssuer
 from gateway.backends.registry import Router
@@ -41,6 +43,8 @@ class Services:
     tokens: TokenIssuer
     passwords: PasswordHasher
     ip_throttle: IpThrottle
+    #: Access tokens logged out before they expire.
+    denylist: TokenDenylist
     login_guard: LoginGuard
     client_ip: ClientIp
     metrics: Metrics
@@ -54,6 +58,8 @@ class Services:
     wall_clock: Callable[[], float]
     #: The job workers (and the queue jobs are submitted to).
     jobs: JobRunner | None = None
+    #: Sends password-reset links (``email.smtp_url``); None: links are handed over only.
+    mailer: Mailer | None = None
     #: Set when the server starts draining (SIGTERM): /readyz answers 503 from then on.
     draining: bool = False
 

@@ -1,6 +1,9 @@
 """The upstream image backend interface.
 
-A backend turns one :class:`ImageRequest` into up to ``n`` images. Two shapes fit:
+A backend turns one :class:`ImageRequest` into up to ``n`` images: made from the prompt
+(``generate``), from input images, an optional mask and the prompt (``edit``), or from
+one input image alone (``variation``). A backend lists the operations it can do in
+:attr:`ImageBackend.operations`; the gateway sends it no other. Two shapes fit:
 
 * :class:`ImageBackend` — implement :meth:`~ImageBackend.generate` directly, for
   upstreams that answer a call with images (synchronous HTTP APIs, local models).
@@ -34,11 +37,15 @@ from gateway.errors import UpstreamError, UpstreamRefused, UpstreamTimeout
 
 __all__ = [
     "COMMON_OPTIONS",
+    "EDIT",
+    "GENERATE",
+    "VARIATION",
     "BackendContext",
     "GeneratedImage",
     "ImageBackend",
     "ImageBuffer",
     "ImageRequest",
+    "InputImage",
     "JobBackend",
     "JobState",
     "JobStatus",
@@ -63,6 +70,27 @@ def parse_size(size: str) -> tuple[int, int] | None:
     return int(width), int(height)
 
 
+#: The operations (:attr:`ImageRequest.operation`): images from a prompt, an edit of
+#: input images (with an optional mask) by a prompt, variations of one input image.
+GENERATE = "generate"
+EDIT = "edit"
+VARIATION = "variation"
+
+
+@dataclass(frozen=True, slots=True)
+class InputImage:
+    """An image the client uploaded (an edit's image or mask, a variation's image),
+    checked structurally before any backend sees it."""
+
+    data: bytes
+    #: ``image/png``, ``image/jpeg`` or ``image/webp``.
+    media_type: str
+    width: int
+    height: int
+    #: The client's file name, or one made from the media type.
+    filename: str = "image.png"
+
+
 @dataclass(frozen=True, slots=True)
 class ImageRequest:
     prompt: str
@@ -75,6 +103,17 @@ class ImageRequest:
     negative_prompt: str | None = None
     #: The gateway's request id, for correlating upstream logs. Not a secret.
     request_id: str = ""
+    #: :data:`GENERATE`, :data:`EDIT` or :data:`VARIATION`.
+    operation: str = GENERATE
+    #: An edit's images (1-16) or a variation's one image; empty for a generation.
+    images: tuple[InputImage, ...] = ()
+    #: An edit's mask: a PNG with an alpha channel, the size of ``images[0]``; where it
+    #: is transparent is what the edit may change.
+    mask: InputImage | None = None
+    #: OpenAI's further edit parameters as the client sent them, validated (``quality``,
+    #: ``background``, ``output_format``, ``output_compression``, ``input_fidelity``,
+    #: ``partial_images``): a backend passes on those its upstream knows.
+    options: Mapping[str, str | int] = field(default_factory=dict)
 
 
 #: Image bytes, or their base64 text as ASCII bytes: a ``memoryview`` may be a slice of a
@@ -177,6 +216,9 @@ class ImageBackend(abc.ABC):
     #: The options a backend of this type accepts besides ``type`` (and the options
     #: every backend accepts, :data:`COMMON_OPTIONS`).
     options: Sequence[str] = ("sizes", "timeout_seconds")
+    #: The operations this backend can do (:data:`GENERATE`, :data:`EDIT`,
+    #: :data:`VARIATION`); a request for another is refused before it is admitted.
+    operations: frozenset[str] = frozenset({GENERATE})
 
     def __init__(self, name: str, options: Mapping[str, Any]) -> None:
         """Validate ``options`` (raising :class:`ConfigError` naming the key) and keep them.
@@ -239,7 +281,8 @@ class ImageBackend(abc.ABC):
 
     @abc.abstractmethod
     async def generate(self, request: ImageRequest) -> list[GeneratedImage]:
-        """Produce up to ``request.n`` images.
+        """Produce up to ``request.n`` images for ``request`` (whatever its
+        ``operation``, one of :attr:`operations`).
 
         Returns the images produced (possibly fewer than asked: the gateway charges
         only those). Raises :class:`UpstreamError` when the upstream fails and

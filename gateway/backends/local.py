@@ -3,7 +3,8 @@
 Deterministic: the same (prompt, seed, size, index) always gives the same picture —
 a grid of colour tiles derived from a SHA-256 of them. Cheap: rows repeat within a
 band of tiles, so each picture compresses fast; larger ones are encoded off the
-event loop.
+event loop. Edits and variations are made from the input image and mask
+(:mod:`gateway.backends.local_edit`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ import hashlib
 import struct
 import zlib
 
-from gateway.backends.base import GeneratedImage, ImageBackend, ImageRequest
+from gateway.backends.base import (
+    EDIT,
+    GENERATE,
+    VARIATION,
+    GeneratedImage,
+    ImageBackend,
+    ImageRequest,
+)
+from gateway.backends.local_edit import edit_png
 
 __all__ = ["LocalBackend", "render_png"]
 
@@ -74,9 +83,12 @@ class LocalBackend(ImageBackend):
         "1792x1024",
         "1024x1792",
     )
+    operations = frozenset({GENERATE, EDIT, VARIATION})
 
     async def generate(self, request: ImageRequest) -> list[GeneratedImage]:
         def render_all() -> list[GeneratedImage]:
+            if request.images:
+                return [GeneratedImage(edit_png(request, i)) for i in range(request.n)]
             return [
                 GeneratedImage(
                     render_png(request.prompt, request.seed, request.width, request.height, i)
@@ -84,6 +96,6 @@ class LocalBackend(ImageBackend):
                 for i in range(request.n)
             ]
 
-        if request.width * request.height <= _INLINE_PIXELS:
+        if request.width * request.height <= _INLINE_PIXELS and not request.images:
             return render_all()
         return await asyncio.to_thread(render_all)

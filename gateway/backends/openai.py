@@ -1,7 +1,11 @@
 """The ``openai`` backend: OpenAI's Images API, or any upstream compatible with it.
 
 ``POST {base_url}/images/generations`` with ``{"model", "prompt", "n", "size",
-"response_format": "b64_json"}``; images come back as ``data[].b64_json``, or as
+"response_format": "b64_json"}``; edits as ``POST {base_url}/images/edits``, multipart
+(``image``, or ``image[]`` for several, ``mask``, ``prompt``, ``n``, ``size``, and the
+edit's ``quality``, ``background``, ``output_format``, ``output_compression``,
+``input_fidelity``); variations as ``POST {base_url}/images/variations`` (``image``,
+``n``, ``size``). Images come back as ``data[].b64_json``, or as
 ``data[].url``, which is downloaded without credentials, at most 20 MB, under the egress
 policy (no loopback, private or link-local targets unless ``egress.allow`` lists them;
 see :mod:`gateway.egress`). ``revised_prompt`` is kept. ``gpt-image-*`` models always
@@ -21,13 +25,22 @@ from typing import Any
 
 import msgspec
 
-from gateway.backends.base import BackendContext, GeneratedImage, ImageBackend, ImageRequest
+from gateway.backends.base import (
+    EDIT,
+    GENERATE,
+    VARIATION,
+    BackendContext,
+    GeneratedImage,
+    ImageBackend,
+    ImageRequest,
+)
 from gateway.backends.upstream import (
     Upstream,
     env_option,
     gather_successes,
     image_from_json_string,
     json_limit,
+    multipart_form,
     read_secret,
     request_headers,
     text_option,
@@ -53,11 +66,13 @@ class OpenAIBackend(ImageBackend):
     )
     #: ``None``: ``base_url`` is required.
     default_base_url: str | None = DEFAULT_BASE_URL
+    operations = frozenset({GENERATE, EDIT, VARIATION})
 
     def __init__(self, name: str, options: Mapping[str, Any]) -> None:
         super().__init__(name, options)
         base_url = url_option(name, options, "base_url", self.default_base_url)
         self._url = base_url + "/images/generations"
+        self._urls = {EDIT: base_url + "/images/edits", VARIATION: base_url + "/images/variations"}
         self._api_key_env = env_option(name, options, "api_key_env", required=False)
         self._model = text_option(name, options, "model")
         self._organization = text_option(name, options, "organization")
@@ -104,13 +119,41 @@ class OpenAIBackend(ImageBackend):
             body["response_format"] = "b64_json"
         return body
 
+    def request_form(self, request: ImageRequest) -> tuple[bytes, str]:
+        """The multipart form sent upstream for an edit or a variation ``request``."""
+        model = self._model or request.model
+        fields: list[tuple[str, str | int]] = [
+            ("model", model),
+            ("n", request.n),
+            ("size", f"{request.width}x{request.height}"),
+        ]
+        if not model.startswith("gpt-image"):
+            fields.append(("response_format", "b64_json"))
+        name = "image[]" if len(request.images) > 1 else "image"
+        files = [(name, image) for image in request.images]
+        if request.operation == EDIT:
+            fields.append(("prompt", request.prompt))
+            fields += [
+                (key, value)
+                for key, value in request.options.items()
+                if key != "partial_images"  # only for streaming
+            ]
+            if request.mask is not None:
+                files.append(("mask", request.mask))
+        return multipart_form(fields, files)
+
     async def generate(self, request: ImageRequest) -> list[GeneratedImage]:
         upstream = self._upstream
         assert upstream is not None, "start() was not called"
+        if request.operation == GENERATE:
+            url, body, content = self._url, self.request_body(request), None
+        else:
+            url, body, content = self._urls[request.operation], None, self.request_form(request)
         answer: _Answer = await upstream.call(
             "POST",
-            self._url,
-            body=self.request_body(request),
+            url,
+            body=body,
+            content=content,
             headers=request_headers(request),
             max_bytes=json_limit(request.n),
             decoder=_ANSWER,

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from msgspec import Meta
 from msgspec.structs import force_setattr
 
+from gateway.config.email import EmailConfig
 from gateway.config.errors import ConfigError
 from gateway.config.jobs import IdempotencyConfig, JobsConfig, WebhooksConfig
 from gateway.config.pricing import ModelPricing, PricingConfig
@@ -32,8 +33,10 @@ __all__ = [
     "AuthConfig",
     "BackendConfig",
     "Config",
+    "ConsoleConfig",
     "DatabaseConfig",
     "EgressConfig",
+    "EmailConfig",
     "IdempotencyConfig",
     "JobsConfig",
     "KeysConfig",
@@ -68,6 +71,14 @@ class ServerConfig(Section, frozen=True, kw_only=True):
     host: Annotated[str, doc("The address to listen on.")] = "0.0.0.0"
     port: Annotated[int, Meta(ge=1, le=65535), doc("The port to listen on.")] = 8080
     max_body_bytes: Annotated[PositiveInt, doc("Larger request bodies get 413.")] = 1_048_576
+    max_upload_bytes: Annotated[
+        PositiveInt,
+        doc(
+            "The largest file a multipart upload (image edits and variations) may carry; a "
+            "larger one gets 413. A whole upload may be up to 17 such files (16 images and "
+            "a mask) plus `max_body_bytes`."
+        ),
+    ] = 26_214_400
     body_read_timeout_seconds: Annotated[
         PositiveFloat,
         doc("Seconds a client has to send a request body once its headers are in (then 408)."),
@@ -101,6 +112,18 @@ class ServerConfig(Section, frozen=True, kw_only=True):
     upstream_max_connections_per_host: Annotated[
         Count, doc("The same, per upstream host (0: no per-host cap).")
     ] = 0
+    metrics_port: Annotated[
+        int,
+        Meta(ge=0, le=65535),
+        doc(
+            "Serve /metrics on this port of the same host, and not on the public port "
+            "(there it is 404); 0: /metrics on the public port."
+        ),
+    ] = 0
+
+    def __post_init__(self) -> None:
+        if self.metrics_port == self.port:
+            raise ConfigError("metrics_port: must differ from port")
 
 
 class DatabaseConfig(Section, frozen=True, kw_only=True):
@@ -282,6 +305,24 @@ class AdminConfig(Section, frozen=True, kw_only=True):
         ),
         doc("Bearer token of the admin API; empty turns the admin API off (404)."),
     ] = ""
+    console_emails: Annotated[
+        tuple[str, ...],
+        doc(
+            "Users with these emails (any case) are operators in the web console; the admin "
+            "token also opens the console's operator pages."
+        ),
+    ] = ()
+
+    def __post_init__(self) -> None:
+        force_setattr(
+            self, "console_emails", tuple(email.strip().lower() for email in self.console_emails)
+        )
+
+
+class ConsoleConfig(Section, frozen=True, kw_only=True):
+    enabled: Annotated[
+        bool, doc("Serve the web console for customers and operators at /console/.")
+    ] = True
 
 
 class PlanConfig(Section, frozen=True, kw_only=True):
@@ -411,12 +452,14 @@ class Config(Section, frozen=True, kw_only=True):
     usage: UsageConfig = UsageConfig()
     auth: AuthConfig = AuthConfig()
     admin: AdminConfig = AdminConfig()
+    console: ConsoleConfig = ConsoleConfig()
     logging: LoggingConfig = LoggingConfig()
     egress: EgressConfig = EgressConfig()
     storage: StorageConfig = StorageConfig()
     jobs: JobsConfig = JobsConfig()
     idempotency: IdempotencyConfig = IdempotencyConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
+    email: EmailConfig = EmailConfig()
     pricing: PricingConfig = PricingConfig()
 
     def __post_init__(self) -> None:

@@ -16,6 +16,7 @@ __all__ = [
     "fetch_key_by_hash",
     "key_hashes_of_user",
     "keys_of_user",
+    "keys_with_limits_of_user",
     "revoke_key",
     "update_key",
 ]
@@ -103,6 +104,19 @@ async def keys_of_user(conn: Any, user_id: uuid.UUID) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+async def keys_with_limits_of_user(conn: Any, user_id: uuid.UUID) -> list[dict[str, Any]]:
+    """:func:`keys_of_user` with each key's limit overrides and successor, for operators."""
+    rows = await conn.fetch(
+        """
+        SELECT id, name, prefix, is_active, created_at, last_used_at, expires_at,
+               requests_per_minute, images_per_day, rotated_to
+        FROM api_keys WHERE user_id = $1 ORDER BY created_at, id
+        """,
+        user_id,
+    )
+    return [dict(r) for r in rows]
+
+
 async def active_key_count(conn: Any, user_id: uuid.UUID) -> int:
     value = await conn.fetchval(
         """
@@ -146,7 +160,7 @@ async def update_key(
             rotated_to = CASE WHEN $10 THEN $11 ELSE rotated_to END
         WHERE id = $1
         RETURNING id, name, prefix, is_active, created_at, last_used_at, expires_at,
-                  user_id, key_hash, requests_per_minute, images_per_day
+                  user_id, key_hash, requests_per_minute, images_per_day, rotated_to
         """,
         key_id,
         *_change(is_active),

@@ -14,6 +14,7 @@ __all__ = [
     "date_of_day",
     "day_of_date",
     "usage_by_key_for_day",
+    "usage_by_key_for_range",
     "usage_of_user",
     "usage_rows_between",
     "write_counts",
@@ -145,6 +146,29 @@ async def usage_by_key_for_day(conn: Any, date: dt.date) -> list[dict[str, Any]]
         ORDER BY k.user_id, u.api_key_id
         """,
         date,
+    )
+    return [dict(r) for r in rows]
+
+
+async def usage_by_key_for_range(
+    conn: Any, start: dt.date, end: dt.date, user_id: uuid.UUID | None = None
+) -> list[dict[str, Any]]:
+    """Every key with usage from ``start`` to ``end`` (of ``user_id`` when given), with its
+    owner, most images first: ``api_key_id, user_id, email, images``."""
+    rows = await conn.fetch(
+        """
+        SELECT u.api_key_id, k.user_id, us.email, sum(u.image_count)::bigint AS images
+        FROM usage u
+        JOIN api_keys k ON k.id = u.api_key_id
+        JOIN users us ON us.id = k.user_id
+        WHERE u.usage_date BETWEEN $1 AND $2 AND ($3::uuid IS NULL OR k.user_id = $3)
+        GROUP BY u.api_key_id, k.user_id, us.email
+        HAVING sum(u.image_count) > 0
+        ORDER BY images DESC, u.api_key_id
+        """,
+        start,
+        end,
+        user_id,
     )
     return [dict(r) for r in rows]
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import asyncpg
 from aiohttp import web
 
-from gateway import errors
+from gateway.accounts.login import authenticate, sign_up, throttle_ip
 from gateway.db.keys import keys_of_user
 from gateway.db.pool import connection
 from gateway.db.usage import day_of_date, usage_of_user
-from gateway.db.users import create_user, login_record
 from gateway.http.body import decode_body
 from gateway.http.responses import json_response
 from gateway.http.schemas.accounts import (
@@ -26,7 +24,7 @@ from gateway.http.schemas.accounts import (
     User,
 )
 from gateway.http.token_auth import current_user
-from gateway.http.validate import has_control_characters, normal_email
+from gateway.http.validate import normal_email
 from gateway.services import SERVICES, Services
 from gateway.usage.live import live_counts
 
@@ -35,18 +33,10 @@ __all__ = ["login", "me", "register", "today_images", "utc_today"]
 
 async def register(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    auth = services.config.auth
-    await services.ip_throttle.hit(
-        "register", services.client_ip.of(request), auth.register_per_minute_per_ip
-    )
+    await throttle_ip(services, "register", services.client_ip.of(request))
     body = await decode_body(request, Credentials, services.config.server)
     email = normal_email(body.email, EMAIL_MESSAGE)
-    password_hash = await services.passwords.hash(body.password)
-    async with connection(services.pool) as conn:
-        try:
-            user = await create_user(conn, email, services.config.default_plan, password_hash)
-        except asyncpg.UniqueViolationError:
-            raise errors.EmailTaken() from None
+    user = await sign_up(services, email, body.password)
     return json_response(
         User(id=user["id"], email=user["email"], plan=user["plan"], created_at=user["created_at"]),
         status=201,
@@ -55,28 +45,12 @@ async def register(request: web.Request) -> web.Response:
 
 async def login(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    auth = services.config.auth
-    await services.ip_throttle.hit(
-        "login", services.client_ip.of(request), auth.login_per_minute_per_ip
-    )
+    await throttle_ip(services, "login", services.client_ip.of(request))
     body = await decode_body(request, Login, services.config.server)
-    email, password = body.email.strip().lower(), body.password
-    if has_control_characters(email) or len(email) > 254:
-        raise errors.InvalidCredentials()  # no such account can exist
-    await services.login_guard.check(email)
-    async with connection(services.pool) as conn:
-        user = await login_record(conn, email)
-    stored = user["password_hash"] if user is not None else None
-    if not await services.passwords.verify(password, stored):
-        await services.login_guard.failed(email)
-        raise errors.InvalidCredentials()
-    assert user is not None  # verify() is False without a stored hash
-    await services.login_guard.succeeded(email)
-    if not user["is_active"]:
-        raise errors.AccountDisabled("This account is disabled.")
+    user_id, generation = await authenticate(services, body.email, body.password)
     return json_response(
         Token(
-            access_token=services.tokens.issue(str(user["id"])),
+            access_token=services.tokens.issue(user_id, generation),
             token_type="bearer",  # noqa: S106 (the scheme's name, no secret)
             expires_in=services.tokens.ttl_seconds,
         )
@@ -97,7 +71,10 @@ async def today_images(
         for row in await usage_of_user(conn, user_id, today, today)
     }
     ids = [str(k) for k in key_ids]
-    live = await live_counts(services.redis, services.layout, str(user_id), ids, day_of_date(today))
+    owner = str(user_id)
+    live = await live_counts(
+        services.redis, services.layout, [(owner, key_id) for key_id in ids], day_of_date(today)
+    )
     return {key_id: live.get(key_id, stored.get(key_id, 0)) for key_id in ids}
 
 

@@ -1,59 +1,70 @@
-"""The admin API for operators: users, keys, credits, usage. Bearer ``admin.token``; off
-when unset.
+"""The admin API for operators: users, keys and credits. Bearer ``admin.token``; off when
+unset.
 
 Every change is written to ``admin_audit_log`` and logged (who, what, when), and takes
-effect in every gateway process at once (the affected keys are invalidated).
+effect in every gateway process at once (the affected keys are invalidated). The work
+is :mod:`gateway.accounts.operators`'s, shared with the console and the CLI.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import logging
 import re
+import uuid
 from typing import Any
 
 import msgspec
-import orjson
 from aiohttp import web
 from msgspec import UNSET
 
 from gateway import errors
+from gateway.accounts import operators
+from gateway.accounts.mail import MailError
+from gateway.accounts.recovery import ResetLink, mail_reset_link
 from gateway.credits.changes import change_user_credits
 from gateway.db import keys as db_keys
 from gateway.db import users as db_users
-from gateway.db.audit import record_admin_change
 from gateway.db.pool import connection
-from gateway.db.usage import usage_by_key_for_day
-from gateway.http.accounts import today_images, utc_today
+from gateway.http.accounts import today_images
 from gateway.http.body import decode_body
 from gateway.http.credits_api import balance_of
 from gateway.http.responses import json_response
 from gateway.http.schemas.admin import (
+    DEFAULT_PAGE,
+    MAX_PAGE,
+    AdminConfig,
     AdminKey,
     AdminKeyChange,
-    AdminUsage,
     AdminUserChange,
     AdminUserDetail,
     AdminUserList,
-    KeyImages,
-    UserImages,
+    CreatedUser,
+    NewUser,
+    ResetLinkIssued,
     admin_user_of,
 )
 from gateway.http.schemas.credits import CreditChange
 from gateway.http.schemas.keys import key_of
 from gateway.http.token_auth import bearer_token
-from gateway.http.validate import has_control_characters, path_uuid, query_date
+from gateway.http.validate import has_control_characters, normal_email, path_uuid
+from gateway.reload import RELOADER, masked_config
 from gateway.services import SERVICES, Services
 
 __all__ = [
     "authorise",
     "change_credits",
+    "config_in_effect",
+    "create_user",
     "find_users",
     "get_user",
+    "issue_reset_link",
     "no_such_admin_route",
+    "page_limit",
     "patch_key",
     "patch_user",
-    "usage_for_day",
+    "query_uuid",
 ]
 
 log = logging.getLogger("gateway.admin")
@@ -63,8 +74,6 @@ _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
 def authorise(request: web.Request) -> Services:
-    """The services, if the request carries the admin token; else the 401 (or the 404
-    while the admin API is off)."""
     services = request.app[SERVICES]
     expected = services.config.admin.token
     if not expected:
@@ -75,17 +84,25 @@ def authorise(request: web.Request) -> Services:
     return services
 
 
-async def _audit(
-    conn: Any, action: str, target: Any, details: dict[str, Any], actor: str = ACTOR
-) -> None:
-    await record_admin_change(conn, actor=actor, action=action, target_id=target, details=details)
-    log.warning(
-        "admin change: actor=%s action=%s target=%s details=%s",
-        actor,
-        action,
-        target,
-        orjson.dumps(details).decode(),
-    )
+def page_limit(request: web.Request) -> int:
+    raw = request.query.get("limit")
+    if raw is None:
+        return DEFAULT_PAGE
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        raise errors.InvalidRequest(
+            f"'limit' must be a whole number from 1 to {MAX_PAGE}.", param="limit"
+        )
+    return int(raw)
+
+
+def query_uuid(request: web.Request, name: str) -> uuid.UUID | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise errors.InvalidRequest(f"'{name}' must be an id (a UUID).", param=name) from None
 
 
 def _given(change: AdminUserChange | AdminKeyChange) -> dict[str, Any]:
@@ -95,18 +112,34 @@ def _given(change: AdminUserChange | AdminKeyChange) -> dict[str, Any]:
     }
 
 
+def _text_query(request: web.Request, name: str) -> str | None:
+    value = request.query.get(name)
+    if value is not None and has_control_characters(value):
+        raise errors.InvalidRequest(f"'{name}' must not contain control characters.", param=name)
+    return value
+
+
 async def find_users(request: web.Request) -> web.Response:
     services = authorise(request)
-    email = request.query.get("email")
-    if email is not None and has_control_characters(email):
-        raise errors.InvalidRequest("'email' must not contain control characters.", param="email")
+    email = _text_query(request, "email")
+    email_like = _text_query(request, "email_like")
+    limit = page_limit(request)
+    after = query_uuid(request, "after")
     async with connection(services.pool) as conn:
         if email is not None:
             user = await db_users.find_user_by_email(conn, email.strip().lower())
             users = [user] if user is not None else []
-        else:
-            users = await db_users.list_users(conn)
-    return json_response(AdminUserList(data=[admin_user_of(u) for u in users]))
+            return json_response(
+                AdminUserList(data=[admin_user_of(u) for u in users], has_more=False)
+            )
+        found = await db_users.list_users(
+            conn, limit + 1, after=after, email_like=email_like.strip() if email_like else None
+        )
+    if found is None:
+        raise errors.InvalidRequest("'after' must be the id of a user.", param="after")
+    return json_response(
+        AdminUserList(data=[admin_user_of(u) for u in found[:limit]], has_more=len(found) > limit)
+    )
 
 
 async def get_user(request: web.Request) -> web.Response:
@@ -128,53 +161,6 @@ async def get_user(request: web.Request) -> web.Response:
             keys=[key_of(k) for k in keys],
             usage_today=sum(counts.values()),
             credits=balance_of(credits),
-        )
-    )
-
-
-async def patch_user(request: web.Request) -> web.Response:
-    services = authorise(request)
-    user_id = path_uuid(request.match_info["id"])
-    plans = {"plans": ", ".join(services.config.plans)}
-    body = await decode_body(request, AdminUserChange, services.config.server, plans)
-    changes: dict[str, Any] = _given(body)
-    if body.plan is not UNSET and body.plan not in services.config.plans:
-        raise errors.InvalidRequest(
-            AdminUserChange.messages["plan"].format_map(plans), param="plan"
-        )
-    if not changes:
-        raise errors.InvalidRequest("Nothing to change: send 'plan' and/or 'is_active'.")
-    async with connection(services.pool) as conn, conn.transaction():
-        user = await db_users.update_user(conn, user_id, **changes)
-        if user is None:
-            raise errors.NotFound("No such user.")
-        await _audit(conn, "update_user", user_id, changes)
-        hashes = await db_keys.key_hashes_of_user(conn, user_id)
-    await services.keys.invalidate(hashes)
-    return json_response(admin_user_of(user))
-
-
-async def patch_key(request: web.Request) -> web.Response:
-    services = authorise(request)
-    key_id = path_uuid(request.match_info["id"])
-    body = await decode_body(request, AdminKeyChange, services.config.server)
-    changes = _given(body)
-    if not changes:
-        raise errors.InvalidRequest(
-            "Nothing to change: send 'requests_per_minute', 'images_per_day' or 'is_active'."
-        )
-    async with connection(services.pool) as conn, conn.transaction():
-        if await db_keys.key_for_update(conn, key_id) is None:
-            raise errors.NotFound("No such key.")
-        row = await db_keys.update_key(conn, key_id, **changes)
-        await _audit(conn, "update_key", key_id, changes)
-    await services.keys.invalidate([row["key_hash"]])
-    return json_response(
-        AdminKey(
-            **msgspec.structs.asdict(key_of(row)),
-            user_id=row["user_id"],
-            requests_per_minute=row["requests_per_minute"],
-            images_per_day=row["images_per_day"],
         )
     )
 
@@ -214,31 +200,101 @@ async def change_credits(request: web.Request) -> web.Response:
     return json_response(balance_of(credits), headers=headers)
 
 
-async def usage_for_day(request: web.Request) -> web.Response:
-    services = authorise(request)
-    date = query_date(request.query.get("date"), "date")
-    if date is None:
-        raise errors.InvalidRequest("'date' is required, YYYY-MM-DD.", param="date")
-    if date == utc_today(services):
-        # Today's counts live in Redis first: write them through before reading.
+async def _issued(services: Services, email: str, link: ResetLink) -> ResetLinkIssued:
+    emailed = False
+    if services.mailer is not None:
         try:
-            await services.flusher.flush()
-        except Exception as exc:
-            raise errors.ServiceUnavailable("Usage could not be brought up to date.") from exc
+            await mail_reset_link(services.mailer, email, link)
+            emailed = True
+        except MailError:
+            log.warning("the password-reset mail to a user failed", exc_info=True)
+    return ResetLinkIssued(url=link.url, expires_at=link.expires_at, emailed=emailed)
+
+
+def _now(services: Services) -> dt.datetime:
+    return dt.datetime.fromtimestamp(services.wall_clock(), dt.UTC)
+
+
+async def create_user(request: web.Request) -> web.Response:
+    services = authorise(request)
+    plans = {"plans": ", ".join(services.config.plans)}
+    body = await decode_body(request, NewUser, services.config.server, plans)
+    email = normal_email(body.email, NewUser.messages["email"])
+    plan = services.config.default_plan if body.plan is UNSET else body.plan
+    if plan not in services.config.plans:
+        raise errors.InvalidRequest(NewUser.messages["plan"].format_map(plans), param="plan")
     async with connection(services.pool) as conn:
-        rows = await usage_by_key_for_day(conn, date)
-    users: dict[Any, UserImages] = {}
-    for row in rows:
-        entry = users.get(row["user_id"])
-        if entry is None:
-            entry = users[row["user_id"]] = UserImages(row["user_id"], row["email"], 0)
-        entry.images += row["images"]
+        user = await operators.create_account(conn, email=email, plan=plan, actor=ACTOR)
+        link = None
+        if body.reset_link:
+            link = await operators.reset_link(
+                conn,
+                user["id"],
+                actor=ACTOR,
+                now=_now(services),
+                public_url=services.config.email.public_url,
+            )
+    issued = await _issued(services, email, link) if link is not None else None
     return json_response(
-        AdminUsage(
-            date=date,
-            users=list(users.values()),
-            keys=[KeyImages(row["api_key_id"], row["user_id"], row["images"]) for row in rows],
-            total=sum(row["images"] for row in rows),
+        CreatedUser(**msgspec.structs.asdict(admin_user_of(user)), reset_link=issued),
+        status=201,
+    )
+
+
+async def issue_reset_link(request: web.Request) -> web.Response:
+    services = authorise(request)
+    user_id = path_uuid(request.match_info["id"])
+    async with connection(services.pool) as conn:
+        link = await operators.reset_link(
+            conn,
+            user_id,
+            actor=ACTOR,
+            now=_now(services),
+            public_url=services.config.email.public_url,
+        )
+        user = await db_users.get_user(conn, user_id)
+    assert user is not None  # reset_link raised NotFound otherwise
+    return json_response(await _issued(services, user["email"], link), status=201)
+
+
+async def patch_user(request: web.Request) -> web.Response:
+    services = authorise(request)
+    user_id = path_uuid(request.match_info["id"])
+    plans = {"plans": ", ".join(services.config.plans)}
+    body = await decode_body(request, AdminUserChange, services.config.server, plans)
+    changes: dict[str, Any] = _given(body)
+    if body.plan is not UNSET and body.plan not in services.config.plans:
+        raise errors.InvalidRequest(
+            AdminUserChange.messages["plan"].format_map(plans), param="plan"
+        )
+    if not changes:
+        raise errors.InvalidRequest("Nothing to change: send 'plan' and/or 'is_active'.")
+    async with connection(services.pool) as conn:
+        user = await operators.change_user(
+            conn, user_id, changes, actor=ACTOR, invalidate=services.keys.invalidate
+        )
+    return json_response(admin_user_of(user))
+
+
+async def patch_key(request: web.Request) -> web.Response:
+    services = authorise(request)
+    key_id = path_uuid(request.match_info["id"])
+    body = await decode_body(request, AdminKeyChange, services.config.server)
+    changes = _given(body)
+    if not changes:
+        raise errors.InvalidRequest(
+            "Nothing to change: send 'requests_per_minute', 'images_per_day' or 'is_active'."
+        )
+    async with connection(services.pool) as conn:
+        row = await operators.change_key(
+            conn, key_id, changes, actor=ACTOR, invalidate=services.keys.invalidate
+        )
+    return json_response(
+        AdminKey(
+            **msgspec.structs.asdict(key_of(row)),
+            user_id=row["user_id"],
+            requests_per_minute=row["requests_per_minute"],
+            images_per_day=row["images_per_day"],
         )
     )
 
@@ -247,3 +303,16 @@ async def no_such_admin_route(request: web.Request) -> web.Response:
     """Any other method or path under /admin: 404 (when off, nothing hints it exists)."""
     authorise(request)
     raise errors.NotFound()
+
+
+async def config_in_effect(request: web.Request) -> web.Response:
+    """``GET /admin/config``: the config in effect (secrets masked), its hash, since when."""
+    services = authorise(request)
+    reloader = request.app[RELOADER]
+    return json_response(
+        AdminConfig(
+            hash=reloader.hash,
+            loaded_at=dt.datetime.fromtimestamp(reloader.loaded_at, dt.UTC),
+            config=masked_config(services.config),
+        )
+    )

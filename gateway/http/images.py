@@ -2,6 +2,10 @@
 
 authenticate -> validate -> admit (one Redis round trip) -> upstream -> settle -> respond.
 
+Edits and variations (:mod:`gateway.http.edits`) parse their own bodies, then take the
+same path from admission on (:func:`make_images`), and jobs admit with
+:func:`admit_request` and call :func:`call_backends` too.
+
 The body is decoded straight from its bytes into a :class:`GenerationRequest` (msgspec),
 which validates it as it goes: about 0.4 µs for a typical body, where ``orjson.loads``
 alone took 0.65 µs before the dict checks; decode + validate as a whole went from 4.0 to
@@ -21,13 +25,13 @@ import msgspec
 from aiohttp import web
 
 from gateway import errors
-from gateway.backends.base import GeneratedImage, ImageRequest, parse_size
+from gateway.backends.base import GeneratedImage, ImageBackend, ImageRequest, parse_size
 from gateway.backends.resilience import GuardedBackend
 from gateway.credits.pricing import price
 from gateway.http.api_key_auth import authenticate
 from gateway.http.body import decode_body
 from gateway.http.idempotency import HEADER, IDEMPOTENCY_TAKEN, idempotent
-from gateway.http.middlewares import LOG_FIELDS, REQUEST_ID
+from gateway.http.middlewares import LOG_FIELDS, REQUEST_ID, UPSTREAM_SECONDS
 from gateway.http.ratelimit_headers import rate_limit_headers
 from gateway.http.relay import ImagesResponse, relay_pieces
 from gateway.http.schemas.images import (
@@ -48,9 +52,12 @@ __all__ = [
     "GenerationParams",
     "admit_request",
     "call_backends",
+    "check_size",
     "credit_price",
     "generate_images",
+    "make_images",
     "parse_generation",
+    "route_model",
     "wants_async",
 ]
 
@@ -99,23 +106,9 @@ def parse_generation(
     if n > most:
         raise errors.InvalidRequest(messages["n"].format(most=most), param="n")
 
-    model = body.model
-    routed = services.router.for_model(model)
-    if routed is None:
-        raise errors.ModelNotFound(f"The model '{model}' does not exist.", param="model")
-    model_name, chain = routed
-    backend = chain[0].backend
-
+    model_name, chain = route_model(services, body.model)
     size = DEFAULT_SIZE if body.size is None else body.size
-    dims = parse_size(size)
-    if dims is None:
-        raise errors.InvalidRequest(messages["size"], param="size")
-    if not backend.supports_size(*dims):
-        raise errors.InvalidRequest(
-            f"'size' {size} is not available for model '{model_name}'; "
-            f"choose one of: {', '.join(backend.size_names)}.",
-            param="size",
-        )
+    dims = check_size(size, chain[0].backend, model_name, messages["size"])
 
     return GenerationParams(
         model=model_name,
@@ -134,19 +127,50 @@ def parse_generation(
     )
 
 
+def route_model(services: Services, model: str | None) -> tuple[str, tuple[GuardedBackend, ...]]:
+    """The model's name and its backends (the first, then its fallbacks); 404 naming
+    ``model`` if the gateway does not serve it."""
+    routed = services.router.for_model(model)
+    if routed is None:
+        raise errors.ModelNotFound(f"The model '{model}' does not exist.", param="model")
+    return routed
+
+
+def check_size(size: str, backend: ImageBackend, model: str, malformed: str) -> tuple[int, int]:
+    """``(width, height)`` of ``size`` if ``backend`` makes it; else the 400 naming
+    ``size`` (``malformed``: the message for a size that is not ``WIDTHxHEIGHT``)."""
+    dims = parse_size(size)
+    if dims is None:
+        raise errors.InvalidRequest(malformed, param="size")
+    if not backend.supports_size(*dims):
+        raise errors.InvalidRequest(
+            f"'size' {size} is not available for model '{model}'; "
+            f"choose one of: {', '.join(backend.size_names)}.",
+            param="size",
+        )
+    return dims
+
+
 _BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 
 async def call_backends(
-    chain: tuple[GuardedBackend, ...], request: ImageRequest, metrics: Metrics
+    chain: tuple[GuardedBackend, ...],
+    request: ImageRequest,
+    metrics: Metrics,
+    spent: list[float] | None = None,
 ) -> tuple[str, list[GeneratedImage]]:
-    """``(backend name, images)`` from the first backend in ``chain`` that delivers.
+    """``(backend name, images)`` from the first backend in ``chain`` that delivers;
+    each call's seconds appended to ``spent`` (``Server-Timing``).
 
     Raises the last backend's error when none does.
     """
     error: errors.GatewayError | None = None
     for guarded in chain:
-        if not guarded.backend.supports_size(request.width, request.height):
+        backend = guarded.backend
+        if not backend.supports_size(request.width, request.height):
+            continue
+        if request.operation not in backend.operations:
             continue
         started = time.perf_counter()
         outcome = "ok"
@@ -163,6 +187,8 @@ async def call_backends(
             outcome, error = "error", exc
         finally:
             elapsed = time.perf_counter() - started
+            if spent is not None:
+                spent.append(elapsed)
             metrics.labelled(metrics.upstream_seconds, guarded.name).observe(elapsed)
             metrics.labelled(metrics.upstream_calls, guarded.name, outcome).inc()
             if guarded.state is not guarded.reported_state:
@@ -178,13 +204,19 @@ def credit_price(
     record: KeyRecord,
     request: ImageRequest,
     quality: str | None = None,
-    operation: str = "generate",
+    operation: str | None = None,
 ) -> int:
-    """Credits per image of ``request`` for ``record``'s plan (0 without a credit limit)."""
+    """Credits per image of ``request`` for ``record``'s plan (0 without a credit limit):
+    by its model, size, operation (a generation, an edit, a variation) and ``quality``
+    (by default an edit's ``quality`` option)."""
     if record.monthly_credits is None:
         return 0
+    if quality is None:
+        option = request.options.get("quality")
+        quality = option if isinstance(option, str) else None
     size = f"{request.width}x{request.height}"
-    return price(services.config.pricing, request.model, size, quality, operation)
+    pricing = services.config.pricing
+    return price(pricing, request.model, size, quality, operation or request.operation)
 
 
 async def admit_request(
@@ -251,6 +283,7 @@ def wants_async(request: web.Request) -> bool:
 
 
 async def generate_images(request: web.Request) -> web.StreamResponse:
+    request[UPSTREAM_SECONDS] = []  # the middleware's Server-Timing (replays too)
     incoming = request.headers
     if HEADER in incoming and IDEMPOTENCY_TAKEN not in request:
         return await idempotent(request, generate_images)
@@ -261,30 +294,44 @@ async def generate_images(request: web.Request) -> web.StreamResponse:
         return await submit_job(request, preferred=True)
     services: Services = request.app[SERVICES]
     config = services.config
-    request_id = request[REQUEST_ID]
     now = services.wall_clock()
 
     record = await authenticate(request, services.keys, config.keys.prefix, now)
     body = await decode_body(
         request, GenerationRequest, config.server, {"most": record.max_images_per_request}
     )
-    params = parse_generation(body, services, record, request_id)
-    n = params.request.n
+    params = parse_generation(body, services, record, request[REQUEST_ID])
+    return await make_images(request, services, record, params, now)
 
+
+async def make_images(
+    request: web.Request,
+    services: Services,
+    record: KeyRecord,
+    params: GenerationParams,
+    now: float,
+) -> ImagesResponse:
+    """What generations, edits and variations share once the request is parsed: admit
+    ``n`` images, call the backends, store the images (``url``), settle what was not
+    delivered, answer. Only images the client gets are charged."""
+    n = params.request.n
     fields = request[LOG_FIELDS]
     fields.update(key_id=record.key_id, user_id=record.user_id, model=params.model, images=0)
     metrics = services.metrics
     admission = services.admission
+    spent = request.get(UPSTREAM_SECONDS)
+    if spent is None:
+        spent = request[UPSTREAM_SECONDS] = []  # the middleware's Server-Timing
     decision = await admit_request(
         services,
         record,
         n,
         price=credit_price(services, record, params.request),
-        reference=request_id,
+        reference=request[REQUEST_ID],
     )
 
     try:
-        backend_name, images = await call_backends(params.chain, params.request, metrics)
+        backend_name, images = await call_backends(params.chain, params.request, metrics, spent)
         delivered = images[:n]
         links = None
         if params.response_format == "url" and delivered:

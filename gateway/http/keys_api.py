@@ -22,7 +22,7 @@ from gateway.http.schemas.keys import (
 from gateway.http.token_auth import current_user
 from gateway.http.validate import future_instant, path_uuid
 from gateway.keys import issue
-from gateway.keys.issue import issue_key
+from gateway.keys.issue import issue_key_within_cap
 from gateway.services import SERVICES
 
 __all__ = ["create_key", "list_keys", "revoke_key", "rotate_key"]
@@ -36,19 +36,13 @@ async def create_key(request: web.Request) -> web.Response:
     expires_at = future_instant(
         body.expires_at, "expires_at", services.wall_clock(), EXPIRES_AT_MESSAGE
     )
-    async with connection(services.pool) as conn, conn.transaction():
-        # One key creation per user at a time, so the cap holds under concurrency.
-        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user["id"])
-        if await db.active_key_count(conn, user["id"]) >= services.config.auth.max_keys_per_user:
-            raise errors.TooManyKeys(
-                f"An account may hold {services.config.auth.max_keys_per_user} active keys. "
-                "Revoke one first."
-            )
-        key, row = await issue_key(
+    async with connection(services.pool) as conn:
+        key, row = await issue_key_within_cap(
             conn,
             user_id=user["id"],
             prefix=services.config.keys.prefix,
             name=name,
+            max_keys=services.config.auth.max_keys_per_user,
             expires_at=expires_at,
         )
     return json_response(created_key(key, row), status=201)

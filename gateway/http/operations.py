@@ -6,7 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 from gateway import errors
-from gateway.http import accounts, admin, credits_api, jobs_api, keys_api, webhooks_api
+from gateway.http import (
+    accounts,
+    admin,
+    admin_reports,
+    credits_api,
+    jobs_api,
+    keys_api,
+    sessions_api,
+    webhooks_api,
+)
 from gateway.http.contract import (
     ACCOUNT_DISABLED,
     INVALID_REQUEST,
@@ -21,6 +30,7 @@ from gateway.http.contract import (
     Param,
 )
 from gateway.http.docs import openapi_json
+from gateway.http.edits import create_variations, edit_images
 from gateway.http.files import FILES_ROUTE, serve_file
 from gateway.http.health import healthz, list_models, metrics, readyz
 from gateway.http.images import generate_images
@@ -28,6 +38,7 @@ from gateway.http.ratelimit_headers import RATE_LIMIT_HEADERS
 from gateway.http.schemas import accounts as account_types
 from gateway.http.schemas import admin as admin_types
 from gateway.http.schemas import credits as credit_types
+from gateway.http.schemas import edits as edit_types
 from gateway.http.schemas import health as health_types
 from gateway.http.schemas import images as image_types
 from gateway.http.schemas import jobs as job_types
@@ -43,7 +54,163 @@ _UUID = {"type": "string", "format": "uuid"}
 _DATE = {"type": "string", "format": "date"}
 _ID = Param("id", "path", _UUID, "A UUID; anything else is 404.", required=True)
 _A_KEY_ID = "0b7e6f1c-3d2a-4e59-8c1b-2f4a6d8e9c01"
+_A_USER_ID = "6a1f3c9e-2b7d-4f80-a5c4-1e9d8b7c6a50"
 _CREDENTIALS = {"email": "ada@example.com", "password": "correct horse battery"}
+
+
+def _token_example(facts: DocFacts) -> dict[str, Any]:
+    return {
+        "access_token": "eyJhbGciOiJIUzI1NiIsImtpZCI6Ii4uLiJ9.e30.c2ln",
+        "token_type": "bearer",
+        "expires_in": facts.config.auth.token_ttl_seconds,
+    }
+
+
+def _page_params(noun: str) -> tuple[Param, ...]:
+    return (
+        Param(
+            "limit",
+            "query",
+            {"type": "integer", "minimum": 1, "maximum": admin_types.MAX_PAGE},
+            f"{noun} per page (default {admin_types.DEFAULT_PAGE}).",
+        ),
+        Param("after", "query", _UUID, "The last id of the previous page (`has_more`)."),
+    )
+
+
+def _session_operations() -> tuple[Operation, ...]:
+    return (
+        Operation(
+            "POST",
+            "/v1/auth/logout",
+            sessions_api.logout,
+            "logout",
+            "accounts",
+            "Revoke the access token this request carries",
+            Auth.ACCESS_TOKEN,
+            answers=(Answer(204, "Revoked: the token is refused from now on (401)."),),
+            description="Other tokens of the account keep working; change the password to"
+            " end them all.",
+        ),
+        Operation(
+            "POST",
+            "/v1/auth/password",
+            sessions_api.change_password,
+            "changePassword",
+            "accounts",
+            "Change the password; every earlier access token stops working",
+            Auth.ACCESS_TOKEN,
+            answers=(
+                Answer(
+                    200,
+                    "A new access token (the one sent is revoked with all the others).",
+                    account_types.Token,
+                    _token_example,
+                ),
+            ),
+            failures=(
+                Failure(
+                    403,
+                    (errors.AccountDisabled, errors.WrongPassword),
+                    "`current_password` is wrong (`wrong_password`), or the account is disabled.",
+                    param="current_password",
+                ),
+                THROTTLED,
+            ),
+            body=account_types.PasswordChange,
+            body_example={
+                "current_password": "correct horse battery",
+                "new_password": "battery staple horse correct",
+            },
+            description="Wrong current passwords count as failed logins of the account.",
+        ),
+        Operation(
+            "POST",
+            "/v1/auth/password-reset",
+            sessions_api.reset_password,
+            "resetPassword",
+            "accounts",
+            "Set a new password with a one-time reset link's token",
+            Auth.NONE,
+            answers=(Answer(204, "Set; every earlier access token stops working."),),
+            failures=(
+                Failure(
+                    400,
+                    (errors.InvalidRequest, errors.InvalidResetToken),
+                    "A bad field, or the link was used already or is over an hour old"
+                    " (`invalid_reset_token`).",
+                    param="token",
+                ),
+                THROTTLED,
+            ),
+            body=account_types.PasswordReset,
+            body_example={
+                "token": "Xq3Z9pLm2Rt7Vw4Ks8Dn1Bc6Fh0Jg5Ya7Ue2Qo",
+                "new_password": "a new passphrase",
+            },
+            description="The link (`/console/reset?token=...`) comes from `gateway users"
+            " reset-password` or `POST /admin/users/{id}/password-reset`; it works once,"
+            " within an hour. Limited per client IP.",
+        ),
+    )
+
+
+def _admin_account_operations() -> tuple[Operation, ...]:
+    return (
+        Operation(
+            "POST",
+            "/admin/users",
+            admin.create_user,
+            "adminCreateUser",
+            "admin",
+            "Create a user, with a password-reset link if asked",
+            Auth.ADMIN_TOKEN,
+            answers=(Answer(201, "The user (and the link).", admin_types.CreatedUser),),
+            failures=(Failure(409, (errors.EmailTaken,), "A user with this email exists."),),
+            body=admin_types.NewUser,
+            body_example={"email": "ada@example.com", "reset_link": True},
+            description="The user has no password until the link is used. Audited.",
+        ),
+        Operation(
+            "POST",
+            "/admin/users/{id}/password-reset",
+            admin.issue_reset_link,
+            "adminPasswordReset",
+            "admin",
+            "A one-time password-reset link for a user",
+            Auth.ADMIN_TOKEN,
+            answers=(
+                Answer(
+                    201,
+                    "The link: one use, within an hour; mailed too when `email.smtp_url` is set.",
+                    admin_types.ResetLinkIssued,
+                ),
+            ),
+            parameters=(_ID,),
+            description="Audited (never the link itself).",
+        ),
+        Operation(
+            "GET",
+            "/admin/audit",
+            admin_reports.read_audit_log,
+            "adminAuditLog",
+            "admin",
+            "The audit log, newest first",
+            Auth.ADMIN_TOKEN,
+            answers=(Answer(200, "A page of entries.", admin_types.AuditLog),),
+            failures=(INVALID_REQUEST,),
+            parameters=(
+                Param(
+                    "actor",
+                    "query",
+                    {"type": "string"},
+                    "Only changes by this actor (`admin-token`, `cli`).",
+                ),
+                Param("target", "query", _UUID, "Only changes to this user or key."),
+                *_page_params("Entries"),
+            ),
+        ),
+    )
 
 
 _IDEMPOTENCY_KEY = Param(
@@ -119,7 +286,12 @@ def _generation(path: str, operation_id: str, alias: str) -> Operation:
                     "data": [{"b64_json": "iVBORw0KGgo=", "revised_prompt": None}],
                     "usage": {"images": 1},
                 },
-                headers=(*RATE_LIMIT_HEADERS, "X-Gateway-Backend", "x-credits-remaining"),
+                headers=(
+                    *RATE_LIMIT_HEADERS,
+                    "X-Gateway-Backend",
+                    "Server-Timing",
+                    "x-credits-remaining",
+                ),
             ),
             Answer(
                 202,
@@ -172,6 +344,72 @@ def _generation(path: str, operation_id: str, alias: str) -> Operation:
 
 _JOB_ID = Param("id", "path", {"type": "string"}, "A job id (`job_...`).", required=True)
 _A_JOB_ID = "job_4GkQ7pLm2Rt7Vw4Ks8Dn1B"
+
+
+def _upload(
+    path: str,
+    handler: Any,
+    operation_id: str,
+    summary: str,
+    body: type[edit_types.EditRequest] | type[edit_types.VariationRequest],
+    description: str,
+) -> Operation:
+    """An edit or a variation: a generation's answers, from a ``multipart/form-data``
+    body."""
+    generation = _generation(path, operation_id, "")
+    return Operation(
+        "POST",
+        path,
+        handler,
+        operation_id,
+        "images",
+        summary,
+        Auth.API_KEY,
+        answers=generation.answers,
+        failures=(
+            *generation.failures,
+            Failure(
+                413,
+                (errors.PayloadTooLarge,),
+                "A file over `server.max_upload_bytes` (`param` names it), or the whole body"
+                " over 17 such files plus `server.max_body_bytes`: refused as the bytes"
+                " arrive, before the body is read whole.",
+                param="image",
+            ),
+        ),
+        body=body,
+        body_media_type="multipart/form-data",
+        parameters=generation.parameters,
+        description=description,
+    )
+
+
+def _upload_operations() -> tuple[Operation, ...]:
+    return (
+        _upload(
+            "/v1/images/edits",
+            edit_images,
+            "createImageEdit",
+            "Edit images",
+            edit_types.EditRequest,
+            "OpenAI's image edits (`client.images.edit`): `image` or `image[]` (1 to 16 PNG,"
+            " JPEG or WebP files) and an optional `mask` (a PNG with an alpha channel, the"
+            " size of the first image; its transparent pixels are what may change), each"
+            " checked as an image before any backend sees it. Limits, usage, jobs"
+            " (`Prefer: respond-async`) and `Idempotency-Key` as for generations. A model"
+            " whose backend cannot edit is 400 `param: model`; `stream: true` is 400.",
+        ),
+        _upload(
+            "/v1/images/variations",
+            create_variations,
+            "createImageVariation",
+            "Make variations of an image",
+            edit_types.VariationRequest,
+            "OpenAI's image variations (`client.images.create_variation`): one PNG `image`."
+            " Limits, usage, jobs and `Idempotency-Key` as for generations; a model whose"
+            " backend cannot make variations is 400 `param: model`.",
+        ),
+    )
 
 
 def _job_example(facts: DocFacts) -> dict[str, Any]:
@@ -295,6 +533,7 @@ OPERATIONS: tuple[Operation, ...] = (
     # The data plane (API keys).
     _generation("/v1/images/generations", "createImage", ""),
     _generation("/v1/generate", "generate", " (an alias of /v1/images/generations)"),
+    *_upload_operations(),
     *_job_operations(),
     Operation(
         "GET",
@@ -321,7 +560,7 @@ OPERATIONS: tuple[Operation, ...] = (
                 "The new user, on the default plan.",
                 account_types.User,
                 lambda facts: {
-                    "id": "6a1f3c9e-2b7d-4f80-a5c4-1e9d8b7c6a50",
+                    "id": _A_USER_ID,
                     "email": "ada@example.com",
                     "plan": facts.config.default_plan,
                     "created_at": "2026-01-01T12:00:00Z",
@@ -344,18 +583,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "accounts",
         "Get an access token",
         Auth.NONE,
-        answers=(
-            Answer(
-                200,
-                "A bearer access token (JWT).",
-                account_types.Token,
-                lambda facts: {
-                    "access_token": "eyJhbGciOiJIUzI1NiIsImtpZCI6Ii4uLiJ9.e30.c2ln",
-                    "token_type": "bearer",
-                    "expires_in": facts.config.auth.token_ttl_seconds,
-                },
-            ),
-        ),
+        answers=(Answer(200, "A bearer access token (JWT).", account_types.Token, _token_example),),
         failures=(
             ACCOUNT_DISABLED,
             THROTTLED,
@@ -370,6 +598,7 @@ OPERATIONS: tuple[Operation, ...] = (
         description="Limited per client IP and, after repeated failures, per account"
         " (1 s, 2 s, 4 s ... between attempts).",
     ),
+    *_session_operations(),
     Operation(
         "GET",
         "/v1/me",
@@ -589,17 +818,19 @@ OPERATIONS: tuple[Operation, ...] = (
         admin.find_users,
         "adminFindUsers",
         "admin",
-        "Find a user, or list the first 100",
+        "Find a user by email, or page through all of them, oldest first",
         Auth.ADMIN_TOKEN,
-        answers=(Answer(200, "The users.", admin_types.AdminUserList),),
+        answers=(Answer(200, "A page of users.", admin_types.AdminUserList),),
         failures=(INVALID_REQUEST,),
         parameters=(
+            Param("email", "query", {"type": "string"}, "Find one user by this exact email."),
             Param(
-                "email",
+                "email_like",
                 "query",
                 {"type": "string"},
-                "Find one user by email; without it, the first 100 users.",
+                "Only users whose email contains this (any case).",
             ),
+            *_page_params("Users"),
         ),
     ),
     Operation(
@@ -684,18 +915,37 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET",
         "/admin/usage",
-        admin.usage_for_day,
+        admin_reports.usage_for_range,
         "adminUsage",
         "admin",
-        "Per-user and per-key totals for one UTC day",
+        "Per-user and per-key totals for a range of UTC days, most images first",
         Auth.ADMIN_TOKEN,
-        answers=(Answer(200, "The day's usage.", admin_types.AdminUsage),),
+        answers=(Answer(200, "The range's usage.", admin_types.AdminUsage),),
         failures=(
             INVALID_REQUEST,
             SERVICE_UNAVAILABLE,
         ),
-        parameters=(Param("date", "query", _DATE, "The day, YYYY-MM-DD.", required=True),),
+        parameters=(
+            Param("start", "query", _DATE, "The first day (default: today, UTC)."),
+            Param("end", "query", _DATE, "The last day (default: today, UTC)."),
+            Param("date", "query", _DATE, "One day: the same as `start` = `end` = it."),
+        ),
+        description=f"The range may cover at most {usage_types.MAX_DAYS} days; today's"
+        " counts are written through first.",
     ),
+    Operation(
+        "GET",
+        "/admin/config",
+        admin.config_in_effect,
+        "adminConfig",
+        "admin",
+        "The config in effect, secrets masked, and its hash",
+        Auth.ADMIN_TOKEN,
+        answers=(Answer(200, "The config in effect.", admin_types.AdminConfig),),
+        description="What start-up or the last reload (SIGHUP, `gateway reload`) applied:"
+        " keys that cannot change while running keep their start-up values.",
+    ),
+    *_admin_account_operations(),
     Operation(
         "GET",
         "/admin/usage/export",

@@ -28,7 +28,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from gateway import errors
-from gateway.backends.base import GeneratedImage, ImageRequest, parse_size
+from gateway.backends.base import GENERATE, GeneratedImage, ImageRequest, InputImage, parse_size
 from gateway.backends.registry import Router
 from gateway.config import JobsConfig
 from gateway.db.pool import connection
@@ -41,9 +41,20 @@ from gateway.metrics import Metrics
 from gateway.storage import Storage
 from gateway.tasks import raise_if_cancelled
 
-__all__ = ["JobRunner", "StoredRequest", "StoredResult"]
+__all__ = ["JobRunner", "StoredInput", "StoredRequest", "StoredResult", "load_inputs"]
 
 log = logging.getLogger(__name__)
+
+
+class StoredInput(msgspec.Struct):
+    """An uploaded image of an edit or a variation, kept in the object store until the
+    job ends (``file_id``), checked when it was uploaded."""
+
+    file_id: str
+    media_type: str
+    width: int
+    height: int
+    filename: str
 
 
 class StoredRequest(msgspec.Struct):
@@ -55,6 +66,11 @@ class StoredRequest(msgspec.Struct):
     seed: int | None = None
     negative_prompt: str | None = None
     response_format: str = "b64_json"
+    #: ``generate``, ``edit`` or ``variation`` (:class:`ImageRequest`'s operation).
+    operation: str = GENERATE
+    images: list[StoredInput] = msgspec.field(default_factory=list)
+    mask: StoredInput | None = None
+    options: dict[str, str | int] = msgspec.field(default_factory=dict)
 
 
 class StoredImage(msgspec.Struct, omit_defaults=True):
@@ -73,6 +89,34 @@ class StoredResult(msgspec.Struct):
 
 _encode = msgspec.json.Encoder().encode
 _decode_request = msgspec.json.Decoder(StoredRequest).decode
+
+
+async def load_inputs(
+    storage: Storage | None, stored: StoredRequest
+) -> tuple[tuple[InputImage, ...], InputImage | None]:
+    """A job's uploaded images (and mask), read back from the object store.
+
+    Raises :class:`~gateway.errors.StorageUnavailable` when they cannot be read.
+    """
+    if not stored.images:
+        return (), None
+    if storage is None:
+        raise errors.StorageUnavailable("The job's images are not available.")
+
+    async def load(item: StoredInput) -> InputImage:
+        try:
+            body = await storage.store.open(item.file_id)
+        except errors.NotFound:
+            raise errors.StorageUnavailable("The job's images are no longer stored.") from None
+        try:
+            data = b"".join([chunk async for chunk in body.chunks()])
+        finally:
+            body.close()
+        return InputImage(data, item.media_type, item.width, item.height, item.filename)
+
+    images = tuple([await load(item) for item in stored.images])
+    mask = await load(stored.mask) if stored.mask is not None else None
+    return images, mask
 
 
 # The call that makes the images, shared with the synchronous path; passed in, so that
@@ -120,6 +164,10 @@ class JobRunner:
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- life cycle -------------------------------------------------------------------
+
+    def use_router(self, router: Router) -> None:
+        """Route the jobs that start from now on over ``router`` (a config reload)."""
+        self._router = router
 
     async def start(self) -> None:
         """Make sure the queue exists (rebuilding it if Redis lost it), then start the
@@ -224,6 +272,7 @@ class JobRunner:
             dims = parse_size(stored.size)
             if routed is None or dims is None:
                 raise errors.ModelNotFound(f"The model '{job.model}' is no longer served.")
+            images, mask = await load_inputs(self._storage, stored)
             request = ImageRequest(
                 prompt=stored.prompt,
                 n=stored.n,
@@ -233,6 +282,10 @@ class JobRunner:
                 seed=stored.seed,
                 negative_prompt=stored.negative_prompt,
                 request_id=job.id,
+                operation=stored.operation,
+                images=images,
+                mask=mask,
+                options=stored.options,
             )
             backend_name, images = await self._call_backends(routed[1], request, metrics)
             delivered = images[: stored.n]
@@ -264,6 +317,20 @@ class JobRunner:
         if ended is not None:
             self._ended(ended)
             await self.settlement.settle_quietly(ended)
+            await self._forget_inputs(stored)
+
+    async def _forget_inputs(self, stored: StoredRequest) -> None:
+        """Delete an ended job's uploaded images (best effort: the store's sweeper
+        deletes what is left after its retention)."""
+        inputs = [*stored.images, *([stored.mask] if stored.mask is not None else [])]
+        if not inputs or self._storage is None:
+            return
+        store = self._storage.store
+        for item in inputs:
+            try:
+                await store.delete(item.file_id)
+            except Exception as exc:
+                log.warning("could not delete a job's uploaded image (%s)", exc)
 
     async def _keep(self, images: list[GeneratedImage], response_format: str) -> list[StoredImage]:
         """The images as the job keeps them: stored (``url``), or inline. Raises

@@ -34,6 +34,7 @@ from gateway.redis.pipelined import PipelinedRedis, PipelinedScript
 from gateway.tasks import raise_if_cancelled
 
 __all__ = [
+    "SECOND_INVALIDATION_DELAY",
     "TTL_JITTER",
     "KeyCache",
     "KeyRecord",
@@ -59,7 +60,7 @@ _HIT, _LOADING = 1, 2
 TTL_JITTER = 0.2
 #: Invalidation is repeated once after this delay, to beat a lookup that read the
 #: old row just before the change and wrote it back into Redis just after.
-_SECOND_INVALIDATION_DELAY = 1.0
+SECOND_INVALIDATION_DELAY = 1.0
 
 
 class KeyRecord:
@@ -331,11 +332,19 @@ class KeyCache:
         self.drop_local(hashes)
 
     async def _invalidate_again(self, hashes: list[str]) -> None:
-        await asyncio.sleep(_SECOND_INVALIDATION_DELAY)
+        await asyncio.sleep(SECOND_INVALIDATION_DELAY)
         try:
             await self._broadcast_invalidation(hashes)
         except Exception:  # the TTL remains the backstop
             log.warning("second key invalidation failed", exc_info=True)
+
+    def use_plans(self, plans: Mapping[str, PlanConfig], default_plan: str) -> None:
+        """Resolve limits from these plans from now on (a config reload): every record
+        this process holds is dropped, and a lookup in flight is used once only."""
+        self._plans, self._default_plan = plans, default_plan
+        self._epoch += 1
+        self._local.clear()
+        self._missing.clear()
 
     def drop_local(self, hashes: Iterable[str]) -> None:
         self._epoch += 1

@@ -10,7 +10,7 @@ from gateway import errors
 from gateway.db import keys as db
 from gateway.keys.format import display_prefix, generate_key, hash_key
 
-__all__ = ["issue_key", "rotate_key"]
+__all__ = ["issue_key", "issue_key_within_cap", "rotate_key"]
 
 
 async def issue_key(
@@ -32,6 +32,32 @@ async def issue_key(
         expires_at=expires_at,
     )
     return key, row
+
+
+async def issue_key_within_cap(
+    conn: Any,
+    *,
+    user_id: uuid.UUID,
+    prefix: str,
+    name: str,
+    max_keys: int,
+    expires_at: dt.datetime | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """:func:`issue_key`, unless the user holds ``max_keys`` active keys already.
+
+    Raises:
+        TooManyKeys: the user is at the cap.
+    """
+    async with conn.transaction():
+        # One key creation per user at a time, so the cap holds under concurrency.
+        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id)
+        if await db.active_key_count(conn, user_id) >= max_keys:
+            raise errors.TooManyKeys(
+                f"An account may hold {max_keys} active keys. Revoke one first."
+            )
+        return await issue_key(
+            conn, user_id=user_id, prefix=prefix, name=name, expires_at=expires_at
+        )
 
 
 async def rotate_key(

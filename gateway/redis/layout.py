@@ -13,6 +13,7 @@ from __future__ import annotations
 __all__ = [
     "SHARDS",
     "RedisLayout",
+    "denied_token_entry",
     "idempotency_entry",
     "job_cancel_channel",
     "job_stream",
@@ -80,6 +81,11 @@ def key_invalidation_channel(prefix: str) -> str:
 def throttle_prefix(prefix: str) -> str:
     """Where the login and registration throttles keep their counters."""
     return f"{prefix}throttle:"
+
+
+def denied_token_entry(prefix: str, token_digest: str) -> str:
+    """An access token revoked by logging out (its SHA-256), kept until it would expire."""
+    return f"{prefix}token-denied:{token_digest}"
 
 
 def job_stream(prefix: str) -> str:

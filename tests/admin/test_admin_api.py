@@ -92,6 +92,11 @@ def admin_calls(user_id: str, key_id: str) -> list[tuple[str, str, Any]]:
         ("PATCH", f"/admin/users/{user_id}", {"plan": "pro"}),
         ("PATCH", f"/admin/keys/{key_id}", {"requests_per_minute": 1}),
         ("GET", f"/admin/usage?date={today().isoformat()}", None),
+        ("GET", f"/admin/usage?start={today().isoformat()}&end={today().isoformat()}", None),
+        ("GET", "/admin/users?limit=2", None),
+        ("GET", f"/admin/audit?target={user_id}", None),
+        ("POST", "/admin/users", {"email": f"new-{uuid.uuid4().hex}@example.com"}),
+        ("POST", f"/admin/users/{user_id}/password-reset", None),
     ]
 
 
@@ -381,7 +386,7 @@ async def test_usage_of_today_includes_unflushed_counts(app: Gateway):
     day = today().isoformat()
 
     body = await ok(await app.client.get("/admin/usage", params={"date": day}, headers=ADMIN))
-    assert body["date"] == day
+    assert (body["start"], body["end"]) == (day, day)
     users = {u["user_id"]: u for u in body["users"]}
     assert users[account.id] == {"user_id": account.id, "email": account.email, "images": 5}
     keys = {k["api_key_id"]: k for k in body["keys"]}
@@ -416,7 +421,7 @@ async def test_usage_of_an_earlier_day(app: Gateway, db: asyncpg.Connection):
 
     response = await app.client.get("/admin/usage", params={"date": day.isoformat()}, headers=ADMIN)
     body = await ok(response)
-    assert body["date"] == day.isoformat()
+    assert (body["start"], body["end"]) == (day.isoformat(), day.isoformat())
     users = {u["user_id"]: u for u in body["users"]}
     assert users[account.id] == {"user_id": account.id, "email": account.email, "images": 10}
     assert users[other.id] == {"user_id": other.id, "email": other.email, "images": 1}
@@ -429,7 +434,15 @@ async def test_usage_of_an_earlier_day(app: Gateway, db: asyncpg.Connection):
 
 @pytest.mark.parametrize(
     "params",
-    [{}, {"date": ""}, {"date": "yesterday"}, {"date": "2024-02-30"}, {"date": "1/2/2024"}],
+    [
+        {"date": ""},
+        {"date": "yesterday"},
+        {"date": "2024-02-30"},
+        {"date": "1/2/2024"},
+        {"start": "2024-02-30"},
+        {"start": "2024-03-02", "end": "2024-03-01"},
+        {"start": "2020-01-01", "end": "2024-01-01"},
+    ],
 )
 async def test_usage_needs_a_good_date(app: Gateway, params: dict[str, str]):
     response = await app.client.get("/admin/usage", params=params, headers=ADMIN)

@@ -119,6 +119,8 @@ def app_routes(gateway: Gateway) -> Iterator[tuple[str, str]]:
         canonical = route.resource.canonical if route.resource is not None else ""
         if canonical in DOCS_ROUTES or canonical.startswith("/docs/"):
             continue
+        if canonical == "/console" or canonical.startswith("/console/"):
+            continue  # the web console: HTML pages, not the API
         if route.method == "*":
             # The admin API's catch-all: any other method or path under /admin is 404.
             assert canonical.startswith("/admin")
@@ -168,6 +170,29 @@ async def test_generation_request_constraints(gateway: Gateway):
     # Streaming is refused, and says so.
     assert fields["stream"]["type"] == ["boolean", "null"]
     assert fields["stream"]["default"] is False
+
+
+async def test_upload_bodies_are_multipart_with_binary_files(gateway: Gateway):
+    document = await openapi(gateway)
+    schemas = document["components"]["schemas"]
+    for path, name, files in (
+        ("/v1/images/edits", "EditRequest", ("image", "mask")),
+        ("/v1/images/variations", "VariationRequest", ("image",)),
+    ):
+        body = document["paths"][path]["post"]["requestBody"]
+        assert list(body["content"]) == ["multipart/form-data"]
+        assert body["content"]["multipart/form-data"]["schema"] == {
+            "$ref": f"#/components/schemas/{name}"
+        }
+        fields = schemas[name]["properties"]
+        for field in files:
+            assert "binary" in str(fields[field]), fields[field]
+        assert "413" in document["paths"][path]["post"]["responses"]
+    edit = schemas["EditRequest"]
+    assert edit["properties"]["image[]"]["maxItems"] == 16
+    assert edit["required"] == ["prompt"]
+    assert edit["oneOf"] == [{"required": ["image"]}, {"required": ["image[]"]}]
+    assert schemas["VariationRequest"]["required"] == ["image"]
 
 
 #: What the README lists for the generation endpoint: status -> codes.

@@ -11,7 +11,6 @@ import signal
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,8 @@ import pytest
 
 from gateway.db.pool import split_database_url
 from gateway.keys.format import display_prefix, hash_key, parse_key
+from tests.support.cli import CliResult as Result
+from tests.support.cli import run_cli
 from tests.support.config import KEY_PREFIX, merge, write_config
 from tests.support.gateway import Gateway, MakeKey
 from tests.support.paths import CONFIGS, ROOT
@@ -29,31 +30,6 @@ from tests.support.processes import clean_env, free_port, gateway_command
 
 KEY_RE = re.compile(rf"^{KEY_PREFIX}[0-9A-Za-z]{{38}}$")
 UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-async def run_cli(*args: str, cwd: Path, **env: str) -> Result:
-    """Run ``python -m gateway ARGS`` in ``cwd`` with a clean environment plus ``env``."""
-    environ = clean_env(**env)
-    environ.pop("GATEWAY_MIGRATIONS", None)
-    if "GATEWAY_JWT_SECRET" not in env:
-        environ.pop("GATEWAY_JWT_SECRET", None)
-    process = await asyncio.create_subprocess_exec(
-        *gateway_command(*args),
-        cwd=cwd,
-        env=environ,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return Result(process.returncode, stdout.decode(), stderr.decode())
 
 
 @pytest.fixture
@@ -847,7 +823,7 @@ async def test_credits_grant_adds_purchased_credits_once_per_key_audited(
     assert again.returncode == 0, again.stderr
     assert "already done" in again.stdout
     taken = await cli("credits", "grant", "--email", email, "--amount", "-80", "--reason", "x")
-    assert taken.returncode == 1
+    assert taken.returncode == 2
     assert taken.stderr == (
         "error: The user has 50 purchased credits: an adjustment cannot take away 80.\n"
     )

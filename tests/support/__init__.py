@@ -13,6 +13,8 @@ modules import their helpers from here too, never from a conftest.
 * :mod:`tests.support.usage`: usage rows in Postgres, today's date.
 * :mod:`tests.support.waiting`: waiting for something to come true.
 * :mod:`tests.support.processes`: real ``gateway serve`` processes.
+* :mod:`tests.support.cli`: the ``gateway`` command run as a subprocess.
+* :mod:`tests.support.smtp`: a local SMTP sink (aiosmtpd) keeping what it is sent.
 * :mod:`tests.support.redis`: private redis-servers a test may stop, flush or lock.
 * :mod:`tests.support.upstreams`: a fake upstream in the gateway's own wire format.
 * :mod:`tests.support.providers`: fake upstreams in each provider's wire format.

@@ -18,6 +18,8 @@ __all__ = [
     "Credentials",
     "Login",
     "Me",
+    "PasswordChange",
+    "PasswordReset",
     "PlanLimits",
     "TodayUsage",
     "Token",
@@ -58,6 +60,34 @@ class Login(RequestBody):
         "password": "'email' and 'password' are required strings.",
     }
     names_field: ClassVar[bool] = False
+
+
+_NEW_PASSWORD = Annotated[str, Meta(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)]
+_NEW_PASSWORD_MESSAGE = (
+    f"'new_password' must be a string of {MIN_PASSWORD} to {MAX_PASSWORD} characters."
+)
+
+
+class PasswordChange(RequestBody):
+    current_password: Annotated[str, Meta(max_length=1024)]
+    new_password: _NEW_PASSWORD
+
+    messages: ClassVar[Mapping[str, str]] = {
+        "current_password": "'current_password' is a required string.",
+        "new_password": _NEW_PASSWORD_MESSAGE,
+    }
+
+
+class PasswordReset(RequestBody):
+    token: Annotated[
+        str, Meta(min_length=1, max_length=256, description="The `token` of the reset link.")
+    ]
+    new_password: _NEW_PASSWORD
+
+    messages: ClassVar[Mapping[str, str]] = {
+        "token": "'token' must be the token of a password-reset link.",
+        "new_password": _NEW_PASSWORD_MESSAGE,
+    }
 
 
 class User(msgspec.Struct):

@@ -15,7 +15,10 @@ from gateway.http.schemas.credits import CreditsBalance
 from gateway.http.schemas.keys import Key
 
 __all__ = [
+    "DEFAULT_PAGE",
     "MAX_LIMIT",
+    "MAX_PAGE",
+    "AdminConfig",
     "AdminKey",
     "AdminKeyChange",
     "AdminUsage",
@@ -23,12 +26,19 @@ __all__ = [
     "AdminUserChange",
     "AdminUserDetail",
     "AdminUserList",
+    "AuditEntry",
+    "AuditLog",
+    "CreatedUser",
     "KeyImages",
+    "NewUser",
+    "ResetLinkIssued",
     "UserImages",
     "admin_user_of",
 ]
 
 MAX_LIMIT = 10**9
+#: Rows of a page of users or audit entries: by default, and at most.
+DEFAULT_PAGE, MAX_PAGE = 100, 1000
 _IS_ACTIVE = "'is_active' must be true or false."
 _OVERRIDE = Meta(description="`null` clears the override (the plan's limit applies).")
 _LIMIT_MESSAGE = f" must be a whole number from 1 to {MAX_LIMIT} (or null)."
@@ -81,6 +91,8 @@ class AdminUser(msgspec.Struct):
 
 class AdminUserList(msgspec.Struct):
     data: list[AdminUser]
+    #: More users follow: ask again with ``after`` = the last id of this page.
+    has_more: bool
 
 
 class AdminUserDetail(AdminUser):
@@ -109,10 +121,71 @@ class KeyImages(msgspec.Struct):
 
 
 class AdminUsage(msgspec.Struct):
-    date: dt.date
-    users: list[UserImages]
-    keys: list[KeyImages]
+    start: dt.date
+    end: dt.date
+    users: Annotated[list[UserImages], Meta(description="Most images first.")]
+    keys: Annotated[list[KeyImages], Meta(description="The top keys: most images first.")]
     total: Annotated[int, Meta(ge=0)]
+
+
+class AuditEntry(msgspec.Struct):
+    id: uuid.UUID
+    actor: str
+    action: str
+    target_id: uuid.UUID
+    details: dict[str, Any]
+    created_at: Instant
+
+
+class AuditLog(msgspec.Struct):
+    data: Annotated[list[AuditEntry], Meta(description="Newest first.")]
+    #: Older entries follow: ask again with ``after`` = the last id of this page.
+    has_more: bool
+
+
+class NewUser(RequestBody):
+    email: Annotated[
+        str,
+        Meta(
+            max_length=254,
+            pattern=r"^\s*[^@\s]+@[^@\s]+\.[^@\s]+\s*$",
+            description="Trimmed and lower-cased.",
+            extra_json_schema={"format": "email"},
+        ),
+    ]
+    plan: str | UnsetType = UNSET
+    reset_link: Annotated[
+        bool,
+        Meta(description="Also make a one-time password-reset link (mailed if SMTP is set)."),
+    ] = False
+
+    messages: ClassVar[Mapping[str, str]] = {
+        "email": "'email' must be a valid email address.",
+        "plan": "'plan' must be one of: {plans}.",
+        "reset_link": "'reset_link' must be true or false.",
+    }
+
+
+class ResetLinkIssued(msgspec.Struct):
+    url: Annotated[str, Meta(description="`/console/reset?token=...`: works once.")]
+    expires_at: Instant
+    #: Sent to the user's email too (``email.smtp_url`` is set).
+    emailed: bool
+
+
+class CreatedUser(AdminUser):
+    reset_link: ResetLinkIssued | None
+
+
+class AdminConfig(msgspec.Struct):
+    """The config in effect: as loaded at start-up or by the last reload (SIGHUP)."""
+
+    #: SHA-256 (hex) of the whole config, secrets included (``gateway_config_info``).
+    hash: str
+    #: When it was loaded.
+    loaded_at: Instant
+    #: Every key, secrets shown as ``********`` (empty when unset), URLs without passwords.
+    config: dict[str, Any]
 
 
 def admin_user_of(user: Mapping[str, Any]) -> AdminUser:
