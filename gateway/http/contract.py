@@ -77,6 +77,8 @@ class Answer:
     media_type: str = "application/json"
     #: A JSON Schema for a body that has no type (Prometheus text, this document).
     raw_schema: Mapping[str, Any] | None = None
+    #: Further media types the same body may come as (the request chooses).
+    other_media_types: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -168,7 +168,9 @@ def _answer(answer: Answer, facts: DocFacts) -> JSON:
         media: JSON = {"schema": dict(schema)}
         if answer.example is not None:
             media["example"] = _value(answer.example, facts)
-        documented["content"] = {answer.media_type: media}
+        documented["content"] = {
+            media_type: media for media_type in (answer.media_type, *answer.other_media_types)
+        }
     return documented
 
 

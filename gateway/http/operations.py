@@ -963,6 +963,7 @@ OPERATIONS: tuple[Operation, ...] = (
                 " that day.",
                 media_type="text/csv",
                 raw_schema={"type": "string"},
+                other_media_types=("application/jsonl",),
             ),
         ),
         failures=(INVALID_REQUEST, SERVICE_UNAVAILABLE),
