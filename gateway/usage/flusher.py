@@ -207,7 +207,7 @@ class UsageFlusher:
         if not entries:
             return False
         async with self._pool.acquire() as conn:
-            await write_entries(conn, entries)
+            await write_entries(conn, entries, spread=self._interval * _SPREAD_SHARE)
         async with self._redis.pipeline(transaction=False) as pipe:
             for shard, stream_ids in written.items():
                 pipe.xdel(layout.ledger(shard), *stream_ids)
