@@ -29,7 +29,7 @@ import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -46,6 +46,9 @@ __all__ = ["PostgresSeeds", "UsageFlusher"]
 log = logging.getLogger(__name__)
 
 _BATCH = 1000
+#: Ledger entries read, written and deleted at a time, and at most per shard and flush.
+_LEDGER_BATCH = 250
+_LEDGER_PER_FLUSH = 4000
 #: A flush's Postgres statements are spread over at most this share of the interval:
 #: its work reaches Postgres in slices, not in one burst that takes a core from the
 #: requests (see ``write_counts``).
@@ -191,29 +194,35 @@ class UsageFlusher:
         return more
 
     async def _flush_ledger(self) -> bool:
-        """Append a batch of each shard's ledger stream to Postgres, then delete it from
-        the stream; True if some stream had a full batch."""
+        """Append each shard's ledger stream to Postgres, a batch at a time, deleting each
+        batch from its stream once written; True if a stream had more than a flush takes.
+
+        Batches of :data:`_LEDGER_BATCH`: a busy gateway appends an entry per request,
+        and reading, decoding and sending thousands at once would hold the event loop
+        for tens of milliseconds; between batches requests are served.
+        """
         layout = self._layout
         async with self._redis.pipeline(transaction=False) as pipe:
             for shard in range(SHARDS):
-                pipe.xrange(layout.ledger(shard), count=_BATCH)
-            replies = await pipe.execute()
-        entries: list[LedgerEntry] = []
-        written: dict[int, list[Any]] = {}
-        for shard, reply in enumerate(replies):
-            if reply:
-                written[shard] = [stream_id for stream_id, _ in reply]
-                entries += (_ledger_entry(fields) for _, fields in reply)
-        if not entries:
-            return False
-        async with self._pool.acquire() as conn:
-            await write_entries(conn, entries, spread=self._interval * _SPREAD_SHARE)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for shard, stream_ids in written.items():
-                pipe.xdel(layout.ledger(shard), *stream_ids)
-            await pipe.execute()
-        self.stats.ledger_entries_written += len(entries)
-        return any(len(ids) >= _BATCH for ids in written.values())
+                pipe.xlen(layout.ledger(shard))
+            lengths = await pipe.execute()
+        more = False
+        for shard, length in enumerate(lengths):
+            stream = layout.ledger(shard)
+            left = min(int(length), _LEDGER_PER_FLUSH)
+            more = more or int(length) > _LEDGER_PER_FLUSH
+            while left > 0:
+                batch = await self._redis.xrange(stream, count=min(_LEDGER_BATCH, left))
+                reply = cast("list[Any]", batch)
+                if not reply:
+                    break
+                entries = [_ledger_entry(fields) for _, fields in reply]
+                async with self._pool.acquire() as conn:
+                    await write_entries(conn, entries)
+                await self._redis.xdel(stream, *(stream_id for stream_id, _ in reply))
+                self.stats.ledger_entries_written += len(entries)
+                left -= len(reply)
+        return more
 
 
 def _ledger_entry(fields: dict[bytes, bytes]) -> LedgerEntry:
