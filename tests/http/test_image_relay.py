@@ -293,30 +293,18 @@ async def _near(now: int, baseline: int) -> object:
     return True if now - baseline < MIB else ("traced bytes above baseline", now - baseline)
 
 
-async def test_text_that_is_not_ascii_inside_an_image_is_refused(
-    make_gateway: MakeGateway, make_key: MakeKey, upstream: ImageUpstream, db: Any
+@pytest.mark.parametrize(
+    "spoiler",
+    ["Aé=".encode(), b"-", b"!", b"="],
+    ids=["not-ascii", "dash", "bang", "padding"],
+)
+async def test_a_character_that_is_no_base64_digit_inside_an_image_is_refused(
+    make_gateway: MakeGateway, make_key: MakeKey, upstream: ImageUpstream, db: Any, spoiler: bytes
 ) -> None:
+    """Valid JSON either way, deep inside the text: every digit is checked."""
     text = bytearray(upstream.texts[0])
     middle = len(text) // 2
-    text[middle : middle + 4] = "Aé=".encode()  # valid JSON, not base64
-    upstream.texts = [bytes(text)]
-    gateway = await make_gateway(remote(upstream))
-    key = await make_key()
-
-    response = await gateway.generate(key.key, model="remote", size="1024x1024")
-
-    error = await expect_error(response, 502, "upstream_error")
-    assert error["message"] == "The image backend sent a malformed image."
-    assert await charged(gateway, db, key.key_id) == 0
-
-
-@pytest.mark.parametrize("stray", [b"-", b"!", b"="])
-async def test_a_stray_character_deep_inside_an_image_is_refused(
-    make_gateway: MakeGateway, make_key: MakeKey, upstream: ImageUpstream, db: Any, stray: bytes
-) -> None:
-    text = bytearray(upstream.texts[0])
-    middle = len(text) // 2
-    text[middle : middle + 1] = stray  # valid JSON, ASCII, not a base64 digit
+    text[middle : middle + len(spoiler)] = spoiler
     upstream.texts = [bytes(text)]
     gateway = await make_gateway(remote(upstream))
     key = await make_key()
