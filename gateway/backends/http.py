@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.backends.base import ImageRequest
+from gateway.backends.capabilities import Capabilities
 from gateway.backends.openai import OpenAIBackend
 
 __all__ = ["HttpBackend"]
@@ -25,6 +26,11 @@ __all__ = ["HttpBackend"]
 class HttpBackend(OpenAIBackend):
     options = ("base_url", "model", "api_key_env", "sizes", "timeout_seconds")
     default_base_url = None
+
+    def model_capabilities(self, model: str) -> Capabilities:
+        """Everything, whatever the model is called: the upstream speaks this gateway's
+        own API and judges the values itself."""
+        return self.capabilities
 
     def request_body(self, request: ImageRequest) -> dict[str, Any]:
         body = super().request_body(request)

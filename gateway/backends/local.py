@@ -4,6 +4,12 @@ Deterministic: the same (prompt, seed, size, index) always gives the same pictur
 a grid of colour tiles derived from a SHA-256 of them. Cheap: rows repeat within a
 band of tiles, so each picture compresses fast; larger ones are encoded off the
 event loop.
+
+It streams: with ``partial_images`` P, each image comes first as P coarse versions of
+itself (blocks of 2^P, ..., 2 tiles taking the colour of their first tile), then whole.
+It accepts ``moderation`` (it moderates nothing) and an opaque ``background`` (its
+pictures have no transparency); ``output_format`` is PNG only (other encoders would
+need an imaging library).
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ import asyncio
 import hashlib
 import struct
 import zlib
+from collections.abc import AsyncGenerator
 
-from gateway.backends.base import GeneratedImage, ImageBackend, ImageRequest
+from gateway.backends.base import GeneratedImage, ImageBackend, ImageEvent, ImageRequest
+from gateway.backends.capabilities import Capabilities
 
 __all__ = ["LocalBackend", "render_png"]
 
@@ -32,8 +40,14 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     )
 
 
-def render_png(prompt: str, seed: int | None, width: int, height: int, index: int = 0) -> bytes:
-    """An RGB PNG of ``width`` x ``height``, a pure function of its arguments."""
+def render_png(
+    prompt: str, seed: int | None, width: int, height: int, index: int = 0, block: int = 1
+) -> bytes:
+    """An RGB PNG of ``width`` x ``height``, a pure function of its arguments.
+
+    ``block`` > 1 makes a coarse version: each ``block`` x ``block`` square of tiles takes
+    the colour of its first tile.
+    """
     digest = hashlib.sha256(f"{seed}\x00{width}x{height}\x00{index}\x00{prompt}".encode()).digest()
     palette = [digest[i : i + 3] for i in range(0, 30, 3)]
     # Tile (row, col) takes a palette colour chosen by more hash bytes.
@@ -46,8 +60,10 @@ def render_png(prompt: str, seed: int | None, width: int, height: int, index: in
         rows = min(tile_h, height - band * tile_h)
         if rows <= 0:
             break
+        first_band = band - band % block
         row = b"\x00" + b"".join(
-            palette[choice[band * _GRID + col] % len(palette)] * min(tile_w, width - col * tile_w)
+            palette[choice[first_band * _GRID + col - col % block] % len(palette)]
+            * min(tile_w, width - col * tile_w)
             for col in range(_GRID)
             if col * tile_w < width
         )
@@ -75,6 +91,10 @@ class LocalBackend(ImageBackend):
         "1024x1792",
     )
 
+    capabilities = Capabilities(
+        background=("auto", "opaque"), moderation=("auto", "low"), stream=True
+    )
+
     async def generate(self, request: ImageRequest) -> list[GeneratedImage]:
         def render_all() -> list[GeneratedImage]:
             return [
@@ -87,3 +107,13 @@ class LocalBackend(ImageBackend):
         if request.width * request.height <= _INLINE_PIXELS:
             return render_all()
         return await asyncio.to_thread(render_all)
+
+    async def stream(self, request: ImageRequest) -> AsyncGenerator[ImageEvent, None]:
+        partials = request.partial_images
+        inline = request.width * request.height <= _INLINE_PIXELS
+        for index in range(request.n):
+            for level in range(partials + 1):
+                block = 2 ** (partials - level)
+                args = (request.prompt, request.seed, request.width, request.height, index, block)
+                data = render_png(*args) if inline else await asyncio.to_thread(render_png, *args)
+                yield ImageEvent(GeneratedImage(data), index, level if level < partials else None)

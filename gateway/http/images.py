@@ -1,6 +1,8 @@
 """``POST /v1/images/generations`` (and ``/v1/generate``): the hot path, top to bottom.
 
 authenticate -> validate -> admit (one Redis round trip) -> upstream -> settle -> respond.
+With ``stream: true`` the same, the upstream's events answered as they come
+(:mod:`gateway.http.streaming`).
 
 The body is decoded straight from its bytes into a :class:`GenerationRequest` (msgspec),
 which validates it as it goes: about 0.4 µs for a typical body, where ``orjson.loads``
@@ -22,6 +24,7 @@ from aiohttp import web
 
 from gateway import errors
 from gateway.backends.base import GeneratedImage, ImageRequest, parse_size
+from gateway.backends.capabilities import check_request, unsupported
 from gateway.backends.resilience import GuardedBackend
 from gateway.http.api_key_auth import authenticate
 from gateway.http.body import decode_body
@@ -30,6 +33,7 @@ from gateway.http.middlewares import LOG_FIELDS, REQUEST_ID
 from gateway.http.ratelimit_headers import rate_limit_headers
 from gateway.http.relay import ImagesResponse, relay_pieces
 from gateway.http.schemas.images import (
+    AUTO_SIZE,
     DEFAULT_SIZE,
     GenerationRequest,
     GenerationResponse,
@@ -44,6 +48,7 @@ from gateway.storage import STORAGE
 
 __all__ = [
     "GenerationParams",
+    "accepts",
     "admit_request",
     "call_backends",
     "generate_images",
@@ -55,10 +60,6 @@ log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 
 _OUTCOMES = {ADMITTED: "admitted", RATE_LIMITED: "rate_limited", OVER_QUOTA: "quota_exceeded"}
-_STREAMING = (
-    "Streaming is not supported yet; send 'stream': false (or leave it out) to get "
-    "the images in one response."
-)
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field
@@ -74,16 +75,14 @@ class GenerationParams:
 def parse_generation(
     body: GenerationRequest, services: Services, record: KeyRecord, request_id: str
 ) -> GenerationParams:
-    """What the type does not check: the plan's most images, the model, its sizes (and
-    the type's two patterns, see :class:`GenerationRequest`).
+    """What the type does not check: the plan's most images, the model, its sizes and
+    capabilities (and the type's two patterns, see :class:`GenerationRequest`).
 
     Raises the 400/404 error naming the field, with the type's messages.
     """
     messages = GenerationRequest.messages
     if body.prompt.isspace():
         raise errors.InvalidRequest(messages["prompt"], param="prompt")
-    if body.stream:
-        raise errors.InvalidRequest(_STREAMING, param="stream")
     most = record.max_images_per_request
     n = 1 if body.n is None else body.n
     if n > most:
@@ -97,6 +96,8 @@ def parse_generation(
     backend = chain[0].backend
 
     size = DEFAULT_SIZE if body.size is None else body.size
+    if size == AUTO_SIZE:
+        size = backend.default_size
     dims = parse_size(size)
     if dims is None:
         raise errors.InvalidRequest(messages["size"], param="size")
@@ -107,19 +108,30 @@ def parse_generation(
             param="size",
         )
 
+    request = ImageRequest(
+        prompt=body.prompt,
+        n=n,
+        width=dims[0],
+        height=dims[1],
+        model=model_name,
+        seed=body.seed,
+        negative_prompt=body.negative_prompt,
+        request_id=request_id,
+        quality=body.quality,
+        style=body.style,
+        background=body.background,
+        output_format=body.output_format,
+        output_compression=body.output_compression,
+        moderation=body.moderation,
+        user=body.user,
+        stream=bool(body.stream),
+        partial_images=body.partial_images or 0,
+    )
+    check_request(request, backend.capabilities_for(model_name), model_name)
     return GenerationParams(
         model=model_name,
         chain=chain,
-        request=ImageRequest(
-            prompt=body.prompt,
-            n=n,
-            width=dims[0],
-            height=dims[1],
-            model=model_name,
-            seed=body.seed,
-            negative_prompt=body.negative_prompt,
-            request_id=request_id,
-        ),
+        request=request,
         response_format=body.response_format or "b64_json",
     )
 
@@ -136,7 +148,7 @@ async def call_backends(
     """
     error: errors.GatewayError | None = None
     for guarded in chain:
-        if not guarded.backend.supports_size(request.width, request.height):
+        if not accepts(guarded, request):
             continue
         started = time.perf_counter()
         outcome = "ok"
@@ -161,6 +173,15 @@ async def call_backends(
                 metrics.labelled(metrics.breaker_state, guarded.name).set(state)
         log.warning("backend %s failed (%s: %s)", guarded.name, error.code, error.message)
     raise error or errors.UpstreamError()
+
+
+def accepts(guarded: GuardedBackend, request: ImageRequest) -> bool:
+    """Whether ``guarded`` can make ``request`` (its size, its parameters): a fallback
+    that cannot is skipped."""
+    backend = guarded.backend
+    return backend.supports_size(request.width, request.height) and (
+        unsupported(request, backend.capabilities_for(request.model)) is None
+    )
 
 
 async def admit_request(services: Services, record: KeyRecord, n: int) -> Decision:
@@ -236,9 +257,18 @@ async def generate_images(request: web.Request) -> web.StreamResponse:
 
     fields = request[LOG_FIELDS]
     fields.update(key_id=record.key_id, user_id=record.user_id, model=params.model, images=0)
+    if body.user is not None:
+        fields["end_user"] = body.user
     metrics = services.metrics
     admission = services.admission
     decision = await admit_request(services, record, n)
+    if params.request.stream:
+        # Imported here: only streamed requests pay for it.
+        from gateway.http.streaming import stream_images
+
+        return await stream_images(
+            request, services, record, params.chain, params.request, decision
+        )
 
     try:
         backend_name, images = await call_backends(params.chain, params.request, metrics)

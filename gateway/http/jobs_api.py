@@ -111,6 +111,12 @@ async def submit_job(request: web.Request, *, preferred: bool) -> web.Response:
     body = await decode_body(
         request, JobRequest, config.server, {"most": record.max_images_per_request}
     )
+    if body.stream:
+        raise errors.InvalidRequest(
+            "A job cannot stream: send 'stream': false (or leave it out), or call"
+            " POST /v1/images/generations without 'Prefer: respond-async'.",
+            param="stream",
+        )
     params = parse_generation(body, services, record, request[REQUEST_ID])
     image_request = params.request
     stored = StoredRequest(
@@ -120,6 +126,13 @@ async def submit_job(request: web.Request, *, preferred: bool) -> web.Response:
         seed=image_request.seed,
         negative_prompt=image_request.negative_prompt,
         response_format=params.response_format,
+        quality=image_request.quality,
+        style=image_request.style,
+        background=image_request.background,
+        output_format=image_request.output_format,
+        output_compression=image_request.output_compression,
+        moderation=image_request.moderation,
+        user=image_request.user,
     )
     request[LOG_FIELDS].update(key_id=record.key_id, user_id=record.user_id, model=params.model)
     runner = _runner(services)

@@ -55,6 +55,14 @@ class StoredRequest(msgspec.Struct):
     seed: int | None = None
     negative_prompt: str | None = None
     response_format: str = "b64_json"
+    # OpenAI's parameters (checked against the backend's capabilities at submission).
+    quality: str | None = None
+    style: str | None = None
+    background: str | None = None
+    output_format: str | None = None
+    output_compression: int | None = None
+    moderation: str | None = None
+    user: str | None = None
 
 
 class StoredImage(msgspec.Struct, omit_defaults=True):
@@ -233,6 +241,13 @@ class JobRunner:
                 seed=stored.seed,
                 negative_prompt=stored.negative_prompt,
                 request_id=job.id,
+                quality=stored.quality,
+                style=stored.style,
+                background=stored.background,
+                output_format=stored.output_format,
+                output_compression=stored.output_compression,
+                moderation=stored.moderation,
+                user=stored.user,
             )
             backend_name, images = await self._call_backends(routed[1], request, metrics)
             delivered = images[: stored.n]

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 from aiohttp import web
 
 from gateway.backends.local import render_png
+from tests.support.streams import convert, send_image_events
 
 __all__ = [
     "CREDENTIAL_HEADERS",
@@ -175,7 +176,9 @@ class ProviderFake:
 
 
 class OpenAIFake(ProviderFake):
-    """``POST /v1/images/generations``: ``b64_json`` images, or ``url`` ones."""
+    """``POST /v1/images/generations``: ``b64_json`` images, or ``url`` ones; with
+    ``stream``, OpenAI's events. ``output_format`` jpeg/webp re-encodes the images; the
+    dall-e models refuse the gpt-image parameters, as OpenAI does."""
 
     prefix = "/v1"
 
@@ -206,10 +209,23 @@ class OpenAIFake(ProviderFake):
                 return self.error(400, f"Missing required parameter: '{field}'.")
         if "response_format" in body and body["model"].startswith("gpt-image"):
             return self.error(400, "Unknown parameter: 'response_format'.")
+        if body["model"].startswith("dall-e"):
+            for name in ("background", "output_format", "output_compression", "moderation"):
+                if name in body:
+                    return self.error(400, f"Unknown parameter: '{name}'.")
         width, height = (int(v) for v in body["size"].split("x"))
+        fmt, quality = body.get("output_format"), body.get("output_compression")
+        if body.get("stream"):
+            return await send_image_events(
+                request,
+                body,
+                render=lambda i, block: convert(
+                    render_png(body["prompt"], None, width, height, i, block), fmt, quality
+                ),
+            )
         data = []
         for i in range(body["n"]):
-            png = render_png(body["prompt"], None, width, height, i)
+            png = convert(render_png(body["prompt"], None, width, height, i), fmt, quality)
             item = {"url": self.file_url(png)} if self.as_urls else {"b64_json": b64(png)}
             item["revised_prompt"] = f"{body['prompt']}, in watercolour"
             data.append(item)
