@@ -41,6 +41,7 @@ from gateway.http.schemas import jobs as job_types
 from gateway.http.schemas import keys as key_types
 from gateway.http.schemas import usage as usage_types
 from gateway.http.schemas import webhooks as webhook_types
+from gateway.http.schemas.errors import Error
 from gateway.http.usage_api import read_usage
 
 __all__ = ["OPERATIONS", "RATE_LIMIT_HEADERS"]
@@ -265,7 +266,8 @@ def _generation(path: str, operation_id: str, alias: str) -> Operation:
         answers=(
             Answer(
                 200,
-                "The images, base64 PNG. Only images delivered are charged.",
+                "The images (base64 in the request's `output_format`, PNG by default, or links)."
+                " Only images delivered are charged.",
                 image_types.GenerationResponse,
                 lambda facts: {
                     "created": 1767225600,
@@ -274,6 +276,19 @@ def _generation(path: str, operation_id: str, alias: str) -> Operation:
                     "usage": {"images": 1},
                 },
                 headers=(*RATE_LIMIT_HEADERS, "X-Gateway-Backend"),
+            ),
+            Answer(
+                200,
+                "With `stream: true`: the images as Server-Sent Events, in OpenAI's format: per"
+                " image up to `partial_images` `image_generation.partial_image` events, then its"
+                " `image_generation.completed` event (charged as it is sent); a failure after"
+                " the first event is an `error` event.",
+                headers=(*RATE_LIMIT_HEADERS, "X-Gateway-Backend"),
+                events=(
+                    ("image_generation.partial_image", image_types.PartialImageEvent),
+                    ("image_generation.completed", image_types.CompletedImageEvent),
+                    ("error", Error),
+                ),
             ),
             Answer(
                 202,
@@ -287,9 +302,11 @@ def _generation(path: str, operation_id: str, alias: str) -> Operation:
             Failure(
                 400,
                 (errors.InvalidRequest, errors.UpstreamRefused, errors.ContentPolicyViolation),
-                "A bad field (`param` names it), or the backend refused the request itself:"
-                " `content_policy_violation`, or `invalid_request` naming the param it blamed."
-                " Nothing is charged, and no other backend is tried.",
+                "A bad field (`param` names it; a parameter value the model's backend does not"
+                " accept, or `stream` for a backend that cannot stream, lists what it accepts),"
+                " or the backend refused the request itself: `content_policy_violation`, or"
+                " `invalid_request` naming the param it blamed. Nothing is charged, and no other"
+                " backend is tried.",
                 param="n",
             ),
             *_ADMISSION_FAILURES,
@@ -319,8 +336,10 @@ def _generation(path: str, operation_id: str, alias: str) -> Operation:
         ),
         description="OpenAI's Images API: the official SDKs work unchanged. The key's rate"
         " limit and daily quota are checked and the images reserved in one atomic step;"
-        " the rate-limit headers come with every 200 and 429. `stream: true` is refused"
-        " (400, before anything is charged).",
+        " the rate-limit headers come with every 200 and 429. `quality`, `style`,"
+        " `background`, `output_format`, `output_compression` and `moderation` are checked"
+        " against what the model's backend accepts (400 naming the param otherwise) and sent"
+        " upstream in its own terms; `size: auto` is the backend's default size.",
     )
 
 
@@ -368,7 +387,8 @@ def _job_operations() -> tuple[Operation, ...]:
                 **_generation_example(facts),
                 "metadata": {"order": "1234"},
             },
-            description="The body of `POST /v1/images/generations`, plus `metadata`. The"
+            description="The body of `POST /v1/images/generations` (without `stream`: a job"
+            " does not stream), plus `metadata`. The"
             " request counts against the rate limit and reserves `n` images at once; when"
             " the job ends only the images delivered are charged.",
         ),

@@ -51,7 +51,7 @@ __all__ = [
 MAX_PROMPT_CHARS = 4000
 MAX_SEED = 2**63 - 1
 DEFAULT_SIZE = "1024x1024"
-SIZE_PATTERN = "^[0-9]+x[0-9]+$"
+SIZE_PATTERN = "^([0-9]+x[0-9]+|auto)$"
 #: Not only white space (``str.isspace``, which ``\s`` matches).
 PROMPT_PATTERN = r"\S"
 #: ``size: auto``: the model's backend's default size.
