@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 import redis.asyncio
 
 from gateway.db.keys import KeyRow
@@ -72,8 +73,15 @@ async def test_concurrent_misses_share_one_lookup(make_gateway: MakeGateway, mak
     assert list(lookups.values()) == [1]
 
 
+@pytest.mark.parametrize(
+    "body", [{}, {"stream": True, "partial_images": 1}], ids=["one-answer", "streamed"]
+)
 async def test_warm_key_makes_no_postgres_query_and_one_redis_round_trip(
-    private_redis: PrivateRedis, make_gateway: MakeGateway, make_key: MakeKey, database_url: str
+    private_redis: PrivateRedis,
+    make_gateway: MakeGateway,
+    make_key: MakeKey,
+    database_url: str,
+    body: dict[str, object],
 ):
     gateway = await make_gateway({"redis": {"url": private_redis.url}})
     key = await make_key("pro")
@@ -96,8 +104,9 @@ async def test_warm_key_makes_no_postgres_query_and_one_redis_round_trip(
                 listener = monitor.listen()
                 await monitor_client.echo("start")  # the monitor is attached from here on
                 for _ in range(5):
-                    response = await asyncio.wait_for(gateway.generate(key.key), 5)
+                    response = await asyncio.wait_for(gateway.generate(key.key, **body), 5)
                     assert response.status == 200
+                    await response.read()
                 await monitor_client.echo(marker)
                 async for event in listener:
                     if marker in event["command"]:
