@@ -1,4 +1,4 @@
-"""The built-in ``local`` backend: real PNG images, made here, with no network.
+"""The built-in ``local`` backend: real PNG (or JPEG) images, made here, with no network.
 
 Deterministic: the same (prompt, seed, size, index) always gives the same picture —
 a grid of colour tiles derived from a SHA-256 of them. Cheap: rows repeat within a
@@ -8,8 +8,10 @@ event loop.
 It streams: with ``partial_images`` P, each image comes first as P coarse versions of
 itself (blocks of 2^P, ..., 2 tiles taking the colour of their first tile), then whole.
 It accepts ``moderation`` (it moderates nothing) and an opaque ``background`` (its
-pictures have no transparency); ``output_format`` is PNG only (other encoders would
-need an imaging library).
+pictures have no transparency); ``output_format`` PNG or JPEG (a baseline JPEG of flat
+blocks, :mod:`gateway.media.jpeg`; WebP would need an imaging library), and
+``output_compression`` (JPEG's quality; for PNG, 100 is zlib's fastest level, 0 its
+hardest).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from collections.abc import AsyncGenerator
 
 from gateway.backends.base import GeneratedImage, ImageBackend, ImageEvent, ImageRequest
 from gateway.backends.capabilities import Capabilities
+from gateway.media.jpeg import encode_flat_blocks
 
-__all__ = ["LocalBackend", "render_png"]
+__all__ = ["LocalBackend", "render", "render_jpeg", "render_png"]
 
 _GRID = 8
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -40,30 +43,50 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     )
 
 
-def render_png(
-    prompt: str, seed: int | None, width: int, height: int, index: int = 0, block: int = 1
-) -> bytes:
-    """An RGB PNG of ``width`` x ``height``, a pure function of its arguments.
-
-    ``block`` > 1 makes a coarse version: each ``block`` x ``block`` square of tiles takes
-    the colour of its first tile.
-    """
+def _tiles(
+    prompt: str, seed: int | None, width: int, height: int, index: int, block: int
+) -> tuple[int, int, list[list[bytes]]]:
+    """``(tile width, tile height, colours)``: the picture's tile grid, ``colours[band]
+    [col]`` an RGB triple; ``block`` > 1 gives each ``block`` x ``block`` square of tiles
+    the colour of its first tile."""
     digest = hashlib.sha256(f"{seed}\x00{width}x{height}\x00{index}\x00{prompt}".encode()).digest()
     palette = [digest[i : i + 3] for i in range(0, 30, 3)]
     # Tile (row, col) takes a palette colour chosen by more hash bytes.
     choice = hashlib.sha256(digest).digest() + hashlib.sha256(digest[::-1]).digest()
-    tile_w = -(-width // _GRID)
-    tile_h = -(-height // _GRID)
-    compressor = zlib.compressobj(level=1)
+    colours = [
+        [
+            palette[choice[(band - band % block) * _GRID + col - col % block] % len(palette)]
+            for col in range(_GRID)
+        ]
+        for band in range(_GRID)
+    ]
+    return -(-width // _GRID), -(-height // _GRID), colours
+
+
+def render_png(
+    prompt: str,
+    seed: int | None,
+    width: int,
+    height: int,
+    index: int = 0,
+    block: int = 1,
+    *,
+    level: int = 1,
+) -> bytes:
+    """An RGB PNG of ``width`` x ``height``, a pure function of its arguments.
+
+    ``block`` > 1 makes a coarse version: each ``block`` x ``block`` square of tiles takes
+    the colour of its first tile. ``level``: zlib's compression level.
+    """
+    tile_w, tile_h, colours = _tiles(prompt, seed, width, height, index, block)
+    compressor = zlib.compressobj(level=level)
     parts = []
     for band in range(_GRID):
         rows = min(tile_h, height - band * tile_h)
         if rows <= 0:
             break
-        first_band = band - band % block
         row = b"\x00" + b"".join(
-            palette[choice[first_band * _GRID + col - col % block] % len(palette)]
-            * min(tile_w, width - col * tile_w)
+            colours[band][col] * min(tile_w, width - col * tile_w)
             for col in range(_GRID)
             if col * tile_w < width
         )
@@ -76,6 +99,36 @@ def render_png(
         + _chunk(b"IDAT", b"".join(parts))
         + _chunk(b"IEND", b"")
     )
+
+
+def render_jpeg(
+    prompt: str,
+    seed: int | None,
+    width: int,
+    height: int,
+    index: int = 0,
+    block: int = 1,
+    *,
+    quality: int = 100,
+) -> bytes:
+    """The picture of :func:`render_png` as a baseline JPEG (``quality`` 1-100); where a
+    tile edge crosses an 8x8 block, the block takes the colour of its first pixel."""
+    tile_w, tile_h, colours = _tiles(prompt, seed, width, height, index, block)
+    return encode_flat_blocks(
+        width, height, lambda x, y: colours[y // tile_h][x // tile_w], quality
+    )
+
+
+def render(request: ImageRequest, index: int, block: int = 1) -> GeneratedImage:
+    """Image ``index`` of ``request`` in its ``output_format`` (``output_compression``:
+    JPEG's quality, or for PNG how hard zlib works: 100, the default, least)."""
+    args = (request.prompt, request.seed, request.width, request.height, index, block)
+    compression = request.output_compression
+    if request.output_format == "jpeg":
+        quality = 100 if compression is None else max(1, compression)
+        return GeneratedImage(render_jpeg(*args, quality=quality), "image/jpeg")
+    level = 1 if compression is None else max(1, round((100 - compression) * 9 / 100))
+    return GeneratedImage(render_png(*args, level=level))
 
 
 class LocalBackend(ImageBackend):
@@ -92,17 +145,16 @@ class LocalBackend(ImageBackend):
     )
 
     capabilities = Capabilities(
-        background=("auto", "opaque"), moderation=("auto", "low"), stream=True
+        background=("auto", "opaque"),
+        output_format=("png", "jpeg"),
+        output_compression=True,
+        moderation=("auto", "low"),
+        stream=True,
     )
 
     async def generate(self, request: ImageRequest) -> list[GeneratedImage]:
         def render_all() -> list[GeneratedImage]:
-            return [
-                GeneratedImage(
-                    render_png(request.prompt, request.seed, request.width, request.height, i)
-                )
-                for i in range(request.n)
-            ]
+            return [render(request, i) for i in range(request.n)]
 
         if request.width * request.height <= _INLINE_PIXELS:
             return render_all()
@@ -114,6 +166,8 @@ class LocalBackend(ImageBackend):
         for index in range(request.n):
             for level in range(partials + 1):
                 block = 2 ** (partials - level)
-                args = (request.prompt, request.seed, request.width, request.height, index, block)
-                data = render_png(*args) if inline else await asyncio.to_thread(render_png, *args)
-                yield ImageEvent(GeneratedImage(data), index, level if level < partials else None)
+                if inline:
+                    image = render(request, index, block)
+                else:
+                    image = await asyncio.to_thread(render, request, index, block)
+                yield ImageEvent(image, index, level if level < partials else None)

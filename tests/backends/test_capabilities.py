@@ -18,6 +18,7 @@ from gateway.backends.openai import OpenAIBackend
 from gateway.backends.replicate import ReplicateBackend
 from gateway.config import ConfigError
 from gateway.errors import InvalidRequest, UpstreamRefused
+from gateway.media.inspect import inspect_image
 from tests.support.backend_cases import (
     A1111_PASSWORD,
     A1111_USER,
@@ -59,7 +60,11 @@ def test_openai_capabilities_follow_the_upstream_model() -> None:
 
 def test_each_type_declares_what_it_can_carry() -> None:
     assert LocalBackend("l", {}).capabilities_for("m") == Capabilities(
-        background=("auto", "opaque"), moderation=("auto", "low"), stream=True
+        background=("auto", "opaque"),
+        output_format=("png", "jpeg"),
+        output_compression=True,
+        moderation=("auto", "low"),
+        stream=True,
     )
     a1111 = A1111Backend("a", {"base_url": "http://sd.test"})
     assert a1111.capabilities_for("m").quality == (
@@ -96,9 +101,9 @@ def test_config_narrows_capabilities() -> None:
         (
             LocalBackend,
             {},
-            {"output_format": ["jpeg"]},
-            "backends.x.capabilities.output_format: this backend type cannot send 'jpeg'"
-            " upstream (it can: png)",
+            {"output_format": ["webp"]},
+            "backends.x.capabilities.output_format: this backend type cannot send 'webp'"
+            " upstream (it can: png, jpeg)",
         ),
         (
             LocalBackend,
@@ -166,7 +171,7 @@ def test_check_request_names_the_param_and_what_the_model_accepts() -> None:
         check_request(image_request(stream=True), Capabilities(), "sd")
     assert raised.value.param == "stream"
     with pytest.raises(InvalidRequest) as raised:
-        check_request(image_request(output_compression=50), caps, "local")
+        check_request(image_request(output_compression=50), Capabilities(), "sd")
     assert raised.value.param == "output_compression"
     check_request(image_request(quality="auto", moderation="low", stream=True), caps, "local")
 
@@ -349,3 +354,37 @@ def test_the_fakes_convert_to_webp() -> None:
     data = convert(render_png("x", 1, 16, 16), "webp")
     assert data[:4] == b"RIFF"
     assert data[8:12] == b"WEBP"
+
+
+async def test_local_makes_jpeg_of_the_same_picture() -> None:
+    backend = LocalBackend("l", {})
+    [png] = await backend.generate(image_request(seed=3, width=200, height=120))
+    [jpeg] = await backend.generate(
+        image_request(seed=3, width=200, height=120, output_format="jpeg")
+    )
+    [rough] = await backend.generate(
+        image_request(seed=3, width=200, height=120, output_format="jpeg", output_compression=5)
+    )
+
+    assert (png.media_type, jpeg.media_type) == ("image/png", "image/jpeg")
+    assert inspect_image(jpeg.data).media_type == "image/jpeg"
+    decoded = Image.open(io.BytesIO(jpeg.data)).convert("RGB")
+    reference = Image.open(io.BytesIO(png.data)).convert("RGB")
+    assert decoded.size == (200, 120)
+    # Blocks inside a tile are its colour (a tile edge may cut a block: not checked there).
+    for x, y in ((4, 4), (60, 20), (130, 100), (190, 116)):
+        assert (
+            max(
+                abs(a - b)
+                for a, b in zip(decoded.getpixel((x, y)), reference.getpixel((x, y)), strict=True)
+            )
+            <= 2
+        )
+    assert len(rough.data) < len(jpeg.data)
+
+
+async def test_local_streams_in_the_requested_format() -> None:
+    backend = LocalBackend("l", {})
+    request = image_request(stream=True, partial_images=1, output_format="jpeg")
+    events = [event async for event in backend.stream(request)]
+    assert [event.image.data[:3] for event in events] == [b"\xff\xd8\xff"] * 2

@@ -4,9 +4,11 @@ in its terms, and the format of stored and served images."""
 from __future__ import annotations
 
 import base64
+import io
 from urllib.parse import urlsplit
 
 import pytest
+from PIL import Image
 
 from tests.support.gateway import Gateway, MakeGateway, MakeKey
 from tests.support.http import bearer, expect_error
@@ -19,9 +21,9 @@ from tests.support.waiting import eventually
     ("field", "value", "message"),
     [
         ("background", "transparent", "it accepts: auto, opaque."),
-        ("output_format", "webp", "it accepts: png."),
+        ("output_format", "webp", "it accepts: png, jpeg."),
         ("style", "vivid", "leave it out."),
-        ("output_compression", 50, "leave it out."),
+        ("quality", "hd", "it accepts: auto."),
     ],
 )
 async def test_a_value_the_model_does_not_accept_is_400_and_free(
@@ -117,6 +119,21 @@ async def test_parameters_reach_the_upstream_and_jpeg_is_stored_as_jpeg(
     assert served.status == 200
     assert served.headers["Content-Type"] == "image/jpeg"
     assert (await served.read())[:3] == b"\xff\xd8\xff"
+
+
+async def test_local_jpeg_is_stored_and_served_as_jpeg(gateway: Gateway, make_key: MakeKey):
+    key = await make_key()
+    response = await gateway.generate(
+        key.key, output_format="jpeg", output_compression=80, response_format="url"
+    )
+    assert response.status == 200, await response.text()
+    link = urlsplit((await response.json())["data"][0]["url"])
+    assert link.path.endswith(".jpg")
+    served = await gateway.client.get(f"{link.path}?{link.query}")
+    assert served.status == 200
+    assert served.headers["Content-Type"] == "image/jpeg"
+    data = await served.read()
+    assert Image.open(io.BytesIO(data)).size == (256, 256)
 
 
 async def test_webp_in_b64_json_is_checked_and_delivered(
