@@ -32,6 +32,9 @@ class HttpBackend(OpenAIBackend):
         own API and judges the values itself."""
         return self.capabilities
 
+    def unsent_params(self, upstream_model: str) -> frozenset[str]:
+        return frozenset()  # the upstream judges every value itself
+
     def request_body(self, request: ImageRequest) -> dict[str, Any]:
         body = super().request_body(request)
         body["response_format"] = "b64_json"

@@ -112,6 +112,11 @@ class OpenAIBackend(ImageBackend):
             return _DALL_E_2
         return self.capabilities
 
+    def unsent_params(self, upstream_model: str) -> frozenset[str]:
+        """Parameters not sent to ``upstream_model``: the dall-e models refuse the
+        gpt-image ones, whose only value they accept (``auto``, ``png``) is their default."""
+        return _GPT_IMAGE_ONLY if upstream_model.startswith("dall-e") else frozenset()
+
     def check_environment(self, environ: Mapping[str, str]) -> None:
         if self._api_key_env:
             read_secret(self.name, "api_key_env", self._api_key_env, environ)
@@ -154,12 +159,12 @@ class OpenAIBackend(ImageBackend):
             "n": request.n,
             "size": f"{request.width}x{request.height}",
         }
-        dall_e = model.startswith("dall-e")
+        unsent = self.unsent_params(model)
         if not model.startswith("gpt-image"):
             body["response_format"] = "b64_json"
         for param in _PASSED:
             value = getattr(request, param)
-            if value is not None and not (dall_e and param in _GPT_IMAGE_ONLY):
+            if value is not None and param not in unsent:
                 body[param] = value
         if request.user is not None:
             body["user"] = request.user

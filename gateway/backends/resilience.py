@@ -157,7 +157,7 @@ class GuardedBackend:
         probe = self._admit_through_breaker()
         deadline = self._clock() + self.backend.timeout_seconds
         acquired = False
-        events = self.backend.stream(request)
+        events = self._backend_events(request)
         try:
             if self._slots is not None:
                 await self._take_slot(deadline)
@@ -199,6 +199,26 @@ class GuardedBackend:
                 self._slots.release()
             if probe:
                 self._probing = False
+
+    async def _backend_events(self, request: ImageRequest) -> AsyncGenerator[ImageEvent, None]:
+        """The backend's stream; ``n`` above what one call may return is asked for in
+        calls one after the other (seeds as :meth:`_fan_out` gives them), numbered on."""
+        per_call = self.backend.images_per_call(request)
+        if per_call is None or request.n <= per_call:
+            per_call = request.n
+        for first in range(0, request.n, per_call):
+            part = request
+            if per_call < request.n:
+                seed = request.seed
+                if seed is not None:
+                    seed = (seed + first) % _SEED_RANGE
+                part = dataclasses.replace(request, n=min(per_call, request.n - first), seed=seed)
+            events = self.backend.stream(part)
+            try:  # closed at once, not when collected: that stops the upstream call
+                async for event in events:
+                    yield dataclasses.replace(event, index=first + event.index) if first else event
+            finally:
+                await events.aclose()
 
     def _call(self, request: ImageRequest, deadline: float) -> Awaitable[list[GeneratedImage]]:
         if self._slots is None:  # no cap: one coroutine less on every call

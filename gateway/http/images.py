@@ -18,6 +18,7 @@ import math
 import time
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -38,6 +39,7 @@ from gateway.http.schemas.images import (
     GenerationRequest,
     GenerationResponse,
     ImageData,
+    ImageOptions,
     ImageUsage,
 )
 from gateway.keys.cache import KeyRecord
@@ -52,6 +54,7 @@ __all__ = [
     "admit_request",
     "call_backends",
     "generate_images",
+    "image_options",
     "parse_generation",
     "wants_async",
 ]
@@ -108,6 +111,7 @@ def parse_generation(
             param="size",
         )
 
+    response_format = body.response_format or "b64_json"
     request = ImageRequest(
         prompt=body.prompt,
         n=n,
@@ -117,23 +121,38 @@ def parse_generation(
         seed=body.seed,
         negative_prompt=body.negative_prompt,
         request_id=request_id,
-        quality=body.quality,
-        style=body.style,
-        background=body.background,
-        output_format=body.output_format,
-        output_compression=body.output_compression,
-        moderation=body.moderation,
-        user=body.user,
-        stream=bool(body.stream),
-        partial_images=body.partial_images or 0,
+        **image_options(body, response_format),
     )
     check_request(request, backend.capabilities_for(model_name), model_name)
     return GenerationParams(
-        model=model_name,
-        chain=chain,
-        request=request,
-        response_format=body.response_format or "b64_json",
+        model=model_name, chain=chain, request=request, response_format=response_format
     )
+
+
+def image_options(body: ImageOptions, response_format: str) -> dict[str, Any]:
+    """The :class:`ImageRequest` fields of the parameters every image body shares
+    (generations, edits, variations); check the request against its backend with
+    :func:`~gateway.backends.capabilities.check_request` once it is made.
+
+    Raises the 400 for ``stream`` with ``response_format: url`` (events carry base64).
+    """
+    if body.stream and response_format == "url":
+        raise errors.InvalidRequest(
+            "A stream sends its images in its events as base64: send 'response_format':"
+            " 'b64_json' (or leave it out) with 'stream': true.",
+            param="response_format",
+        )
+    return {
+        "quality": body.quality,
+        "style": body.style,
+        "background": body.background,
+        "output_format": body.output_format,
+        "output_compression": body.output_compression,
+        "moderation": body.moderation,
+        "user": body.user,
+        "stream": bool(body.stream),
+        "partial_images": body.partial_images or 0,
+    }
 
 
 _BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}

@@ -233,6 +233,16 @@ async def test_dall_e_gets_only_what_it_takes(
     assert "output_format" not in call.body
 
 
+async def test_http_backend_sends_everything_whatever_the_model_is_called(
+    openai_fake: OpenAIFake, context: BackendContext
+) -> None:
+    backend = HttpBackend("h", {"base_url": openai_fake.base_url, "model": "gpt-image-1"})
+    body = backend.request_body(image_request(model="dall-e-3", background="opaque"))
+    assert body["background"] == "opaque"
+    dall_e = HttpBackend("h", {"base_url": openai_fake.base_url, "model": "dall-e-3"})
+    assert dall_e.request_body(image_request(output_format="png"))["output_format"] == "png"
+
+
 @pytest.mark.parametrize(
     ("quality", "steps"),
     [(None, 20), ("auto", 20), ("low", 10), ("medium", 20), ("high", 30), ("hd", 40)],

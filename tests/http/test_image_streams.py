@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.support.gateway import Gateway, MakeGateway, MakeKey
+from tests.support.http import expect_error
 from tests.support.providers import decode_png
 from tests.support.streams import read_events
 from tests.support.upstreams import FakeUpstream, serve_fake_upstream, upstream_config
@@ -120,3 +121,27 @@ async def test_a_failure_mid_stream_is_an_error_event_and_only_completed_images_
     await cancelling_upstream.stream_closed.wait()  # the upstream call was closed
     await gateway.flush()
     assert await usage_rows(db, key.key_id) == {today(): 1}
+
+
+async def test_a_stream_with_links_is_refused(gateway: Gateway, make_key: MakeKey):
+    key = await make_key()
+    await expect_error(
+        await gateway.generate(key.key, stream=True, response_format="url"),
+        400,
+        "invalid_request",
+        "response_format",
+    )
+
+
+async def test_a_stream_keeps_max_n_per_call(
+    make_gateway: MakeGateway, make_key: MakeKey, fake_upstream: FakeUpstream
+):
+    config = upstream_config(fake_upstream)
+    config["backends"]["remote"]["max_n_per_call"] = 1
+    gateway = await make_gateway(config)
+    key = await make_key()
+    response = await gateway.generate(key.key, model="remote", n=2, stream=True, seed=5)
+    events = await read_events(response)
+    assert [name for name, _ in events] == ["image_generation.completed"] * 2
+    assert [r["body"]["n"] for r in fake_upstream.requests] == [1, 1]
+    assert [r["body"]["seed"] for r in fake_upstream.requests] == [5, 6]
