@@ -180,3 +180,19 @@ async def test_jobs_keep_the_parameters_and_refuse_stream(
         headers=bearer(key.key),
     )
     await expect_error(unsupported, 400, "invalid_request", "style")
+
+
+async def test_models_say_what_they_accept(gateway: Gateway, make_key: MakeKey):
+    key = await make_key()
+    response = await gateway.client.get("/v1/models", headers=bearer(key.key))
+    [model] = (await response.json())["data"]
+    assert model["default_size"] == "1024x1024"
+    assert model["parameters"] == {
+        "quality": ["auto"],
+        "style": [],
+        "background": ["auto", "opaque"],
+        "output_format": ["png", "jpeg"],
+        "moderation": ["auto", "low"],
+        "output_compression": True,
+        "stream": True,
+    }

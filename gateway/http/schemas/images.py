@@ -38,6 +38,7 @@ __all__ = [
     "ImageUsage",
     "Model",
     "ModelList",
+    "ModelParameters",
     "Moderation",
     "OutputCompression",
     "OutputFormat",
@@ -265,6 +266,19 @@ class GenerationResponse(msgspec.Struct):
     usage: ImageUsage
 
 
+class ModelParameters(msgspec.Struct):
+    """What the model's (first) backend accepts of OpenAI's parameters: other values
+    are 400 naming the param."""
+
+    quality: list[str]
+    style: list[str]
+    background: list[str]
+    output_format: list[str]
+    moderation: list[str]
+    output_compression: bool
+    stream: bool
+
+
 class Model(msgspec.Struct):
     id: str
     object: Literal["model"]
@@ -272,6 +286,8 @@ class Model(msgspec.Struct):
     owned_by: str
     backends: list[str]
     sizes: list[str]
+    default_size: Annotated[str, Meta(description="What `size: auto` means.")]
+    parameters: ModelParameters
 
 
 class ModelList(msgspec.Struct):
