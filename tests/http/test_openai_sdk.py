@@ -12,6 +12,7 @@ from openai.types import ImageGenCompletedEvent
 from tests.support.backend_cases import OPENAI_KEY
 from tests.support.gateway import Gateway, MakeGateway, MakeKey
 from tests.support.providers import OpenAIFake
+from tests.support.upstreams import serve_fake_upstream, upstream_config
 
 
 def sdk(gateway: Gateway, key: str) -> openai.AsyncOpenAI:
@@ -153,3 +154,20 @@ async def test_images_generate_parameters(gateway: Gateway, make_key: MakeKey):
             await client.images.generate(prompt="a red kite", size="256x256", quality="hd")
         assert bad.value.param == "quality"
         assert "it accepts: auto" in bad.value.message
+
+
+async def test_a_failure_mid_stream_raises_in_the_sdk(make_gateway: MakeGateway, make_key: MakeKey):
+    async with serve_fake_upstream(handler_cancellation=True) as upstream:
+        upstream.mode = "stream_hang"  # the second image never comes
+        gateway = await make_gateway(upstream_config(upstream, timeout=0.5))
+        key = await make_key()
+        async with sdk(gateway, key.key) as client:
+            stream = await client.images.generate(
+                model="remote", prompt="a red kite", size="256x256", n=2, stream=True
+            )
+            first = await anext(aiter(stream))
+            with pytest.raises(openai.APIError) as failed:
+                await anext(aiter(stream))
+    assert first.type == "image_generation.completed"
+    assert failed.value.message == "The image backend did not answer in time."
+    assert failed.value.code == "upstream_timeout"
