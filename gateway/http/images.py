@@ -134,8 +134,11 @@ def image_options(body: ImageOptions, response_format: str) -> dict[str, Any]:
     (generations, edits, variations); check the request against its backend with
     :func:`~gateway.backends.capabilities.check_request` once it is made.
 
-    Raises the 400 for ``stream`` with ``response_format: url`` (events carry base64).
+    Raises the 400 for ``stream`` with ``response_format: url`` (events carry base64),
+    and for a ``user`` with control characters (it is logged).
     """
+    if body.user is not None and not body.user.isprintable():
+        raise errors.InvalidRequest(ImageOptions.messages["user"], param="user")
     if body.stream and response_format == "url":
         raise errors.InvalidRequest(
             "A stream sends its images in its events as base64: send 'response_format':"

@@ -47,7 +47,18 @@ async def test_a_value_the_model_does_not_accept_is_400_and_free(
         ("quality", "ultra", "'quality' must be one of: auto, standard, hd, low, medium, high."),
         ("output_compression", 101, "'output_compression' must be a whole number from 0 to 100."),
         ("partial_images", 4, "'partial_images' must be a whole number from 0 to 3."),
-        ("user", "u" * 257, "'user' must be a string of at most 256 characters."),
+        (
+            "user",
+            "u" * 257,
+            "'user' must be a string of at most 256 characters, without control characters"
+            " or line breaks.",
+        ),
+        (
+            "user",
+            "me\nFORGED log line",
+            "'user' must be a string of at most 256 characters, without control characters"
+            " or line breaks.",
+        ),
         ("moderation", "high", "'moderation' must be one of: auto, low."),
     ],
 )

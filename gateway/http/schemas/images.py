@@ -92,6 +92,7 @@ User = Annotated[
     str,
     Meta(
         max_length=MAX_USER_CHARS,
+        extra_json_schema={"pattern": r"^[^\x00-\x1f\x7f]*$"},
         description="Your end user's id: sent to upstreams that take one (abuse"
         " monitoring) and written to the access log.",
     ),
@@ -135,7 +136,8 @@ class ImageOptions(RequestBody, kw_only=True):
     messages: ClassVar[Mapping[str, str]] = {
         **_PARAM_MESSAGES,
         "output_compression": "'output_compression' must be a whole number from 0 to 100.",
-        "user": f"'user' must be a string of at most {MAX_USER_CHARS} characters.",
+        "user": f"'user' must be a string of at most {MAX_USER_CHARS} characters, without"
+        " control characters or line breaks.",
         "stream": "'stream' must be true or false.",
         "partial_images": (
             f"'partial_images' must be a whole number from 0 to {MAX_PARTIAL_IMAGES}."
