@@ -39,7 +39,7 @@ from gateway.backends.base import (
     ImageRequest,
 )
 from gateway.backends.capabilities import ALL_CAPABILITIES, Capabilities
-from gateway.backends.sse import open_session, read_events
+from gateway.backends.sse import JSON_ANSWER, open_session, read_events
 from gateway.backends.upstream import (
     Upstream,
     env_option,
@@ -184,11 +184,15 @@ class OpenAIBackend(ImageBackend):
             max_bytes=json_limit(request.n),
             decoder=_ANSWER,
         )
+        return await self._images_of(upstream, answer, request.n)
+
+    async def _images_of(self, upstream: Upstream, answer: _Answer, n: int) -> list[GeneratedImage]:
+        """The images of an Images API answer (base64 kept, links downloaded)."""
         if not answer.data:
             raise UpstreamError("The image backend returned no images.")
         images: list[GeneratedImage] = []
         urls: list[tuple[str, str | None]] = []
-        for item in answer.data[: request.n]:
+        for item in answer.data[:n]:
             revised = item.revised_prompt
             revised = revised if isinstance(revised, str) else None
             token = memoryview(item.b64_json)
@@ -219,10 +223,24 @@ class OpenAIBackend(ImageBackend):
             self.request_body(request),
             request_headers(request),
             max_event_bytes=json_limit(1),
+            max_json_bytes=json_limit(request.n),
         )
         completed = 0
         try:
             async for sse in events:
+                if sse.event == JSON_ANSWER:  # an upstream that does not stream: all at once
+                    try:
+                        answer = _ANSWER.decode(sse.data)
+                    except msgspec.DecodeError:
+                        raise UpstreamError(
+                            "The image backend sent a malformed response."
+                        ) from None
+                    for index, image in enumerate(
+                        await self._images_of(upstream, answer, request.n)
+                    ):
+                        yield ImageEvent(image, index)
+                        completed += 1
+                    return
                 try:
                     event = _EVENT.decode(sse.data)
                 except msgspec.DecodeError:

@@ -19,7 +19,11 @@ from gateway.backends import h1
 from gateway.backends.upstream import Upstream
 from gateway.errors import UpstreamError
 
-__all__ = ["ServerSentEvent", "open_session", "read_events"]
+__all__ = ["JSON_ANSWER", "ServerSentEvent", "open_session", "read_events"]
+
+#: The one "event" of an upstream that answered a streamed call with plain JSON (one that
+#: does not stream): its whole body.
+JSON_ANSWER = "application/json"
 
 _MAX_ERROR_BYTES = 64 * 1024
 
@@ -48,8 +52,10 @@ async def read_events(
     headers: Mapping[str, str],
     *,
     max_event_bytes: int,
+    max_json_bytes: int,
 ) -> AsyncGenerator[ServerSentEvent, None]:
-    """POST ``body`` (JSON) to ``url`` and yield the answer's events as they come.
+    """POST ``body`` (JSON) to ``url`` and yield the answer's events as they come; a JSON
+    answer (up to ``max_json_bytes``) is one event named :data:`JSON_ANSWER`.
 
     Raises what :meth:`Upstream.call` raises for a non-2xx answer (the upstream's words
     judged the same way), and :class:`UpstreamError` for a connection that fails or an
@@ -67,9 +73,15 @@ async def read_events(
         ) from None
     try:
         if not 200 <= response.status < 300:
-            raw = await response.content.read(_MAX_ERROR_BYTES)
+            raw = await _read(response, _MAX_ERROR_BYTES) or b""
             lowered = {k.lower(): v for k, v in response.headers.items()}
             raise upstream.status_error(h1.Response(response.status, lowered, raw))
+        if response.content_type == JSON_ANSWER:
+            whole = await _read(response, max_json_bytes)
+            if whole is None:
+                raise UpstreamError("The image backend sent a response that is too large.")
+            yield ServerSentEvent(JSON_ANSWER, whole)
+            return
         event, data = "", bytearray()
         async for line in _lines(response, max_event_bytes):
             if not line:
@@ -115,3 +127,18 @@ async def _lines(response: aiohttp.ClientResponse, limit: int) -> AsyncGenerator
         del pending[:begin]
         if len(pending) > limit:
             raise UpstreamError("The image backend sent an event that is too large.")
+
+
+async def _read(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The whole body, or ``None`` past ``limit`` bytes."""
+    body = bytearray()
+    try:
+        while chunk := await response.content.readany():
+            body += chunk
+            if len(body) > limit:
+                return None
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(
+            f"The image backend's answer broke off ({type(exc).__name__})."
+        ) from None
+    return bytes(body)

@@ -346,6 +346,21 @@ async def test_openai_stream_passes_the_upstreams_events_on(
     await backend.close()
 
 
+async def test_an_upstream_that_answers_a_stream_with_json_gives_completed_images(
+    openai_fake: OpenAIFake, context: BackendContext
+) -> None:
+    openai_fake.streams = False
+    backend = openai_backend(openai_fake.base_url)
+    await backend.start(context)
+
+    request = image_request(n=2, stream=True, partial_images=2)
+    events = [event async for event in backend.stream(request)]
+
+    assert [(e.index, e.partial_index) for e in events] == [(0, None), (1, None)]
+    assert events[0].image.revised_prompt == "a lighthouse at dawn, in watercolour"
+    await backend.close()
+
+
 async def test_openai_stream_refusal_is_the_requests_fault(
     openai_fake: OpenAIFake, context: BackendContext
 ) -> None:

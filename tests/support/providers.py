@@ -185,6 +185,8 @@ class OpenAIFake(ProviderFake):
     def __init__(self, secret: str) -> None:
         super().__init__(secret)
         self.as_urls = False
+        #: False: ``stream`` is ignored, as by compatible servers that cannot stream.
+        self.streams = True
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_post("/v1/images/generations", self.generations)
@@ -215,7 +217,7 @@ class OpenAIFake(ProviderFake):
                     return self.error(400, f"Unknown parameter: '{name}'.")
         width, height = (int(v) for v in body["size"].split("x"))
         fmt, quality = body.get("output_format"), body.get("output_compression")
-        if body.get("stream"):
+        if body.get("stream") and self.streams:
             return await send_image_events(
                 request,
                 body,
