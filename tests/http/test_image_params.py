@@ -207,3 +207,28 @@ async def test_models_say_what_they_accept(gateway: Gateway, make_key: MakeKey):
         "output_compression": True,
         "stream": True,
     }
+
+
+async def test_a_stable_diffusion_model_cannot_stream_and_says_so(
+    make_gateway: MakeGateway, make_key: MakeKey
+):
+    gateway = await make_gateway(
+        {
+            "backends": {"sd": {"type": "a1111", "base_url": "http://127.0.0.1:9"}},
+            "models": {"sdxl": "sd"},
+        }
+    )
+    key = await make_key()
+    error = await expect_error(
+        await gateway.generate(key.key, model="sdxl", stream=True, size="512x512"),
+        400,
+        "invalid_request",
+        "stream",
+    )
+    assert error["message"].startswith("Model 'sdxl' cannot stream")
+    await expect_error(
+        await gateway.generate(key.key, model="sdxl", style="vivid", size="512x512"),
+        400,
+        "invalid_request",
+        "style",
+    )
