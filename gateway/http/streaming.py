@@ -163,6 +163,8 @@ async def stream_images(
                 if delivered >= n:
                     break
             event = await _next_event(events, closed)
+        if not delivered:  # partial images only: the stream ended without an image
+            raise errors.UpstreamError("The image backend returned no images.")
     except (_ClientGone, ConnectionError):
         log.info("client left a stream after %d of %d images", delivered, n)
     except errors.GatewayError as exc:

@@ -145,3 +145,18 @@ async def test_a_stream_keeps_max_n_per_call(
     assert [name for name, _ in events] == ["image_generation.completed"] * 2
     assert [r["body"]["n"] for r in fake_upstream.requests] == [1, 1]
     assert [r["body"]["seed"] for r in fake_upstream.requests] == [5, 6]
+
+
+async def test_a_stream_of_partial_images_only_ends_with_an_error_and_is_free(
+    make_gateway: MakeGateway, make_key: MakeKey, fake_upstream: FakeUpstream, db
+):
+    fake_upstream.mode = "stream_partials_only"
+    gateway = await make_gateway(upstream_config(fake_upstream))
+    key = await make_key()
+    response = await gateway.generate(key.key, model="remote", stream=True, partial_images=2)
+    events = await read_events(response)
+
+    assert [name for name, _ in events] == ["image_generation.partial_image"] * 2 + ["error"]
+    assert events[-1][1]["error"]["code"] == "upstream_error"
+    await gateway.flush()
+    assert await usage_rows(db, key.key_id) in ({}, {today(): 0})

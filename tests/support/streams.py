@@ -33,6 +33,7 @@ async def send_image_events(
     render: Callable[[int, int], bytes],
     hang_after_first: asyncio.Event | None = None,
     closed: asyncio.Event | None = None,
+    partials_only: bool = False,
 ) -> web.StreamResponse:
     """Answer ``body`` (a streamed generation) as OpenAI does: for each image
     ``partial_images`` partial events (coarse versions), then the completed one.
@@ -40,7 +41,8 @@ async def send_image_events(
 
     ``hang_after_first``: after the first completed image, wait until it is set.
     ``closed`` is set if the client goes away meanwhile (the server must cancel
-    handlers of lost connections: ``handler_cancellation=True``).
+    handlers of lost connections: ``handler_cancellation=True``). ``partials_only``:
+    the stream ends after the first image's partial images.
     """
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
@@ -65,6 +67,8 @@ async def send_image_events(
                     **common,
                 }
                 await _send(response, event)
+            if partials_only:
+                break
             image = render(index, 1)
             usage = {
                 "total_tokens": 100,

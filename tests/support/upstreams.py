@@ -30,6 +30,7 @@ class FakeUpstream:
     in mode ``stream_hang`` the stream stops after the first image until ``release``
     is set, and ``stream_closed`` is set if the gateway leaves meanwhile (the server
     of :func:`serve_fake_upstream` cancels handlers of lost connections).
+    Mode ``stream_partials_only``: the stream ends after the first image's partials.
     ``output_format`` jpeg or webp re-encodes the images.
     """
 
@@ -74,6 +75,7 @@ class FakeUpstream:
                 ),
                 hang_after_first=self.release if self.mode == "stream_hang" else None,
                 closed=self.stream_closed,
+                partials_only=self.mode == "stream_partials_only",
             )
         data = [
             {
