@@ -1,4 +1,4 @@
-"""The built-in ``local`` backend: real PNG (or JPEG) images, made here, with no network.
+"""The built-in ``local`` backend: real PNG, JPEG or WebP images, made here, no network.
 
 Deterministic: the same (prompt, seed, size, index) always gives the same picture —
 a grid of colour tiles derived from a SHA-256 of them. Cheap: rows repeat within a
@@ -8,10 +8,10 @@ event loop.
 It streams: with ``partial_images`` P, each image comes first as P coarse versions of
 itself (blocks of 2^P, ..., 2 tiles taking the colour of their first tile), then whole.
 It accepts ``moderation`` (it moderates nothing) and an opaque ``background`` (its
-pictures have no transparency); ``output_format`` PNG or JPEG (a baseline JPEG of flat
-blocks, :mod:`gateway.media.jpeg`; WebP would need an imaging library), and
+pictures have no transparency); ``output_format`` PNG, JPEG (a baseline JPEG of flat
+blocks, :mod:`gateway.media.jpeg`) or WebP (lossless, :mod:`gateway.media.webp`), and
 ``output_compression`` (JPEG's quality; for PNG, 100 is zlib's fastest level, 0 its
-hardest).
+hardest; a lossless WebP is the same at any level).
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from collections.abc import AsyncGenerator
 from gateway.backends.base import GeneratedImage, ImageBackend, ImageEvent, ImageRequest
 from gateway.backends.capabilities import Capabilities
 from gateway.media.jpeg import encode_flat_blocks
+from gateway.media.webp import encode_bands
 
-__all__ = ["LocalBackend", "render", "render_jpeg", "render_png"]
+__all__ = ["LocalBackend", "render", "render_jpeg", "render_png", "render_webp"]
 
 _GRID = 8
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -119,6 +120,26 @@ def render_jpeg(
     )
 
 
+def render_webp(
+    prompt: str, seed: int | None, width: int, height: int, index: int = 0, block: int = 1
+) -> bytes:
+    """The picture of :func:`render_png` as a lossless WebP (the same pixels)."""
+    tile_w, tile_h, colours = _tiles(prompt, seed, width, height, index, block)
+    bands = [
+        (
+            min(tile_h, height - band * tile_h),
+            [
+                (colours[band][col], min(tile_w, width - col * tile_w))
+                for col in range(_GRID)
+                if col * tile_w < width
+            ],
+        )
+        for band in range(_GRID)
+        if band * tile_h < height
+    ]
+    return encode_bands(width, height, bands)
+
+
 def render(request: ImageRequest, index: int, block: int = 1) -> GeneratedImage:
     """Image ``index`` of ``request`` in its ``output_format`` (``output_compression``:
     JPEG's quality, or for PNG how hard zlib works: 100, the default, least)."""
@@ -127,6 +148,8 @@ def render(request: ImageRequest, index: int, block: int = 1) -> GeneratedImage:
     if request.output_format == "jpeg":
         quality = 100 if compression is None else max(1, compression)
         return GeneratedImage(render_jpeg(*args, quality=quality), "image/jpeg")
+    if request.output_format == "webp":  # lossless: output_compression changes nothing
+        return GeneratedImage(render_webp(*args), "image/webp")
     level = 1 if compression is None else max(1, round((100 - compression) * 9 / 100))
     return GeneratedImage(render_png(*args, level=level))
 
@@ -146,7 +169,7 @@ class LocalBackend(ImageBackend):
 
     capabilities = Capabilities(
         background=("auto", "opaque"),
-        output_format=("png", "jpeg"),
+        output_format=("png", "jpeg", "webp"),
         output_compression=True,
         moderation=("auto", "low"),
         stream=True,

@@ -61,7 +61,7 @@ def test_openai_capabilities_follow_the_upstream_model() -> None:
 def test_each_type_declares_what_it_can_carry() -> None:
     assert LocalBackend("l", {}).capabilities_for("m") == Capabilities(
         background=("auto", "opaque"),
-        output_format=("png", "jpeg"),
+        output_format=("png", "jpeg", "webp"),
         output_compression=True,
         moderation=("auto", "low"),
         stream=True,
@@ -101,9 +101,9 @@ def test_config_narrows_capabilities() -> None:
         (
             LocalBackend,
             {},
-            {"output_format": ["webp"]},
-            "backends.x.capabilities.output_format: this backend type cannot send 'webp'"
-            " upstream (it can: png, jpeg)",
+            {"background": ["transparent"]},
+            "backends.x.capabilities.background: this backend type cannot send 'transparent'"
+            " upstream (it can: auto, opaque)",
         ),
         (
             LocalBackend,
@@ -406,6 +406,22 @@ async def test_local_makes_jpeg_of_the_same_picture() -> None:
             <= 2
         )
     assert len(rough.data) < len(jpeg.data)
+
+
+async def test_local_makes_lossless_webp_of_the_same_picture() -> None:
+    backend = LocalBackend("l", {})
+    [png] = await backend.generate(image_request(seed=3, width=200, height=120))
+    [webp] = await backend.generate(
+        image_request(seed=3, width=200, height=120, output_format="webp")
+    )
+    assert webp.media_type == "image/webp"
+    assert inspect_image(webp.data).media_type == "image/webp"
+    decoded = Image.open(io.BytesIO(webp.data))
+    assert decoded.format == "WEBP"
+    assert (
+        decoded.convert("RGB").tobytes()
+        == Image.open(io.BytesIO(png.data)).convert("RGB").tobytes()
+    )
 
 
 async def test_local_streams_in_the_requested_format() -> None:

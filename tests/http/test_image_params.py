@@ -21,7 +21,6 @@ from tests.support.waiting import eventually
     ("field", "value", "message"),
     [
         ("background", "transparent", "it accepts: auto, opaque."),
-        ("output_format", "webp", "it accepts: png, jpeg."),
         ("style", "vivid", "leave it out."),
         ("quality", "hd", "it accepts: auto."),
     ],
@@ -132,19 +131,30 @@ async def test_parameters_reach_the_upstream_and_jpeg_is_stored_as_jpeg(
     assert (await served.read())[:3] == b"\xff\xd8\xff"
 
 
-async def test_local_jpeg_is_stored_and_served_as_jpeg(gateway: Gateway, make_key: MakeKey):
+@pytest.mark.parametrize(
+    ("output_format", "extension", "content_type", "pillow"),
+    [("jpeg", ".jpg", "image/jpeg", "JPEG"), ("webp", ".webp", "image/webp", "WEBP")],
+)
+async def test_local_formats_are_stored_and_served_as_such(
+    gateway: Gateway,
+    make_key: MakeKey,
+    output_format: str,
+    extension: str,
+    content_type: str,
+    pillow: str,
+):
     key = await make_key()
     response = await gateway.generate(
-        key.key, output_format="jpeg", output_compression=80, response_format="url"
+        key.key, output_format=output_format, output_compression=80, response_format="url"
     )
     assert response.status == 200, await response.text()
     link = urlsplit((await response.json())["data"][0]["url"])
-    assert link.path.endswith(".jpg")
+    assert link.path.endswith(extension)
     served = await gateway.client.get(f"{link.path}?{link.query}")
     assert served.status == 200
-    assert served.headers["Content-Type"] == "image/jpeg"
-    data = await served.read()
-    assert Image.open(io.BytesIO(data)).size == (256, 256)
+    assert served.headers["Content-Type"] == content_type
+    image = Image.open(io.BytesIO(await served.read()))
+    assert (image.format, image.size) == (pillow, (256, 256))
 
 
 async def test_webp_in_b64_json_is_checked_and_delivered(
@@ -202,7 +212,7 @@ async def test_models_say_what_they_accept(gateway: Gateway, make_key: MakeKey):
         "quality": ["auto"],
         "style": [],
         "background": ["auto", "opaque"],
-        "output_format": ["png", "jpeg"],
+        "output_format": ["png", "jpeg", "webp"],
         "moderation": ["auto", "low"],
         "output_compression": True,
         "stream": True,
