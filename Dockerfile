@@ -1,12 +1,20 @@
-# Image gateway container.
+# Image gateway container. The config is not in the image: mount your config.yaml
+# (docker-compose.yml mounts ./config.yaml; Kubernetes a ConfigMap).
 #
 #   docker build -t image-gateway .
 #   docker run --rm -p 8080:8080 \
+#       -v "$PWD/config.yaml:/etc/gateway/config.yaml:ro" \
 #       -e DATABASE_URL=postgresql://USER:PASS@HOST:5432/gateway \
 #       -e REDIS_URL=redis://HOST:6379/0 \
 #       -e GATEWAY_JWT_SECRET=... \
 #       image-gateway                       # = gateway serve
-#   docker run --rm -e DATABASE_URL=... image-gateway migrate
+#   docker run --rm -v "$PWD/config.yaml:/etc/gateway/config.yaml:ro" \
+#       -e DATABASE_URL=... image-gateway migrate
+#
+# Runs as user and group 10001 (`gateway`), the ids deploy/kubernetes/ and
+# deploy/README.md name. What it writes: the reservation journal (usage.journal_dir,
+# by default under /tmp) and, with the default file store, images under
+# $GATEWAY_DATA_DIR (/data, a volume).
 
 # ---------------------------------------------------------------- builder
 FROM python:3.11-slim AS builder
@@ -48,9 +56,13 @@ COPY --from=builder /opt/venv /opt/venv
 
 WORKDIR /app
 COPY migrations/ /app/migrations/
-COPY config.yaml /app/config.yaml
+# The gateway's own data directory (stored images of the default file store), its user's.
+RUN mkdir /data && chown 10001:10001 /data
 
-USER 10001
+ENV GATEWAY_CONFIG=/etc/gateway/config.yaml \
+    GATEWAY_DATA_DIR=/data
+
+USER 10001:10001
 
 EXPOSE 8080
 

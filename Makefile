@@ -85,7 +85,7 @@ clean: ## stop throwaway servers; remove .venv, .run and caches
 
 # The load benchmark (bench/): the gateway against a bare aiohttp proxy and the upstream.
 BENCH_ARGS ?=
-.PHONY: bench bench-image bench-smoke
+.PHONY: bench bench-image bench-jobs bench-smoke
 
 bench: venv ## run the load benchmark; writes BENCHMARKS.md (BENCH_ARGS='--runs 5')
 	@env_lines="$$($(SERVICES))"
@@ -96,6 +96,11 @@ bench-image: venv ## only the image workload; rewrites its section of BENCHMARKS
 	@env_lines="$$($(SERVICES))"
 	eval "$$env_lines"
 	$(BIN)/python -m bench.run --scenario image $(BENCH_ARGS)
+
+bench-jobs: venv ## only the jobs scenario; rewrites its section of BENCHMARKS.md
+	@env_lines="$$($(SERVICES))"
+	eval "$$env_lines"
+	$(BIN)/python -m bench.run --scenario jobs $(BENCH_ARGS)
 
 bench-smoke: venv ## a few seconds of the benchmark; fails unless every check passes
 	@env_lines="$$($(SERVICES))"

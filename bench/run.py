@@ -41,7 +41,7 @@ import asyncpg
 import redis
 import uvloop
 
-from bench import image_report, report
+from bench import image_report, jobs_report, report
 from bench.counters import PostgresCounter, PostgresUsage, RedisUsage, redis_commandstats
 from bench.gateway_setup import (
     FLUSH_INTERVAL_S,
@@ -63,6 +63,7 @@ from bench.image_scenario import (
     default_rss_limit,
     image_settings_valid,
 )
+from bench.jobs_scenario import JobsOutcome, JobsScenario, JobsSettings
 from bench.procs import (
     Child,
     Children,
@@ -133,6 +134,7 @@ class Bench:
         self.held_back = False
         self.primer = ""
         self.image: image_report.ImageOutcome | None = None
+        self.jobs: JobsOutcome | None = None
 
     # -- load ------------------------------------------------------------------
 
@@ -461,7 +463,10 @@ class Bench:
                     self.stop_gateway(child)
         if a.scenario in ("image", "all"):
             image_text = self.run_image(has_workers)
-        return self.verdict(tiny_text, image_text)
+        jobs_text = None
+        if a.scenario in ("jobs", "all"):
+            jobs_text = self.run_jobs()
+        return self.verdict(tiny_text, image_text, jobs_text)
 
     def run_tiny(self, has_workers: bool) -> str:
         """The fast-upstream scenario; its report."""
@@ -635,6 +640,46 @@ class Bench:
         print(text)
         return text
 
+    def run_jobs(self) -> str:
+        """The jobs scenario (:mod:`bench.jobs_scenario`); its report."""
+        a = self.args
+        scenario = JobsScenario(
+            JobsSettings(
+                delay_s=a.jobs_delay,
+                size_kib=a.jobs_size_kib,
+                connections=a.jobs_connections,
+                duration_s=1.0 if a.smoke else a.jobs_duration,
+            ),
+            children=self.children,
+            workdir=self.workdir,
+            keys=self.keys[:IMAGE_KEYS],
+            database_url=self.db.url,
+            gateway_common=lambda port: {
+                "port": port,
+                "database_url": self.db.url,
+                "redis_url": self.redis.url,
+                "redis_prefix": self.redis.prefix + "jobs:",
+                "backend": self.backend,
+                "local_ttl": a.local_ttl,
+            },
+            backend=self.backend,
+            log=log,
+        )
+        self.jobs = scenario.run()
+        machine = self.outcome.machine
+        text = jobs_report.render(
+            self.jobs,
+            self.outcome_command(),
+            report.now_utc(),
+            f"{machine.get('nproc', '?')} cores, load average at start "
+            f"{machine.get('load average at start', '?')}, at end "
+            + " ".join(f"{v:.2f}" for v in os.getloadavg())
+            + " (shared with other work)",
+        )
+        print()
+        print(text)
+        return text
+
     def fixed_rate_runs(
         self,
         into: dict[str, list[LoadResult]],
@@ -798,7 +843,7 @@ class Bench:
         argv = self.args.argv
         return f"{shlex.quote(sys.executable)} -m bench.run {shlex.join(argv)}".strip()
 
-    def verdict(self, tiny: str | None, image: str | None) -> int:
+    def verdict(self, tiny: str | None, image: str | None, jobs: str | None = None) -> int:
         a, o = self.args, self.outcome
         groups = (*o.runs.values(), *o.fixed.values(), *o.fixed_low.values())
         all_runs = [r for rs in groups for r in rs]
@@ -826,13 +871,22 @@ class Bench:
                 checks[
                     "image workload: no non-200, socket error or short answer"
                 ] = not image_errors
+            if jobs is not None and self.jobs is not None:
+                checks["jobs: every submit answered 202, every job succeeded"] = (
+                    not self.jobs.errors and bool(self.jobs.samples.get("webhook"))
+                )
             for name, passed in checks.items():
                 print(f"smoke: {'PASS' if passed else 'FAIL'}  {name}")
             return 0 if all(checks.values()) else 1
         output = Path(a.output)
         existing = output.read_text() if output.exists() else ""
-        output.write_text(image_report.merge(existing, tiny, image))
+        rest, old_jobs = jobs_report.split(existing)
+        merged = image_report.merge(rest, tiny, image) if tiny or image else rest
+        output.write_text(jobs_report.join(merged, jobs if jobs is not None else old_jobs))
         log(f"wrote {output}" + ("" if a.scenario == "all" else f" (its {a.scenario} section)"))
+        if self.jobs is not None and self.jobs.errors:
+            print(f"error: the jobs scenario saw {len(self.jobs.errors)} error(s)")
+            return 1
         if errors or image_errors:
             print(
                 f"error: {len(errors) + len(image_errors)} run(s) saw non-2xx responses, "
@@ -976,10 +1030,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target fails")
     parser.add_argument(
         "--scenario",
-        choices=("all", "tiny", "image"),
+        choices=("all", "tiny", "image", "jobs"),
         default="all",
-        help="tiny: the fast upstream; image: the slow upstream with megabyte answers (all)",
+        help="tiny: the fast upstream; image: the slow upstream with megabyte answers;"
+        " jobs: a generation as a job against the same one synchronously (all)",
     )
+    jobs = parser.add_argument_group("the jobs scenario (--scenario jobs or all)")
+    jobs.add_argument("--jobs-delay", type=float, default=0.5, help="upstream delay, s (0.5)")
+    jobs.add_argument("--jobs-size-kib", type=int, default=64, help="KiB per image (64)")
+    jobs.add_argument("--jobs-connections", type=int, default=8, help="clients (8)")
+    jobs.add_argument("--jobs-duration", type=float, default=10.0, help="seconds per phase (10)")
     image = parser.add_argument_group("the image workload (--scenario image or all)")
     image.add_argument(
         "--image-delay", type=float, default=2.0, metavar="D", help="upstream delay, s (2)"

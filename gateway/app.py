@@ -52,6 +52,7 @@ from gateway.metrics import Metrics
 from gateway.redis.client import create_redis
 from gateway.redis.layout import RedisLayout, job_cancel_channel, job_stream
 from gateway.redis.pipelined import PipelinedRedis
+from gateway.reload import RELOADER, ConfigReloader
 from gateway.services import CONFIG, SERVICES, Services
 from gateway.startup import DEV_MODE_WARNING, StartupError, prepare
 from gateway.storage import STORAGE, storage_context
@@ -74,13 +75,15 @@ def create_app(
     limiter_clock: Callable[[], float] | None = None,
     dev: bool = False,
     public_api: bool = True,
+    config_path: Path | None = None,
 ) -> web.Application:
     """Build the gateway application.
 
     The keyword arguments are for tests: ``key_store`` wraps the pool (to count
     queries), the clocks pin time (``limiter_clock`` replaces Redis's own clock in the
     admission script). ``dev`` allows starting without a JWT secret (one is generated).
-    ``public_api`` False: a job worker, serving health and metrics only.
+    ``public_api`` False: a job worker, serving health and metrics only. ``config_path``:
+    the file a config reload (SIGHUP) reads again.
 
     Raises :class:`ConfigError` for what :func:`gateway.startup.prepare` finds. Start-up
     (the app's cleanup context) raises :class:`StartupError` when Postgres is
@@ -192,8 +195,8 @@ def create_app(
                 max_per_host=config.server.upstream_max_connections_per_host,
             )
             opened.push_async_callback(api.close)
+            context = BackendContext(http=egress.session, api=api, egress=egress)
             for guarded in router.backends.values():
-                context = BackendContext(http=egress.session, api=api, egress=egress)
                 await guarded.backend.start(context)
                 opened.push_async_callback(_close_quietly, guarded.backend)
             services = app[SERVICES] = Services(
@@ -230,6 +233,17 @@ def create_app(
                     config.webhooks.secret_key or config.auth.jwt_secrets[0]
                 ),
             )
+            # SIGHUP: config.yaml again, its live part applied (gateway/reload.py).
+            reloader = app[RELOADER] = ConfigReloader(
+                path=config_path,
+                services=services,
+                context=context,
+                metrics=metrics,
+                dev=dev,
+                registry=registry,
+                clock=monotonic,
+            )
+            opened.push_async_callback(reloader.close)
             tasks = [
                 asyncio.create_task(keys.listen_for_invalidations(), name="key-invalidations"),
                 asyncio.create_task(flusher.run(), name="usage-flusher"),
@@ -247,7 +261,10 @@ def create_app(
                     log.exception("final usage flush failed; the counts stay pending in Redis")
 
     async def start_draining(app: web.Application) -> None:
-        app[SERVICES].draining = True
+        services = app[SERVICES]
+        services.draining = True
+        if services.jobs is not None:  # no new job from now; the running ones' grace starts
+            services.jobs.begin_stop()
 
     app.cleanup_ctx.append(resources)
     # Stored images and their links (response_format "url", GET /v1/files/{file_id}).
@@ -264,7 +281,7 @@ def create_app(
     # The job workers, last: they use everything above, and stop first.
     app.cleanup_ctx.append(jobs_context)
     app.on_shutdown.append(start_draining)
-    setup_routes(app, public_api=public_api)
+    setup_routes(app, public_api=public_api, serve_metrics=not config.server.metrics_port)
     if public_api and config.console.enabled:
         setup_console(app, dev=dev)
     return app
@@ -320,8 +337,10 @@ async def jobs_context(app: web.Application) -> AsyncIterator[None]:
         egress=webhook_egress,
         secrets=services.webhook_secrets,
         render=render,
+        metrics=services.metrics,
         wall_clock=services.wall_clock,
     )
+    runner.webhook_due = sender.wake
     sending = None
     try:
         await runner.start()
@@ -329,10 +348,11 @@ async def jobs_context(app: web.Application) -> AsyncIterator[None]:
         sending = asyncio.create_task(sender.run(), name="webhooks")
         yield
     finally:
+        # The jobs first: the webhooks of those ending within the grace are sent meanwhile.
+        await runner.close()
         if sending is not None:
             sending.cancel()
             await asyncio.gather(sending, return_exceptions=True)
-        await runner.close()
         await jobs_redis.aclose()
         await webhook_egress.close()
 

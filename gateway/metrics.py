@@ -203,6 +203,12 @@ class Metrics:
             "Files deleted from the file store for being past the retention.",
         )
         self.jobs = counter("gateway_jobs_total", "Image jobs ended, by status.", ("status",))
+        self.jobs_unfinished = gauge(
+            "gateway_jobs_unfinished",
+            "Jobs queued and running now, in all processes (counted by each process's sweep).",
+            ("status",),
+            "max",
+        )
         self.job_queue_depth = gauge(
             "gateway_job_queue_depth",
             "Jobs in the queue's stream: waiting, or taken and not yet done.",
@@ -223,6 +229,36 @@ class Metrics:
         )
         self.job_attempts = counter(
             "gateway_job_attempts_total", "Runs of jobs started (a re-run counts again)."
+        )
+        self.config_info = gauge(
+            "gateway_config_info",
+            "The config in effect, by the first 16 hex digits of its SHA-256: 1 (0: before a "
+            "reload).",
+            ("hash",),
+            "max",
+        )
+        self.config_loaded = gauge(
+            "gateway_config_loaded_timestamp_seconds",
+            "When the config in effect was loaded (start-up, or the last reload), Unix time.",
+            (),
+            "max",
+        )
+        self.config_reloads = counter(
+            "gateway_config_reloads_total",
+            "Config reloads (SIGHUP) by outcome: applied, refused (the file failed its checks).",
+            ("outcome",),
+        )
+        self.webhook_deliveries = counter(
+            "gateway_webhook_deliveries_total",
+            "Webhook deliveries by outcome: delivered (2xx), retry (failed, tried again"
+            " later), gave_up (failed, the last attempt).",
+            ("outcome",),
+        )
+        self.webhook_delivery_seconds = histogram(
+            "gateway_webhook_delivery_seconds",
+            "Time from a job's end to its webhook's delivery (2xx).",
+            (),
+            _LATENCY_BUCKETS,
         )
         self.dependency_errors = counter(
             "gateway_dependency_errors_total",

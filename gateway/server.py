@@ -12,9 +12,12 @@ supervisor once it serves or fails to start. If any worker fails to start, the
 supervisor stops the others and exits with that worker's status. SIGTERM (or SIGINT) is
 passed on to every worker, which stops accepting, lets in-flight requests finish (up to
 ``server.shutdown_timeout_seconds``), flushes usage and exits; the supervisor exits 0
-when all have. A worker that dies later on its own is started again. Prometheus metrics
-are shared through files in ``PROMETHEUS_MULTIPROC_DIR``, set up before any worker
-imports the client library.
+when all have. SIGHUP is passed on too: every worker reads the config file again
+(:mod:`gateway.reload`), and so does the supervisor, for the workers it starts later.
+The process's id is in :func:`pid_file` while it runs (``gateway reload`` reads it). A
+worker that dies later on its own is started again. Prometheus metrics are shared
+through files in ``PROMETHEUS_MULTIPROC_DIR``, set up before any worker imports the
+client library.
 """
 
 from __future__ import annotations
@@ -37,13 +40,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from gateway.config import Config, ConfigError
 from gateway.startup import StartupError
 
-__all__ = ["bind", "describe_failure", "resolve_workers", "serve"]
+__all__ = ["bind", "describe_failure", "pid_file", "resolve_workers", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +179,7 @@ def _run_worker(
     reuse_port: bool,
     on_ready: Callable[[], None],
     public_api: bool = True,
+    config_path: Path | None = None,
 ) -> None:
     """Bind, start the app, call ``on_ready``, and serve until SIGTERM or SIGINT.
     ``public_api`` False: a job worker (health and metrics only).
@@ -190,19 +195,32 @@ def _run_worker(
     protocol.install()
     sockets = bind(host, port, reuse_port=reuse_port)
     try:
-        app = create_app(config, dev=dev, public_api=public_api)
+        metrics_port = config.server.metrics_port
+        metrics_sockets = bind(host, metrics_port, reuse_port=reuse_port) if metrics_port else []
+        sockets += metrics_sockets
+        app = create_app(config, dev=dev, public_api=public_api, config_path=config_path)
         app.on_startup.append(_freeze_startup_objects)  # after the app's own start-up
         with asyncio.Runner(loop_factory=new_loop) as runner:
-            runner.run(_serve_app(app, sockets, config, on_ready))
+            runner.run(_serve_app(app, sockets, config, on_ready, metrics_sockets))
     finally:
         for sock in sockets:
             sock.close()
 
 
 async def _serve_app(
-    app: Any, sockets: list[socket.socket], config: Config, on_ready: Callable[[], None]
+    app: Any,
+    sockets: list[socket.socket],
+    config: Config,
+    on_ready: Callable[[], None],
+    metrics_sockets: list[socket.socket],
 ) -> None:
+    """Serve ``app`` on ``sockets`` (``/metrics`` alone on ``metrics_sockets``, which
+    ``sockets`` includes) until SIGTERM or SIGINT."""
     from aiohttp import web
+
+    from gateway.http.routes import metrics_app
+    from gateway.reload import RELOADER
+    from gateway.services import SERVICES
 
     stop = asyncio.Event()
     main = asyncio.current_task()
@@ -217,9 +235,20 @@ async def _serve_app(
             interrupted = True
             main.cancel()
 
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def on_reload() -> None:
+        if not serving:
+            log.warning("SIGHUP during start-up: ignored (the config is being read now)")
+            return
+        task = asyncio.create_task(app[RELOADER].reload(), name="config-reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
     runner = web.AppRunner(
         app,
         access_log=None,
@@ -228,10 +257,17 @@ async def _serve_app(
         # Handed by aiohttp to every connection's GatewayRequestHandler.
         header_read_timeout=config.server.header_read_timeout_seconds,
     )
+    metrics_runner = None
     try:
         await runner.setup()  # the app's start-up: pools opened, backends started
+        if metrics_sockets:  # server.metrics_port
+            metrics_runner = web.AppRunner(metrics_app(app[SERVICES]), access_log=None)
+            await metrics_runner.setup()
+            for sock in metrics_sockets:
+                await web.SockSite(metrics_runner, sock).start()
         for sock in sockets:
-            await web.SockSite(runner, sock).start()  # listens from here on
+            if sock not in metrics_sockets:
+                await web.SockSite(runner, sock).start()  # listens from here on
         serving = True
         on_ready()
         await stop.wait()
@@ -240,20 +276,56 @@ async def _serve_app(
             raise
         main.uncancel()  # handled: what follows may wait again
     finally:
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await runner.cleanup()  # stop accepting, let requests finish, final flush
 
 
+def pid_file(port: int) -> Path:
+    """Where the gateway serving ``port`` on this host keeps its process id."""
+    return Path(tempfile.gettempdir()) / f"image-gateway-{port}.pid"
+
+
 def serve(
-    config: Config, host: str, port: int, *, dev: bool = False, public_api: bool = True
+    config: Config,
+    host: str,
+    port: int,
+    *,
+    dev: bool = False,
+    public_api: bool = True,
+    config_path: Path | None = None,
 ) -> int:
     """Run the gateway until SIGTERM or SIGINT; the exit status. ``public_api`` False:
     only work jobs (``gateway worker``), answering health and metrics only.
+    ``config_path``: the file SIGHUP reads again.
 
     Prints ``gateway listening on ...`` once every process serves, or one line on
     stderr if start-up fails.
     """
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the server handles it
+    pid_path = pid_file(port)
+    with contextlib.suppress(OSError):
+        pid_path.write_text(f"{os.getpid()}\n")
+    try:
+        return _serve(config, host, port, dev, public_api, config_path)
+    finally:
+        with contextlib.suppress(OSError):
+            if pid_path.read_text().strip() == str(os.getpid()):
+                pid_path.unlink()
+
+
+def _serve(
+    config: Config,
+    host: str,
+    port: int,
+    dev: bool,
+    public_api: bool,
+    config_path: Path | None,
+) -> int:
     workers = resolve_workers(config)
     try:
+        if port == config.server.metrics_port:  # --port may say so
+            raise StartupError(f"server.metrics_port: must differ from the port ({port})")
         if workers == 1:
             _run_worker(
                 config,
@@ -263,25 +335,35 @@ def serve(
                 reuse_port=False,
                 on_ready=lambda: _announce(host, port, 1),
                 public_api=public_api,
+                config_path=config_path,
             )
             return 0
-        # The workers share the port; first make sure nobody else holds it.
-        for sock in bind(host, port, reuse_port=False):
-            sock.close()
+        # The workers share the ports; first make sure nobody else holds them.
+        for shared in (port, config.server.metrics_port):
+            for sock in bind(host, shared, reuse_port=False) if shared else []:
+                sock.close()
     except Exception as exc:
         line, status = describe_failure(exc)
         print(line, file=sys.stderr, flush=True)
         return status
-    return _Supervisor(config, host, port, dev, workers, public_api).run()
+    return _Supervisor(config, host, port, dev, workers, public_api, config_path).run()
 
 
 def _supervised_worker(
-    config: Config, host: str, port: int, dev: bool, report: Connection, public_api: bool
+    config: Config,
+    host: str,
+    port: int,
+    dev: bool,
+    report: Connection,
+    public_api: bool,
+    config_path: Path | None,
 ) -> None:
     # Forked with the supervisor's handlers: until the server installs its own, a
-    # SIGTERM must stop this worker, not run the supervisor's handler in it.
+    # SIGTERM must stop this worker, not run the supervisor's handler in it (and a
+    # SIGHUP must not stop it: it reads the config at start anyway).
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     parent = os.getppid()
     _die_with_parent()
     if os.getppid() != parent:  # the supervisor died before the request took hold
@@ -295,6 +377,7 @@ def _supervised_worker(
             reuse_port=True,
             on_ready=lambda: report.send(_SERVING),
             public_api=public_api,
+            config_path=config_path,
         )
     except Exception as exc:
         line, status = describe_failure(exc)
@@ -313,10 +396,18 @@ class _Worker:
 
 class _Supervisor:
     def __init__(
-        self, config: Config, host: str, port: int, dev: bool, count: int, public_api: bool
+        self,
+        config: Config,
+        host: str,
+        port: int,
+        dev: bool,
+        count: int,
+        public_api: bool,
+        config_path: Path | None,
     ) -> None:
         self.config, self.host, self.port, self.dev = config, host, port, dev
         self.public_api = public_api
+        self.config_path = config_path
         self.count = count
         self.context = multiprocessing.get_context("fork")
         self.stopping = False
@@ -329,6 +420,7 @@ class _Supervisor:
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = owned_dir
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGHUP, self._reload)
         try:
             self.workers = [self._start(i) for i in range(self.count)]
             failure = self._wait_until_serving()
@@ -351,12 +443,33 @@ class _Supervisor:
         reports, report = self.context.Pipe(duplex=False)
         process = self.context.Process(
             target=_supervised_worker,
-            args=(self.config, self.host, self.port, self.dev, report, self.public_api),
+            args=(
+                self.config,
+                self.host,
+                self.port,
+                self.dev,
+                report,
+                self.public_api,
+                self.config_path,
+            ),
             name=f"gateway-worker-{index}",
         )
         process.start()
         report.close()  # the worker holds the other end: EOF here if it dies
         return _Worker(process, reports)
+
+    def _reload(self, _signum: int, _frame: FrameType | None) -> None:
+        """SIGHUP: every worker reads the config again (and logs what it did); so does
+        the supervisor, so that a worker it starts later runs the same config."""
+        for worker in self.workers:
+            process = worker.process
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGHUP)
+        if self.config_path is not None:
+            from gateway.reload import read_again
+
+            with contextlib.suppress(Exception):  # refused: every worker logs why
+                self.config = read_again(self.config, self.config_path, dev=self.dev).config
 
     def _stop(self, _signum: int, _frame: FrameType | None) -> None:
         self.stopping = True
@@ -401,7 +514,10 @@ class _Supervisor:
         return None
 
     def _wait_for_exit(self) -> None:
-        deadline = time.monotonic() + self.config.server.shutdown_timeout_seconds + 5
+        # Requests drain and running jobs get their grace at the same time, from SIGTERM.
+        config = self.config
+        grace = max(config.server.shutdown_timeout_seconds, config.jobs.shutdown_grace_seconds)
+        deadline = time.monotonic() + grace + 5
         for worker in self.workers:
             worker.process.join(max(0.0, deadline - time.monotonic()))
             if worker.process.is_alive():

@@ -6,6 +6,8 @@
 #     scripts/services.sh stop             # stop the throwaway servers under .run/
 #     scripts/services.sh status           # show what is running under .run/
 #     scripts/services.sh clean            # stop them and delete .run/ (their data)
+#     scripts/services.sh tool NAME        # a tool the tests use (promtool, kubectl): its
+#                                          # path on stdout, installed first as in (d)
 #
 # stdout carries only the two `export` lines; every log line goes to stderr.
 #
@@ -694,6 +696,25 @@ cmd_status() {
     fi
 }
 
+# ---------------------------------------------------------------- test tools
+
+# cmd_tool NAME: print the path of NAME, installing its Debian package first if missing.
+cmd_tool() {
+    local name=${1:-} package
+    case $name in
+        promtool) package=prometheus ;;
+        kubectl) package=kubernetes-client ;;
+        *) die "unknown tool '$name' (known: promtool, kubectl)" ;;
+    esac
+    if ! have "$name"; then
+        log "$name not found"
+        install_packages "$package" ||
+            die "$name is not installed and could not be installed: $(is_root || echo 'sudo ')apt-get install $package"
+        have "$name" || die "$package was installed but $name is still not found"
+    fi
+    command -v "$name" >&3
+}
+
 usage() {
     sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
 }
@@ -703,6 +724,7 @@ case "${1:-start}" in
     stop) cmd_stop ;;
     clean) cmd_clean ;;
     status) cmd_status ;;
+    tool) cmd_tool "${2:-}" ;;
     -h | --help | help) usage ;;
     *)
         usage

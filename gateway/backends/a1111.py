@@ -5,8 +5,15 @@ grids are enabled the WebUI puts a grid of the batch before the images; the ``in
 JSON then says ``"index_of_first_image": 1``. The grid is dropped (also when ``info``
 is missing but there are more images than asked for), so it is never charged.
 
+Edits and variations go to ``POST {base_url}/sdapi/v1/img2img`` with the input images as
+``init_images`` (base64) and ``denoising_strength``; a variation keeps an empty prompt.
+An edit's mask is sent as it came (``mask``, an RGBA PNG): the WebUI reads an RGBA
+mask's alpha channel (opaque: inpaint), so ``inpainting_mask_invert: 1`` makes it
+inpaint where the mask is transparent, as OpenAI's masks mean.
+
 Options: ``base_url`` (required), ``steps`` (20), ``cfg_scale`` (7.0), ``sampler``
-(``"Euler a"``), ``username_env`` and ``password_env`` (environment variables holding
+(``"Euler a"``), ``denoising_strength`` (0.75: how far an edit or a variation may move
+from its input, 0 to 1), ``username_env`` and ``password_env`` (environment variables holding
 the WebUI's ``--api-auth`` credentials; both or neither), ``sizes`` (each a multiple of
 8), ``timeout_seconds``.
 
@@ -23,7 +30,16 @@ from typing import Any
 
 import orjson
 
-from gateway.backends.base import BackendContext, GeneratedImage, ImageBackend, ImageRequest
+from gateway.backends.base import (
+    EDIT,
+    GENERATE,
+    VARIATION,
+    BackendContext,
+    GeneratedImage,
+    ImageBackend,
+    ImageRequest,
+)
+from gateway.backends.base64_codec import encode as b64encode
 from gateway.backends.capabilities import CHOICES, Capabilities
 from gateway.backends.upstream import (
     Upstream,
@@ -55,11 +71,13 @@ QUALITY_STEPS = {
 
 
 class A1111Backend(ImageBackend):
+    operations = frozenset({GENERATE, EDIT, VARIATION})
     options = (
         "base_url",
         "steps",
         "cfg_scale",
         "sampler",
+        "denoising_strength",
         "username_env",
         "password_env",
         "sizes",
@@ -75,7 +93,12 @@ class A1111Backend(ImageBackend):
                     f"backends.{name}.sizes: '{width}x{height}' is not a multiple of 8"
                     " (Stable Diffusion works in 8-pixel blocks)"
                 )
-        self._url = url_option(name, options, "base_url") + "/sdapi/v1/txt2img"
+        base_url = url_option(name, options, "base_url")
+        self._url = base_url + "/sdapi/v1/txt2img"
+        self._img2img_url = base_url + "/sdapi/v1/img2img"
+        self._denoising = float_option(name, options, "denoising_strength", 0.75)
+        if not 0 <= self._denoising <= 1:
+            raise ConfigError(f"backends.{name}.denoising_strength: must be from 0 to 1")
         self._steps = int_option(name, options, "steps", 20, minimum=1)
         self._cfg_scale = float_option(name, options, "cfg_scale", 7.0)
         self._sampler = text_option(name, options, "sampler", "Euler a")
@@ -140,9 +163,17 @@ class A1111Backend(ImageBackend):
             "send_images": True,
             "save_images": False,
         }
+        url = self._url
+        if request.images:
+            url = self._img2img_url
+            body["init_images"] = [str(b64encode(image.data), "ascii") for image in request.images]
+            body["denoising_strength"] = self._denoising
+            if request.mask is not None:
+                body["mask"] = str(b64encode(request.mask.data), "ascii")
+                body["inpainting_mask_invert"] = 1
         payload = await upstream.call(
             "POST",
-            self._url,
+            url,
             body=body,
             headers=request_headers(request),
             max_bytes=json_limit(request.n + 1),  # room for a grid

@@ -1,6 +1,9 @@
 """The upstream image backend interface.
 
-A backend turns one :class:`ImageRequest` into up to ``n`` images. Two shapes fit:
+A backend turns one :class:`ImageRequest` into up to ``n`` images: made from the prompt
+(``generate``), from input images, an optional mask and the prompt (``edit``), or from
+one input image alone (``variation``). A backend lists the operations it can do in
+:attr:`ImageBackend.operations`; the gateway sends it no other. Two shapes fit:
 
 * :class:`ImageBackend` — implement :meth:`~ImageBackend.generate` directly, for
   upstreams that answer a call with images (synchronous HTTP APIs, local models).
@@ -36,12 +39,16 @@ from gateway.errors import UpstreamError, UpstreamRefused, UpstreamTimeout
 
 __all__ = [
     "COMMON_OPTIONS",
+    "EDIT",
+    "GENERATE",
+    "VARIATION",
     "BackendContext",
     "GeneratedImage",
     "ImageBackend",
     "ImageBuffer",
     "ImageEvent",
     "ImageRequest",
+    "InputImage",
     "JobBackend",
     "JobState",
     "JobStatus",
@@ -71,6 +78,27 @@ def parse_size(size: str) -> tuple[int, int] | None:
     return int(width), int(height)
 
 
+#: The operations (:attr:`ImageRequest.operation`): images from a prompt, an edit of
+#: input images (with an optional mask) by a prompt, variations of one input image.
+GENERATE = "generate"
+EDIT = "edit"
+VARIATION = "variation"
+
+
+@dataclass(frozen=True, slots=True)
+class InputImage:
+    """An image the client uploaded (an edit's image or mask, a variation's image),
+    checked structurally before any backend sees it."""
+
+    data: bytes
+    #: ``image/png``, ``image/jpeg`` or ``image/webp``.
+    media_type: str
+    width: int
+    height: int
+    #: The client's file name, or one made from the media type.
+    filename: str = "image.png"
+
+
 @dataclass(frozen=True, slots=True)
 class ImageRequest:
     prompt: str
@@ -83,6 +111,13 @@ class ImageRequest:
     negative_prompt: str | None = None
     #: The gateway's request id, for correlating upstream logs. Not a secret.
     request_id: str = ""
+    #: :data:`GENERATE`, :data:`EDIT` or :data:`VARIATION`.
+    operation: str = GENERATE
+    #: An edit's images (1-16) or a variation's one image; empty for a generation.
+    images: tuple[InputImage, ...] = ()
+    #: An edit's mask: a PNG with an alpha channel, the size of ``images[0]``; where it
+    #: is transparent is what the edit may change.
+    mask: InputImage | None = None
     # OpenAI's parameters, as the client sent them (``None``: not sent, the backend's
     # default); the backend's capabilities were checked before it sees them.
     quality: str | None = None
@@ -91,6 +126,8 @@ class ImageRequest:
     output_format: str | None = None
     output_compression: int | None = None
     moderation: str | None = None
+    #: An edit's ``input_fidelity`` (``high``, ``low``).
+    input_fidelity: str | None = None
     #: The client's end-user id (``user``), for the upstream's abuse monitoring.
     user: str | None = None
     #: Partial images as they come (:meth:`ImageBackend.stream`).
@@ -216,6 +253,9 @@ class ImageBackend(abc.ABC):
     #: The options a backend of this type accepts besides ``type`` (and the options
     #: every backend accepts, :data:`COMMON_OPTIONS`).
     options: Sequence[str] = ("sizes", "timeout_seconds")
+    #: The operations this backend can do (:data:`GENERATE`, :data:`EDIT`,
+    #: :data:`VARIATION`); a request for another is refused before it is admitted.
+    operations: frozenset[str] = frozenset({GENERATE})
     #: The parameters (and values) this type carries to its upstream.
     capabilities: Capabilities = Capabilities()
     #: The most a config's ``capabilities:`` may list (``None``: :attr:`capabilities`).
@@ -303,7 +343,8 @@ class ImageBackend(abc.ABC):
 
     @abc.abstractmethod
     async def generate(self, request: ImageRequest) -> list[GeneratedImage]:
-        """Produce up to ``request.n`` images.
+        """Produce up to ``request.n`` images for ``request`` (whatever its
+        ``operation``, one of :attr:`operations`).
 
         Returns the images produced (possibly fewer than asked: the gateway charges
         only those). Raises :class:`UpstreamError` when the upstream fails and

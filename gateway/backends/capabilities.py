@@ -2,11 +2,12 @@
 
 OpenAI's Images API has parameters that not every upstream can honour: ``quality``,
 ``style``, ``background``, ``output_format``, ``output_compression``, ``moderation``,
-``stream``. A backend type declares, per parameter, the values it can carry to its
-upstream in the upstream's own terms (:class:`Capabilities`; the openai type per upstream
-model); an operator may narrow them in the backend's config (``capabilities:``). A
-request with a value the model's backend does not accept is a 400 naming the parameter
-and listing what the model accepts (:func:`check_request`): nothing is silently dropped.
+``input_fidelity`` (edits only), ``stream``. A backend type declares, per parameter, the
+values it can carry to its upstream in the upstream's own terms (:class:`Capabilities`;
+the openai type per upstream model); an operator may narrow them in the backend's config
+(``capabilities:``). A request with a value the model's backend does not accept is a 400
+naming the parameter and listing what the model accepts (:func:`check_request`): nothing
+is silently dropped.
 
 Generations, edits and variations share the parameters, so the check takes an
 :class:`~gateway.backends.base.ImageRequest`, whichever body it came from.
@@ -41,6 +42,7 @@ CHOICES: Mapping[str, tuple[str, ...]] = {
     "background": ("auto", "transparent", "opaque"),
     "output_format": ("png", "jpeg", "webp"),
     "moderation": ("auto", "low"),
+    "input_fidelity": ("high", "low"),
 }
 #: The most partial images a streamed image may have (OpenAI's limit).
 MAX_PARTIAL_IMAGES = 3
@@ -57,6 +59,8 @@ class Capabilities:
     background: tuple[str, ...] = ("auto",)
     output_format: tuple[str, ...] = ("png",)
     moderation: tuple[str, ...] = ("auto",)
+    #: An edit's ``input_fidelity`` (how closely it keeps the input images' details).
+    input_fidelity: tuple[str, ...] = ()
     #: ``output_compression`` (0-100) is honoured (for ``jpeg`` and ``webp``).
     output_compression: bool = False
     #: ``stream: true`` (partial images as Server-Sent Events) is possible.

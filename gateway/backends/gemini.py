@@ -9,6 +9,10 @@ the pixels, so the default ``sizes`` are the ones it makes for each aspect ratio
 moderation settings, so the backend accepts only their defaults (``auto``, ``png``:
 :class:`~gateway.backends.capabilities.Capabilities`) and does not stream.
 
+Edits send the prompt then each input image as an ``inlineData`` part (Gemini edits what
+it is shown); Gemini takes no mask, so a mask goes as one more image, named as such in
+the text. A variation is the image with a request for a variation of it.
+
 Options: ``base_url`` (default ``https://generativelanguage.googleapis.com/v1beta``),
 ``model`` (default ``gemini-2.5-flash-image``), ``api_key_env`` (required), ``sizes``
 (each near one of Gemini's aspect ratios), ``timeout_seconds``.
@@ -21,7 +25,16 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.backends.base import BackendContext, GeneratedImage, ImageBackend, ImageRequest
+from gateway.backends.base import (
+    EDIT,
+    GENERATE,
+    VARIATION,
+    BackendContext,
+    GeneratedImage,
+    ImageBackend,
+    ImageRequest,
+)
+from gateway.backends.base64_codec import encode as b64encode
 from gateway.backends.upstream import (
     Upstream,
     env_option,
@@ -63,7 +76,15 @@ def aspect_ratio(width: int, height: int) -> str | None:
     return best if distance(best) <= math.log(_RATIO_TOLERANCE) else None
 
 
+_MASK_NOTE = (
+    "\n\nThe last image is a mask: change only where it is transparent, keep the rest"
+    " of the first image as it is."
+)
+_VARIATION_TEXT = "Make a variation of this image: the same subject and style, a new take."
+
+
 class GeminiBackend(ImageBackend):
+    operations = frozenset({GENERATE, EDIT, VARIATION})
     options = ("base_url", "model", "api_key_env", "sizes", "timeout_seconds")
     default_sizes = (
         "1024x1024",
@@ -118,7 +139,7 @@ class GeminiBackend(ImageBackend):
         ratio = aspect_ratio(request.width, request.height)
         if ratio is not None:
             config["imageConfig"] = {"aspectRatio": ratio}
-        body = {"contents": [{"parts": [{"text": request.prompt}]}], "generationConfig": config}
+        body = {"contents": [{"parts": _parts(request)}], "generationConfig": config}
         headers = request_headers(request)
 
         async def one_call() -> list[GeneratedImage]:
@@ -129,6 +150,27 @@ class GeminiBackend(ImageBackend):
 
         batches = await gather_successes(self.name, [one_call() for _ in range(request.n)])
         return [image for batch in batches for image in batch][: request.n]
+
+
+def _parts(request: ImageRequest) -> list[dict[str, Any]]:
+    """The request's text, then its images (and mask) as inline data."""
+    if request.operation == VARIATION:
+        text = _VARIATION_TEXT
+    else:
+        text = request.prompt + (_MASK_NOTE if request.mask is not None else "")
+    images = [*request.images, *([request.mask] if request.mask is not None else [])]
+    return [
+        {"text": text},
+        *(
+            {
+                "inlineData": {
+                    "mimeType": image.media_type,
+                    "data": str(b64encode(image.data), "ascii"),
+                }
+            }
+            for image in images
+        ),
+    ]
 
 
 def _images_from(payload: Any) -> list[GeneratedImage]:

@@ -9,14 +9,14 @@ redirects followed, answers read up to a size bound, the upstream's words saniti
 Options: ``base_url`` (required), ``model`` (the upstream's model name; default: the
 client's), ``api_key_env`` (name of an environment variable holding the upstream's key,
 sent as ``Authorization: Bearer``; never the client's key), ``sizes``,
-``timeout_seconds``.
+``timeout_seconds``. Generations only: the format has no edits or variations.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from gateway.backends.base import ImageRequest
+from gateway.backends.base import GENERATE, ImageRequest
 from gateway.backends.capabilities import Capabilities
 from gateway.backends.openai import OpenAIBackend
 
@@ -26,6 +26,8 @@ __all__ = ["HttpBackend"]
 class HttpBackend(OpenAIBackend):
     options = ("base_url", "model", "api_key_env", "sizes", "timeout_seconds")
     default_base_url = None
+    #: The gateway's own format has no edits (nor variations).
+    operations = frozenset({GENERATE})
 
     def model_capabilities(self, model: str) -> Capabilities:
         """Everything, whatever the model is called: the upstream speaks this gateway's

@@ -3,13 +3,15 @@
 Deterministic: the same (prompt, seed, size, index) always gives the same picture —
 a grid of colour tiles derived from a SHA-256 of them. Cheap: rows repeat within a
 band of tiles, so each picture compresses fast; larger ones are encoded off the
-event loop.
+event loop. Edits and variations are made from the input image and mask
+(:mod:`gateway.backends.local_edit`).
 
-It streams: with ``partial_images`` P, each image comes first as P coarse versions of
-itself (blocks of 2^P, ..., 2 tiles taking the colour of their first tile), then whole.
-It accepts ``moderation`` (it moderates nothing) and an opaque ``background`` (its
-pictures have no transparency); ``output_format`` PNG, JPEG (a baseline JPEG of flat
-blocks, :mod:`gateway.media.jpeg`) or WebP (lossless, :mod:`gateway.media.webp`), and
+It streams generations and edits: with ``partial_images`` P, each image comes first as P
+coarse versions of itself (blocks of 2^P, ..., 2 tiles taking the colour of their first
+tile; an edit's blocks are 8 times as many pixels), then whole. It accepts
+``moderation`` (it moderates nothing) and an opaque ``background`` (its pictures have no
+transparency); ``output_format`` PNG, JPEG (a baseline JPEG of flat blocks,
+:mod:`gateway.media.jpeg`) or WebP (lossless, :mod:`gateway.media.webp`), and
 ``output_compression`` (JPEG's quality; for PNG, 100 is zlib's fastest level, 0 its
 hardest; a lossless WebP is the same at any level).
 """
@@ -22,8 +24,17 @@ import struct
 import zlib
 from collections.abc import AsyncGenerator
 
-from gateway.backends.base import GeneratedImage, ImageBackend, ImageEvent, ImageRequest
+from gateway.backends.base import (
+    EDIT,
+    GENERATE,
+    VARIATION,
+    GeneratedImage,
+    ImageBackend,
+    ImageEvent,
+    ImageRequest,
+)
 from gateway.backends.capabilities import Capabilities
+from gateway.backends.local_edit import edit_image, jpeg_quality, png_level
 from gateway.media.jpeg import encode_flat_blocks
 from gateway.media.webp import encode_bands
 
@@ -142,16 +153,17 @@ def render_webp(
 
 def render(request: ImageRequest, index: int, block: int = 1) -> GeneratedImage:
     """Image ``index`` of ``request`` in its ``output_format`` (``output_compression``:
-    JPEG's quality, or for PNG how hard zlib works: 100, the default, least)."""
+    JPEG's quality, or for PNG how hard zlib works: 100, the default, least); an edit or
+    a variation is made from its input (:func:`~gateway.backends.local_edit.edit_image`)."""
+    if request.images:
+        return edit_image(request, index, block)
     args = (request.prompt, request.seed, request.width, request.height, index, block)
     compression = request.output_compression
     if request.output_format == "jpeg":
-        quality = 100 if compression is None else max(1, compression)
-        return GeneratedImage(render_jpeg(*args, quality=quality), "image/jpeg")
+        return GeneratedImage(render_jpeg(*args, quality=jpeg_quality(compression)), "image/jpeg")
     if request.output_format == "webp":  # lossless: output_compression changes nothing
         return GeneratedImage(render_webp(*args), "image/webp")
-    level = 1 if compression is None else max(1, round((100 - compression) * 9 / 100))
-    return GeneratedImage(render_png(*args, level=level))
+    return GeneratedImage(render_png(*args, level=png_level(compression)))
 
 
 class LocalBackend(ImageBackend):
@@ -166,6 +178,7 @@ class LocalBackend(ImageBackend):
         "1792x1024",
         "1024x1792",
     )
+    operations = frozenset({GENERATE, EDIT, VARIATION})
 
     capabilities = Capabilities(
         background=("auto", "opaque"),
@@ -179,13 +192,13 @@ class LocalBackend(ImageBackend):
         def render_all() -> list[GeneratedImage]:
             return [render(request, i) for i in range(request.n)]
 
-        if request.width * request.height <= _INLINE_PIXELS:
+        if request.width * request.height <= _INLINE_PIXELS and not request.images:
             return render_all()
         return await asyncio.to_thread(render_all)
 
     async def stream(self, request: ImageRequest) -> AsyncGenerator[ImageEvent, None]:
         partials = request.partial_images
-        inline = request.width * request.height <= _INLINE_PIXELS
+        inline = request.width * request.height <= _INLINE_PIXELS and not request.images
         for index in range(request.n):
             for level in range(partials + 1):
                 block = 2 ** (partials - level)

@@ -1,7 +1,12 @@
 """The ``openai`` backend: OpenAI's Images API, or any upstream compatible with it.
 
 ``POST {base_url}/images/generations`` with ``{"model", "prompt", "n", "size",
-"response_format": "b64_json"}``; images come back as ``data[].b64_json``, or as
+"response_format": "b64_json"}``; edits as ``POST {base_url}/images/edits``, multipart
+(``image``, or ``image[]`` for several, ``mask``, ``prompt``, ``n``, ``size``, and the
+edit's ``quality``, ``background``, ``output_format``, ``output_compression``,
+``input_fidelity``, ``user``, ``stream``, ``partial_images``); variations as
+``POST {base_url}/images/variations`` (``image``, ``n``, ``size``, ``user``). Images
+come back as ``data[].b64_json``, or as
 ``data[].url``, which is downloaded without credentials, at most 20 MB, under the egress
 policy (no loopback, private or link-local targets unless ``egress.allow`` lists them;
 see :mod:`gateway.egress`). ``revised_prompt`` is kept. ``gpt-image-*`` models always
@@ -15,12 +20,14 @@ default: the client's), ``organization`` (sent as ``OpenAI-Organization``), ``si
 
 Parameters go upstream under OpenAI's own names. What a model accepts follows OpenAI's
 documentation: ``gpt-image-*`` takes ``quality`` (auto, low, medium, high),
-``background``, ``output_format``, ``output_compression``, ``moderation`` and streams;
+``background``, ``output_format``, ``output_compression``, ``moderation``,
+``input_fidelity`` (edits) and streams (generations and edits);
 ``dall-e-3`` takes ``quality`` (auto, standard, hd) and ``style``; ``dall-e-2`` only
 ``quality`` standard. Any other model (an OpenAI-compatible upstream) is sent whatever
 the client asked for, and judges it itself; ``capabilities:`` narrows that. ``user`` is
 always sent. A streamed call (``stream``, ``partial_images``) reads the upstream's
-Server-Sent Events (:mod:`gateway.backends.sse`) and passes its images on as they come.
+Server-Sent Events (:mod:`gateway.backends.sse`) and passes its images on as they come:
+a streamed edit is the same multipart form with ``stream`` true.
 """
 
 from __future__ import annotations
@@ -32,6 +39,9 @@ import aiohttp
 import msgspec
 
 from gateway.backends.base import (
+    EDIT,
+    GENERATE,
+    VARIATION,
     BackendContext,
     GeneratedImage,
     ImageBackend,
@@ -46,6 +56,7 @@ from gateway.backends.upstream import (
     gather_successes,
     image_from_json_string,
     json_limit,
+    multipart_form,
     read_secret,
     refusal,
     request_headers,
@@ -65,15 +76,20 @@ _GPT_IMAGE = Capabilities(
     background=("auto", "transparent", "opaque"),
     output_format=("png", "jpeg", "webp"),
     moderation=("auto", "low"),
+    input_fidelity=("high", "low"),
     output_compression=True,
     stream=True,
 )
 _DALL_E_3 = Capabilities(quality=("auto", "standard", "hd"), style=("vivid", "natural"))
 _DALL_E_2 = Capabilities(quality=("auto", "standard"))
-#: The parameters passed on under their own names when the client sent them.
+#: The parameters passed on under their own names when the client sent them (an edit
+#: has no ``style`` nor ``moderation``; a variation none of them).
 _PASSED = ("quality", "style", "background", "output_format", "output_compression", "moderation")
+_EDIT_PASSED = ("quality", "background", "output_format", "output_compression", "input_fidelity")
 #: What the dall-e models do not take (their only value is the default: not sent).
-_GPT_IMAGE_ONLY = frozenset({"background", "output_format", "output_compression", "moderation"})
+_GPT_IMAGE_ONLY = frozenset(
+    {"background", "output_format", "output_compression", "moderation", "input_fidelity"}
+)
 
 
 class OpenAIBackend(ImageBackend):
@@ -88,11 +104,13 @@ class OpenAIBackend(ImageBackend):
     #: ``None``: ``base_url`` is required.
     default_base_url: str | None = DEFAULT_BASE_URL
     capabilities = ALL_CAPABILITIES
+    operations = frozenset({GENERATE, EDIT, VARIATION})
 
     def __init__(self, name: str, options: Mapping[str, Any]) -> None:
         super().__init__(name, options)
         base_url = url_option(name, options, "base_url", self.default_base_url)
         self._url = base_url + "/images/generations"
+        self._urls = {EDIT: base_url + "/images/edits", VARIATION: base_url + "/images/variations"}
         self._api_key_env = env_option(name, options, "api_key_env", required=False)
         self._model = text_option(name, options, "model")
         self._organization = text_option(name, options, "organization")
@@ -173,18 +191,55 @@ class OpenAIBackend(ImageBackend):
             body["partial_images"] = request.partial_images
         return body
 
+    def request_form(self, request: ImageRequest) -> tuple[bytes, str]:
+        """The multipart form sent upstream for an edit or a variation ``request``."""
+        model = self.upstream_model(request.model)
+        fields: list[tuple[str, str | int]] = [
+            ("model", model),
+            ("n", request.n),
+            ("size", f"{request.width}x{request.height}"),
+        ]
+        if not model.startswith("gpt-image"):
+            fields.append(("response_format", "b64_json"))
+        name = "image[]" if len(request.images) > 1 else "image"
+        files = [(name, image) for image in request.images]
+        if request.operation == EDIT:
+            fields.append(("prompt", request.prompt))
+            unsent = self.unsent_params(model)
+            for param in _EDIT_PASSED:
+                value = getattr(request, param)
+                if value is not None and param not in unsent:
+                    fields.append((param, value))
+            if request.stream:
+                fields += [("stream", "true"), ("partial_images", request.partial_images)]
+            if request.mask is not None:
+                files.append(("mask", request.mask))
+        if request.user is not None:
+            fields.append(("user", request.user))
+        return multipart_form(fields, files)
+
     async def generate(self, request: ImageRequest) -> list[GeneratedImage]:
         upstream = self._upstream
         assert upstream is not None, "start() was not called"
+        url, body, content = self._call_of(request)
         answer: _Answer = await upstream.call(
             "POST",
-            self._url,
-            body=self.request_body(request),
+            url,
+            body=body,
+            content=content,
             headers=request_headers(request),
             max_bytes=json_limit(request.n),
             decoder=_ANSWER,
         )
         return await self._images_of(upstream, answer, request.n)
+
+    def _call_of(
+        self, request: ImageRequest
+    ) -> tuple[str, dict[str, Any] | None, tuple[bytes, str] | None]:
+        """``(url, JSON body, multipart form)`` of the upstream call for ``request``."""
+        if request.operation == GENERATE:
+            return self._url, self.request_body(request), None
+        return self._urls[request.operation], None, self.request_form(request)
 
     async def _images_of(self, upstream: Upstream, answer: _Answer, n: int) -> list[GeneratedImage]:
         """The images of an Images API answer (base64 kept, links downloaded)."""
@@ -216,12 +271,14 @@ class OpenAIBackend(ImageBackend):
         assert upstream is not None, "start() was not called"
         if self._streams is None:
             self._streams = open_session()
+        url, body, content = self._call_of(request)
         events = read_events(
             self._streams,
             upstream,
-            self._url,
-            self.request_body(request),
+            url,
+            body,
             request_headers(request),
+            content=content,
             max_event_bytes=json_limit(1),
             max_json_bytes=json_limit(request.n),
         )

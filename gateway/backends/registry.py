@@ -76,9 +76,14 @@ class Router:
         config: Config,
         registry: BackendRegistry,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        prebuilt: Mapping[str, GuardedBackend] | None = None,
     ) -> None:
+        """``prebuilt``: backends already built, by name, used as they are (a config
+        reload keeps the running ones whose config did not change)."""
+        prebuilt = prebuilt or {}
         self.backends = {
-            name: GuardedBackend(registry.create(bc), bc.resilience, clock)
+            name: prebuilt.get(name) or GuardedBackend(registry.create(bc), bc.resilience, clock)
             for name, bc in config.backends.items()
         }
         self.models = {

@@ -7,9 +7,17 @@ stops it (``urls.cancel``). Output URLs are downloaded without credentials, unde
 egress policy (:mod:`gateway.egress`). The key goes only to ``base_url``'s own host:
 ``urls`` elsewhere are ignored for the ``base_url`` ones.
 
+Edits and variations, for a model that takes an image: ``image_input`` names the input
+the image goes to (``image``, ``input_image``: the model's own name), sent as a
+``data:`` URI; ``mask_input`` the input for the mask (without it, a request with a mask
+is refused, 400 ``param: mask``: never silently dropped); ``image_input_list: true``
+when the image input takes a list (all the images, in order; otherwise more than one is
+refused, 400 ``param: image[]``). A variation sends an empty prompt.
+
 Options: ``base_url`` (default ``https://api.replicate.com/v1``), ``api_key_env``
-(required), ``model`` (``owner/name``) or ``version`` (exactly one), ``sizes``,
-``timeout_seconds``, ``poll_interval_seconds`` (default 0.5), ``input_names`` (below).
+(required), ``model`` (``owner/name``) or ``version`` (exactly one), ``image_input``,
+``mask_input``, ``image_input_list``, ``sizes``, ``timeout_seconds``,
+``poll_interval_seconds`` (default 0.5), ``input_names`` (below).
 
 ``output_format`` (png, jpeg as ``jpg``, webp) and ``output_compression`` go into the
 model's input as ``output_format`` and ``output_quality`` (FLUX's and most image
@@ -26,12 +34,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.backends.base import (
+    EDIT,
+    GENERATE,
+    VARIATION,
     BackendContext,
     ImageRequest,
+    InputImage,
     JobBackend,
     JobState,
     JobStatus,
 )
+from gateway.backends.base64_codec import encode as b64encode
 from gateway.backends.capabilities import Capabilities
 from gateway.backends.upstream import (
     Upstream,
@@ -46,7 +59,7 @@ from gateway.backends.upstream import (
     url_option,
 )
 from gateway.config import ConfigError
-from gateway.errors import ContentPolicyViolation, UpstreamError
+from gateway.errors import ContentPolicyViolation, UpstreamError, UpstreamRefused
 
 __all__ = ["ReplicateBackend"]
 
@@ -79,6 +92,9 @@ class ReplicateBackend(JobBackend):
         "api_key_env",
         "model",
         "version",
+        "image_input",
+        "mask_input",
+        "image_input_list",
         "sizes",
         "timeout_seconds",
         "poll_interval_seconds",
@@ -102,6 +118,16 @@ class ReplicateBackend(JobBackend):
             self._create_url = f"{self._base_url}/models/{model}/predictions"
         else:
             self._create_url = f"{self._base_url}/predictions"
+        self._image_input = text_option(name, options, "image_input")
+        self._mask_input = text_option(name, options, "mask_input")
+        image_list = options.get("image_input_list", False)
+        if not isinstance(image_list, bool):
+            raise ConfigError(f"backends.{name}.image_input_list: must be true or false")
+        self._image_list = image_list
+        if self._image_input is None and (self._mask_input is not None or image_list):
+            raise ConfigError(f"backends.{name}.image_input: required with mask_input")
+        if self._image_input is not None:
+            self.operations = frozenset({GENERATE, EDIT, VARIATION})
         self.poll_interval_seconds = float_option(name, options, "poll_interval_seconds", 0.5)
         # Sync mode holds the request open for this long; it must end well before the
         # deadline, or the prediction's id arrives too late to cancel it.
@@ -151,6 +177,8 @@ class ReplicateBackend(JobBackend):
             model_input[self._input_names["output_format"]] = _FORMATS[request.output_format]
         if request.output_compression is not None:
             model_input[self._input_names["output_compression"]] = request.output_compression
+        if request.images:
+            model_input.update(self._image_inputs(request))
         body: dict[str, Any] = {"input": model_input}
         if self._version is not None:
             body["version"] = self._version
@@ -163,6 +191,24 @@ class ReplicateBackend(JobBackend):
         if status.state is JobState.PENDING:
             self._jobs[job_id] = self._job_of(job_id, prediction, request.n)
         return job_id, status
+
+    def _image_inputs(self, request: ImageRequest) -> dict[str, Any]:
+        """The model's image (and mask) inputs for an edit or a variation."""
+        assert self._image_input is not None  # only then are edits sent here
+        inputs: dict[str, Any] = {}
+        if self._image_list:
+            inputs[self._image_input] = [_data_uri(image) for image in request.images]
+        elif len(request.images) > 1:
+            raise UpstreamRefused(
+                f"The model '{request.model}' edits one image at a time.", param="image[]"
+            )
+        else:
+            inputs[self._image_input] = _data_uri(request.images[0])
+        if request.mask is not None:
+            if self._mask_input is None:
+                raise UpstreamRefused(f"The model '{request.model}' takes no mask.", param="mask")
+            inputs[self._mask_input] = _data_uri(request.mask)
+        return inputs
 
     async def poll(self, job_id: str) -> JobStatus:
         upstream = self._started()
@@ -226,6 +272,10 @@ class ReplicateBackend(JobBackend):
         urls = urls[:n] if n is not None else urls
         images = await gather_successes(self.name, [upstream.download_image(u) for u in urls])
         return JobStatus(JobState.SUCCEEDED, images=images)
+
+
+def _data_uri(image: InputImage) -> str:
+    return f"data:{image.media_type};base64,{str(b64encode(image.data), 'ascii')}"
 
 
 def _prediction_id(prediction: Any) -> str:

@@ -1,4 +1,4 @@
-"""Server-Sent Events from an upstream: OpenAI's streamed image generations.
+"""Server-Sent Events from an upstream: OpenAI's streamed image generations and edits.
 
 The gateway's pooled client (:mod:`gateway.backends.h1`) reads whole answers only, so a
 streamed call goes through an ``aiohttp.ClientSession`` the backend owns (the API's
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import orjson
 
 from gateway.backends import h1
 from gateway.backends.upstream import Upstream
@@ -51,21 +52,28 @@ async def read_events(
     body: Any,
     headers: Mapping[str, str],
     *,
+    content: tuple[bytes, str] | None = None,
     max_event_bytes: int,
     max_json_bytes: int,
 ) -> AsyncGenerator[ServerSentEvent, None]:
-    """POST ``body`` (JSON) to ``url`` and yield the answer's events as they come; a JSON
-    answer (up to ``max_json_bytes``) is one event named :data:`JSON_ANSWER`.
+    """POST ``body`` (JSON), or ``content`` (``(bytes, content type)``: a multipart
+    form, an edit's) when ``body`` is ``None``, to ``url`` and yield the answer's events
+    as they come; a JSON answer (up to ``max_json_bytes``) is one event named
+    :data:`JSON_ANSWER`.
 
     Raises what :meth:`Upstream.call` raises for a non-2xx answer (the upstream's words
     judged the same way), and :class:`UpstreamError` for a connection that fails or an
     event over ``max_event_bytes``. Closing the iterator closes the connection.
     """
-    all_headers = {**upstream.headers, "Content-Type": "application/json", **headers}
+    if body is None and content is not None:
+        payload, content_type = content
+    else:
+        payload, content_type = orjson.dumps(body), "application/json"
+    all_headers = {**upstream.headers, "Content-Type": content_type, **headers}
     all_headers["Accept"] = "text/event-stream"
     try:
         response = await session.post(
-            url, json=body, headers=all_headers, allow_redirects=False, read_bufsize=2**16
+            url, data=payload, headers=all_headers, allow_redirects=False, read_bufsize=2**16
         )
     except aiohttp.ClientError as exc:
         raise UpstreamError(

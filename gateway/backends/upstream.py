@@ -23,6 +23,7 @@ import logging
 import os
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from secrets import token_hex
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -30,7 +31,7 @@ import msgspec
 import orjson
 
 from gateway.backends import h1
-from gateway.backends.base import BackendContext, GeneratedImage, ImageRequest
+from gateway.backends.base import BackendContext, GeneratedImage, ImageRequest, InputImage
 from gateway.backends.image_data import (
     MAX_IMAGE_BYTES,
     image_from_base64,
@@ -64,6 +65,7 @@ __all__ = [
     "image_from_json_string",
     "int_option",
     "json_limit",
+    "multipart_form",
     "read_secret",
     "refusal",
     "request_headers",
@@ -206,6 +208,27 @@ def json_limit(n: int) -> int:
     return max(1, n) * (MAX_IMAGE_BYTES * 4 // 3) + 1024 * 1024
 
 
+def multipart_form(
+    fields: Sequence[tuple[str, str | int]], files: Sequence[tuple[str, InputImage]]
+) -> tuple[bytes, str]:
+    """A ``multipart/form-data`` body of text ``fields`` and image ``files`` (field name,
+    image), and its content type. The names and file names are the gateway's own (never
+    a client's), so they need no escaping."""
+    boundary = f"gateway-{token_hex(16)}"
+    out = bytearray()
+    for name, value in fields:
+        out += f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+        out += f"{value}\r\n".encode()
+    for name, image in files:
+        out += (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}";'
+            f' filename="{image.filename}"\r\nContent-Type: {image.media_type}\r\n\r\n'
+        ).encode()
+        out += image.data + b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out), f"multipart/form-data; boundary={boundary}"
+
+
 def request_headers(request: ImageRequest) -> dict[str, str]:
     return {"X-Request-ID": request.request_id} if request.request_id else {}
 
@@ -345,6 +368,7 @@ class Upstream:
         url: str,
         *,
         body: Any = None,
+        content: tuple[bytes, str] | None = None,
         headers: Mapping[str, str] | None = None,
         max_bytes: int = 1024 * 1024,
         max_seconds: float | None = None,
@@ -352,8 +376,10 @@ class Upstream:
     ) -> Any:
         """Send one API request; the JSON document of its 2xx answer.
 
-        With ``decoder``, the answer is decoded by it (into its type, which may keep
-        ``msgspec.Raw`` views of the answer's buffer); without, as plain JSON.
+        ``body`` is sent as JSON; ``content``, ``(bytes, content type)``, as it is (a
+        multipart form, :func:`multipart_form`). With ``decoder``, the answer is decoded
+        by it (into its type, which may keep ``msgspec.Raw`` views of the answer's
+        buffer); without, as plain JSON.
 
         Raises:
             UpstreamError: the upstream could not be reached, answered with another
@@ -369,6 +395,9 @@ class Upstream:
         if body is not None:  # orjson: several times faster than the stdlib's json
             data = orjson.dumps(body)
             all_headers = self._json_headers
+        elif content is not None:
+            data = content[0]
+            all_headers = {**self._headers, "Content-Type": content[1]}
         else:
             all_headers = self._headers
         if headers:

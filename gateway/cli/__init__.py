@@ -1,5 +1,5 @@
-"""The ``gateway`` command: serve | worker | migrate | check-config | users | keys | usage |
-demo.
+"""The ``gateway`` command: serve | worker | reload | migrate | check-config | users | keys
+| usage | demo.
 
 One module per noun (:mod:`~gateway.cli.server`, :mod:`~gateway.cli.users`,
 :mod:`~gateway.cli.keys`, :mod:`~gateway.cli.usage`); each adds its subcommands, whose

@@ -1,13 +1,17 @@
-"""``gateway serve | worker | migrate | check-config | demo``."""
+"""``gateway serve | worker | reload | migrate | check-config | demo``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
+import sys
+from pathlib import Path
 from typing import Any
 
-from gateway.cli.common import run
-from gateway.config import Config
+from gateway.cli.common import CliError, run
+from gateway.config import Config, default_config_path
 
 __all__ = ["DEMO_EMAIL", "add_parsers"]
 
@@ -34,6 +38,20 @@ def add_parsers(
     worker.add_argument("--port", type=int, help="override server.port")
     worker.add_argument("--dev", action="store_true", help="development mode")
     worker.set_defaults(handler=_serve)
+
+    reload = sub.add_parser(
+        "reload",
+        parents=[common],
+        help="check the config as serve does, then have the running gateway read it again",
+    )
+    reload.add_argument(
+        "--pid", type=int, help="the gateway's process id (default: from its pid file)"
+    )
+    reload.add_argument(
+        "--port", type=int, help="the port the running gateway serves (default: server.port)"
+    )
+    reload.add_argument("--dev", action="store_true", help="check as `serve --dev` would")
+    reload.set_defaults(handler=_reload)
 
     migrate = sub.add_parser("migrate", parents=[common], help="apply database migrations")
     migrate.add_argument(
@@ -65,6 +83,8 @@ def _check_config(config: Config, args: argparse.Namespace) -> int:
     from gateway.startup import prepare
 
     prepared = prepare(config, dev=args.dev)  # exactly what `serve` runs before it starts
+    for warning in prepared.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     note = " (development mode: a JWT secret is generated)" if prepared.generated_jwt_secret else ""
     print(
         f"config ok: {len(config.plans)} plans, {len(config.backends)} backends, "
@@ -96,10 +116,39 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     prepared = prepare(config, dev=args.dev)
     if prepared.generated_jwt_secret:
         logging.getLogger("gateway").warning(DEV_MODE_WARNING)
+    for warning in prepared.warnings:
+        logging.getLogger("gateway").warning(warning)
     host = args.host or config.server.host
     port = args.port or config.server.port
     public_api = args.command == "serve"
-    return serve(prepared.config, host, port, dev=args.dev, public_api=public_api)
+    path = Path(getattr(args, "config", None) or default_config_path()).resolve()
+    return serve(prepared.config, host, port, dev=args.dev, public_api=public_api, config_path=path)
+
+
+def _reload(config: Config, args: argparse.Namespace) -> int:
+    from gateway.server import pid_file
+    from gateway.startup import prepare
+
+    prepare(config, dev=args.dev)  # a file serve would refuse is refused here, unsent
+    pid = args.pid
+    if pid is None:
+        path = pid_file(args.port or config.server.port)
+        try:
+            pid = int(path.read_text().strip())
+        except (OSError, ValueError):
+            raise CliError(f"no running gateway found ({path}); give its --pid") from None
+    cmdline: bytes | None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        cmdline = None if Path("/proc/self").exists() else b"gateway"  # no /proc: trust it
+    except OSError:
+        cmdline = b"gateway"
+    if cmdline is None or b"gateway" not in cmdline:
+        raise CliError(f"process {pid} is not a running gateway")
+    os.kill(pid, signal.SIGHUP)
+    print(f"config ok; gateway {pid} reloads it (its log says what changed)")
+    return 0
 
 
 def _demo(config: Config, args: argparse.Namespace) -> int:

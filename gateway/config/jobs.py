@@ -38,6 +38,14 @@ class JobsConfig(Section, frozen=True, kw_only=True):
         _Positive,
         doc("How often each process fails jobs queued too long and settles jobs left unsettled."),
     ] = 5.0
+    shutdown_grace_seconds: Annotated[
+        float,
+        Meta(ge=0),
+        doc(
+            "After SIGTERM, running jobs get this long to finish; then they go back on the "
+            "queue, for another process to start at once (their attempt counts)."
+        ),
+    ] = 10.0
     work: Annotated[
         bool, doc("false: this process takes job submissions but never works jobs.")
     ] = True
@@ -68,6 +76,21 @@ class WebhooksConfig(Section, frozen=True, kw_only=True):
         doc("The wait before the first retry; doubled per retry, jittered by +-50 %."),
     ] = 5.0
     timeout_seconds: Annotated[_Positive, doc("A delivery's whole exchange at most.")] = 10.0
+    rotation_grace_hours: Annotated[
+        float,
+        Meta(ge=0),
+        doc(
+            "After POST /v1/webhooks/secret, webhooks are signed with the previous secret "
+            "too for this long (two signatures), so receivers can switch; 0: not at all."
+        ),
+    ] = 24.0
+    poll_interval_seconds: Annotated[
+        _Positive,
+        doc(
+            "How often each process looks for due webhooks it was not told about (retries "
+            "of a process that died); a job ending in the process wakes its sender at once."
+        ),
+    ] = 5.0
     secret_key: Annotated[
         str,
         doc(

@@ -68,6 +68,14 @@ class ServerConfig(Section, frozen=True, kw_only=True):
     host: Annotated[str, doc("The address to listen on.")] = "0.0.0.0"
     port: Annotated[int, Meta(ge=1, le=65535), doc("The port to listen on.")] = 8080
     max_body_bytes: Annotated[PositiveInt, doc("Larger request bodies get 413.")] = 1_048_576
+    max_upload_bytes: Annotated[
+        PositiveInt,
+        doc(
+            "The largest file a multipart upload (image edits and variations) may carry; a "
+            "larger one gets 413. A whole upload may be up to 17 such files (16 images and "
+            "a mask) plus `max_body_bytes`."
+        ),
+    ] = 26_214_400
     body_read_timeout_seconds: Annotated[
         PositiveFloat,
         doc("Seconds a client has to send a request body once its headers are in (then 408)."),
@@ -101,6 +109,18 @@ class ServerConfig(Section, frozen=True, kw_only=True):
     upstream_max_connections_per_host: Annotated[
         Count, doc("The same, per upstream host (0: no per-host cap).")
     ] = 0
+    metrics_port: Annotated[
+        int,
+        Meta(ge=0, le=65535),
+        doc(
+            "Serve /metrics on this port of the same host, and not on the public port "
+            "(there it is 404); 0: /metrics on the public port."
+        ),
+    ] = 0
+
+    def __post_init__(self) -> None:
+        if self.metrics_port == self.port:
+            raise ConfigError("metrics_port: must differ from port")
 
 
 class DatabaseConfig(Section, frozen=True, kw_only=True):

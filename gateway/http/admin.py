@@ -30,6 +30,7 @@ from gateway.http.responses import json_response
 from gateway.http.schemas.admin import (
     DEFAULT_PAGE,
     MAX_PAGE,
+    AdminConfig,
     AdminKey,
     AdminKeyChange,
     AdminUserChange,
@@ -43,10 +44,12 @@ from gateway.http.schemas.admin import (
 from gateway.http.schemas.keys import key_of
 from gateway.http.token_auth import bearer_token
 from gateway.http.validate import has_control_characters, normal_email, path_uuid
+from gateway.reload import RELOADER, masked_config
 from gateway.services import SERVICES, Services
 
 __all__ = [
     "authorise",
+    "config_in_effect",
     "create_user",
     "find_users",
     "get_user",
@@ -253,3 +256,16 @@ async def no_such_admin_route(request: web.Request) -> web.Response:
     """Any other method or path under /admin: 404 (when off, nothing hints it exists)."""
     authorise(request)
     raise errors.NotFound()
+
+
+async def config_in_effect(request: web.Request) -> web.Response:
+    """``GET /admin/config``: the config in effect (secrets masked), its hash, since when."""
+    services = authorise(request)
+    reloader = request.app[RELOADER]
+    return json_response(
+        AdminConfig(
+            hash=reloader.hash,
+            loaded_at=dt.datetime.fromtimestamp(reloader.loaded_at, dt.UTC),
+            config=masked_config(services.config),
+        )
+    )

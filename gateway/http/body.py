@@ -22,7 +22,7 @@ from gateway.config import ServerConfig
 from gateway.errors import ClientClosedRequest, InvalidRequest, PayloadTooLarge, RequestTimeout
 from gateway.http.schemas.base import RequestBody
 
-__all__ = ["decode", "decode_body", "read_body"]
+__all__ = ["convert", "decode", "decode_body", "read_body"]
 
 Body = TypeVar("Body", bound=RequestBody)
 
@@ -85,6 +85,18 @@ def decode(raw: bytes, schema: type[Body], context: Mapping[str, object] | None 
         raise _invalid(str(exc), schema, context or {}) from None
     except (msgspec.DecodeError, RecursionError):
         raise InvalidRequest(NOT_JSON) from None
+
+
+def convert(
+    fields: Mapping[str, object], schema: type[Body], context: Mapping[str, object] | None = None
+) -> Body:
+    """A form's ``fields`` (strings, or lists of them) as a ``schema``, validated, strings
+    read as the numbers and booleans the type wants; raises the 400 ``InvalidRequest``
+    as :func:`decode` does."""
+    try:
+        return msgspec.convert(fields, schema, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _invalid(str(exc), schema, context or {}) from None
 
 
 def _invalid(text: str, schema: type[RequestBody], context: Mapping[str, object]) -> InvalidRequest:

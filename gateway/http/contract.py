@@ -118,6 +118,8 @@ class Operation:
     #: Besides those its auth and its body bring (see :meth:`all_failures`).
     failures: tuple[Failure, ...] = ()
     body: type[RequestBody] | None = None
+    #: How the body is sent: JSON, or ``multipart/form-data`` (file fields: binary).
+    body_media_type: str = "application/json"
     body_required: bool = True
     body_example: Documented[Any] = None
     parameters: tuple[Param, ...] = ()

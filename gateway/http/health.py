@@ -111,6 +111,7 @@ def _parameters(capabilities: Capabilities) -> ModelParameters:
         background=list(capabilities.background),
         output_format=list(capabilities.output_format),
         moderation=list(capabilities.moderation),
+        input_fidelity=list(capabilities.input_fidelity),
         output_compression=capabilities.output_compression,
         stream=capabilities.stream,
     )

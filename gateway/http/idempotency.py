@@ -1,9 +1,11 @@
-"""``Idempotency-Key`` on ``POST /v1/images/generations`` and ``POST /v1/images/jobs``.
+"""``Idempotency-Key`` on ``POST /v1/images/generations``, ``/v1/images/edits``,
+``/v1/images/variations`` and ``/v1/images/jobs``.
 
 A key (1-255 visible ASCII characters) is the calling user's for
 ``idempotency.ttl_hours``. The first request with it runs, and its final answer (status,
 the headers that matter, body) is kept; a repeat of the same request (method, path, a
-digest of the body) gets that answer again with ``Idempotent-Replayed: true``, without
+digest of the body; of a multipart form, of its parts' names, file names and values,
+whatever the boundary) gets that answer again with ``Idempotent-Replayed: true``, without
 calling an upstream or charging anything. A repeat while the first still runs is 409
 ``idempotency_key_in_use`` (with ``Retry-After``); the key with another request is 422
 ``idempotency_key_reused``. Answers of 5xx, 409 and 429 are not kept: the retry runs.
@@ -55,6 +57,8 @@ _encode = msgspec.json.Encoder().encode
 _decode_headers = msgspec.json.Decoder(dict[str, str]).decode
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: What identifies a request's body: its bytes by default (:func:`idempotent`).
+BodyOf = Callable[[web.Request], Awaitable[bytes]]
 
 
 def _key_of(request: web.Request) -> str:
@@ -67,13 +71,22 @@ def _key_of(request: web.Request) -> str:
     return values[0]
 
 
-async def idempotent(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Run ``handler`` for ``request`` at most once per (user, Idempotency-Key)."""
+async def idempotent(
+    request: web.Request, handler: Handler, body_of: BodyOf | None = None
+) -> web.StreamResponse:
+    """Run ``handler`` for ``request`` at most once per (user, Idempotency-Key).
+
+    ``body_of`` reads what identifies the body (the handler must still find it: a
+    multipart form is parsed once and kept on the request); by default the body itself.
+    """
     services = request.app[SERVICES]
     config = services.config
     key = _key_of(request)
     record = await authenticate(request, services.keys, config.keys.prefix, services.wall_clock())
-    body = await read_body(request, config.server)  # kept by aiohttp: the handler reads it too
+    if body_of is None:  # kept by aiohttp: the handler reads it too
+        body = await read_body(request, config.server)
+    else:
+        body = await body_of(request)
     this_request = fingerprint(request.method, request.path, body)
     token = secrets.token_hex(8)
     store = services.idempotency

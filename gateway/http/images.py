@@ -4,6 +4,10 @@ authenticate -> validate -> admit (one Redis round trip) -> upstream -> settle -
 With ``stream: true`` the same, the upstream's events answered as they come
 (:mod:`gateway.http.streaming`).
 
+Edits and variations (:mod:`gateway.http.edits`) parse their own bodies, then take the
+same path from admission on (:func:`make_images`), and jobs admit with
+:func:`admit_request` and call :func:`call_backends` too.
+
 The body is decoded straight from its bytes into a :class:`GenerationRequest` (msgspec),
 which validates it as it goes: about 0.4 µs for a typical body, where ``orjson.loads``
 alone took 0.65 µs before the dict checks; decode + validate as a whole went from 4.0 to
@@ -24,15 +28,16 @@ import msgspec
 from aiohttp import web
 
 from gateway import errors
-from gateway.backends.base import GeneratedImage, ImageRequest, parse_size
+from gateway.backends.base import EDIT, GeneratedImage, ImageBackend, ImageRequest, parse_size
 from gateway.backends.capabilities import check_request, unsupported
 from gateway.backends.resilience import GuardedBackend
 from gateway.http.api_key_auth import authenticate
 from gateway.http.body import decode_body
 from gateway.http.idempotency import HEADER, IDEMPOTENCY_TAKEN, idempotent
-from gateway.http.middlewares import LOG_FIELDS, REQUEST_ID
+from gateway.http.middlewares import LOG_FIELDS, REQUEST_ID, UPSTREAM_SECONDS
 from gateway.http.ratelimit_headers import rate_limit_headers
 from gateway.http.relay import ImagesResponse, relay_pieces
+from gateway.http.schemas.edits import EditRequest, VariationRequest
 from gateway.http.schemas.images import (
     AUTO_SIZE,
     DEFAULT_SIZE,
@@ -53,9 +58,12 @@ __all__ = [
     "accepts",
     "admit_request",
     "call_backends",
+    "check_size",
     "generate_images",
     "image_options",
+    "make_images",
     "parse_generation",
+    "route_model",
     "wants_async",
 ]
 
@@ -91,25 +99,10 @@ def parse_generation(
     if n > most:
         raise errors.InvalidRequest(messages["n"].format(most=most), param="n")
 
-    model = body.model
-    routed = services.router.for_model(model)
-    if routed is None:
-        raise errors.ModelNotFound(f"The model '{model}' does not exist.", param="model")
-    model_name, chain = routed
+    model_name, chain = route_model(services, body.model)
     backend = chain[0].backend
-
     size = DEFAULT_SIZE if body.size is None else body.size
-    if size == AUTO_SIZE:
-        size = backend.default_size
-    dims = parse_size(size)
-    if dims is None:
-        raise errors.InvalidRequest(messages["size"], param="size")
-    if not backend.supports_size(*dims):
-        raise errors.InvalidRequest(
-            f"'size' {size} is not available for model '{model_name}'; "
-            f"choose one of: {', '.join(backend.size_names)}.",
-            param="size",
-        )
+    dims = check_size(size, backend, model_name, messages["size"])
 
     response_format = body.response_format or "b64_json"
     request = ImageRequest(
@@ -129,42 +122,85 @@ def parse_generation(
     )
 
 
-def image_options(body: ImageOptions, response_format: str) -> dict[str, Any]:
-    """The :class:`ImageRequest` fields of the parameters every image body shares
-    (generations, edits, variations); check the request against its backend with
+#: The :class:`ImageRequest` fields a body may carry under the same name (the bodies
+#: that lack one send ``None``: a variation has only ``user``).
+_OPTION_FIELDS = (
+    "quality",
+    "style",
+    "background",
+    "output_format",
+    "output_compression",
+    "moderation",
+    "input_fidelity",
+    "user",
+)
+
+
+def image_options(
+    body: ImageOptions | EditRequest | VariationRequest, response_format: str
+) -> dict[str, Any]:
+    """The :class:`ImageRequest` fields of OpenAI's parameters, from any image body
+    (generations, edits, variations: each declares those OpenAI's endpoint takes); check
+    the request against its backend with
     :func:`~gateway.backends.capabilities.check_request` once it is made.
 
     Raises the 400 for ``stream`` with ``response_format: url`` (events carry base64),
     and for a ``user`` with control characters (it is logged).
     """
-    if body.user is not None and not body.user.isprintable():
+    options: dict[str, Any] = {name: getattr(body, name, None) for name in _OPTION_FIELDS}
+    user = options["user"]
+    if user is not None and not user.isprintable():
         raise errors.InvalidRequest(ImageOptions.messages["user"], param="user")
-    if body.stream and response_format == "url":
+    stream = bool(getattr(body, "stream", False))
+    if stream and response_format == "url":
         raise errors.InvalidRequest(
             "A stream sends its images in its events as base64: send 'response_format':"
             " 'b64_json' (or leave it out) with 'stream': true.",
             param="response_format",
         )
-    return {
-        "quality": body.quality,
-        "style": body.style,
-        "background": body.background,
-        "output_format": body.output_format,
-        "output_compression": body.output_compression,
-        "moderation": body.moderation,
-        "user": body.user,
-        "stream": bool(body.stream),
-        "partial_images": body.partial_images or 0,
-    }
+    options["stream"] = stream
+    options["partial_images"] = getattr(body, "partial_images", None) or 0
+    return options
+
+
+def route_model(services: Services, model: str | None) -> tuple[str, tuple[GuardedBackend, ...]]:
+    """The model's name and its backends (the first, then its fallbacks); 404 naming
+    ``model`` if the gateway does not serve it."""
+    routed = services.router.for_model(model)
+    if routed is None:
+        raise errors.ModelNotFound(f"The model '{model}' does not exist.", param="model")
+    return routed
+
+
+def check_size(size: str, backend: ImageBackend, model: str, malformed: str) -> tuple[int, int]:
+    """``(width, height)`` of ``size`` (``auto``: the backend's default size) if
+    ``backend`` makes it; else the 400 naming ``size`` (``malformed``: the message for a
+    size that is not ``WIDTHxHEIGHT``)."""
+    if size == AUTO_SIZE:
+        size = backend.default_size
+    dims = parse_size(size)
+    if dims is None:
+        raise errors.InvalidRequest(malformed, param="size")
+    if not backend.supports_size(*dims):
+        raise errors.InvalidRequest(
+            f"'size' {size} is not available for model '{model}'; "
+            f"choose one of: {', '.join(backend.size_names)}.",
+            param="size",
+        )
+    return dims
 
 
 _BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 
 async def call_backends(
-    chain: tuple[GuardedBackend, ...], request: ImageRequest, metrics: Metrics
+    chain: tuple[GuardedBackend, ...],
+    request: ImageRequest,
+    metrics: Metrics,
+    spent: list[float] | None = None,
 ) -> tuple[str, list[GeneratedImage]]:
-    """``(backend name, images)`` from the first backend in ``chain`` that delivers.
+    """``(backend name, images)`` from the first backend in ``chain`` that delivers;
+    each call's seconds appended to ``spent`` (``Server-Timing``).
 
     Raises the last backend's error when none does.
     """
@@ -187,6 +223,8 @@ async def call_backends(
             outcome, error = "error", exc
         finally:
             elapsed = time.perf_counter() - started
+            if spent is not None:
+                spent.append(elapsed)
             metrics.labelled(metrics.upstream_seconds, guarded.name).observe(elapsed)
             metrics.labelled(metrics.upstream_calls, guarded.name, outcome).inc()
             if guarded.state is not guarded.reported_state:
@@ -198,11 +236,13 @@ async def call_backends(
 
 
 def accepts(guarded: GuardedBackend, request: ImageRequest) -> bool:
-    """Whether ``guarded`` can make ``request`` (its size, its parameters): a fallback
-    that cannot is skipped."""
+    """Whether ``guarded`` can make ``request`` (its size, its operation, its
+    parameters): a fallback that cannot is skipped."""
     backend = guarded.backend
-    return backend.supports_size(request.width, request.height) and (
-        unsupported(request, backend.capabilities_for(request.model)) is None
+    return (
+        backend.supports_size(request.width, request.height)
+        and request.operation in backend.operations
+        and unsupported(request, backend.capabilities_for(request.model)) is None
     )
 
 
@@ -257,6 +297,7 @@ def wants_async(request: web.Request) -> bool:
 
 
 async def generate_images(request: web.Request) -> web.StreamResponse:
+    request[UPSTREAM_SECONDS] = []  # the middleware's Server-Timing (replays too)
     incoming = request.headers
     if HEADER in incoming and IDEMPOTENCY_TAKEN not in request:
         return await idempotent(request, generate_images)
@@ -267,33 +308,55 @@ async def generate_images(request: web.Request) -> web.StreamResponse:
         return await submit_job(request, preferred=True)
     services: Services = request.app[SERVICES]
     config = services.config
-    request_id = request[REQUEST_ID]
     now = services.wall_clock()
 
     record = await authenticate(request, services.keys, config.keys.prefix, now)
     body = await decode_body(
         request, GenerationRequest, config.server, {"most": record.max_images_per_request}
     )
-    params = parse_generation(body, services, record, request_id)
-    n = params.request.n
+    params = parse_generation(body, services, record, request[REQUEST_ID])
+    return await make_images(request, services, record, params, now)
 
+
+async def make_images(
+    request: web.Request,
+    services: Services,
+    record: KeyRecord,
+    params: GenerationParams,
+    now: float,
+) -> web.StreamResponse:
+    """What generations, edits and variations share once the request is parsed: admit
+    ``n`` images, call the backends, store the images (``url``), settle what was not
+    delivered, answer (as events with ``stream``). Only images the client gets are
+    charged."""
+    n = params.request.n
     fields = request[LOG_FIELDS]
     fields.update(key_id=record.key_id, user_id=record.user_id, model=params.model, images=0)
-    if body.user is not None:
-        fields["end_user"] = body.user
+    if params.request.user is not None:
+        fields["end_user"] = params.request.user
     metrics = services.metrics
     admission = services.admission
+    spent = request.get(UPSTREAM_SECONDS)
+    if spent is None:
+        spent = request[UPSTREAM_SECONDS] = []  # the middleware's Server-Timing
     decision = await admit_request(services, record, n)
     if params.request.stream:
         # Imported here: only streamed requests pay for it.
         from gateway.http.streaming import stream_images
 
+        kind = "image_edit" if params.request.operation == EDIT else "image_generation"
         return await stream_images(
-            request, services, record, params.chain, params.request, decision
+            request,
+            services,
+            record,
+            params.chain,
+            params.request,
+            decision,
+            kind=kind,
         )
 
     try:
-        backend_name, images = await call_backends(params.chain, params.request, metrics)
+        backend_name, images = await call_backends(params.chain, params.request, metrics, spent)
         delivered = images[:n]
         links = None
         if params.response_format == "url" and delivered:

@@ -40,7 +40,16 @@ from gateway.services import SERVICES, Services
 from gateway.storage import STORAGE, Storage
 from gateway.webhooks.store import find_nonce
 
-__all__ = ["cancel_job", "create_job", "get_job", "job_of", "list_jobs", "submit_job"]
+__all__ = [
+    "admit_and_record",
+    "cancel_job",
+    "create_job",
+    "get_job",
+    "job_of",
+    "list_jobs",
+    "runner_of",
+    "submit_job",
+]
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
@@ -87,7 +96,7 @@ async def _image_data(
     return ImageData(url=link.url, revised_prompt=image.revised_prompt)
 
 
-def _runner(services: Services) -> JobRunner:
+def runner_of(services: Services) -> JobRunner:
     if services.jobs is None:  # pragma: no cover - create_app always makes one
         raise errors.ServiceUnavailable("Jobs are not available.")
     return services.jobs
@@ -118,27 +127,14 @@ async def submit_job(request: web.Request, *, preferred: bool) -> web.Response:
             param="stream",
         )
     params = parse_generation(body, services, record, request[REQUEST_ID])
-    image_request = params.request
-    stored = StoredRequest(
-        prompt=image_request.prompt,
-        n=image_request.n,
-        size=f"{image_request.width}x{image_request.height}",
-        seed=image_request.seed,
-        negative_prompt=image_request.negative_prompt,
-        response_format=params.response_format,
-        quality=image_request.quality,
-        style=image_request.style,
-        background=image_request.background,
-        output_format=image_request.output_format,
-        output_compression=image_request.output_compression,
-        moderation=image_request.moderation,
-        user=image_request.user,
-    )
+    stored = StoredRequest.of(params.request, params.response_format)
     request[LOG_FIELDS].update(key_id=record.key_id, user_id=record.user_id, model=params.model)
-    runner = _runner(services)
+    runner = runner_of(services)
     if body.webhook_url is not None:
         await _check_webhook_url(services, runner, record, body.webhook_url)
-    row = await _admit_and_record(services, runner, record, params.model, stored, body, now)
+    row = await admit_and_record(
+        services, runner, record, params.model, stored, now, body.metadata, body.webhook_url
+    )
     headers = {"Location": f"/v1/images/jobs/{row.id}"}
     if preferred:
         headers["Preference-Applied"] = "respond-async"
@@ -171,15 +167,18 @@ async def _check_webhook_url(
             )
 
 
-async def _admit_and_record(
+async def admit_and_record(
     services: Services,
     runner: JobRunner,
     record: KeyRecord,
     model: str,
     stored: StoredRequest,
-    body: JobRequest,
     now: float,
+    metadata: dict[str, str] | None = None,
+    webhook_url: str | None = None,
 ) -> JobRow:
+    """Admit the job's ``n`` images, record it and queue it; the reservation then belongs
+    to the job. Raises the 429s and 503s of admission and of the queue."""
     n = stored.n
     admission = services.admission
     decision = await admit_request(services, record, n)
@@ -200,8 +199,8 @@ async def _admit_and_record(
                 api_key_id=record.key_id,
                 model=model,
                 request=_encode(stored).decode(),
-                metadata=_encode(body.metadata or {}).decode(),
-                webhook_url=body.webhook_url,
+                metadata=_encode(metadata or {}).decode(),
+                webhook_url=webhook_url,
                 reserved=n,
                 charge_day=decision.day,
                 charge_member=decision.member,
@@ -219,6 +218,7 @@ async def _admit_and_record(
             )
         if failed is not None:
             await runner.settlement.settle_quietly(failed)
+            runner.ended(failed)
         raise errors.ServiceUnavailable(
             "The job queue is unavailable. Please retry shortly."
         ) from None
@@ -242,7 +242,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     record = await authenticate(
         request, services.keys, services.config.keys.prefix, services.wall_clock()
     )
-    runner = _runner(services)
+    runner = runner_of(services)
     job_id = request.match_info["id"]
     async with connection(services.pool) as conn:
         row = await store.cancel_job(conn, job_id, record.user_id, now=services.wall_clock())
@@ -254,6 +254,7 @@ async def cancel_job(request: web.Request) -> web.Response:
                 await job_of(row, request.app[STORAGE], request)
             )  # finished already: unchanged
     await runner.settlement.settle_quietly(row)
+    runner.ended(row)
     try:
         await runner.publish_cancel(job_id)
     except Exception as exc:  # the run's result is not recorded anyway: the row is canceled

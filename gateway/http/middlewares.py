@@ -18,13 +18,17 @@ from gateway.keys.format import looks_like_key
 from gateway.logs import AccessLog
 from gateway.metrics import Metrics
 
-__all__ = ["LOG_FIELDS", "REQUEST_ID", "request_context_middleware"]
+__all__ = ["LOG_FIELDS", "REQUEST_ID", "UPSTREAM_SECONDS", "request_context_middleware"]
 
 log = logging.getLogger("gateway.access")
 
 REQUEST_ID = web.RequestKey("request_id", str)
 #: Fields a handler adds to the request's access-log line (key id, model, images ...).
 LOG_FIELDS = web.RequestKey("log_fields", dict)
+#: Set by a handler that calls upstreams (the generations): each call's seconds, as
+#: measured for the upstream metrics. Its response then carries ``Server-Timing``: the
+#: upstreams' time and the gateway's own (the rest of the time until the response).
+UPSTREAM_SECONDS = web.RequestKey("upstream_seconds", list)
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 _HTTP_CODES: dict[int, type[errors.GatewayError]] = {
@@ -92,6 +96,9 @@ def request_context_middleware(
         headers["X-Content-Type-Options"] = "nosniff"
         headers["Server"] = "image-gateway"
         elapsed = time.perf_counter() - started
+        upstream = request.get(UPSTREAM_SECONDS)
+        if upstream is not None:
+            headers["Server-Timing"] = _server_timing(elapsed, upstream)
         route = _route_of(request)
         metrics.request_done(route, response.status, code, elapsed)
         if access_log.enabled():
@@ -111,6 +118,14 @@ def request_context_middleware(
         return response
 
     return middleware
+
+
+def _server_timing(elapsed: float, upstream: list[float]) -> str:
+    """``gateway;dur=1.2, upstream;dur=2034.5`` (milliseconds; no upstream: no entry)."""
+    if not upstream:
+        return f"gateway;dur={elapsed * 1000:.1f}"
+    spent = sum(upstream)
+    return f"gateway;dur={(elapsed - spent) * 1000:.1f}, upstream;dur={spent * 1000:.1f}"
 
 
 def _from_http_exception(exc: web.HTTPException) -> tuple[web.Response, str]:

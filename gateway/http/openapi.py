@@ -155,7 +155,7 @@ def _operation(operation: Operation, facts: DocFacts, shared: dict[str, JSON]) -
             media["example"] = _value(operation.body_example, facts)
         op["requestBody"] = {
             "required": operation.body_required,
-            "content": {"application/json": media},
+            "content": {operation.body_media_type: media},
         }
     return op
 
@@ -340,6 +340,12 @@ def _headers() -> JSON:
             " a fallback after an upstream failure.",
             {"type": "string"},
             "openai",
+        ),
+        "Server-Timing": header(
+            "What the request took, in milliseconds: the gateway's own time and the"
+            " upstream calls' (no `upstream` entry when none was made).",
+            {"type": "string"},
+            "gateway;dur=1.2, upstream;dur=2034.5",
         ),
         "Location": header(
             "Where the job is read: `/v1/images/jobs/{id}`.",

@@ -3,6 +3,7 @@ serves this table and the API description (:mod:`gateway.http.openapi`) is built
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from gateway import errors
@@ -29,12 +30,14 @@ from gateway.http.contract import (
     Param,
 )
 from gateway.http.docs import openapi_json
+from gateway.http.edits import create_variations, edit_images
 from gateway.http.files import FILES_ROUTE, serve_file
 from gateway.http.health import healthz, list_models, metrics, readyz
 from gateway.http.images import generate_images
 from gateway.http.ratelimit_headers import RATE_LIMIT_HEADERS
 from gateway.http.schemas import accounts as account_types
 from gateway.http.schemas import admin as admin_types
+from gateway.http.schemas import edits as edit_types
 from gateway.http.schemas import health as health_types
 from gateway.http.schemas import images as image_types
 from gateway.http.schemas import jobs as job_types
@@ -275,7 +278,7 @@ def _generation(path: str, operation_id: str, alias: str) -> Operation:
                     "data": [{"b64_json": "iVBORw0KGgo=", "revised_prompt": None}],
                     "usage": {"images": 1},
                 },
-                headers=(*RATE_LIMIT_HEADERS, "X-Gateway-Backend"),
+                headers=(*RATE_LIMIT_HEADERS, "X-Gateway-Backend", "Server-Timing"),
             ),
             Answer(
                 200,
@@ -345,6 +348,87 @@ def _generation(path: str, operation_id: str, alias: str) -> Operation:
 
 _JOB_ID = Param("id", "path", {"type": "string"}, "A job id (`job_...`).", required=True)
 _A_JOB_ID = "job_4GkQ7pLm2Rt7Vw4Ks8Dn1B"
+
+
+def _upload(
+    path: str,
+    handler: Any,
+    operation_id: str,
+    summary: str,
+    body: type[edit_types.EditRequest] | type[edit_types.VariationRequest],
+    description: str,
+) -> Operation:
+    """An edit or a variation: a generation's answers, from a ``multipart/form-data``
+    body; an edit streams ``image_edit`` events, a variation does not stream."""
+    generation = _generation(path, operation_id, "")
+    answers = []
+    for answer in generation.answers:
+        if answer.events and body is edit_types.VariationRequest:
+            continue
+        if answer.events:
+            answer = dataclasses.replace(
+                answer,
+                description=answer.description.replace("image_generation.", "image_edit."),
+                events=tuple(
+                    (name.replace("image_generation.", "image_edit."), schema)
+                    for name, schema in answer.events
+                ),
+            )
+        answers.append(answer)
+    return Operation(
+        "POST",
+        path,
+        handler,
+        operation_id,
+        "images",
+        summary,
+        Auth.API_KEY,
+        answers=tuple(answers),
+        failures=(
+            *generation.failures,
+            Failure(
+                413,
+                (errors.PayloadTooLarge,),
+                "A file over `server.max_upload_bytes` (`param` names it), or the whole body"
+                " over 17 such files plus `server.max_body_bytes`: refused as the bytes"
+                " arrive, before the body is read whole.",
+                param="image",
+            ),
+        ),
+        body=body,
+        body_media_type="multipart/form-data",
+        parameters=generation.parameters,
+        description=description,
+    )
+
+
+def _upload_operations() -> tuple[Operation, ...]:
+    return (
+        _upload(
+            "/v1/images/edits",
+            edit_images,
+            "createImageEdit",
+            "Edit images",
+            edit_types.EditRequest,
+            "OpenAI's image edits (`client.images.edit`): `image` or `image[]` (1 to 16 PNG,"
+            " JPEG or WebP files) and an optional `mask` (a PNG with an alpha channel, the"
+            " size of the first image; its transparent pixels are what may change), each"
+            " checked as an image before any backend sees it. Limits, usage, jobs"
+            " (`Prefer: respond-async`), `Idempotency-Key`, the parameters (checked against"
+            " what the model's backend accepts) and `stream: true` as for generations. A"
+            " model whose backend cannot edit is 400 `param: model`.",
+        ),
+        _upload(
+            "/v1/images/variations",
+            create_variations,
+            "createImageVariation",
+            "Make variations of an image",
+            edit_types.VariationRequest,
+            "OpenAI's image variations (`client.images.create_variation`): one PNG `image`."
+            " Limits, usage, jobs and `Idempotency-Key` as for generations; a model whose"
+            " backend cannot make variations is 400 `param: model`.",
+        ),
+    )
 
 
 def _job_example(facts: DocFacts) -> dict[str, Any]:
@@ -469,6 +553,7 @@ OPERATIONS: tuple[Operation, ...] = (
     # The data plane (API keys).
     _generation("/v1/images/generations", "createImage", ""),
     _generation("/v1/generate", "generate", " (an alias of /v1/images/generations)"),
+    *_upload_operations(),
     *_job_operations(),
     Operation(
         "GET",
@@ -655,9 +740,14 @@ OPERATIONS: tuple[Operation, ...] = (
         answers=(
             Answer(
                 201,
-                "The secret: the only time it is shown. It replaces the previous one.",
+                "The secret: the only time it is shown. It replaces the previous one, which"
+                " still signs webhooks (a second signature) until"
+                " `previous_secret_expires_at`.",
                 webhook_types.WebhookSecret,
-                {"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
+                {
+                    "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                    "previous_secret_expires_at": 1767312000,
+                },
             ),
         ),
         description="Jobs with a `webhook_url` send, when they end, a POST signed with"
@@ -745,6 +835,18 @@ OPERATIONS: tuple[Operation, ...] = (
         ),
         description=f"The range may cover at most {usage_types.MAX_DAYS} days; today's"
         " counts are written through first.",
+    ),
+    Operation(
+        "GET",
+        "/admin/config",
+        admin.config_in_effect,
+        "adminConfig",
+        "admin",
+        "The config in effect, secrets masked, and its hash",
+        Auth.ADMIN_TOKEN,
+        answers=(Answer(200, "The config in effect.", admin_types.AdminConfig),),
+        description="What start-up or the last reload (SIGHUP, `gateway reload`) applied:"
+        " keys that cannot change while running keep their start-up values.",
     ),
     *_admin_account_operations(),
     # Health.

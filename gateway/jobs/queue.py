@@ -38,14 +38,15 @@ class JobQueue:
         group had to be made anew."""
         self._redis = redis
         self.stream = stream
-        self._timeout = timeout
+        #: Every call's bound, in seconds (a blocking read: plus its block).
+        self.timeout = timeout
         self._rebuild = rebuild
 
     async def ensure_group(self) -> bool:
         """Create the consumer group (and the stream) if missing; True if it was, in
         which case the unfinished jobs have been queued again."""
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self.timeout):
                 await self._redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" in str(exc):
@@ -56,13 +57,13 @@ class JobQueue:
         return True
 
     async def enqueue(self, job_id: str) -> None:
-        async with asyncio.timeout(self._timeout):
+        async with asyncio.timeout(self.timeout):
             await self._redis.xadd(self.stream, {"job": job_id})
 
     async def read(self, consumer: str, count: int, block_ms: int) -> list[tuple[str, str]]:
         """Up to ``count`` new entries ``(entry id, job id)``, waiting up to ``block_ms``."""
         try:
-            async with asyncio.timeout(self._timeout + block_ms / 1000):
+            async with asyncio.timeout(self.timeout + block_ms / 1000):
                 reply = await self._redis.xreadgroup(
                     GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms
                 )
@@ -81,7 +82,7 @@ class JobQueue:
         """Up to ``count`` entries pending for over ``min_idle_ms`` (their consumer went
         quiet), now this consumer's."""
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self.timeout):
                 reply = await self._redis.xautoclaim(
                     self.stream, GROUP, consumer, min_idle_ms, start_id="0-0", count=count
                 )
@@ -94,15 +95,25 @@ class JobQueue:
 
     async def ack(self, entry_id: str) -> None:
         """Done with an entry: acknowledged and removed from the stream."""
-        async with asyncio.timeout(self._timeout):
+        async with asyncio.timeout(self.timeout):
             async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.xack(self.stream, GROUP, entry_id)
+                pipe.xdel(self.stream, entry_id)
+                await pipe.execute()
+
+    async def requeue(self, entry_id: str, job_id: str) -> None:
+        """Give an entry back: a new one for the same job, for any consumer to read now,
+        and the old one done with (in one transaction)."""
+        async with asyncio.timeout(self.timeout):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.xadd(self.stream, {"job": job_id})
                 pipe.xack(self.stream, GROUP, entry_id)
                 pipe.xdel(self.stream, entry_id)
                 await pipe.execute()
 
     async def depth(self) -> int:
         """Entries in the stream: queued, or taken and not yet done."""
-        async with asyncio.timeout(self._timeout):
+        async with asyncio.timeout(self.timeout):
             return int(await self._redis.xlen(self.stream))
 
 

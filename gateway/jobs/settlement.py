@@ -18,9 +18,10 @@ The design, keyed by the job:
    exactly one terminal status.
 3. **Settle.** Whoever made the terminal transition gives back ``reserved - delivered``
    images with ``release.lua``, whose marker (``settled:<member>``) lets it count once
-   only, then sets ``settled_at``. A process killed between the two leaves the row
-   unsettled; every process's sweeper settles such rows (the marker makes a repeat, or a
-   race between two sweepers, give back nothing more).
+   only, then sets ``settled_at`` (a job that delivered all it reserved has nothing to
+   give back: its terminal update sets ``settled_at`` itself). A process killed between
+   the two leaves the row unsettled; every process's sweeper settles such rows (the
+   marker makes a repeat, or a race between two sweepers, give back nothing more).
 
 So a job is charged ``delivered`` images (0 when it failed or was cancelled) no matter
 how many processes ran it or died running it.
@@ -51,6 +52,8 @@ class Settlement:
     async def settle(self, job: JobRow) -> None:
         """Give back what ``job`` (finished) did not deliver, once; raises if Redis or
         Postgres cannot be reached (the sweeper tries again)."""
+        if job.settled_at is not None:  # settled as it ended (nothing to give back)
+            return
         images = job.reserved - job.delivered
         if images > 0:
             await self._admission.give_back(

@@ -18,6 +18,7 @@ __all__ = [
     "JobRow",
     "cancel_job",
     "claim_job",
+    "count_unfinished",
     "fail_job",
     "find_job",
     "finish_job",
@@ -26,6 +27,7 @@ __all__ = [
     "list_jobs",
     "mark_settled",
     "new_job_id",
+    "requeue_job",
     "stale_queued",
     "unfinished_ids",
     "unsettled",
@@ -171,7 +173,11 @@ async def claim_job(
             return "done", None
         if row["status"] == "running" and row["heartbeat_at"] >= _at(stale_before):
             return "skip", None
-        if row["status"] == "queued" and row["created_at"] < _at(queued_since):
+        if (
+            row["status"] == "queued"
+            and row["started_at"] is None  # never started (a handed-back job has)
+            and row["created_at"] < _at(queued_since)
+        ):
             ended = await fail_job(
                 conn, job_id, "queue_timeout", "No worker picked the job up in time.", now=now
             )
@@ -199,10 +205,11 @@ async def finish_job(
     conn: Any, job_id: str, attempt: int, *, result: str, delivered: int, now: float
 ) -> JobRow | None:
     """Attempt ``attempt`` succeeded; None if it no longer owns the job (cancelled,
-    or taken over by a later attempt): then its images are not the job's."""
+    or taken over by a later attempt): then its images are not the job's. A job that
+    delivered every image it reserved has nothing to give back: it is settled here."""
     row = await conn.fetchrow(
         "UPDATE image_jobs SET status = 'succeeded', result = $3::jsonb, delivered = $4,"
-        " completed_at = $5, "
+        " completed_at = $5, settled_at = CASE WHEN reserved <= $4 THEN $5::timestamptz END,"
         " webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE $5::timestamptz END"
         " WHERE id = $1 AND status = 'running' AND attempts = $2"
         " RETURNING *",
@@ -255,6 +262,18 @@ async def cancel_job(conn: Any, job_id: str, user_id: Any, *, now: float) -> Job
     return None if row is None else JobRow.of(row)
 
 
+async def requeue_job(conn: Any, job_id: str, attempt: int) -> bool:
+    """Attempt ``attempt`` stopped unfinished (its process stops): the job is ``queued``
+    again, for the next attempt; False if the attempt no longer owned it."""
+    status = await conn.execute(
+        "UPDATE image_jobs SET status = 'queued', heartbeat_at = NULL"
+        " WHERE id = $1 AND status = 'running' AND attempts = $2",
+        job_id,
+        attempt,
+    )
+    return bool(status == "UPDATE 1")
+
+
 async def heartbeat(conn: Any, job_ids: list[str], *, now: float) -> None:
     """This process still runs these jobs."""
     await conn.execute(
@@ -278,7 +297,7 @@ async def stale_queued(conn: Any, queue: str, *, queued_since: float, now: float
         "UPDATE image_jobs SET status = 'failed', error_code = 'queue_timeout',"
         " error_message = 'No worker picked the job up in time.', completed_at = $2, "
         " webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE $2::timestamptz END"
-        " WHERE queue = $3 AND status = 'queued' AND created_at < $1"
+        " WHERE queue = $3 AND status = 'queued' AND started_at IS NULL AND created_at < $1"
         " RETURNING *",
         _at(queued_since),
         _at(now),
@@ -311,3 +330,15 @@ async def unfinished_ids(conn: Any, queue: str) -> list[str]:
         queue,
     )
     return [row["id"] for row in rows]
+
+
+async def count_unfinished(conn: Any, queue: str) -> dict[str, int]:
+    """How many jobs of ``queue`` are ``queued`` and ``running`` now."""
+    rows = await conn.fetch(
+        "SELECT status, count(*) AS jobs FROM image_jobs"
+        " WHERE queue = $1 AND status IN ('queued', 'running') GROUP BY status",
+        queue,
+    )
+    found = {"queued": 0, "running": 0}
+    found.update({row["status"]: row["jobs"] for row in rows})
+    return found

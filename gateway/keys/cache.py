@@ -333,6 +333,14 @@ class KeyCache:
         except Exception:  # the TTL remains the backstop
             log.warning("second key invalidation failed", exc_info=True)
 
+    def use_plans(self, plans: Mapping[str, PlanConfig], default_plan: str) -> None:
+        """Resolve limits from these plans from now on (a config reload): every record
+        this process holds is dropped, and a lookup in flight is used once only."""
+        self._plans, self._default_plan = plans, default_plan
+        self._epoch += 1
+        self._local.clear()
+        self._missing.clear()
+
     def drop_local(self, hashes: Iterable[str]) -> None:
         self._epoch += 1
         for key_hash in hashes:

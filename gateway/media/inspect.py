@@ -66,6 +66,8 @@ class ImageInfo:
     media_type: str
     width: int
     height: int
+    #: PNG only: the image has an alpha channel (colour type 4 or 6, or a ``tRNS`` chunk).
+    alpha: bool = False
 
 
 def inspect_image(data: bytes | bytearray | memoryview) -> ImageInfo:
@@ -115,7 +117,7 @@ def png_walk(
     """
     pos = len(_PNG_SIGNATURE)
     width = height = colour_type = -1
-    seen_palette = seen_data = False
+    seen_palette = seen_data = transparency = False
     while True:
         if pos + 12 > size:
             raise MalformedImage("png: truncated (no IEND chunk)")
@@ -138,6 +140,8 @@ def png_walk(
             raise MalformedImage("png: a second IHDR chunk")
         elif kind == b"PLTE":
             seen_palette = True
+        elif kind == b"tRNS":
+            transparency = True
         elif kind == b"IDAT":
             if colour_type == 3 and not seen_palette:
                 raise MalformedImage("png: palette image data before its PLTE chunk")
@@ -153,7 +157,8 @@ def png_walk(
         pos = end
     if not seen_data:
         raise MalformedImage("png: no IDAT chunk")
-    return ImageInfo("png", "image/png", width, height)
+    alpha = transparency or colour_type in (4, 6)
+    return ImageInfo("png", "image/png", width, height, alpha)
 
 
 def _png_header(header: memoryview) -> tuple[int, int, int]:

@@ -3,7 +3,10 @@
 A user's secret is ``HMAC-SHA256(server key, "webhook-secret:<user id>:<nonce>")``;
 only the nonce is stored, so a copy of the database alone cannot sign a webhook. The
 server key is ``webhooks.secret_key``, or derived from the first account-token secret.
-A new secret (``POST /v1/webhooks/secret``) is a new nonce: the old one stops working.
+A new secret (``POST /v1/webhooks/secret``) is a new nonce. The previous nonce is kept
+for ``webhooks.rotation_grace_hours``: meanwhile every webhook carries two signatures,
+space-separated (``v1,<new> v1,<old>``, as the spec allows), so a receiver still holding
+the old secret verifies until it switches.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 
-__all__ = ["SECRET_PREFIX", "SecretDeriver", "new_nonce", "sign"]
+__all__ = ["SECRET_PREFIX", "SecretDeriver", "new_nonce", "sign", "signature_header"]
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, no secret
 
@@ -41,3 +45,9 @@ def sign(secret: bytes, webhook_id: str, timestamp: int, body: bytes) -> str:
     signed = f"{webhook_id}.{timestamp}.".encode() + body
     digest = hmac.new(secret, signed, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
+
+
+def signature_header(secrets: Sequence[bytes], webhook_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` header signed with each of ``secrets``, space-separated
+    (the current secret first)."""
+    return " ".join(sign(secret, webhook_id, timestamp, body) for secret in secrets)

@@ -45,10 +45,12 @@ def test_openai_capabilities_follow_the_upstream_model() -> None:
     assert gpt.stream
     assert gpt.output_compression
     assert gpt.style == ()
+    assert gpt.input_fidelity == ("high", "low")  # edits
     dall_e_3 = backend.capabilities_for("dall-e-3")
     assert dall_e_3.quality == ("auto", "standard", "hd")
     assert dall_e_3.style == ("vivid", "natural")
     assert not dall_e_3.stream
+    assert dall_e_3.input_fidelity == ()
     # The configured upstream model decides, not the client's name for it.
     assert openai_backend(model="dall-e-2").capabilities_for("gpt-image-1").quality == (
         "auto",
@@ -117,7 +119,8 @@ def test_config_narrows_capabilities() -> None:
             {},
             {"colour": ["red"]},
             "backends.x.capabilities.colour: unknown parameter (known: quality, style,"
-            " background, output_format, moderation, output_compression, stream)",
+            " background, output_format, moderation, input_fidelity, output_compression,"
+            " stream)",
         ),
         (
             A1111Backend,

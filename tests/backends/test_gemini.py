@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 
 import pytest
 
-from gateway.backends.base import BackendContext
+from gateway.backends.base import EDIT, VARIATION, BackendContext
 from gateway.backends.gemini import GeminiBackend, aspect_ratio
 from gateway.config import ConfigError
 from gateway.errors import UpstreamError, UpstreamRefused
-from tests.support.backend_cases import GEMINI_KEY, image_request
+from tests.support.backend_cases import GEMINI_KEY, image_request, input_image
+from tests.support.images import encode, pattern_png, rgba_png
 from tests.support.providers import GeminiFake, Serve, decode_png
 
 
@@ -148,3 +150,35 @@ def test_option_errors(options: dict[str, object], message: str) -> None:
         GeminiBackend("x", options)
 
     assert str(caught.value).startswith(message)
+
+
+async def test_edit_sends_image_parts_after_the_text(
+    fake: GeminiFake, context: BackendContext
+) -> None:
+    backend = await started(fake, context)
+    source, mask = encode("JPEG", 32, 32), rgba_png(32, 32, (0, 0, 16, 16))
+
+    [image] = await backend.generate(
+        image_request(
+            operation=EDIT, images=(input_image(source, "a.jpg"),), mask=input_image(mask)
+        )
+    )
+
+    assert image.data[:8] == b"\x89PNG\r\n\x1a\n"
+    [text, picture, masked] = fake.api_requests()[0].body["contents"][0]["parts"]
+    assert text["text"].startswith("a lighthouse at dawn\n\nThe last image is a mask")
+    assert picture == {
+        "inlineData": {"mimeType": "image/jpeg", "data": base64.b64encode(source).decode()}
+    }
+    assert masked["inlineData"]["data"] == base64.b64encode(mask).decode()
+
+
+async def test_variation_asks_for_a_variation(fake: GeminiFake, context: BackendContext) -> None:
+    backend = await started(fake, context)
+
+    await backend.generate(
+        image_request(prompt="", operation=VARIATION, images=(input_image(pattern_png(8, 8)),))
+    )
+
+    [text, _picture] = fake.api_requests()[0].body["contents"][0]["parts"]
+    assert text["text"].startswith("Make a variation of this image")

@@ -7,10 +7,11 @@ import itertools
 import pytest
 
 from gateway.backends import upstream
-from gateway.backends.base import BackendContext
+from gateway.backends.base import EDIT, VARIATION, BackendContext
 from gateway.backends.openai import OpenAIBackend
 from gateway.errors import UpstreamError
-from tests.support.backend_cases import OPENAI_KEY, image_request
+from tests.support.backend_cases import OPENAI_KEY, image_request, input_image
+from tests.support.images import pattern_png, rgba_png
 from tests.support.providers import OpenAIFake, Serve, decode_png
 
 
@@ -127,3 +128,97 @@ async def test_urls_that_are_not_http_are_not_fetched(
         await backend.generate(image_request())
 
     assert caught.value.message == upstream.IMAGE_FETCH_FAILED
+
+
+async def test_edit_is_sent_as_openai_multipart(fake: OpenAIFake, context: BackendContext) -> None:
+    backend = await started(fake, context)
+    first, second = pattern_png(32, 32), pattern_png(32, 32, 1)
+    mask = rgba_png(32, 32, (0, 0, 16, 16))
+    request = image_request(
+        n=2,
+        model="gpt-image-1",
+        operation=EDIT,
+        images=(input_image(first), input_image(second)),
+        mask=input_image(mask, "mask.png"),
+        quality="high",
+        output_format="png",
+        input_fidelity="high",
+        user="user-42",
+        partial_images=2,  # only for a stream: not sent
+    )
+
+    images = await backend.generate(request)
+
+    assert [decode_png(image.data) for image in images] == [(64, 64), (64, 64)]
+    [call] = fake.api_requests()
+    assert call.path == "/v1/images/edits"
+    assert call.credentials() == {"authorization": f"Bearer {OPENAI_KEY}"}
+    assert call.headers["Content-Type"].startswith("multipart/form-data; boundary=")
+    assert call.body == {
+        "model": ["gpt-image-1"],
+        "n": ["2"],
+        "size": ["64x64"],
+        "prompt": ["a lighthouse at dawn"],
+        "quality": ["high"],
+        "output_format": ["png"],
+        "input_fidelity": ["high"],
+        "user": ["user-42"],
+        "image[]": [first, second],
+        "mask": [mask],
+    }
+
+
+async def test_streamed_edit_is_the_multipart_form_with_stream_true(
+    fake: OpenAIFake, context: BackendContext
+) -> None:
+    backend = await started(fake, context)
+    source = pattern_png(32, 32)
+    request = image_request(
+        model="gpt-image-1",
+        operation=EDIT,
+        images=(input_image(source),),
+        stream=True,
+        partial_images=2,
+    )
+
+    try:
+        events = [event async for event in backend.stream(request)]
+    finally:
+        await backend.close()
+
+    assert [(event.index, event.partial_index) for event in events] == [(0, 0), (0, 1), (0, None)]
+    assert all(decode_png(event.image.data) == (64, 64) for event in events)
+    [call] = fake.api_requests()
+    assert call.path == "/v1/images/edits"
+    assert call.headers["Accept"] == "text/event-stream"
+    assert call.body == {
+        "model": ["gpt-image-1"],
+        "n": ["1"],
+        "size": ["64x64"],
+        "prompt": ["a lighthouse at dawn"],
+        "stream": ["true"],
+        "partial_images": ["2"],
+        "image": [source],
+    }
+
+
+async def test_variation_is_sent_as_openai_multipart(
+    fake: OpenAIFake, context: BackendContext
+) -> None:
+    backend = await started(fake, context, model="dall-e-2")
+    source = pattern_png(32, 32)
+
+    [image] = await backend.generate(
+        image_request(prompt="", operation=VARIATION, images=(input_image(source),))
+    )
+
+    assert decode_png(image.data) == (64, 64)
+    [call] = fake.api_requests()
+    assert call.path == "/v1/images/variations"
+    assert call.body == {
+        "model": ["dall-e-2"],
+        "n": ["1"],
+        "size": ["64x64"],
+        "response_format": ["b64_json"],
+        "image": [source],
+    }

@@ -6,12 +6,13 @@ import asyncio
 
 import pytest
 
-from gateway.backends.base import BackendContext
+from gateway.backends.base import EDIT, VARIATION, BackendContext
 from gateway.backends.replicate import ReplicateBackend
 from gateway.config import ConfigError
 from gateway.errors import UpstreamRefused, UpstreamTimeout
-from tests.support.backend_cases import REPLICATE_KEY, image_request
-from tests.support.providers import ReplicateFake, Serve, decode_png
+from tests.support.backend_cases import REPLICATE_KEY, image_request, input_image
+from tests.support.images import pattern_png, rgba_png
+from tests.support.providers import ReplicateFake, Serve, b64, decode_png
 
 
 @pytest.fixture
@@ -140,3 +141,42 @@ def test_option_errors(options: dict[str, object], message: str) -> None:
         ReplicateBackend("x", {"api_key_env": "REPLICATE_API_TOKEN", **options})
 
     assert str(caught.value).startswith(message)
+
+
+async def test_edit_sends_the_image_and_mask_inputs(
+    fake: ReplicateFake, context: BackendContext
+) -> None:
+    backend = await started(fake, context, image_input="input_image", mask_input="mask")
+    source, mask = pattern_png(16, 16), rgba_png(16, 16, (0, 0, 8, 8))
+
+    images = await backend.generate(
+        image_request(operation=EDIT, images=(input_image(source),), mask=input_image(mask))
+    )
+
+    assert len(images) == 1
+    model_input = fake.api_requests()[0].body["input"]
+    assert model_input["input_image"] == "data:image/png;base64," + b64(source)
+    assert model_input["mask"] == "data:image/png;base64," + b64(mask)
+    assert model_input["prompt"] == "a lighthouse at dawn"
+
+
+async def test_image_lists_and_what_a_model_cannot_take(
+    fake: ReplicateFake, context: BackendContext
+) -> None:
+    plain = await started(fake, context)
+    assert EDIT not in plain.operations
+    single = await started(fake, context, image_input="image")
+    two = (input_image(pattern_png(8, 8)), input_image(pattern_png(8, 8, 1)))
+    with pytest.raises(UpstreamRefused) as refused:
+        await single.generate(image_request(operation=EDIT, images=two))
+    assert refused.value.param == "image[]"
+    with pytest.raises(UpstreamRefused) as refused:
+        await single.generate(
+            image_request(operation=EDIT, images=two[:1], mask=input_image(rgba_png(8, 8, None)))
+        )
+    assert refused.value.param == "mask"
+    listing = await started(fake, context, image_input="images", image_input_list=True)
+    await listing.generate(image_request(prompt="", operation=VARIATION, images=two))
+    model_input = fake.api_requests()[-1].body["input"]
+    assert model_input["images"] == ["data:image/png;base64," + b64(i.data) for i in two]
+    assert model_input["prompt"] == ""

@@ -214,6 +214,7 @@ async def test_models_say_what_they_accept(gateway: Gateway, make_key: MakeKey):
         "background": ["auto", "opaque"],
         "output_format": ["png", "jpeg", "webp"],
         "moderation": ["auto", "low"],
+        "input_fidelity": [],
         "output_compression": True,
         "stream": True,
     }

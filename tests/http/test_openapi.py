@@ -209,6 +209,29 @@ async def test_streamed_events_are_as_documented(gateway: Gateway, make_key: Mak
         validator(document, documented[name]["$ref"].removeprefix("#")).validate(data)
 
 
+async def test_upload_bodies_are_multipart_with_binary_files(gateway: Gateway):
+    document = await openapi(gateway)
+    schemas = document["components"]["schemas"]
+    for path, name, files in (
+        ("/v1/images/edits", "EditRequest", ("image", "mask")),
+        ("/v1/images/variations", "VariationRequest", ("image",)),
+    ):
+        body = document["paths"][path]["post"]["requestBody"]
+        assert list(body["content"]) == ["multipart/form-data"]
+        assert body["content"]["multipart/form-data"]["schema"] == {
+            "$ref": f"#/components/schemas/{name}"
+        }
+        fields = schemas[name]["properties"]
+        for field in files:
+            assert "binary" in str(fields[field]), fields[field]
+        assert "413" in document["paths"][path]["post"]["responses"]
+    edit = schemas["EditRequest"]
+    assert edit["properties"]["image[]"]["maxItems"] == 16
+    assert edit["required"] == ["prompt"]
+    assert edit["oneOf"] == [{"required": ["image"]}, {"required": ["image[]"]}]
+    assert schemas["VariationRequest"]["required"] == ["image"]
+
+
 #: What the README lists for the generation endpoint: status -> codes.
 GENERATION_ERRORS = {
     "400": {"invalid_request", "content_policy_violation"},

@@ -106,6 +106,104 @@ async def test_a_job_whose_process_is_killed_is_finished_by_another_and_charged_
             assert response.status == 404
 
 
+async def test_a_job_running_at_sigterm_is_handed_back_and_finished_by_another_at_once(
+    tmp_path: Path,
+    raw_config: dict[str, Any],
+    make_key: MakeKey,
+    fake_upstream: FakeUpstream,
+    db: asyncpg.Connection,
+):
+    # A visibility timeout no test waits out: only the hand-back can finish the job in time.
+    config = merge(
+        _own_namespace(raw_config, visibility_timeout_seconds=600, shutdown_grace_seconds=0.5),
+        upstream_config(fake_upstream, timeout=60),
+    )
+    key = await make_key("pro")
+    fake_upstream.mode = "hang"  # the first run does not finish within the grace
+    async with AsyncExitStack() as stack:
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        url, first = await stack.enter_async_context(running_gateway(tmp_path, config))
+        response = await submit(session, key.key, url, model="remote", n=2)
+        job_id = (await response.json())["id"]
+
+        async def first_run_started() -> bool:
+            return len(fake_upstream.requests) == 1
+
+        await eventually(first_run_started, timeout=10)
+        worker_url, _ = await stack.enter_async_context(
+            running_gateway(tmp_path, config, command="worker")
+        )
+        fake_upstream.mode = "ok"
+        first.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(first.wait, 20) == 0
+
+        async def finished() -> object:
+            row = await _job_row(db, job_id)
+            return True if row["settled_at"] is not None else dict(row)
+
+        await eventually(finished, timeout=20)  # the visibility timeout is 600 s
+        row = await _job_row(db, job_id)
+        assert row["status"] == "succeeded"
+        assert row["attempts"] == 2  # the interrupted run counts
+        assert row["delivered"] == 2
+        assert len(fake_upstream.requests) == 2
+
+        async def charged_once() -> object:
+            rows = await usage_rows(db, key.key_id)
+            return True if rows == {today(): 2} else rows
+
+        await eventually(charged_once, timeout=10)
+        async with session.get(f"{worker_url}/metrics") as metrics:
+            assert 'gateway_jobs_total{status="succeeded"}' in await metrics.text()
+        log_text = (tmp_path / f"gateway-{url.rsplit(':', 1)[1]}.log").read_text()
+        assert f"job {job_id} handed back to the queue" in log_text
+
+
+async def test_a_job_finishing_within_the_shutdown_grace_is_finished_by_its_process(
+    tmp_path: Path,
+    raw_config: dict[str, Any],
+    make_key: MakeKey,
+    fake_upstream: FakeUpstream,
+    db: asyncpg.Connection,
+):
+    config = merge(
+        _own_namespace(raw_config, shutdown_grace_seconds=30),
+        upstream_config(fake_upstream, timeout=60),
+    )
+    key = await make_key("pro")
+    fake_upstream.mode = "hang"
+    async with AsyncExitStack() as stack:
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        url, first = await stack.enter_async_context(running_gateway(tmp_path, config))
+        response = await submit(session, key.key, url, model="remote", n=2)
+        job_id = (await response.json())["id"]
+
+        async def first_run_started() -> bool:
+            return len(fake_upstream.requests) == 1
+
+        await eventually(first_run_started, timeout=10)
+        first.send_signal(signal.SIGTERM)
+        log_path = tmp_path / f"gateway-{url.rsplit(':', 1)[1]}.log"
+
+        async def stopping() -> bool:  # it no longer listens, and waits for its job
+            try:
+                async with session.get(f"{url}/healthz"):
+                    return False
+            except aiohttp.ClientError:
+                return True
+
+        await eventually(stopping, timeout=10)
+        assert first.poll() is None
+        fake_upstream.release.set()  # the run finishes within the grace
+        assert await asyncio.to_thread(first.wait, 20) == 0
+        row = await _job_row(db, job_id)
+        assert row["status"] == "succeeded"
+        assert row["attempts"] == 1
+        assert row["settled_at"] is not None
+        assert len(fake_upstream.requests) == 1
+        assert "handed back" not in log_path.read_text()
+
+
 async def test_200_jobs_over_two_processes_meet_the_quota_exactly(
     tmp_path: Path, raw_config: dict[str, Any], make_key: MakeKey, db: asyncpg.Connection
 ):

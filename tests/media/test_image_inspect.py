@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from gateway.backends.local import render_png
 from gateway.media.inspect import MAX_DIMENSION, ImageInfo, MalformedImage, inspect_image
-from tests.support.images import chunk, encode, png, png_chunks
+from tests.support.images import chunk, encode, png, png_chunks, rgba_png
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -144,3 +144,17 @@ def test_spoiled_real_images_raise_only_malformed_image(
         return
     assert 0 < info.width <= MAX_DIMENSION
     assert 0 < info.height <= MAX_DIMENSION
+
+
+def test_png_alpha_is_reported() -> None:
+    assert inspect_image(rgba_png(4, 4, None)).alpha
+    assert not inspect_image(png(4, 4)).alpha
+    chunks = png_chunks(4, 4)
+    with_trns = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunks[0]
+        + chunk(b"tRNS", b"\x00\x00\x00\x00\x00\x00")
+        + b"".join(chunks[1:])
+    )
+    assert inspect_image(with_trns).alpha
+    assert not inspect_image(encode("WEBP", 4, 4)).alpha  # PNG only

@@ -78,3 +78,45 @@ def test_bench_image_smoke_run_passes() -> None:
     assert re.search(
         r"\| b64, n=4, G/B1: peak RSS <= 1\.25 x \| \d+\.\d\d \| (PASS|FAIL) \|", targets
     )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_bench_jobs_smoke_run_passes() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--scenario", "jobs"],
+        cwd=ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert result.returncode == 0, (
+        f"bench jobs smoke run exited {result.returncode}\n"
+        f"--- stdout (tail)\n{result.stdout[-6000:]}\n--- stderr (tail)\n{result.stderr[-3000:]}"
+    )
+    assert "smoke: PASS  jobs: every submit answered 202, every job succeeded" in result.stdout
+    report = result.stdout.split("# Jobs: ")[1]
+    for label in ("sync call: request to answer", "job: submit to its webhook received"):
+        row = re.search(rf"^\| {re.escape(label)}[^|]* \| (\d+) \|", report, re.M)
+        assert row is not None, label
+        assert int(row.group(1)) > 0, label
+
+
+def test_the_jobs_section_is_rewritten_alone() -> None:
+    from bench import image_report, jobs_report
+
+    old_jobs = f"{jobs_report.BEGIN}\n# Jobs: old\n{jobs_report.END}\n"
+    existing = f"# tiny\nold tiny\n\n{old_jobs}\n{image_report.HEADING}\nold image\n"
+    rest, found = jobs_report.split(existing)
+    assert found == old_jobs
+    assert "Jobs" not in rest
+    # A run of the image scenario keeps the jobs section; a jobs run replaces it alone.
+    kept = jobs_report.join(image_report.merge(rest, None, f"{image_report.HEADING}\nnew\n"), found)
+    for part in ("old tiny", "\nnew\n", "# Jobs: old"):
+        assert part in kept
+    new = f"{jobs_report.BEGIN}\n# Jobs: new\n{jobs_report.END}\n"
+    replaced = jobs_report.join(jobs_report.split(kept)[0], new)
+    assert "# Jobs: old" not in replaced
+    for part in ("old tiny", "\nnew\n", "# Jobs: new"):
+        assert part in replaced

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.backends.a1111 import A1111Backend
-from gateway.backends.base import BackendContext, ImageBackend, ImageRequest
+from gateway.backends.base import BackendContext, ImageBackend, ImageRequest, InputImage
 from gateway.backends.gemini import GeminiBackend
 from gateway.backends.openai import OpenAIBackend
 from gateway.backends.replicate import ReplicateBackend
+from gateway.media.inspect import inspect_image
 from tests.support.providers import (
     A1111Fake,
     GeminiFake,
@@ -26,7 +27,7 @@ from tests.support.providers import (
     ReplicateFake,
 )
 
-__all__ = ["CASES", "Case", "image_request"]
+__all__ = ["CASES", "Case", "image_request", "input_image"]
 
 OPENAI_KEY = "sk-upstream-openai-0123456789abcdef"
 A1111_USER = "webui"
@@ -46,6 +47,12 @@ def image_request(n: int = 1, **changes: Any) -> ImageRequest:
         **changes,
     }
     return ImageRequest(**fields)
+
+
+def input_image(data: bytes, filename: str = "image0.png") -> InputImage:
+    """An uploaded PNG as the gateway hands it to a backend (checked, measured)."""
+    info = inspect_image(data)
+    return InputImage(data, info.media_type, info.width, info.height, filename)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ def base_raw_config(database_url: str, redis_url: str, redis_prefix: str) -> dic
         "redis": {"url": redis_url, "key_prefix": redis_prefix},
         "keys": {"prefix": KEY_PREFIX},
         "usage": {"flush_interval_seconds": 3600},  # tests flush explicitly
+        # A test's gateway stops at once: a job still running is handed back.
+        "jobs": {"shutdown_grace_seconds": 0},
         "plans": {
             "free": {"requests_per_minute": 10, "images_per_day": 50, "max_images_per_request": 4},
             "pro": {

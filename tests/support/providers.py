@@ -1,6 +1,7 @@
 """Fake providers: small aiohttp apps that speak each provider's real wire format.
 
-Each records every request it gets (method, path, headers, JSON body), checks the
+Each records every request it gets (method, path, headers, JSON body, or a multipart
+form as ``{name: [values]}`` with files as bytes), checks the
 credentials the way the provider does, serves image downloads under ``/files/``, and
 answers the API call according to ``mode``:
 
@@ -26,6 +27,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 from aiohttp import web
 
 from gateway.backends.local import render_png
+from gateway.media.inspect import inspect_image
 from tests.support.streams import convert, send_image_events
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "Recorded",
     "ReplicateFake",
     "Serve",
+    "b64",
     "decode_png",
 ]
 
@@ -110,17 +113,24 @@ class ProviderFake:
     def app(self) -> web.Application:
         @web.middleware
         async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
-            raw = await request.read()
-            try:
-                body = json.loads(raw) if raw else None
-            except ValueError:
-                body = raw
+            body: Any
+            if request.content_type == "multipart/form-data":
+                body = {}  # name -> its values, in order: text, or a file's bytes
+                for name, value in (await request.post()).items():
+                    read = value.file.read() if isinstance(value, web.FileField) else value
+                    body.setdefault(name, []).append(read)
+            else:
+                raw = await request.read()
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = raw
             self.requests.append(
                 Recorded(request.method, request.path, dict(request.headers), body)
             )
             return await handler(request)
 
-        app = web.Application(middlewares=[record])
+        app = web.Application(middlewares=[record], client_max_size=64 * 1024 * 1024)
         self.add_routes(app.router)
         app.router.add_get("/files/{name}", self._serve_file)
         return app
@@ -187,9 +197,13 @@ class OpenAIFake(ProviderFake):
         self.as_urls = False
         #: False: ``stream`` is ignored, as by compatible servers that cannot stream.
         self.streams = True
+        #: Edits and variations: answer this many images fewer than asked for.
+        self.short_by = 0
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_post("/v1/images/generations", self.generations)
+        router.add_post("/v1/images/edits", self.edits)
+        router.add_post("/v1/images/variations", self.edits)
 
     def error(self, status: int, message: str) -> web.Response:
         kind = "invalid_request_error" if status < 500 else "server_error"
@@ -233,6 +247,69 @@ class OpenAIFake(ProviderFake):
             data.append(item)
         return web.json_response({"created": 1700000000, "data": data})
 
+    async def edits(self, request: web.Request) -> web.StreamResponse:
+        """``/images/edits`` and ``/images/variations``: multipart, as OpenAI takes them
+        (``image`` or ``image[]``, ``mask`` the size of the first image, a PNG)."""
+        if request.headers.get("Authorization") != f"Bearer {self.secret}":
+            return self.error(401, "You didn't provide a valid API key.")
+        form: dict[str, list[Any]] = self.requests[-1].body
+        failure = await self.failure()
+        if failure is not None:
+            return failure
+        editing = request.path.endswith("/edits")
+        required = ("model", "n", "size") + (("prompt",) if editing else ())
+        for name in required:
+            if name not in form:
+                return self.error(400, f"Missing required parameter: '{name}'.")
+        images = form.get("image", []) + form.get("image[]", [])
+        if not images or (not editing and len(images) != 1):
+            return self.error(400, "Invalid 'image': send one image file.")
+        sizes = [inspect_image(image) for image in images]
+        if "mask" in form:
+            mask = inspect_image(form["mask"][0])
+            if (mask.width, mask.height) != (sizes[0].width, sizes[0].height):
+                return self.error(400, "Invalid 'mask': it must be the size of the image.")
+        prompt = form["prompt"][0] if editing else "variation"
+        width, height = (int(v) for v in form["size"][0].split("x"))
+        if editing and form.get("stream") == ["true"] and self.streams:
+            fields = {name: values[0] for name, values in form.items() if name in _EDIT_TEXT}
+            for name in ("n", "partial_images", "output_compression"):
+                if name in fields:
+                    fields[name] = int(fields[name])
+            return await send_image_events(
+                request,
+                fields,
+                render=lambda i, block: render_png(prompt, len(images), width, height, i, block),
+                kind="image_edit",
+            )
+        data = [
+            {
+                "b64_json": b64(render_png(prompt, len(images), width, height, i)),
+                "revised_prompt": None,
+            }
+            for i in range(int(form["n"][0]) - self.short_by)
+        ]
+        return web.json_response({"created": 1700000000, "data": data})
+
+
+#: An edit form's text fields.
+_EDIT_TEXT = frozenset(
+    {
+        "model",
+        "prompt",
+        "n",
+        "size",
+        "quality",
+        "background",
+        "output_format",
+        "output_compression",
+        "input_fidelity",
+        "partial_images",
+        "stream",
+        "user",
+    }
+)
+
 
 class A1111Fake(ProviderFake):
     """Stable Diffusion WebUI's ``POST /sdapi/v1/txt2img`` behind ``--api-auth``."""
@@ -248,6 +325,7 @@ class A1111Fake(ProviderFake):
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_post("/sdapi/v1/txt2img", self.txt2img)
+        router.add_post("/sdapi/v1/img2img", self.txt2img)
 
     def error(self, status: int, message: str) -> web.Response:
         if status >= 500:
@@ -269,7 +347,12 @@ class A1111Fake(ProviderFake):
         failure = await self.failure()
         if failure is not None:
             return failure
-        missing = [f for f in ("prompt", "width", "height", "batch_size") if f not in body]
+        required = ["prompt", "width", "height", "batch_size"]
+        if request.path.endswith("/img2img"):
+            required.append("init_images")
+            for image in body.get("init_images", []) + [body.get("mask", "")] * ("mask" in body):
+                inspect_image(base64.b64decode(image))  # raises on anything else
+        missing = [f for f in required if f not in body]
         if missing:
             detail = [{"loc": ["body", f], "msg": "field required"} for f in missing]
             return web.json_response({"detail": detail}, status=422)
@@ -362,6 +445,11 @@ class GeminiFake(ProviderFake):
         if self.block_reason:
             return web.json_response({"promptFeedback": {"blockReason": self.block_reason}})
         prompt = body["contents"][0]["parts"][0]["text"]
+        for part in body["contents"][0]["parts"][1:]:  # images to edit: real ones
+            inline = part["inlineData"]
+            info = inspect_image(base64.b64decode(inline["data"]))
+            if info.media_type != inline["mimeType"]:
+                return self.error(400, "Invalid inline data: the mime type does not match.")
         config = body["generationConfig"]
         if config.get("responseModalities") != ["TEXT", "IMAGE"]:
             return self.error(400, "The model needs responseModalities TEXT and IMAGE.")

@@ -34,8 +34,10 @@ async def send_image_events(
     hang_after_first: asyncio.Event | None = None,
     closed: asyncio.Event | None = None,
     partials_only: bool = False,
+    kind: str = "image_generation",
 ) -> web.StreamResponse:
-    """Answer ``body`` (a streamed generation) as OpenAI does: for each image
+    """Answer ``body`` (a streamed generation, or ``kind`` ``image_edit``: an edit's
+    form, its values as JSON would have them) as OpenAI does: for each image
     ``partial_images`` partial events (coarse versions), then the completed one.
     ``render(index, block)`` makes image ``index`` as a PNG, coarse for ``block`` > 1.
 
@@ -61,7 +63,7 @@ async def send_image_events(
                 block = 2 ** (partials - level)
                 image = render(index, block)
                 event = {
-                    "type": "image_generation.partial_image",
+                    "type": f"{kind}.partial_image",
                     "b64_json": base64.b64encode(convert(image, fmt, compression)).decode(),
                     "partial_image_index": level,
                     **common,
@@ -77,7 +79,7 @@ async def send_image_events(
                 "input_tokens_details": {"text_tokens": 10, "image_tokens": 40},
             }
             event = {
-                "type": "image_generation.completed",
+                "type": f"{kind}.completed",
                 "b64_json": base64.b64encode(convert(image, fmt, compression)).decode(),
                 "usage": usage,
                 **common,

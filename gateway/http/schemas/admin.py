@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_PAGE",
     "MAX_LIMIT",
     "MAX_PAGE",
+    "AdminConfig",
     "AdminKey",
     "AdminKeyChange",
     "AdminUsage",
@@ -171,6 +172,17 @@ class ResetLinkIssued(msgspec.Struct):
 
 class CreatedUser(AdminUser):
     reset_link: ResetLinkIssued | None
+
+
+class AdminConfig(msgspec.Struct):
+    """The config in effect: as loaded at start-up or by the last reload (SIGHUP)."""
+
+    #: SHA-256 (hex) of the whole config, secrets included (``gateway_config_info``).
+    hash: str
+    #: When it was loaded.
+    loaded_at: Instant
+    #: Every key, secrets shown as ``********`` (empty when unset), URLs without passwords.
+    config: dict[str, Any]
 
 
 def admin_user_of(user: Mapping[str, Any]) -> AdminUser:

@@ -4,12 +4,13 @@ What depends on the config (the plan's most images, the model names, each backen
 sizes and capabilities) is checked after decoding, in :mod:`gateway.http.images`, with
 the messages below.
 
-OpenAI's parameters that generations, edits and variations share are one type,
-:class:`ImageOptions` (its fields are keyword-only, so a body type adds its own
-required fields before them), and each parameter's values one ``Literal``
-(``Quality``...), so that another body can declare a parameter again with the same values
-and description. The events of a streamed answer are :class:`PartialImageEvent` and
-:class:`CompletedImageEvent`.
+OpenAI's parameters of generations are one type, :class:`ImageOptions` (its fields are
+keyword-only, so a body type adds its own required fields before them), and each
+parameter one annotated type (``Quality``... with its values, limits and description),
+which the edit and variation bodies (:mod:`gateway.http.schemas.edits`) declare again
+for the parameters OpenAI's endpoints take, with the same messages
+(:data:`OPTION_MESSAGES`). The events of a streamed answer are
+:class:`PartialImageEvent` and :class:`CompletedImageEvent`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "MAX_PROMPT_CHARS",
     "MAX_SEED",
     "MAX_USER_CHARS",
+    "OPTION_MESSAGES",
     "Background",
     "CompletedImageEvent",
     "GenerationRequest",
@@ -36,6 +38,7 @@ __all__ = [
     "ImageData",
     "ImageOptions",
     "ImageUsage",
+    "InputFidelity",
     "Model",
     "ModelList",
     "ModelParameters",
@@ -45,6 +48,7 @@ __all__ = [
     "PartialImageEvent",
     "PartialImages",
     "Quality",
+    "Stream",
     "Style",
     "User",
 ]
@@ -97,6 +101,23 @@ User = Annotated[
         " monitoring) and written to the access log.",
     ),
 ]
+InputFidelity = Annotated[
+    Literal["high", "low"],
+    Meta(
+        description="Edits: how closely the result keeps the input images' details"
+        " (gpt-image-1)." + _BY_BACKEND
+    ),
+]
+Stream = Annotated[
+    bool | None,
+    Meta(
+        description="`true`: Server-Sent Events (`text/event-stream`) as OpenAI sends"
+        " them: up to `partial_images` `image_generation.partial_image` events per image"
+        " (`image_edit.partial_image` for an edit), then its `image_generation.completed`"
+        " (`image_edit.completed`) event. Only completed images are charged. A model whose"
+        " backend cannot stream answers 400 `param: stream`."
+    ),
+]
 PartialImages = Annotated[
     int,
     Meta(
@@ -107,13 +128,20 @@ PartialImages = Annotated[
     ),
 ]
 
-_PARAM_MESSAGES = {
-    name: f"'{name}' must be one of: {', '.join(values)}." for name, values in CHOICES.items()
+#: The messages of a bad value of each of OpenAI's parameters, whichever body it is in.
+OPTION_MESSAGES: Mapping[str, str] = {
+    **{name: f"'{name}' must be one of: {', '.join(values)}." for name, values in CHOICES.items()},
+    "output_compression": "'output_compression' must be a whole number from 0 to 100.",
+    "user": f"'user' must be a string of at most {MAX_USER_CHARS} characters, without"
+    " control characters or line breaks.",
+    "stream": "'stream' must be true or false.",
+    "partial_images": f"'partial_images' must be a whole number from 0 to {MAX_PARTIAL_IMAGES}.",
 }
 
 
 class ImageOptions(RequestBody, kw_only=True):
-    """OpenAI's parameters that generations, edits and variations share."""
+    """OpenAI's parameters of a generation (an edit or a variation declares those of
+    them its endpoint takes, with the same types)."""
 
     quality: Quality | None = None
     style: Style | None = None
@@ -122,27 +150,10 @@ class ImageOptions(RequestBody, kw_only=True):
     output_compression: OutputCompression | None = None
     moderation: Moderation | None = None
     user: User | None = None
-    stream: Annotated[
-        bool | None,
-        Meta(
-            description="`true`: Server-Sent Events (`text/event-stream`) as OpenAI sends"
-            " them: up to `partial_images` `image_generation.partial_image` events per"
-            " image, then its `image_generation.completed` event. Only completed images"
-            " are charged. A model whose backend cannot stream answers 400 `param: stream`."
-        ),
-    ] = False
+    stream: Stream = False
     partial_images: PartialImages | None = None
 
-    messages: ClassVar[Mapping[str, str]] = {
-        **_PARAM_MESSAGES,
-        "output_compression": "'output_compression' must be a whole number from 0 to 100.",
-        "user": f"'user' must be a string of at most {MAX_USER_CHARS} characters, without"
-        " control characters or line breaks.",
-        "stream": "'stream' must be true or false.",
-        "partial_images": (
-            f"'partial_images' must be a whole number from 0 to {MAX_PARTIAL_IMAGES}."
-        ),
-    }
+    messages: ClassVar[Mapping[str, str]] = OPTION_MESSAGES
 
 
 # The two patterns (prompt, size) are documented here but checked after decoding, by
@@ -277,6 +288,7 @@ class ModelParameters(msgspec.Struct):
     background: list[str]
     output_format: list[str]
     moderation: list[str]
+    input_fidelity: Annotated[list[str], Meta(description="Edits only.")]
     output_compression: bool
     stream: bool
 

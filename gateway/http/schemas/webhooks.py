@@ -18,3 +18,11 @@ class WebhookSecret(msgspec.Struct):
             " webhook's `webhook-signature` with it (Standard Webhooks)."
         ),
     ]
+    previous_secret_expires_at: Annotated[
+        int | None,
+        Meta(
+            description="Until when (unix seconds) webhooks are also signed with the secret"
+            " this one replaces, so receivers can switch without missing one; null if there"
+            " was none (or `webhooks.rotation_grace_hours` is 0)."
+        ),
+    ] = None
