@@ -353,6 +353,7 @@ async def make_images(
             params.request,
             decision,
             kind=kind,
+            spent=spent,
         )
 
     try:

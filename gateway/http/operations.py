@@ -285,8 +285,8 @@ def _generation(path: str, operation_id: str, alias: str) -> Operation:
                 "With `stream: true`: the images as Server-Sent Events, in OpenAI's format: per"
                 " image up to `partial_images` `image_generation.partial_image` events, then its"
                 " `image_generation.completed` event (charged as it is sent); a failure after"
-                " the first event is an `error` event.",
-                headers=(*RATE_LIMIT_HEADERS, "X-Gateway-Backend"),
+                " the first event is an `error` event. `Server-Timing`: until the first event.",
+                headers=(*RATE_LIMIT_HEADERS, "X-Gateway-Backend", "Server-Timing"),
                 events=(
                     ("image_generation.partial_image", image_types.PartialImageEvent),
                     ("image_generation.completed", image_types.CompletedImageEvent),

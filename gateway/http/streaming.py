@@ -15,6 +15,9 @@ round trip), and when the stream ends, however it ends, the images not completed
 given back. A client that leaves stops the upstream call at once (the connection's loss
 is awaited alongside the upstream's next event) and is charged for the images completed
 before it left.
+
+The headers leave with the first event, so its ``Server-Timing`` is the time until then:
+the upstream's until its first event, and the gateway's own.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from aiohttp import web
 from gateway import errors
 from gateway.backends.base import ImageBuffer, ImageEvent, ImageRequest
 from gateway.backends.resilience import GuardedBackend
-from gateway.http.middlewares import LOG_FIELDS, REQUEST_ID
+from gateway.http.middlewares import LOG_FIELDS, REQUEST_ID, server_timing
 from gateway.http.protocol import connection_closed
 from gateway.http.ratelimit_headers import rate_limit_headers
 from gateway.http.relay import relay_pieces
@@ -67,6 +70,7 @@ class EventStream(web.StreamResponse):
         self.headers["X-Request-ID"] = request[REQUEST_ID]
         self.headers["X-Content-Type-Options"] = "nosniff"
         self.headers["Server"] = "image-gateway"
+        self.headers["Server-Timing"] = server_timing(request)
 
     async def send(self, event: str, data: bytes | list[ImageBuffer]) -> None:
         """Write one event; ``data`` is its JSON (one line), maybe in pieces (an image's
@@ -134,10 +138,12 @@ async def stream_images(
     decision: Decision,
     *,
     kind: str = "image_generation",
+    spent: list[float] | None = None,
 ) -> web.StreamResponse:
     """Answer an admitted request (``decision``) with its images as events (see the
-    module); settles the reservation whatever happens. Raises the usual error when
-    nothing was sent yet."""
+    module), ``kind`` ``image_generation`` or ``image_edit``; the upstreams' time to the
+    first event appended to ``spent`` (``Server-Timing``). Settles the reservation
+    whatever happens. Raises the usual error when nothing was sent yet."""
     admission = services.admission
     metrics = services.metrics
     n = image_request.n
@@ -147,7 +153,7 @@ async def stream_images(
     backend_name = ""
     created_at = int(services.wall_clock())
     try:
-        backend_name, events, first = await _first_event(chain, image_request, metrics)
+        backend_name, events, first = await _first_event(chain, image_request, metrics, spent)
         event: ImageEvent | None = first
         headers = rate_limit_headers(decision)
         headers["X-Gateway-Backend"] = backend_name
@@ -190,7 +196,10 @@ async def _close(events: AsyncGenerator[ImageEvent, None]) -> None:
 
 
 async def _first_event(
-    chain: tuple[GuardedBackend, ...], request: ImageRequest, metrics: Metrics
+    chain: tuple[GuardedBackend, ...],
+    request: ImageRequest,
+    metrics: Metrics,
+    spent: list[float] | None,
 ) -> tuple[str, AsyncGenerator[ImageEvent, None], ImageEvent]:
     """The first backend of ``chain`` that can stream ``request`` and sends a first
     event: its name, its events, that event. Fallbacks as in
@@ -220,6 +229,8 @@ async def _first_event(
             outcome, error = "error", exc
         finally:
             elapsed = time.perf_counter() - started
+            if spent is not None:
+                spent.append(elapsed)
             metrics.labelled(metrics.upstream_seconds, guarded.name).observe(elapsed)
             metrics.labelled(metrics.upstream_calls, guarded.name, outcome).inc()
             if outcome != "ok":
