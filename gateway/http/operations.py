@@ -50,6 +50,8 @@ from gateway.http.usage_api import read_usage
 __all__ = ["OPERATIONS", "RATE_LIMIT_HEADERS"]
 
 _UUID = {"type": "string", "format": "uuid"}
+#: A query filter by id: empty is no filter (as a form with the field left blank sends).
+_UUID_FILTER = {"type": "string", "anyOf": [{"format": "uuid"}, {"maxLength": 0}]}
 _DATE = {"type": "string", "format": "date"}
 _ID = Param("id", "path", _UUID, "A UUID; anything else is 404.", required=True)
 _A_KEY_ID = "0b7e6f1c-3d2a-4e59-8c1b-2f4a6d8e9c01"
@@ -73,7 +75,12 @@ def _page_params(noun: str) -> tuple[Param, ...]:
             {"type": "integer", "minimum": 1, "maximum": admin_types.MAX_PAGE},
             f"{noun} per page (default {admin_types.DEFAULT_PAGE}).",
         ),
-        Param("after", "query", _UUID, "The last id of the previous page (`has_more`)."),
+        Param(
+            "after",
+            "query",
+            _UUID_FILTER,
+            "The last id of the previous page (`has_more`); empty: the first page.",
+        ),
     )
 
 
@@ -205,7 +212,12 @@ def _admin_account_operations() -> tuple[Operation, ...]:
                     {"type": "string"},
                     "Only changes by this actor (`admin-token`, `cli`).",
                 ),
-                Param("target", "query", _UUID, "Only changes to this user or key."),
+                Param(
+                    "target",
+                    "query",
+                    _UUID_FILTER,
+                    "Only changes to this user or key; empty: every change.",
+                ),
                 *_page_params("Entries"),
             ),
         ),
