@@ -287,7 +287,10 @@ async def test_an_operator_disables_a_user_and_sets_key_limits(
     assert "update_user" in page
     status, page = await operator.get("/console/admin/usage")
     assert status == 200
-    assert customer_email in page
+    assert "Top users" in page  # the top 20 of a database other tests share too
+    status, page = await operator.get(page_path)
+    assert status == 200
+    assert "<td>active</td><td>1</td>" in page  # the key's one image today
 
 
 async def test_the_admin_token_opens_the_operator_pages(
