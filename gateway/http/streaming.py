@@ -34,6 +34,7 @@ from aiohttp import web
 from gateway import errors
 from gateway.backends.base import ImageBuffer, ImageEvent, ImageRequest
 from gateway.backends.resilience import GuardedBackend
+from gateway.http.images import CREDITS_HEADER, accepts
 from gateway.http.middlewares import LOG_FIELDS, REQUEST_ID, server_timing
 from gateway.http.protocol import connection_closed
 from gateway.http.ratelimit_headers import rate_limit_headers
@@ -156,6 +157,8 @@ async def stream_images(
         backend_name, events, first = await _first_event(chain, image_request, metrics, spent)
         event: ImageEvent | None = first
         headers = rate_limit_headers(decision)
+        if decision.monthly_credits >= 0:  # the balance with the stream's images reserved
+            headers[CREDITS_HEADER] = str(decision.credits_remaining)
         headers["X-Gateway-Backend"] = backend_name
         response = EventStream(request, headers)
         await response.prepare(request)
@@ -182,8 +185,14 @@ async def stream_images(
     finally:
         if events is not None:
             await asyncio.shield(_close(events))
-        await asyncio.shield(admission.release(record.key_id, decision, n - delivered))
+        await asyncio.shield(admission.release(record, decision, n - delivered))
         request[LOG_FIELDS].update(backend=backend_name or None, images=delivered)
+        if delivered:
+            model, plan = image_request.model, record.plan
+            metrics.labelled(metrics.images_delivered, model, plan).inc(delivered)
+            if decision.monthly_credits >= 0:
+                charged = delivered * decision.price
+                metrics.labelled(metrics.credits_charged, model, plan).inc(charged)
     assert response is not None
     with contextlib.suppress(ConnectionError):
         await response.write_eof()
@@ -205,8 +214,6 @@ async def _first_event(
     event: its name, its events, that event. Fallbacks as in
     :func:`gateway.http.images.call_backends`: a refusal is final; any other failure
     tries the next backend; the last one's error is raised."""
-    from gateway.http.images import accepts  # the module that imports this one
-
     error: errors.GatewayError | None = None
     for guarded in chain:
         if not accepts(guarded, request):
