@@ -96,6 +96,8 @@ def page_limit(request: web.Request) -> int:
 
 
 def query_uuid(request: web.Request, name: str) -> uuid.UUID | None:
+    """The id in query parameter ``name``; ``None`` when it is absent or empty (no filter,
+    as a form with the field left blank sends); the 400 naming it for anything else."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return None

@@ -120,16 +120,14 @@ async def submit_job(request: web.Request, *, preferred: bool) -> web.Response:
     body = await decode_body(
         request, JobRequest, config.server, {"most": record.max_images_per_request}
     )
+    if body.stream:
+        raise errors.InvalidRequest(
+            "A job cannot stream: send 'stream': false (or leave it out), or call"
+            " POST /v1/images/generations without 'Prefer: respond-async'.",
+            param="stream",
+        )
     params = parse_generation(body, services, record, request[REQUEST_ID])
-    image_request = params.request
-    stored = StoredRequest(
-        prompt=image_request.prompt,
-        n=image_request.n,
-        size=f"{image_request.width}x{image_request.height}",
-        seed=image_request.seed,
-        negative_prompt=image_request.negative_prompt,
-        response_format=params.response_format,
-    )
+    stored = StoredRequest.of(params.request, params.response_format)
     request[LOG_FIELDS].update(key_id=record.key_id, user_id=record.user_id, model=params.model)
     runner = runner_of(services)
     if body.webhook_url is not None:
@@ -143,7 +141,7 @@ async def submit_job(request: web.Request, *, preferred: bool) -> web.Response:
         now,
         body.metadata,
         body.webhook_url,
-        price=credit_price(services, record, image_request),
+        price=credit_price(services, record, params.request),
     )
     headers = {"Location": f"/v1/images/jobs/{row.id}"}
     if preferred:

@@ -50,15 +50,11 @@ async def submit_upload_job(
     image_request = params.request
     request[LOG_FIELDS].update(key_id=record.key_id, user_id=record.user_id, model=params.model)
     kept = await _keep(storage, image_request.images, image_request.mask)
-    stored = StoredRequest(
-        prompt=image_request.prompt,
-        n=image_request.n,
-        size=f"{image_request.width}x{image_request.height}",
-        response_format=response_format,
-        operation=image_request.operation,
-        images=kept[: len(image_request.images)],
-        mask=kept[-1] if image_request.mask is not None else None,
-        options=dict(image_request.options),
+    stored = StoredRequest.of(
+        image_request,
+        response_format,
+        kept[: len(image_request.images)],
+        kept[-1] if image_request.mask is not None else None,
     )
     try:
         row = await admit_and_record(

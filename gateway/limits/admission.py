@@ -240,6 +240,13 @@ class Admission:
         if self._journal is not None:
             self._journal.end(decision.ticket)
 
+    def undelivered(self, decision: Decision, images: int) -> None:
+        """Only ``images`` of the reservation are not delivered yet (a stream sends its
+        images one by one): a process killed now leaves just those to be given back.
+        No round trip; settle with :meth:`release` when the stream ends."""
+        if self._journal is not None:
+            self._journal.shrink(decision.ticket, images)
+
     async def release(
         self, record: KeyRecord, decision: Decision, images: int, *, delivering: int = 0
     ) -> None:

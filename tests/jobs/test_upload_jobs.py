@@ -92,6 +92,38 @@ async def test_a_variation_job_in_b64_json(app: Gateway, make_key: MakeKey):
     assert pixels(image)[0] == (256, 256)
 
 
+async def test_an_edit_job_keeps_its_parameters_with_its_uploads(
+    app: Gateway, make_key: MakeKey, db: asyncpg.Connection
+):
+    key = await make_key()
+    fields = {"output_format": "jpeg", "output_compression": "40", "user": "end-user-7"}
+    response = await app.client.post(
+        "/v1/images/edits",
+        data=edit_form(response_format="b64_json", **fields),
+        headers={**bearer(key.key), **ASYNC},
+    )
+    assert response.status == 202, await response.text()
+    job_id = (await response.json())["id"]
+    row = await db.fetchrow("SELECT request FROM image_jobs WHERE id = $1", job_id)
+    kept = json.loads(row["request"])
+    assert (kept["operation"], kept["output_format"], kept["output_compression"]) == (
+        "edit",
+        "jpeg",
+        40,
+    )
+    assert kept["user"] == "end-user-7"
+    assert kept["mask"] is not None
+    assert "options" not in kept  # one representation: the typed parameters
+    done = await wait_for_job(app.client, key.key, job_id)
+    assert done["status"] == "succeeded", done
+    image = base64.b64decode(done["data"][0]["b64_json"])
+    assert image[:3] == b"\xff\xd8\xff"  # the job's edit is a JPEG, as asked
+    same = await app.client.post(
+        "/v1/images/edits", data=edit_form(**fields), headers=bearer(key.key)
+    )
+    assert base64.b64decode((await same.json())["data"][0]["b64_json"]) == image
+
+
 async def test_an_upload_over_the_quota_makes_no_job(
     make_app: MakeGateway, make_key: MakeKey, db: asyncpg.Connection, tmp_path: Path
 ):
