@@ -60,11 +60,15 @@ def balances_list(credits: Credits | None) -> str:
     """The balances as a description list (or why they are missing)."""
     if credits is None:
         return f'<p class="error" role="alert">{esc(UNREADABLE)}</p>'
-    allowance = "no limit" if credits.allowance is None else str(credits.allowance)
+    left = (
+        "no limit: the plan does not limit credits"
+        if credits.allowance is None
+        else f"{credits.monthly} of {credits.allowance}"
+    )
     return (
         '<dl class="limits credits">'
         f'<dt>Total</dt><dd data-credits-total="{credits.total}">{credits.total}</dd>'
-        f"<dt>Monthly allowance left</dt><dd>{credits.monthly} of {esc(allowance)}</dd>"
+        f"<dt>Monthly allowance left</dt><dd>{esc(left)}</dd>"
         f"<dt>Allowance resets</dt><dd>{when(credits.resets_at)}</dd>"
         f"<dt>Purchased</dt><dd>{credits.purchased}</dd></dl>"
     )

@@ -10,6 +10,7 @@ import asyncpg
 
 from tests.console.test_console_pages import Users, created_key, dev_app, new_email, signed_up
 from tests.support.config import ADMIN_TOKEN
+from tests.support.credits import CREDITS
 from tests.support.gateway import Gateway, MakeGateway
 from tests.support.jobs import JOBS, submit, wait_for_job
 
@@ -65,6 +66,30 @@ async def test_the_credits_page_shows_balances_and_pages_the_ledger(
     # The usage page says what is left, too.
     status, page = await customer.get("/console/usage")
     assert "Credits left: <strong>260</strong>" in page
+
+
+async def test_the_credits_page_shows_the_monthly_allowance_spent(
+    make_app: MakeGateway, console_user: Users, db: asyncpg.Connection
+) -> None:
+    gateway = await dev_app(make_app, CREDITS)
+    customer, email = await signed_up(console_user, gateway)
+    user_id = await db.fetchval("SELECT id FROM users WHERE email = $1", email)
+    response = await gateway.client.patch(
+        f"/admin/users/{user_id}",
+        json={"plan": "metered"},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    assert response.status == 200, await response.text()
+    key = await created_key(customer)
+    assert (await gateway.generate(key)).status == 200
+    await gateway.flush()
+    status, page = await customer.get("/console/credits")
+    assert status == 200
+    assert "<dt>Monthly allowance left</dt><dd>9 of 10</dd>" in page
+    assert 'data-credits-total="9"' in page
+    assert '<td data-label="Kind">charge</td>' in page
+    _, page = await customer.get("/console/usage")
+    assert "Credits left: <strong>9</strong>" in page
 
 
 async def test_an_operator_grants_credits_once_per_form(
