@@ -25,6 +25,7 @@ from gateway.http.images import GenerationParams, credit_price
 from gateway.http.jobs_api import admit_and_record, job_of, runner_of
 from gateway.http.middlewares import LOG_FIELDS
 from gateway.http.responses import json_response
+from gateway.http.validate import refuse_nul
 from gateway.jobs.runner import StoredInput, StoredRequest
 from gateway.keys.cache import KeyRecord
 from gateway.services import Services
@@ -48,6 +49,9 @@ async def submit_upload_job(
     runner = runner_of(services)
     storage = request.app[STORAGE]
     image_request = params.request
+    refuse_nul(image_request.prompt, "prompt")  # the job's request is kept in Postgres
+    for name, value in image_request.options.items():
+        refuse_nul(value, name)
     request[LOG_FIELDS].update(key_id=record.key_id, user_id=record.user_id, model=params.model)
     kept = await _keep(storage, image_request.images, image_request.mask)
     stored = StoredRequest.of(

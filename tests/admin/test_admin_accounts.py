@@ -69,6 +69,7 @@ async def test_users_page_by_cursor_oldest_first(app: Gateway):
         ({"limit": "ten"}, "limit"),
         ({"limit": "-1"}, "limit"),
         ({"after": "not-an-id"}, "after"),
+        ({"after": ""}, "after"),
         ({"after": str(uuid.uuid4())}, "after"),
         ({"email_like": "a\x00b"}, "email_like"),
     ],

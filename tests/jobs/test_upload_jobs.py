@@ -12,7 +12,7 @@ import asyncpg
 import yarl
 
 from tests.support.gateway import Gateway, MakeGateway, MakeKey
-from tests.support.http import bearer
+from tests.support.http import bearer, expect_error
 from tests.support.images import pattern_png, pixels, rgba_png
 from tests.support.jobs import JOBS, wait_for_job
 from tests.support.usage import today, usage_rows
@@ -74,6 +74,21 @@ async def test_an_edit_job_runs_from_the_stored_uploads(
     assert is_stored(app, link.name)
     await app.flush()
     assert await usage_rows(db, key.key_id) == {today(): 4}
+
+
+async def test_a_nul_in_an_edit_jobs_prompt_is_a_400_and_makes_no_job(
+    app: Gateway, make_key: MakeKey, db: asyncpg.Connection
+):
+    """The job's request is kept in Postgres, which cannot hold a NUL."""
+    key = await make_key()
+    form = aiohttp.FormData()
+    form.add_field("image", pattern_png(SIZE, SIZE), filename="a.png", content_type="image/png")
+    form.add_field("prompt", "a red\x00boat")
+    response = await app.client.post(
+        "/v1/images/edits", data=form, headers={**bearer(key.key), **ASYNC}
+    )
+    await expect_error(response, 400, "invalid_request", "prompt")
+    assert await db.fetchval("SELECT count(*) FROM image_jobs WHERE user_id = $1", key.user_id) == 0
 
 
 async def test_a_variation_job_in_b64_json(app: Gateway, make_key: MakeKey):
