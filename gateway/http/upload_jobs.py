@@ -49,9 +49,9 @@ async def submit_upload_job(
     runner = runner_of(services)
     storage = request.app[STORAGE]
     image_request = params.request
-    refuse_nul(image_request.prompt, "prompt")  # the job's request is kept in Postgres
-    for name, value in image_request.options.items():
-        refuse_nul(value, name)
+    # The job's request is kept in Postgres; the other parameters are enums and numbers.
+    refuse_nul(image_request.prompt, "prompt")
+    refuse_nul(image_request.user, "user")
     request[LOG_FIELDS].update(key_id=record.key_id, user_id=record.user_id, model=params.model)
     kept = await _keep(storage, image_request.images, image_request.mask)
     stored = StoredRequest.of(
