@@ -1,0 +1,133 @@
+"""The gateway on a Redis Cluster: three primaries, three replicas, started for the run."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+import redis.asyncio
+
+from gateway.redis.layout import RedisLayout
+from tests.support.config import ADMIN_TOKEN, merge
+from tests.support.gateway import MakeGateway, MakeKey
+from tests.support.processes import post, running_gateway
+from tests.support.redis_cluster import LocalCluster
+from tests.support.usage import today, usage_rows
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.slow
+
+
+def on_cluster(cluster: LocalCluster, raw_config: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """``raw_config`` on the cluster, in a key namespace of the test's own."""
+    prefix = f"{raw_config['redis']['key_prefix']}{secrets.token_hex(4)}:"
+    return merge(raw_config, merge({"redis": {"url": cluster.url, "key_prefix": prefix}}, extra))
+
+
+def shard_key(config: dict[str, Any], key_id: object) -> str:
+    """A Redis key in the hash slot of the key's counters."""
+    layout = RedisLayout(config["redis"]["key_prefix"])
+    return f"{layout.tag(layout.shard_of(str(key_id).replace('-', '')))}x"
+
+
+async def test_two_processes_on_a_cluster_keep_exact_limits_and_see_revocations(
+    redis_cluster: LocalCluster,
+    tmp_path: Path,
+    raw_config: dict[str, Any],
+    make_key: MakeKey,
+    db: asyncpg.Connection,
+):
+    config = on_cluster(redis_cluster, raw_config, usage={"flush_interval_seconds": 0.3})
+    limited = await make_key("pro", requests_per_minute=40, images_per_day=100_000)
+    quota = await make_key("pro", requests_per_minute=100_000, images_per_day=60)
+    async with AsyncExitStack() as stack:
+        urls = [
+            (await stack.enter_async_context(running_gateway(tmp_path, config)))[0]
+            for _ in range(2)
+        ]
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+
+        statuses = await asyncio.gather(
+            *(post(session, urls[i % 2], limited.key) for i in range(300))
+        )
+        assert (statuses.count(200), statuses.count(429)) == (40, 260)
+        statuses = await asyncio.gather(
+            *(post(session, urls[i % 2], quota.key, n=2) for i in range(100))
+        )
+        assert (statuses.count(200), statuses.count(429)) == (30, 70)
+
+        async def flushed() -> bool:
+            return await usage_rows(db, limited.key_id) == {today(): 40} and await usage_rows(
+                db, quota.key_id
+            ) == {today(): 60}
+
+        await eventually(flushed)
+
+        # Revoked through one process, refused by the other within a second.
+        warm = await make_key("pro")
+        for url in urls:
+            assert await post(session, url, warm.key) == 200
+        async with session.patch(
+            f"{urls[0]}/admin/keys/{warm.key_id}",
+            json={"is_active": False},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        ) as response:
+            assert response.status == 200
+
+        async def refused() -> bool:
+            return await post(session, urls[1], warm.key) == 401
+
+        assert await eventually(refused) < 1.0
+
+
+async def test_warm_key_on_a_cluster_costs_one_round_trip_and_no_postgres(
+    redis_cluster: LocalCluster,
+    raw_config: dict[str, Any],
+    make_gateway: MakeGateway,
+    make_key: MakeKey,
+    database_url: str,
+):
+    config = on_cluster(redis_cluster, raw_config)
+    gateway = await make_gateway({"redis": config["redis"]})
+    key = await make_key("pro")
+    assert (await gateway.generate(key.key)).status == 200  # warm: cached, counter seeded
+
+    primaries = redis_cluster.primaries()
+    assert len(primaries) == 3
+    locker = await asyncpg.connect(database_url)
+    clients = [redis.asyncio.Redis(port=port) for port in primaries]
+    marker = f"end-{secrets.token_hex(4)}"
+    commands: list[str] = []
+    # The test's own connections, open before the monitors start (no handshake counted).
+    await asyncio.gather(*(c.ping() for c in clients for _ in range(2)))
+    try:
+        async with locker.transaction(), AsyncExitStack() as monitors:
+            await locker.execute(
+                "LOCK TABLE users, api_keys, usage IN ACCESS EXCLUSIVE MODE NOWAIT"
+            )
+            listeners = []
+            for client in clients:
+                monitor = await monitors.enter_async_context(client.monitor())
+                listeners.append(monitor.listen())
+                await client.echo("start")
+            for _ in range(5):
+                response = await asyncio.wait_for(gateway.generate(key.key), 5)
+                assert response.status == 200
+            for client, listener in zip(clients, listeners, strict=True):
+                await client.echo(marker)
+                async for event in listener:
+                    if marker in event["command"]:
+                        break
+                    if event.get("client_type") != "lua" and "ECHO" not in event["command"]:
+                        commands.append(event["command"].split()[0].upper())
+    finally:
+        for client in clients:
+            await client.aclose()
+        await locker.close()
+    assert commands == ["EVALSHA"] * 5
