@@ -197,11 +197,14 @@ def gateway_config(
     local_ttl: float | None,
     access_log: bool = False,
     flush_interval: float = FLUSH_INTERVAL_S,
+    credits: bool = False,
 ) -> dict[str, Any]:
     """The gateway's config for a run. Its access log is off unless ``access_log``: B1
     writes none either (the issue's target compares the same server settings); the
     report measures the gateway with it on too (Gl). ``flush_interval`` is
-    ``usage.flush_interval_seconds`` (:data:`HELD_FLUSH_INTERVAL_S` for the diagnostic Gn)."""
+    ``usage.flush_interval_seconds`` (:data:`HELD_FLUSH_INTERVAL_S` for the diagnostic Gn).
+    ``credits``: the plan has a credit allowance no run spends, so every admission also
+    checks and charges credits (an image costs 1)."""
     keys: dict[str, Any] = {"prefix": KEY_PREFIX}
     if local_ttl is not None:
         keys["local_ttl_seconds"] = local_ttl
@@ -221,6 +224,7 @@ def gateway_config(
                 "requests_per_minute": UNREACHABLE,
                 "images_per_day": UNREACHABLE,
                 "max_images_per_request": 4,
+                **({"monthly_credits": UNREACHABLE} if credits else {}),
             }
         },
         "default_plan": "bench",

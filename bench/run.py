@@ -378,6 +378,7 @@ class Bench:
             workers=workers,
             local_ttl=self.args.local_ttl,
             flush_interval=FLUSH_INTERVAL_S if flush else HELD_FLUSH_INTERVAL_S,
+            credits=self.args.credits,
         )
         child = start_gateway(self.children, name, raw, self.workdir)
         self._gateways[child] = (workers or 1) if flush else 0
@@ -1025,6 +1026,11 @@ def _parser() -> argparse.ArgumentParser:
         "--shared-redis",
         action="store_true",
         help="use REDIS_URL (with a private prefix) instead of a private redis-server",
+    )
+    parser.add_argument(
+        "--credits",
+        action="store_true",
+        help="the keys' plan has monthly_credits: every admission checks and charges credits",
     )
     parser.add_argument("--profile", metavar="PATH", help="one extra G run under py-spy")
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target fails")

@@ -30,6 +30,7 @@ from gateway.backends.base import BackendContext, ImageBackend
 from gateway.backends.registry import BackendRegistry
 from gateway.config import Config, DatabaseConfig
 from gateway.console import setup_console
+from gateway.credits.balances import CreditBook
 from gateway.db.pool import connection, create_pool
 from gateway.egress.client import EgressClient
 from gateway.egress.policy import EgressPolicy
@@ -229,6 +230,13 @@ def create_app(
                 ),
                 webhook_secrets=SecretDeriver(
                     config.webhooks.secret_key or config.auth.jwt_secrets[0]
+                ),
+                credits=CreditBook(
+                    redis,
+                    layout,
+                    seeds,
+                    wall_clock,
+                    timeout=config.redis.socket_timeout_seconds,
                 ),
             )
             # SIGHUP: config.yaml again, its live part applied (gateway/reload.py).

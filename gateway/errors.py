@@ -19,6 +19,7 @@ __all__ = [
     "GatewayError",
     "IdempotencyKeyInUse",
     "IdempotencyKeyReused",
+    "InsufficientCredits",
     "InvalidApiKey",
     "InvalidCredentials",
     "InvalidRequest",
@@ -130,6 +131,13 @@ class RateLimitExceeded(GatewayError):
 class DailyQuotaExceeded(GatewayError):
     status, code, type = 429, "daily_quota_exceeded", "rate_limit_error"
     default_message = "Daily image quota exceeded."
+
+
+class InsufficientCredits(GatewayError):
+    """The user's credits (this month's allowance and purchased ones) do not cover it."""
+
+    status, code, type = 402, "insufficient_credits", "insufficient_quota"
+    default_message = "Not enough credits for this request."
 
 
 class UpstreamError(GatewayError):

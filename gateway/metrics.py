@@ -151,6 +151,16 @@ class Metrics:
         self.admissions = counter(
             "gateway_admissions_total", "Admission decisions by outcome.", ("outcome",)
         )
+        self.images_delivered = counter(
+            "gateway_images_delivered_total",
+            "Images delivered by synchronous generations, by model and plan.",
+            ("model", "plan"),
+        )
+        self.credits_charged = counter(
+            "gateway_credits_charged_total",
+            "Credits charged for them (plans with monthly_credits), by model and plan.",
+            ("model", "plan"),
+        )
         self.key_lookups = counter(
             "gateway_key_lookups_total",
             "Key lookups by the layer that answered (process, redis, postgres) and result.",

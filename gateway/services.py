@@ -16,6 +16,7 @@ from gateway.accounts.throttle import IpThrottle, LoginGuard
 from gateway.accounts.tokens import TokenIssuer
 from gateway.backends.registry import Router
 from gateway.config import Config
+from gateway.credits.balances import CreditBook
 from gateway.http.client_ip import ClientIp
 from gateway.idempotency.store import IdempotencyStore
 from gateway.jobs.runner import JobRunner
@@ -51,6 +52,8 @@ class Services:
     idempotency: IdempotencyStore
     #: Derives users' webhook secrets from the server key.
     webhook_secrets: SecretDeriver
+    #: Users' credit balances (reading them; operators' changes).
+    credits: CreditBook
     #: Wall-clock seconds since the epoch (injected so tests can pin it).
     wall_clock: Callable[[], float]
     #: The job workers (and the queue jobs are submitted to).

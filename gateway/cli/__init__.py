@@ -1,8 +1,9 @@
 """The ``gateway`` command: serve | worker | reload | migrate | check-config | users | keys
-| usage | demo.
+| usage | credits | demo.
 
 One module per noun (:mod:`~gateway.cli.server`, :mod:`~gateway.cli.users`,
-:mod:`~gateway.cli.keys`, :mod:`~gateway.cli.usage`); each adds its subcommands, whose
+:mod:`~gateway.cli.keys`, :mod:`~gateway.cli.usage`, :mod:`~gateway.cli.credits`); each
+adds its subcommands, whose
 parsers name their handler. Operators' changes share their code with the admin API
 (:mod:`gateway.accounts.operators`): audited (actor ``cli``) and pushed to every
 running gateway.
@@ -18,7 +19,7 @@ import asyncpg
 from redis.exceptions import RedisError
 
 from gateway import errors
-from gateway.cli import keys, server, usage, users
+from gateway.cli import credits, keys, server, usage, users
 from gateway.cli.common import CliError, Command
 from gateway.config import ConfigError, default_config_path, load_config
 
@@ -36,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="gateway", description=(__doc__ or "").split("\n\n")[0], parents=[common]
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for noun in (server, users, keys, usage):
+    for noun in (server, users, keys, usage, credits):
         noun.add_parsers(sub, common)
     return parser
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway.cli.common import CliError, run
 from gateway.config import Config, default_config_path
+from gateway.credits.pricing import price_table
 
 __all__ = ["DEMO_EMAIL", "add_parsers"]
 
@@ -90,6 +91,13 @@ def _check_config(config: Config, args: argparse.Namespace) -> int:
         f"config ok: {len(config.plans)} plans, {len(config.backends)} backends, "
         f"{len(config.models)} models{note}"
     )
+    print("prices (credits per image):")
+    for line in price_table(config.pricing, list(config.models)):
+        print(line)
+    print("plans (monthly credits):")
+    for name, plan in config.plans.items():
+        credits = "no credit limit" if plan.monthly_credits is None else plan.monthly_credits
+        print(f"  {name}: {credits}")
     return 0
 
 

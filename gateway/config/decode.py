@@ -112,6 +112,10 @@ def _metas(annotation: Any) -> list[msgspec.Meta]:
     while get_origin(annotation) is Annotated:
         metas += [m for m in annotation.__metadata__ if isinstance(m, msgspec.Meta)]
         annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (Union, types.UnionType):  # an optional value: its type's
+        options = [a for a in get_args(annotation) if a is not type(None)]
+        if len(options) == 1:
+            metas += _metas(options[0])
     return metas
 
 

@@ -24,6 +24,7 @@ from msgspec.structs import force_setattr
 from gateway.config.email import EmailConfig
 from gateway.config.errors import ConfigError
 from gateway.config.jobs import IdempotencyConfig, JobsConfig, WebhooksConfig
+from gateway.config.pricing import ModelPricing, PricingConfig
 from gateway.config.section import Section, doc, says
 from gateway.config.storage import StorageConfig
 from gateway.config.urls import cluster_nodes
@@ -41,7 +42,9 @@ __all__ = [
     "JobsConfig",
     "KeysConfig",
     "LoggingConfig",
+    "ModelPricing",
     "PlanConfig",
+    "PricingConfig",
     "RedisConfig",
     "ResilienceConfig",
     "Section",
@@ -354,6 +357,14 @@ class PlanConfig(Section, frozen=True, kw_only=True):
     requests_per_minute: Annotated[PositiveInt, doc("Requests per rolling minute.")]
     images_per_day: Annotated[PositiveInt, doc("Images per UTC day.")]
     max_images_per_request: Annotated[PositiveInt, doc("The largest n a request may ask.")] = 4
+    monthly_credits: Annotated[
+        Annotated[int, Meta(ge=0, extra=says("must be >= 0, or unset: no credit limit"))] | None,
+        doc(
+            "Credits each user of the plan gets at the start of every UTC month (unused ones "
+            "lapse); requests are refused (402) once they and the purchased credits run out. "
+            "Unset: no credit limit."
+        ),
+    ] = None
 
 
 class ResilienceConfig(Section, frozen=True, kw_only=True):
@@ -477,6 +488,7 @@ class Config(Section, frozen=True, kw_only=True):
     idempotency: IdempotencyConfig = IdempotencyConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
     email: EmailConfig = EmailConfig()
+    pricing: PricingConfig = PricingConfig()
 
     def __post_init__(self) -> None:
         for section in ("plans", "backends", "models"):
@@ -497,6 +509,9 @@ class Config(Section, frozen=True, kw_only=True):
             if model not in self.models:
                 raise ConfigError(f"model_fallback.{model}: unknown model")
         force_setattr(self, "model_fallback", types.MappingProxyType(dict(self.model_fallback)))
+        for model in self.pricing.models:
+            if model not in self.models:
+                raise ConfigError(f"pricing.models.{model}: unknown model")
         force_setattr(self, "default_plan", self.default_plan or next(iter(self.plans)))
         if self.default_plan not in self.plans:
             raise ConfigError(f"default_plan: unknown plan {self.default_plan!r}")

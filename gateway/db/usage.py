@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "usage_by_key_for_day",
     "usage_by_key_for_range",
     "usage_of_user",
+    "usage_rows_between",
     "write_counts",
 ]
 
@@ -170,3 +171,38 @@ async def usage_by_key_for_range(
         user_id,
     )
     return [dict(r) for r in rows]
+
+
+async def usage_rows_between(
+    conn: Any, start: dt.date, end: dt.date, *, batch: int = 1000
+) -> AsyncIterator[list[Any]]:
+    """Every key's images and credits per UTC day from ``start`` to ``end``, in batches of
+    rows ``(user_id, email, api_key_id, usage_date, images, credits)``, by user, key and
+    day. A server-side cursor: memory holds one batch, however long the range. Credits
+    are what the day's charges and refunds of the key came to. Call inside a transaction.
+    """
+    cursor = await conn.cursor(
+        """
+        WITH spent AS (
+            SELECT api_key_id, (created_at AT TIME ZONE 'UTC')::date AS day,
+                   -SUM(amount) AS credits
+            FROM credit_ledger
+            WHERE kind IN ('charge', 'refund') AND api_key_id IS NOT NULL
+              AND created_at >= $1::date::timestamp AT TIME ZONE 'UTC'
+              AND created_at < ($2::date + 1)::timestamp AT TIME ZONE 'UTC'
+            GROUP BY 1, 2
+        )
+        SELECT k.user_id, us.email, u.api_key_id, u.usage_date, u.image_count AS images,
+               COALESCE(s.credits, 0)::bigint AS credits
+        FROM usage u
+        JOIN api_keys k ON k.id = u.api_key_id
+        JOIN users us ON us.id = k.user_id
+        LEFT JOIN spent s ON s.api_key_id = u.api_key_id AND s.day = u.usage_date
+        WHERE u.usage_date BETWEEN $1 AND $2
+        ORDER BY k.user_id, u.api_key_id, u.usage_date
+        """,
+        start,
+        end,
+    )
+    while rows := await cursor.fetch(batch):
+        yield rows

@@ -71,7 +71,10 @@ async def today_images(
         for row in await usage_of_user(conn, user_id, today, today)
     }
     ids = [str(k) for k in key_ids]
-    live = await live_counts(services.redis, services.layout, ids, day_of_date(today))
+    owner = str(user_id)
+    live = await live_counts(
+        services.redis, services.layout, [(owner, key_id) for key_id in ids], day_of_date(today)
+    )
     return {key_id: live.get(key_id, stored.get(key_id, 0)) for key_id in ids}
 
 

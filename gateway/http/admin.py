@@ -1,4 +1,5 @@
-"""The admin API for operators: users and keys. Bearer ``admin.token``; off when unset.
+"""The admin API for operators: users, keys and credits. Bearer ``admin.token``; off when
+unset.
 
 Every change is written to ``admin_audit_log`` and logged (who, what, when), and takes
 effect in every gateway process at once (the affected keys are invalidated). The work
@@ -10,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import logging
+import re
 import uuid
 from typing import Any
 
@@ -21,11 +23,13 @@ from gateway import errors
 from gateway.accounts import operators
 from gateway.accounts.mail import MailError
 from gateway.accounts.recovery import ResetLink, mail_reset_link
+from gateway.credits.changes import change_user_credits
 from gateway.db import keys as db_keys
 from gateway.db import users as db_users
 from gateway.db.pool import connection
 from gateway.http.accounts import today_images
 from gateway.http.body import decode_body
+from gateway.http.credits_api import balance_of
 from gateway.http.responses import json_response
 from gateway.http.schemas.admin import (
     DEFAULT_PAGE,
@@ -41,6 +45,7 @@ from gateway.http.schemas.admin import (
     ResetLinkIssued,
     admin_user_of,
 )
+from gateway.http.schemas.credits import CreditChange
 from gateway.http.schemas.keys import key_of
 from gateway.http.token_auth import bearer_token
 from gateway.http.validate import has_control_characters, normal_email, path_uuid
@@ -49,6 +54,7 @@ from gateway.services import SERVICES, Services
 
 __all__ = [
     "authorise",
+    "change_credits",
     "config_in_effect",
     "create_user",
     "find_users",
@@ -64,6 +70,7 @@ __all__ = [
 log = logging.getLogger("gateway.admin")
 
 ACTOR = "admin-token"
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
 def authorise(request: web.Request) -> Services:
@@ -144,13 +151,53 @@ async def get_user(request: web.Request) -> web.Response:
             raise errors.NotFound("No such user.")
         keys = await db_keys.keys_of_user(conn, user_id)
         counts = await today_images(services, conn, user_id, [k["id"] for k in keys])
+    plan = services.config.plans.get(user["plan"])
+    credits = await services.credits.read(
+        str(user_id), plan.monthly_credits if plan is not None else None
+    )
     return json_response(
         AdminUserDetail(
             **msgspec.structs.asdict(admin_user_of(user)),
             keys=[key_of(k) for k in keys],
             usage_today=sum(counts.values()),
+            credits=balance_of(credits),
         )
     )
+
+
+async def change_credits(request: web.Request) -> web.Response:
+    """``POST /admin/users/{id}/credits``: add (or take away) purchased credits, once per
+    ``Idempotency-Key``; audited."""
+    services = authorise(request)
+    user_id = path_uuid(request.match_info["id"])
+    key = request.headers.get("Idempotency-Key")
+    if key is None or not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise errors.InvalidRequest(
+            "Send an 'Idempotency-Key' header (1 to 255 visible ASCII characters): a retry"
+            " with the same key changes the credits once.",
+            param="Idempotency-Key",
+        )
+    body = await decode_body(request, CreditChange, services.config.server)
+    if body.amount == 0:
+        raise errors.InvalidRequest(CreditChange.messages["amount"], param="amount")
+    async with connection(services.pool) as conn:
+        user = await db_users.get_user(conn, user_id)
+    if user is None:
+        raise errors.NotFound("No such user.")
+    try:
+        replayed = await change_user_credits(
+            services.pool, services.credits, user_id, body.amount, body.reason, key, ACTOR
+        )
+        plan = services.config.plans.get(user["plan"])
+        credits = await services.credits.read(
+            str(user_id), plan.monthly_credits if plan is not None else None
+        )
+    except errors.GatewayError:
+        raise
+    except Exception as exc:
+        raise errors.ServiceUnavailable("The credits could not be changed. Retry.") from exc
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return json_response(balance_of(credits), headers=headers)
 
 
 async def _issued(services: Services, email: str, link: ResetLink) -> ResetLinkIssued:

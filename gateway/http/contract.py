@@ -22,6 +22,7 @@ __all__ = [
     "ACCOUNT_DISABLED",
     "ADMIN_NOT_FOUND",
     "API_KEY_UNAUTHORIZED",
+    "CREDENTIALS_UNAUTHORIZED",
     "INVALID_REQUEST",
     "NOT_FOUND",
     "PAYLOAD_TOO_LARGE",
@@ -58,6 +59,8 @@ class Auth(enum.Enum):
     API_KEY = enum.auto()
     ACCESS_TOKEN = enum.auto()
     ADMIN_TOKEN = enum.auto()
+    #: Either an API key or an access token (``/v1/credits``): both name a user.
+    API_KEY_OR_TOKEN = enum.auto()
     NONE = enum.auto()
 
 
@@ -74,6 +77,8 @@ class Answer:
     media_type: str = "application/json"
     #: A JSON Schema for a body that has no type (Prometheus text, this document).
     raw_schema: Mapping[str, Any] | None = None
+    #: Further media types the same body may come as (the request chooses).
+    other_media_types: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,10 +204,23 @@ SERVICE_UNAVAILABLE = Failure(
     name="ServiceUnavailable",
 )
 
+CREDENTIALS_UNAUTHORIZED = Failure(
+    401,
+    (*API_KEY_UNAUTHORIZED.kinds, *TOKEN_UNAUTHORIZED.kinds),
+    "The API key or access token is missing, unknown, revoked, expired or malformed.",
+    name="CredentialsUnauthorized",
+)
+
 _AUTH_FAILURES: dict[Auth, tuple[Failure, ...]] = {
     # A key in the URL is a 400; an unreachable key store a 503.
     Auth.API_KEY: (INVALID_REQUEST, API_KEY_UNAUTHORIZED, ACCOUNT_DISABLED, SERVICE_UNAVAILABLE),
     Auth.ACCESS_TOKEN: (TOKEN_UNAUTHORIZED, ACCOUNT_DISABLED),
     Auth.ADMIN_TOKEN: (TOKEN_UNAUTHORIZED, ADMIN_NOT_FOUND),
+    Auth.API_KEY_OR_TOKEN: (
+        INVALID_REQUEST,
+        CREDENTIALS_UNAUTHORIZED,
+        ACCOUNT_DISABLED,
+        SERVICE_UNAVAILABLE,
+    ),
     Auth.NONE: (),
 }

@@ -50,6 +50,7 @@ _KEPT_HEADERS = (
     "Location",
     "Preference-Applied",
     "X-Gateway-Backend",
+    "x-credits-remaining",
     *RATE_LIMIT_HEADERS,
 )
 _NOT_KEPT = frozenset({409, 429})

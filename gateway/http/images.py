@@ -27,6 +27,7 @@ from aiohttp import web
 from gateway import errors
 from gateway.backends.base import GeneratedImage, ImageBackend, ImageRequest, parse_size
 from gateway.backends.resilience import GuardedBackend
+from gateway.credits.pricing import price
 from gateway.http.api_key_auth import authenticate
 from gateway.http.body import decode_body
 from gateway.http.idempotency import HEADER, IDEMPOTENCY_TAKEN, idempotent
@@ -41,16 +42,18 @@ from gateway.http.schemas.images import (
     ImageUsage,
 )
 from gateway.keys.cache import KeyRecord
-from gateway.limits.decision import ADMITTED, OVER_QUOTA, RATE_LIMITED, Decision
+from gateway.limits.decision import ADMITTED, NO_CREDITS, OVER_QUOTA, RATE_LIMITED, Decision
 from gateway.metrics import Metrics
 from gateway.services import SERVICES, Services
 from gateway.storage import STORAGE
 
 __all__ = [
+    "CREDITS_HEADER",
     "GenerationParams",
     "admit_request",
     "call_backends",
     "check_size",
+    "credit_price",
     "generate_images",
     "make_images",
     "parse_generation",
@@ -61,7 +64,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 
-_OUTCOMES = {ADMITTED: "admitted", RATE_LIMITED: "rate_limited", OVER_QUOTA: "quota_exceeded"}
+_OUTCOMES = {
+    ADMITTED: "admitted",
+    RATE_LIMITED: "rate_limited",
+    OVER_QUOTA: "quota_exceeded",
+    NO_CREDITS: "insufficient_credits",
+}
+#: The header saying how many credits the user has left (plans with monthly_credits).
+CREDITS_HEADER = "x-credits-remaining"
 _STREAMING = (
     "Streaming is not supported yet; send 'stream': false (or leave it out) to get "
     "the images in one response."
@@ -189,14 +199,37 @@ async def call_backends(
     raise error or errors.UpstreamError()
 
 
-async def admit_request(services: Services, record: KeyRecord, n: int) -> Decision:
-    """Admit a request for ``n`` images (the rate limit, and ``n`` reserved): one Redis
-    round trip. Raises the 429 (rate limit, daily quota) or, Redis being unreachable,
-    the 503."""
+def credit_price(
+    services: Services,
+    record: KeyRecord,
+    request: ImageRequest,
+    quality: str | None = None,
+    operation: str | None = None,
+) -> int:
+    """Credits per image of ``request`` for ``record``'s plan (0 without a credit limit):
+    by its model, size, operation (a generation, an edit, a variation) and ``quality``
+    (by default an edit's ``quality`` option)."""
+    if record.monthly_credits is None:
+        return 0
+    if quality is None:
+        option = request.options.get("quality")
+        quality = option if isinstance(option, str) else None
+    size = f"{request.width}x{request.height}"
+    pricing = services.config.pricing
+    return price(pricing, request.model, size, quality, operation or request.operation)
+
+
+async def admit_request(
+    services: Services, record: KeyRecord, n: int, *, price: int = 0, reference: str = ""
+) -> Decision:
+    """Admit a request for ``n`` images (the rate limit, and ``n`` reserved, and ``n *
+    price`` credits when the plan has a credit limit): one Redis round trip. Raises the
+    429 (rate limit, daily quota), the 402 (credits) or, Redis being unreachable, the
+    503."""
     metrics = services.metrics
     started = time.perf_counter()
     try:
-        decision = await services.admission.admit(record, n)
+        decision = await services.admission.admit(record, n, price=price, reference=reference)
     except Exception as exc:
         metrics.admissions.labels("error").inc()
         metrics.dependency_errors.labels("redis").inc()
@@ -208,6 +241,16 @@ async def admit_request(services: Services, record: KeyRecord, n: int) -> Decisi
     metrics.labelled(metrics.admission_seconds).observe(time.perf_counter() - started)
     outcome = _OUTCOMES[decision.outcome]
     metrics.labelled(metrics.admissions, f"{outcome}_locally" if decision.local else outcome).inc()
+    if decision.outcome == NO_CREDITS:
+        cost = n * price
+        raise errors.InsufficientCredits(
+            f"Not enough credits: {n} image{'s' if n != 1 else ''} at {price} credits each"
+            f" cost {cost}; the balance is {decision.credits_remaining} credits"
+            f" ({decision.monthly_credits} left of this month's allowance,"
+            f" {decision.purchased_credits} purchased).",
+            param="n" if decision.credits_remaining >= price > 0 else None,
+            headers={CREDITS_HEADER: str(decision.credits_remaining)},
+        )
     if decision.outcome != ADMITTED:
         headers = rate_limit_headers(decision)
         if decision.outcome == RATE_LIMITED:
@@ -279,7 +322,13 @@ async def make_images(
     spent = request.get(UPSTREAM_SECONDS)
     if spent is None:
         spent = request[UPSTREAM_SECONDS] = []  # the middleware's Server-Timing
-    decision = await admit_request(services, record, n)
+    decision = await admit_request(
+        services,
+        record,
+        n,
+        price=credit_price(services, record, params.request),
+        reference=request[REQUEST_ID],
+    )
 
     try:
         backend_name, images = await call_backends(params.chain, params.request, metrics, spent)
@@ -288,19 +337,23 @@ async def make_images(
         if params.response_format == "url" and delivered:
             links = await _store(request, delivered)
     except BaseException:
-        await asyncio.shield(admission.release(record.key_id, decision, n))
+        await asyncio.shield(admission.release(record, decision, n))
         raise
     if len(delivered) < n:
-        await admission.release(
-            record.key_id, decision, n - len(delivered), delivering=len(delivered)
-        )
+        await admission.release(record, decision, n - len(delivered), delivering=len(delivered))
     if not delivered:
         raise errors.UpstreamError("The image backend returned no images.")
     fields.update(backend=backend_name, images=len(delivered))
+    metrics.labelled(metrics.images_delivered, params.model, record.plan).inc(len(delivered))
 
     try:
         headers = rate_limit_headers(decision, decision.images_used - (n - len(delivered)))
         headers["X-Gateway-Backend"] = backend_name  # which backend answered (fallbacks)
+        if decision.monthly_credits >= 0:
+            left = decision.credits_remaining + (n - len(delivered)) * decision.price
+            headers[CREDITS_HEADER] = str(left)
+            charged = len(delivered) * decision.price
+            metrics.labelled(metrics.credits_charged, params.model, record.plan).inc(charged)
         answer = GenerationResponse(
             created=int(now),
             model=params.model,

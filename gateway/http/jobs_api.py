@@ -20,7 +20,7 @@ from gateway.egress.client import EgressError
 from gateway.http.api_key_auth import authenticate
 from gateway.http.body import decode_body
 from gateway.http.idempotency import HEADER, IDEMPOTENCY_TAKEN, idempotent
-from gateway.http.images import admit_request, parse_generation
+from gateway.http.images import admit_request, credit_price, parse_generation
 from gateway.http.middlewares import LOG_FIELDS, REQUEST_ID
 from gateway.http.responses import json_response
 from gateway.http.schemas.images import ImageData, ImageUsage
@@ -135,7 +135,15 @@ async def submit_job(request: web.Request, *, preferred: bool) -> web.Response:
     if body.webhook_url is not None:
         await _check_webhook_url(services, runner, record, body.webhook_url)
     row = await admit_and_record(
-        services, runner, record, params.model, stored, now, body.metadata, body.webhook_url
+        services,
+        runner,
+        record,
+        params.model,
+        stored,
+        now,
+        body.metadata,
+        body.webhook_url,
+        price=credit_price(services, record, image_request),
     )
     headers = {"Location": f"/v1/images/jobs/{row.id}"}
     if preferred:
@@ -178,19 +186,22 @@ async def admit_and_record(
     now: float,
     metadata: dict[str, str] | None = None,
     webhook_url: str | None = None,
+    *,
+    price: int = 0,
 ) -> JobRow:
-    """Admit the job's ``n`` images, record it and queue it; the reservation then belongs
-    to the job. Raises the 429s and 503s of admission and of the queue."""
+    """Admit the job's ``n`` images (and ``n * price`` credits, when the plan has a credit
+    limit), record it and queue it; the reservation then belongs to the job. Raises the
+    429s, 402 and 503s of admission and of the queue."""
     n = stored.n
     admission = services.admission
-    decision = await admit_request(services, record, n)
+    job_id = store.new_job_id()
+    decision = await admit_request(services, record, n, price=price, reference=job_id)
     if decision.local:  # Redis is down (redis.on_failure: open): no queue to put it on
-        await admission.release(record.key_id, decision, n)
+        await admission.release(record, decision, n)
         raise errors.ServiceUnavailable("The job queue is unavailable. Please retry shortly.")
     # The reservation now belongs to the job, not to this process's journal (see
     # gateway.jobs.settlement for why in this order).
     admission.delivered(decision)
-    job_id = store.new_job_id()
     try:
         async with connection(services.pool) as conn:
             row = await store.insert_job(
@@ -206,10 +217,13 @@ async def admit_and_record(
                 reserved=n,
                 charge_day=decision.day,
                 charge_member=decision.member,
+                charge_price=decision.price,
+                charge_purchased=decision.taken_purchased,
+                charge_month=decision.month,
                 now=now,
             )
     except BaseException:
-        await admission.release(record.key_id, decision, n)
+        await admission.release(record, decision, n)
         raise
     try:
         await runner.queue.enqueue(job_id)

@@ -31,6 +31,7 @@ _SECURITY: dict[Auth, list[JSON]] = {
     Auth.API_KEY: [{"apiKey": []}, {"apiKeyHeader": []}],
     Auth.ACCESS_TOKEN: [{"accessToken": []}],
     Auth.ADMIN_TOKEN: [{"adminToken": []}],
+    Auth.API_KEY_OR_TOKEN: [{"apiKey": []}, {"apiKeyHeader": []}, {"accessToken": []}],
     Auth.NONE: [],
 }
 _TAGS = {
@@ -39,6 +40,7 @@ _TAGS = {
     "accounts": "Register, log in, the caller's account.",
     "keys": "Self-service API keys (access token).",
     "usage": "Images per key per day (access token).",
+    "credits": "Prepaid credits: balances and their ledger (API key or access token).",
     "admin": "Operators (admin token); 404 when off.",
     "operations": "Health, readiness, metrics, this document.",
 }
@@ -166,7 +168,9 @@ def _answer(answer: Answer, facts: DocFacts) -> JSON:
         media: JSON = {"schema": dict(schema)}
         if answer.example is not None:
             media["example"] = _value(answer.example, facts)
-        documented["content"] = {answer.media_type: media}
+        documented["content"] = {
+            media_type: media for media_type in (answer.media_type, *answer.other_media_types)
+        }
     return documented
 
 
@@ -333,6 +337,13 @@ def _headers() -> JSON:
             {"type": "string", "pattern": "^/v1/images/jobs/job_[A-Za-z0-9]{22}$"},
             "/v1/images/jobs/job_4GkQ7pLm2Rt7Vw4Ks8Dn1B",
         ),
+        "x-credits-remaining": {
+            "description": "Credits the user has left after this request (this month's"
+            " allowance and purchased ones), when the plan has `monthly_credits`.",
+            "required": False,
+            "schema": number,
+            "example": "96",
+        },
         "Preference-Applied": header(
             "`respond-async` (RFC 7240): a job was made instead of waiting for the images.",
             {"type": "string", "const": "respond-async"},

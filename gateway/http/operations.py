@@ -10,6 +10,7 @@ from gateway.http import (
     accounts,
     admin,
     admin_reports,
+    credits_api,
     jobs_api,
     keys_api,
     sessions_api,
@@ -36,6 +37,7 @@ from gateway.http.images import generate_images
 from gateway.http.ratelimit_headers import RATE_LIMIT_HEADERS
 from gateway.http.schemas import accounts as account_types
 from gateway.http.schemas import admin as admin_types
+from gateway.http.schemas import credits as credit_types
 from gateway.http.schemas import edits as edit_types
 from gateway.http.schemas import health as health_types
 from gateway.http.schemas import images as image_types
@@ -44,6 +46,7 @@ from gateway.http.schemas import keys as key_types
 from gateway.http.schemas import usage as usage_types
 from gateway.http.schemas import webhooks as webhook_types
 from gateway.http.usage_api import read_usage
+from gateway.http.usage_export import export_usage
 
 __all__ = ["OPERATIONS", "RATE_LIMIT_HEADERS"]
 
@@ -233,6 +236,14 @@ _ADMISSION_FAILURES = (
         "Over the key's rate limit (requests in any 60 s) or its daily image quota.",
         headers=(*RATE_LIMIT_HEADERS, "Retry-After"),
     ),
+    Failure(
+        402,
+        (errors.InsufficientCredits,),
+        "The user's credits (this month's allowance and purchased ones) do not cover `n`"
+        " images at the model's price; the message says the balance and the price.",
+        headers=("x-credits-remaining",),
+        param="n",
+    ),
 )
 _IDEMPOTENCY_FAILURES = (
     Failure(
@@ -275,7 +286,12 @@ def _generation(path: str, operation_id: str, alias: str) -> Operation:
                     "data": [{"b64_json": "iVBORw0KGgo=", "revised_prompt": None}],
                     "usage": {"images": 1},
                 },
-                headers=(*RATE_LIMIT_HEADERS, "X-Gateway-Backend", "Server-Timing"),
+                headers=(
+                    *RATE_LIMIT_HEADERS,
+                    "X-Gateway-Backend",
+                    "Server-Timing",
+                    "x-credits-remaining",
+                ),
             ),
             Answer(
                 202,
@@ -669,7 +685,7 @@ OPERATIONS: tuple[Operation, ...] = (
         read_usage,
         "readUsage",
         "usage",
-        "Images per key per UTC day, today's live counts included",
+        "Images and credits per key per UTC day (or by day, or by key), live counts included",
         Auth.ACCESS_TOKEN,
         answers=(
             Answer(
@@ -677,8 +693,11 @@ OPERATIONS: tuple[Operation, ...] = (
                 "The days that have images.",
                 usage_types.Usage,
                 {
-                    "data": [{"date": "2026-01-01", "api_key_id": _A_KEY_ID, "images": 12}],
+                    "data": [
+                        {"date": "2026-01-01", "api_key_id": _A_KEY_ID, "images": 12, "credits": 48}
+                    ],
                     "total": 12,
+                    "credits": 48,
                 },
             ),
         ),
@@ -690,8 +709,87 @@ OPERATIONS: tuple[Operation, ...] = (
             Param("start", "query", _DATE, "First day; default: 29 days before `end`."),
             Param("end", "query", _DATE, "Last day; default: today (UTC)."),
             Param("key_id", "query", _UUID, "Only this key's usage."),
+            Param(
+                "group_by",
+                "query",
+                {"type": "string", "enum": list(usage_types.GROUPINGS)},
+                "`day`: one row per day (the keys summed, `api_key_id` null); `key`: one row"
+                " per key (the days summed, `date` null). Default: per key per day.",
+            ),
         ),
         description=f"The range may cover at most {usage_types.MAX_DAYS} days.",
+    ),
+    Operation(
+        "GET",
+        "/v1/credits",
+        credits_api.read_credits,
+        "readCredits",
+        "credits",
+        "The caller's credits: this month's allowance left, purchased credits, the total",
+        Auth.API_KEY_OR_TOKEN,
+        answers=(
+            Answer(
+                200,
+                "The balances. Charges take the allowance first; purchased credits never expire.",
+                credit_types.CreditsBalance,
+                {
+                    "monthly": {
+                        "balance": 60,
+                        "allowance": 100,
+                        "resets_at": "2026-02-01T00:00:00Z",
+                    },
+                    "purchased": {"balance": 500},
+                    "total": 560,
+                },
+            ),
+        ),
+        description="`allowance` is null when the plan has no credit limit.",
+    ),
+    Operation(
+        "GET",
+        "/v1/credits/ledger",
+        credits_api.read_ledger,
+        "readCreditLedger",
+        "credits",
+        "Every change of the caller's credits, newest first",
+        Auth.API_KEY_OR_TOKEN,
+        answers=(
+            Answer(
+                200,
+                "A page of entries. Changes reach the ledger within one usage flush.",
+                credit_types.CreditLedger,
+                {
+                    "data": [
+                        {
+                            "id": 42,
+                            "kind": "charge",
+                            "amount": -8,
+                            "monthly_delta": -8,
+                            "purchased_delta": 0,
+                            "created_at": "2026-01-05T10:00:00Z",
+                            "api_key_id": _A_KEY_ID,
+                            "reference": "3f2a9c1e6b0d4e8f9a7c5b3d1e0f2a4c",
+                            "reason": None,
+                        }
+                    ],
+                    "has_more": False,
+                },
+            ),
+        ),
+        parameters=(
+            Param(
+                "limit",
+                "query",
+                {"type": "integer", "minimum": 1, "maximum": credit_types.MAX_LEDGER_PAGE},
+                f"Entries per page (default {credit_types.DEFAULT_LEDGER_PAGE}).",
+            ),
+            Param(
+                "before",
+                "query",
+                {"type": "integer", "minimum": 1},
+                "Only entries older than this `id` (the last of the previous page).",
+            ),
+        ),
     ),
     Operation(
         "POST",
@@ -746,7 +844,7 @@ OPERATIONS: tuple[Operation, ...] = (
         admin.get_user,
         "adminGetUser",
         "admin",
-        "A user with its keys and today's images",
+        "A user with its keys, today's images and credits",
         Auth.ADMIN_TOKEN,
         answers=(Answer(200, "The user.", admin_types.AdminUserDetail),),
         parameters=(_ID,),
@@ -778,6 +876,46 @@ OPERATIONS: tuple[Operation, ...] = (
         body_example={"requests_per_minute": 120},
         parameters=(_ID,),
         description="Audited; takes effect in every gateway process at once.",
+    ),
+    Operation(
+        "POST",
+        "/admin/users/{id}/credits",
+        admin.change_credits,
+        "adminChangeCredits",
+        "admin",
+        "Add purchased credits to a user (or take them away)",
+        Auth.ADMIN_TOKEN,
+        answers=(
+            Answer(
+                200,
+                "The user's balances after the change (`Idempotent-Replayed: true` for a"
+                " repeat, which changed nothing).",
+                credit_types.CreditsBalance,
+            ),
+        ),
+        failures=(
+            Failure(
+                422,
+                (errors.IdempotencyKeyReused,),
+                "This `Idempotency-Key` was used for a different change.",
+                param="Idempotency-Key",
+            ),
+            SERVICE_UNAVAILABLE,
+        ),
+        body=credit_types.CreditChange,
+        body_example={"amount": 500, "reason": "invoice 2026-0042"},
+        parameters=(
+            _ID,
+            Param(
+                "Idempotency-Key",
+                "header",
+                {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+                "Required: a retry with the same key changes the credits once.",
+                required=True,
+            ),
+        ),
+        description="A positive `amount` is a grant, a negative one an adjustment (it may"
+        " not take more purchased credits than the user has). Audited; in the ledger.",
     ),
     Operation(
         "GET",
@@ -813,6 +951,38 @@ OPERATIONS: tuple[Operation, ...] = (
         " keys that cannot change while running keep their start-up values.",
     ),
     *_admin_account_operations(),
+    Operation(
+        "GET",
+        "/admin/usage/export",
+        export_usage,
+        "adminExportUsage",
+        "admin",
+        "Every key's images and credits per UTC day, streamed as CSV or JSON Lines",
+        Auth.ADMIN_TOKEN,
+        answers=(
+            Answer(
+                200,
+                "One row per user, key and day: `user_id, email, api_key_id, date, images,"
+                " credits` (a header line first in CSV; one object per line in JSON Lines),"
+                " by user, key and day. Credits: what the key's charges and refunds came to"
+                " that day.",
+                media_type="text/csv",
+                raw_schema={"type": "string"},
+                other_media_types=("application/jsonl",),
+            ),
+        ),
+        failures=(INVALID_REQUEST, SERVICE_UNAVAILABLE),
+        parameters=(
+            Param("start", "query", _DATE, "First day, YYYY-MM-DD.", required=True),
+            Param("end", "query", _DATE, "Last day (at most 366 days in all).", required=True),
+            Param(
+                "format",
+                "query",
+                {"type": "string", "enum": ["csv", "jsonl"], "default": "csv"},
+                "`csv` or `jsonl` (`application/jsonl`).",
+            ),
+        ),
+    ),
     # Health.
     Operation(
         "GET",

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from gateway import errors
 from gateway.backends.base import InputImage
-from gateway.http.images import GenerationParams
+from gateway.http.images import GenerationParams, credit_price
 from gateway.http.jobs_api import admit_and_record, job_of, runner_of
 from gateway.http.middlewares import LOG_FIELDS
 from gateway.http.responses import json_response
@@ -61,7 +61,15 @@ async def submit_upload_job(
         options=dict(image_request.options),
     )
     try:
-        row = await admit_and_record(services, runner, record, params.model, stored, now)
+        row = await admit_and_record(
+            services,
+            runner,
+            record,
+            params.model,
+            stored,
+            now,
+            price=credit_price(services, record, image_request),
+        )
     except BaseException:
         await asyncio.shield(_forget(storage, kept))
         raise

@@ -24,7 +24,10 @@ The design, keyed by the job:
    marker makes a repeat, or a race between two sweepers, give back nothing more).
 
 So a job is charged ``delivered`` images (0 when it failed or was cancelled) no matter
-how many processes ran it or died running it.
+how many processes ran it or died running it, and the same for credits: the reservation
+of ``reserved * charge_price`` credits is settled by the same once-only release, which
+gives back ``(reserved - delivered) * charge_price`` (the purchased part first, up to
+``charge_purchased``; the allowance part only while ``charge_month`` lasts).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from typing import Any
 from gateway.db.pool import connection
 from gateway.jobs import store
 from gateway.jobs.store import JobRow
-from gateway.limits.admission import Admission
+from gateway.limits.admission import Admission, Refund
 
 __all__ = ["Settlement"]
 
@@ -57,7 +60,17 @@ class Settlement:
         images = job.reserved - job.delivered
         if images > 0:
             await self._admission.give_back(
-                str(job.api_key_id), job.charge_day, job.charge_member, images
+                Refund(
+                    user_id=str(job.user_id),
+                    key_id=str(job.api_key_id),
+                    day=job.charge_day,
+                    member=job.charge_member,
+                    images=images,
+                    credits=images * job.charge_price,
+                    purchased=job.charge_purchased,
+                    month=job.charge_month,
+                    reference=job.id,
+                )
             )
         async with connection(self._pool) as conn:
             await store.mark_settled(conn, job.id, now=self._clock())

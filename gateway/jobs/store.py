@@ -62,6 +62,11 @@ class JobRow:
     delivered: int
     charge_day: int
     charge_member: str
+    #: Credits per image reserved, how many of them were purchased ones, and the month
+    #: they were taken in (0, 0, -1: no credits reserved).
+    charge_price: int
+    charge_purchased: int
+    charge_month: int
     created_at: dt.datetime
     started_at: dt.datetime | None
     heartbeat_at: dt.datetime | None
@@ -94,11 +99,16 @@ async def insert_job(
     charge_day: int,
     charge_member: str,
     now: float,
+    charge_price: int = 0,
+    charge_purchased: int = 0,
+    charge_month: int = -1,
 ) -> JobRow:
     row = await conn.fetchrow(
         "INSERT INTO image_jobs (id, user_id, api_key_id, model, request, metadata,"
-        " webhook_url, reserved, charge_day, charge_member, created_at, queue)"
-        " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8, $9, $10, $11, $12)"
+        " webhook_url, reserved, charge_day, charge_member, created_at, queue,"
+        " charge_price, charge_purchased, charge_month)"
+        " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8, $9, $10, $11, $12,"
+        " $13, $14, $15)"
         " RETURNING *",
         job_id,
         user_id,
@@ -112,6 +122,9 @@ async def insert_job(
         charge_member,
         _at(now),
         queue,
+        charge_price,
+        charge_purchased,
+        charge_month,
     )
     return JobRow.of(row)
 

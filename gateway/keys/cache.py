@@ -74,6 +74,7 @@ class KeyRecord:
         "key_active",
         "key_id",
         "max_images_per_request",
+        "monthly_credits",
         "plan",
         "requests_per_minute",
         "user_active",
@@ -92,6 +93,7 @@ class KeyRecord:
         requests_per_minute: int,
         images_per_day: int,
         max_images_per_request: int,
+        monthly_credits: int | None = None,
     ) -> None:
         self.key_id = key_id
         self.user_id = user_id
@@ -102,6 +104,8 @@ class KeyRecord:
         self.requests_per_minute = requests_per_minute
         self.images_per_day = images_per_day
         self.max_images_per_request = max_images_per_request
+        #: The plan's monthly credit allowance; None: no credit limit.
+        self.monthly_credits = monthly_credits
         #: Until when (monotonic clock) this process may use it without asking Redis.
         self.fresh_until = 0.0
 
@@ -295,6 +299,7 @@ class KeyCache:
             requests_per_minute=rpm if rpm is not None else plan.requests_per_minute,
             images_per_day=ipd if ipd is not None else plan.images_per_day,
             max_images_per_request=plan.max_images_per_request,
+            monthly_credits=plan.monthly_credits,
         )
 
     def _remember(self, key_hash: str, record: KeyRecord | None, fresh: float) -> None:

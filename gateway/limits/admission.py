@@ -9,13 +9,20 @@ every update happens inside one Redis script (one round trip):
   and no doubling at window edges, unlike fixed windows.
 * **Daily quota** — images per UTC day; a request for ``n`` images is admitted only if
   all ``n`` fit. A refused request changes nothing.
-* **Reservation** — the ``n`` images are counted at admission; :meth:`Admission.release`
-  gives back what the upstream did not deliver, and :meth:`Admission.delivered` closes
-  the reservation. Each reservation is also written to this process's journal
-  (:mod:`gateway.limits.journal`, shared memory, no round trip), so if the process dies
-  before delivering, another process gives the images back.
+* **Credits** — when the key's plan has ``monthly_credits``: the user's allowance is set
+  at the first admission of each UTC month, and a request is admitted only if the
+  allowance and the purchased credits together cover ``n * price``, taken from the
+  allowance first. Every change of a balance is also appended to the shard's ledger
+  stream, which the usage flusher writes to Postgres (``credit_ledger``).
+* **Reservation** — the ``n`` images (and their credits) are counted at admission;
+  :meth:`Admission.release` gives back what the upstream did not deliver, and
+  :meth:`Admission.delivered` closes the reservation. Each reservation is also written
+  to this process's journal (:mod:`gateway.limits.journal`, shared memory, no round
+  trip), so if the process dies before delivering, another process gives the images
+  (and credits) back.
 
-Redis keys share a hash tag per shard (``<prefix>{s<N>}:...``), so every script only
+Redis keys share a hash tag per shard (``<prefix>{s<N>}:...``, the shard chosen from the
+user, so a user's balances and all its keys' counters are together), so every script only
 touches one hash slot and runs unchanged on a Redis Cluster. The shard also holds the
 set of counters the usage flusher has not yet written to Postgres.
 """
@@ -29,6 +36,7 @@ import itertools
 import logging
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
@@ -36,8 +44,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gateway.credits.months import month_of_day
 from gateway.keys.cache import KeyRecord
-from gateway.limits.decision import ADMITTED, NEEDS_SEED, Decision, SeedSource
+from gateway.limits.decision import (
+    ADMITTED,
+    NEEDS_CREDITS,
+    NEEDS_SEED,
+    Decision,
+    SeedSource,
+)
 from gateway.limits.journal import NO_SLOT, Journal, Reservation, orphans
 from gateway.redis.layout import RedisLayout
 from gateway.redis.lua import load_script, script_source
@@ -46,9 +61,28 @@ from gateway.redis.pipelined import HotRedis, NotSent
 if TYPE_CHECKING:
     from gateway.limits.local import LocalAdmission
 
-__all__ = ["Admission"]
+__all__ = ["Admission", "Refund"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Refund:
+    """What to give back of one reservation (see ``release.lua``)."""
+
+    user_id: str
+    key_id: str
+    day: int
+    #: The admission's unique id: its once-only marker, and its ledger entries' ids.
+    member: str
+    images: int
+    credits: int = 0
+    #: At most this many of ``credits`` go back to the purchased ones.
+    purchased: int = 0
+    #: The month the credits were taken in (their allowance part lapses with it).
+    month: int = -1
+    #: The request or job id, for the ledger.
+    reference: str = ""
 
 
 class Admission:
@@ -85,23 +119,27 @@ class Admission:
         self._member_prefix = secrets.token_hex(6) + ":"
         self._sequence = itertools.count()
         #: Releases that could not reach Redis, retried by :meth:`retry_unsent`.
-        self.unsent: collections.deque[tuple[str, int, int, str]] = collections.deque()
+        self.unsent: collections.deque[Refund] = collections.deque()
         #: Journal slots of admissions whose reply never came (a Redis error or timeout):
         #: the script may have run, so they are settled like a dead process's.
         self.doubtful: collections.deque[int] = collections.deque()
 
-    async def admit(self, record: KeyRecord, n: int) -> Decision:
-        """Check both limits and, only if both pass, record the request and reserve ``n``.
+    async def admit(
+        self, record: KeyRecord, n: int, *, price: int = 0, reference: str = ""
+    ) -> Decision:
+        """Check the limits and, only if all pass, record the request and reserve ``n``
+        images and, when the key's plan has ``monthly_credits``, ``n * price`` credits.
 
         One Redis round trip, except on a key's first request of a UTC day after Redis
         lost its counter (or on a new day), when today's count is first read from
-        Postgres. Raises Redis errors as they come (the caller fails closed).
+        Postgres, and likewise for a user's balances (rebuilt from the credit ledger).
+        ``reference`` (the request or job id) goes into the ledger. Raises Redis errors
+        as they come (the caller fails closed).
         """
         layout = self._layout
         key_id = record.key_id
-        shard = layout.shard_of(key_id)
-        tag = layout.tag(shard)
-        keys = (f"{tag}rl:{key_id}", f"{tag}img:{key_id}:", f"{tag}pending")
+        user_id = record.user_id
+        tag = layout.tag(layout.shard_of(user_id))
         member = f"{self._member_prefix}{next(self._sequence):x}"
         now = "" if self._clock is None else int(self._clock() * 1_000_000)
         args: list[Any] = [
@@ -114,37 +152,57 @@ class Admission:
             "",
             now,
         ]
+        allowance = record.monthly_credits
+        credited = allowance is not None
+        if allowance is not None:
+            keys: tuple[str, ...] = (
+                f"{tag}rl:{key_id}",
+                f"{tag}img:{key_id}:",
+                f"{tag}pending",
+                f"{tag}cr:{user_id}",
+                f"{tag}ledger",
+            )
+            args += [allowance, price, user_id, reference, "", "", ""]
+        else:
+            keys = (f"{tag}rl:{key_id}", f"{tag}img:{key_id}:", f"{tag}pending")
+            price = 0
         journal = self._journal
-        ticket = journal.begin(key_id, n, member) if journal is not None else NO_SLOT
+        ticket = (
+            journal.begin(key_id, n, member, user_id, price) if journal is not None else NO_SLOT
+        )
         # (A journal ignores NO_SLOT: a reservation it had no room for is not recorded.)
         try:
             raw = await self._admit(keys=keys, args=args)
-            if raw[0] == NEEDS_SEED:
-                day = int(raw[1])
-                args[5] = await self._seeds.count_for(key_id, day)
-                args[6] = day
+            for _ in range(4):  # a counter, the balances, and a day turning between calls
+                if raw[0] == NEEDS_SEED:
+                    day = int(raw[1])
+                    args[5] = await self._seeds.count_for(key_id, day)
+                    args[6] = day
+                elif raw[0] == NEEDS_CREDITS:
+                    month = month_of_day(int(raw[1]))
+                    balances = await self._seeds.balances_for(user_id, month)
+                    args[12:15] = [month, balances.monthly, balances.purchased]
+                else:
+                    break
                 raw = await self._admit(keys=keys, args=args)
-                if raw[0] == NEEDS_SEED:  # the UTC day turned between the two calls
-                    args[5], args[6] = 0, int(raw[1])
-                    raw = await self._admit(keys=keys, args=args)
+            if raw[0] in (NEEDS_SEED, NEEDS_CREDITS):
+                raise RedisError("the admission's counters could not be rebuilt")
         except BaseException as exc:
             if journal is not None:
                 if isinstance(exc, NotSent):  # it never left this process
                     journal.end(ticket)
                 elif ticket != NO_SLOT:
                     self.doubtful.append(ticket)
-            if self._fallback is None or not isinstance(exc, RedisError | TimeoutError):
+            if (
+                self._fallback is None
+                or credited  # balances cannot be kept without Redis: fail closed
+                or not isinstance(exc, RedisError | TimeoutError)
+            ):
                 raise
             decision = await self._fallback.admit(record, n)
             return dataclasses.replace(decision, local=True)
-        outcome, day, in_window, reset_us, used, to_midnight = (int(v) for v in raw)
-        if journal is not None:
-            if outcome == ADMITTED:
-                journal.admitted(ticket, day)
-            else:
-                journal.end(ticket)
-                ticket = NO_SLOT
-        return Decision(
+        outcome, day, in_window, reset_us, used, to_midnight = (int(v) for v in raw[:6])
+        decision = Decision(
             outcome=outcome,
             day=day,
             requests_limit=record.requests_per_minute,
@@ -153,9 +211,25 @@ class Admission:
             images_limit=record.images_per_day,
             images_used=used,
             images_reset=to_midnight,
-            ticket=ticket,
             member=member,
         )
+        if credited:
+            decision.price = price
+            decision.monthly_credits = int(raw[6])
+            decision.purchased_credits = int(raw[7])
+            decision.taken_purchased = int(raw[8])
+            decision.month = int(raw[9])
+            decision.reference = reference
+        if journal is not None:
+            if outcome == ADMITTED:
+                if credited:
+                    journal.admitted(ticket, day, decision.taken_purchased, decision.month)
+                else:
+                    journal.admitted(ticket, day)
+                decision.ticket = ticket
+            else:
+                journal.end(ticket)
+        return decision
 
     def delivered(self, decision: Decision) -> None:
         """The reservation's images are being sent: it is settled, charged in full.
@@ -167,9 +241,10 @@ class Admission:
             self._journal.end(decision.ticket)
 
     async def release(
-        self, key_id: str, decision: Decision, images: int, *, delivering: int = 0
+        self, record: KeyRecord, decision: Decision, images: int, *, delivering: int = 0
     ) -> None:
-        """Give back ``images`` of ``decision``'s reservation that were not delivered.
+        """Give back ``images`` of ``decision``'s reservation that were not delivered, and
+        their credits.
 
         ``delivering`` images of it are still to be sent (call :meth:`delivered` then);
         with 0 the reservation is settled here. Never raises: when Redis cannot be
@@ -188,47 +263,61 @@ class Admission:
             return
         day = decision.day
         if decision.local and self._fallback is not None:
-            self._fallback.release(key_id, day, images)
+            self._fallback.release(record.user_id, record.key_id, day, images)
             return
+        refund = Refund(
+            user_id=record.user_id,
+            key_id=record.key_id,
+            day=day,
+            member=decision.member,
+            images=images,
+            credits=images * decision.price,
+            purchased=decision.taken_purchased,
+            month=decision.month,
+            reference=decision.reference,
+        )
         try:
-            await self._send_release(key_id, day, images, decision.member)
+            await self._send_release(refund)
         except Exception as exc:
             log.warning(
-                "could not release %d images of key %s (%s); will retry", images, key_id, exc
+                "could not release %d images of key %s (%s); will retry",
+                images,
+                record.key_id,
+                exc,
             )
-            self.unsent.append((key_id, day, images, decision.member))
+            self.unsent.append(refund)
 
-    async def give_back(self, key_id: str, day: int, member: str, images: int) -> bool:
-        """Give back ``images`` of the reservation ``member`` made on ``day``, once only
-        (the reservation's marker): False if it was given back before. Raises Redis
-        errors; safe to call again after one. (Jobs settle through this, from any
-        process: see :mod:`gateway.jobs.settlement`.)"""
-        layout = self._layout
-        shard = layout.shard_of(key_id)
-        async with asyncio.timeout(self._timeout):
-            left = await self._release(
-                keys=(
-                    layout.counter(key_id, day),
-                    layout.pending(shard),
-                    layout.settled(shard, member),
-                ),
-                args=(images, f"{key_id}:{day}"),
-            )
-        return int(left) != -2
+    async def give_back(self, refund: Refund) -> bool:
+        """Give back what ``refund`` says of a reservation, once only (the reservation's
+        marker): False if it was given back before. Raises Redis errors; safe to call
+        again after one. (Jobs settle through this, from any process: see
+        :mod:`gateway.jobs.settlement`.)"""
+        return await self._send_release(refund)
 
-    async def _send_release(self, key_id: str, day: int, images: int, member: str) -> None:
+    async def _send_release(self, refund: Refund) -> bool:
         """Once only (the reservation's marker), so it is safe to send again."""
         layout = self._layout
-        shard = layout.shard_of(key_id)
-        async with asyncio.timeout(self._timeout):
-            await self._release(
-                keys=(
-                    layout.counter(key_id, day),
-                    layout.pending(shard),
-                    layout.settled(shard, member),
-                ),
-                args=(images, f"{key_id}:{day}"),
+        shard = layout.shard_of(refund.user_id)
+        keys: tuple[str, ...] = (
+            layout.counter(refund.user_id, refund.key_id, refund.day),
+            layout.pending(shard),
+            layout.settled(shard, refund.member),
+        )
+        args: tuple[Any, ...] = (refund.images, f"{refund.key_id}:{refund.day}")
+        if refund.credits > 0:
+            keys += (layout.credits(refund.user_id), layout.ledger(shard))
+            args += (
+                refund.credits,
+                refund.purchased,
+                refund.month,
+                refund.user_id,
+                refund.key_id,
+                f"{refund.member}:r",
+                refund.reference,
             )
+        async with asyncio.timeout(self._timeout):
+            left = await self._release(keys=keys, args=args)
+        return int(left) != -2
 
     async def retry_unsent(self) -> None:
         """Send what could not reach Redis earlier: releases, counts admitted locally, and
@@ -239,7 +328,7 @@ class Admission:
         if self._fallback is not None and self._fallback.unsynced:
             await self._fallback.reconcile()
         while self.unsent:
-            await self._send_release(*self.unsent[0])
+            await self._send_release(self.unsent[0])
             self.unsent.popleft()
         journal = self._journal
         while self.doubtful and journal is not None:
@@ -254,18 +343,31 @@ class Admission:
         Safe to repeat, from any process: only the first call counts.
         """
         layout = self._layout
-        tag = layout.tag(layout.shard_of(reservation.key_id))
+        shard = layout.shard_of(reservation.user_id)
+        tag = layout.tag(shard)
         key_id = reservation.key_id
-        async with asyncio.timeout(self._timeout):
-            given_back = await self._settle(
-                keys=(
-                    f"{tag}rl:{key_id}",
-                    f"{tag}img:{key_id}:",
-                    f"{tag}pending",
-                    layout.settled(layout.shard_of(key_id), reservation.member),
-                ),
-                args=(reservation.images, reservation.member, key_id, reservation.day),
+        keys: tuple[str, ...] = (
+            f"{tag}rl:{key_id}",
+            f"{tag}img:{key_id}:",
+            f"{tag}pending",
+            layout.settled(shard, reservation.member),
+        )
+        args: tuple[Any, ...] = (
+            reservation.images,
+            reservation.member,
+            key_id,
+            reservation.day,
+        )
+        if reservation.price > 0:
+            keys += (layout.credits(reservation.user_id), layout.ledger(shard))
+            args += (
+                reservation.price,
+                reservation.purchased,
+                reservation.month,
+                reservation.user_id,
             )
+        async with asyncio.timeout(self._timeout):
+            given_back = await self._settle(keys=keys, args=args)
         return int(given_back)
 
     async def settle_orphans(self) -> int:

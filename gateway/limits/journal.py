@@ -59,16 +59,20 @@ FREE, ADMITTING, ADMITTED = 0, 1, 2
 #: Returned by :meth:`Journal.begin` when the journal is closed or every slot is in use.
 NO_SLOT = -1
 
-_MAGIC = b"GWJ2"
+_MAGIC = b"GWJ3"
 #: magic, number of slots, the boot it was written in (a journal from before a reboot
 #: may hold pages that never reached the disk: it is discarded, never settled)
 _HEADER_FIELDS = struct.Struct("<4sI36s")
 _HEADER = 64
-#: state, 3 pad bytes, images, UTC day (-1 = unknown yet), key id, the log member
-_SLOT = struct.Struct("<BxxxIi40s40s")
+#: state, 3 pad bytes, images, UTC day (-1 = unknown yet), key id, the log member, the
+#: user id (the Redis shard), credits per image, credits taken from the purchased ones
+#: (-1 = unknown yet), the month they were taken in (-1 = unknown yet)
+_SLOT = struct.Struct("<BxxxIi40s40s40sIii")
 _COUNT_OFFSET = 4
 _DAY_OFFSET = 8
+_CREDITS_OFFSET = 8 + 4 + 40 + 40 + 40 + 4
 _DAY = struct.Struct("<i")
+_CREDITS = struct.Struct("<ii")
 _COUNT = struct.Struct("<I")
 _TEXT = 40
 _SUFFIX = ".journal"
@@ -116,6 +120,13 @@ class Reservation:
     day: int
     key_id: str
     member: str
+    user_id: str = ""
+    #: Credits per image (0: none reserved).
+    price: int = 0
+    #: Credits taken from the purchased ones (-1: unknown, the reply never came).
+    purchased: int = -1
+    #: The month the credits were taken in (-1: unknown).
+    month: int = -1
 
 
 class Journal:
@@ -184,24 +195,34 @@ class Journal:
         os.close(self._fd)
         self._fd = -1
 
-    def begin(self, key_id: str, images: int, member: str) -> int:
+    def begin(self, key_id: str, images: int, member: str, user_id: str, price: int = 0) -> int:
         """Record an admission about to be sent; its slot, or :data:`NO_SLOT`."""
         journal = self._map
-        key, name = key_id.encode(), member.encode()
-        if journal is None or not self._free or len(key) > _TEXT or len(name) > _TEXT:
+        key, name, user = key_id.encode(), member.encode(), user_id.encode()
+        if (
+            journal is None
+            or not self._free
+            or len(key) > _TEXT
+            or len(name) > _TEXT
+            or len(user) > _TEXT
+        ):
             return NO_SLOT
         slot = self._free.pop()
         offset = _HEADER + slot * _SLOT.size
-        _SLOT.pack_into(journal, offset, FREE, images, -1, key, name)
+        _SLOT.pack_into(journal, offset, FREE, images, -1, key, name, user, price, -1, -1)
         journal[offset] = ADMITTING
         return slot
 
-    def admitted(self, slot: int, day: int) -> None:
+    def admitted(self, slot: int, day: int, purchased: int | None = None, month: int = -1) -> None:
+        """The reply came: the day (and, when credits were reserved, how many of them
+        were purchased ones and in which month) are known."""
         journal = self._map
         if journal is None or slot < 0:
             return
         offset = _HEADER + slot * _SLOT.size
         _DAY.pack_into(journal, offset + _DAY_OFFSET, day)
+        if purchased is not None:
+            _CREDITS.pack_into(journal, offset + _CREDITS_OFFSET, purchased, month)
         journal[offset] = ADMITTED
 
     def shrink(self, slot: int, images: int) -> None:
@@ -232,13 +253,19 @@ class Journal:
 
 
 def _read_slot(data: mmap.mmap | bytes, slot: int) -> Reservation:
-    state, images, day, key_id, member = _SLOT.unpack_from(data, _HEADER + slot * _SLOT.size)
+    state, images, day, key_id, member, user_id, price, purchased, month = _SLOT.unpack_from(
+        data, _HEADER + slot * _SLOT.size
+    )
     return Reservation(
         state=state,
         images=images,
         day=day,
         key_id=key_id.rstrip(b"\0").decode(errors="replace"),
         member=member.rstrip(b"\0").decode(errors="replace"),
+        user_id=user_id.rstrip(b"\0").decode(errors="replace"),
+        price=price,
+        purchased=purchased,
+        month=month,
     )
 
 

@@ -44,8 +44,8 @@ class LocalAdmission:
         self._clock = clock
         self._reconcile = load_script(redis, "reconcile")
         self._windows: dict[str, collections.deque[float]] = {}
-        #: (key id, day) -> images admitted here and not yet added to Redis.
-        self.unsynced: dict[tuple[str, int], int] = {}
+        #: (user id, key id, day) -> images admitted here and not yet added to Redis.
+        self.unsynced: dict[tuple[str, str, int], int] = {}
         #: (key id, day) -> today's count from Postgres when the outage began.
         self._base: dict[tuple[str, int], int] = {}
 
@@ -62,7 +62,8 @@ class LocalAdmission:
                 self._base[slot] = await self._seeds.count_for(record.key_id, day)
             except Exception:  # Postgres down too: count from zero, reconcile later
                 self._base[slot] = 0
-        used = self._base[slot] + self.unsynced.get(slot, 0)
+        counted = (record.user_id, record.key_id, day)
+        used = self._base[slot] + self.unsynced.get(counted, 0)
         outcome = ADMITTED
         if len(window) >= record.requests_per_minute:
             outcome = RATE_LIMITED
@@ -70,7 +71,7 @@ class LocalAdmission:
             outcome = OVER_QUOTA
         else:
             window.append(now)
-            self.unsynced[slot] = self.unsynced.get(slot, 0) + n
+            self.unsynced[counted] = self.unsynced.get(counted, 0) + n
             used += n
         reset = window[0] + _WINDOW - now if window else 0.0
         return Decision(
@@ -84,8 +85,8 @@ class LocalAdmission:
             images_reset=to_midnight,
         )
 
-    def release(self, key_id: str, day: int, images: int) -> None:
-        slot = (key_id, day)
+    def release(self, user_id: str, key_id: str, day: int, images: int) -> None:
+        slot = (user_id, key_id, day)
         left = self.unsynced.get(slot, 0) - images
         if left > 0:
             self.unsynced[slot] = left
@@ -100,11 +101,11 @@ class LocalAdmission:
         sent = 0
         while self.unsynced:
             slot, images = next(iter(self.unsynced.items()))
-            key_id, day = slot
+            user_id, key_id, day = slot
             base = await self._seeds.count_for(key_id, day)
-            shard = self._layout.shard_of(key_id)
+            shard = self._layout.shard_of(user_id)
             await self._reconcile(
-                keys=(self._layout.counter(key_id, day), self._layout.pending(shard)),
+                keys=(self._layout.counter(user_id, key_id, day), self._layout.pending(shard)),
                 args=(images, base, f"{key_id}:{day}"),
             )
             self.unsynced.pop(slot)

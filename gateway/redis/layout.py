@@ -1,9 +1,11 @@
 """Every Redis key and channel name the gateway writes, in one place.
 
 Keys one script touches share a hash tag, so no script crosses a Redis Cluster slot:
-``<prefix>{s<N>}:`` for the limits and usage (one of :data:`SHARDS` shards chosen from
-the key id), ``<prefix>key:{<hash>}`` for the key cache, ``<prefix>{jobs}:`` for the job
-queue, ``<prefix>idem:{<user id>}:`` for idempotency keys.
+``<prefix>{s<N>}:`` for the limits, usage and credits (one of :data:`SHARDS` shards
+chosen from the *user* id, so that a user's credit balance and the counters of each of
+the user's keys share a slot and one script checks and charges them all),
+``<prefix>key:{<hash>}`` for the key cache, ``<prefix>{jobs}:`` for the job queue,
+``<prefix>idem:{<user id>}:`` for idempotency keys.
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ class RedisLayout:
         self._tags = [f"{prefix}{{s{shard}}}:" for shard in range(SHARDS)]
 
     @staticmethod
-    def shard_of(key_id: str) -> int:
-        return int(key_id[:8], 16) % SHARDS
+    def shard_of(user_id: str) -> int:
+        """The shard of everything counted for the user (its keys' counters, its credits).
+
+        From the user, never the key: a user's keys and balance must share a slot."""
+        return int(user_id[:8], 16) % SHARDS
 
     def tag(self, shard: int) -> str:
         return self._tags[shard]
@@ -41,8 +46,16 @@ class RedisLayout:
     def counter_prefix(self, shard: int) -> str:
         return f"{self._tags[shard]}img:"
 
-    def counter(self, key_id: str, day: int) -> str:
-        return f"{self.counter_prefix(self.shard_of(key_id))}{key_id}:{day}"
+    def counter(self, user_id: str, key_id: str, day: int) -> str:
+        return f"{self.counter_prefix(self.shard_of(user_id))}{key_id}:{day}"
+
+    def credits(self, user_id: str) -> str:
+        """The user's balances (a hash: month, monthly, purchased); see credit scripts."""
+        return f"{self._tags[self.shard_of(user_id)]}cr:{user_id}"
+
+    def ledger(self, shard: int) -> str:
+        """The shard's credit-ledger entries not yet written to Postgres (a stream)."""
+        return f"{self._tags[shard]}ledger"
 
     def pending(self, shard: int) -> str:
         return f"{self._tags[shard]}pending"

@@ -13,6 +13,11 @@ flush interval. The design never loses a count:
   still holds the value written (compared inside a script), so nothing counted
   meanwhile slips through.
 * A per-shard lease spreads the work: one process flushes a shard at a time.
+
+The credit ledger follows the same rules: every balance change is appended, in the
+script that makes it, to the shard's stream; a flush appends a batch of each stream to
+``credit_ledger`` (each entry's stable id makes a repeated write a no-op) and only then
+deletes those entries from the stream, by their ids, so racing flushers cannot lose one.
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
+from gateway.db.credits import LedgerEntry, balances_of, write_entries
 from gateway.db.usage import count_for_day, date_of_day, write_counts
 from gateway.limits.admission import Admission
+from gateway.limits.decision import Balances
 from gateway.redis.layout import SHARDS, RedisLayout
 from gateway.redis.lua import load_script
 from gateway.tasks import raise_if_cancelled
@@ -39,6 +46,9 @@ __all__ = ["PostgresSeeds", "UsageFlusher"]
 log = logging.getLogger(__name__)
 
 _BATCH = 1000
+#: Ledger entries read, written and deleted at a time, and at most per shard and flush.
+_LEDGER_BATCH = 250
+_LEDGER_PER_FLUSH = 4000
 #: A flush's Postgres statements are spread over at most this share of the interval:
 #: its work reaches Postgres in slices, not in one burst that takes a core from the
 #: requests (see ``write_counts``).
@@ -55,11 +65,16 @@ class PostgresSeeds:
         async with self._pool.acquire() as conn:
             return await count_for_day(conn, uuid.UUID(key_id), date_of_day(day))
 
+    async def balances_for(self, user_id: str, month: int) -> Balances:
+        async with self._pool.acquire() as conn:
+            return await balances_of(conn, user_id, month)
+
 
 @dataclass(slots=True)
 class FlushStats:
     rows_written: int = 0
     rows_last_flush: int = 0
+    ledger_entries_written: int = 0
     flushes: int = 0
     failures: int = 0
     last_success: float | None = None
@@ -126,9 +141,11 @@ class UsageFlusher:
         except Exception as exc:  # never in the way of writing the counts
             log.warning("settling stopped processes' journals failed (%s); will retry", exc)
         layout = self._layout
-        key_ids: list[str] = []
-        days: list[int] = []
-        counts: list[int] = []
+        # (key id, day) -> count. A key's counter is in its user's shard; one left in
+        # another shard by a gateway from before the shard was the user's (a rolling
+        # upgrade) would make two rows for one (key, day), which one statement cannot
+        # write: the larger count is kept.
+        counted: dict[tuple[str, int], int] = {}
         acks: dict[int, list[Any]] = {}
         read_at = 0.0
         more = False
@@ -150,11 +167,14 @@ class UsageFlusher:
                 if count < 0:
                     continue  # the counter is gone: nothing left to write
                 key_id, _, day = member.decode().partition(":")
-                key_ids.append(key_id)
-                days.append(int(day))
-                counts.append(count)
+                slot = (key_id, int(day))
+                if count > counted.get(slot, -1):
+                    counted[slot] = count
 
+        key_ids = [key_id for key_id, _ in counted]
         if key_ids:
+            days = [day for _, day in counted]
+            counts = list(counted.values())
             counted_at = dt.datetime.fromtimestamp(read_at, dt.UTC)
             async with self._pool.acquire() as conn:
                 await write_counts(
@@ -168,6 +188,61 @@ class UsageFlusher:
                 keys=(layout.pending(shard), layout.lease(shard)),
                 args=(layout.counter_prefix(shard), self._token, *members),
             )
+        more = await self._flush_ledger() or more
         self.stats.flushes += 1
         self.stats.last_success = self._clock()
         return more
+
+    async def _flush_ledger(self) -> bool:
+        """Append each shard's ledger stream to Postgres, a batch at a time, deleting each
+        batch from its stream once written; True if a stream had more than a flush takes.
+
+        Batches of :data:`_LEDGER_BATCH`: a busy gateway appends an entry per request,
+        and reading, decoding and sending thousands at once would hold the event loop
+        for tens of milliseconds; between batches requests are served.
+        """
+        layout = self._layout
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for shard in range(SHARDS):
+                pipe.xlen(layout.ledger(shard))
+            lengths = await pipe.execute()
+        more = False
+        for shard, length in enumerate(lengths):
+            stream = layout.ledger(shard)
+            left = min(int(length), _LEDGER_PER_FLUSH)
+            more = more or int(length) > _LEDGER_PER_FLUSH
+            while left > 0:
+                batch = await self._redis.xrange(stream, count=min(_LEDGER_BATCH, left))
+                reply = cast("list[Any]", batch)
+                if not reply:
+                    break
+                entries = [_ledger_entry(fields) for _, fields in reply]
+                async with self._pool.acquire() as conn:
+                    await write_entries(conn, entries)
+                await self._redis.xdel(stream, *(stream_id for stream_id, _ in reply))
+                self.stats.ledger_entries_written += len(entries)
+                left -= len(reply)
+        return more
+
+
+def _ledger_entry(fields: dict[bytes, bytes]) -> LedgerEntry:
+    def text(name: bytes) -> str | None:
+        value = fields.get(name)
+        return value.decode() if value else None
+
+    def number(name: bytes) -> int:
+        return int(fields.get(name) or 0)
+
+    return LedgerEntry(
+        entry_id=fields[b"i"].decode(),
+        user_id=fields[b"u"].decode(),
+        api_key_id=text(b"key"),
+        kind=fields[b"k"].decode(),
+        amount=number(b"a"),
+        monthly_delta=number(b"md"),
+        purchased_delta=number(b"pd"),
+        month=number(b"mo"),
+        reference=text(b"r"),
+        reason=text(b"why"),
+        created_at=dt.datetime.fromtimestamp(number(b"t") / 1_000_000, dt.UTC),
+    )

@@ -12,13 +12,14 @@ __all__ = ["live_counts"]
 
 
 async def live_counts(
-    redis: Redis, layout: RedisLayout, key_ids: Sequence[str], day: int
+    redis: Redis, layout: RedisLayout, keys: Sequence[tuple[str, str]], day: int
 ) -> dict[str, int]:
-    """The counter of each key that has one for ``day`` (keys without one are left out)."""
-    if not key_ids:
+    """The counter of each key, given as ``(user id, key id)`` (a key's counter lives in its
+    user's shard), that has one for ``day``, by key id (keys without one are left out)."""
+    if not keys:
         return {}
     async with redis.pipeline(transaction=False) as pipe:
-        for key_id in key_ids:
-            pipe.get(layout.counter(key_id, day))
+        for user_id, key_id in keys:
+            pipe.get(layout.counter(user_id, key_id, day))
         values = await pipe.execute()
-    return {key_id: int(v) for key_id, v in zip(key_ids, values, strict=True) if v is not None}
+    return {key_id: int(v) for (_, key_id), v in zip(keys, values, strict=True) if v is not None}

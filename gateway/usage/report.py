@@ -48,7 +48,8 @@ async def usage_by_key(
             row["api_key_id"]: row["images"]
             for row in await usage_by_key_for_range(conn, today, today, user_id)
         }
-        live = await live_counts(redis, layout, [str(k["id"]) for k in keys], day_of_date(today))
+        owners = [(str(k["user_id"]), str(k["id"])) for k in keys]
+        live = await live_counts(redis, layout, owners, day_of_date(today))
         for key in keys:
             images = live.get(str(key["id"]), stored.get(key["id"], 0))
             if not images:

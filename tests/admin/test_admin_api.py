@@ -210,6 +210,8 @@ async def test_get_user_with_keys_and_usage_today(app: Gateway):
     assert body["plan"] == "free"
     assert body["is_active"] is True
     assert body["usage_today"] == 3
+    assert body["credits"]["monthly"]["allowance"] is None  # the plan has no credit limit
+    assert body["credits"]["total"] == 0
     keys = {k["id"]: k for k in body["keys"]}
     assert set(keys) == {first["id"], second["id"]}
     for item in body["keys"]:

@@ -193,6 +193,16 @@ ERROR_CASES = [
     ("jwt_secret_too_short.yaml", "auth.jwt_secrets[0]: must be at least 32 bytes"),
     ("model_backend_twice.yaml", "models.local: a backend is listed twice"),
     ("on_failure_unknown.yaml", "redis.on_failure: 'closed' or 'open'"),
+    ("pricing_unknown_model.yaml", "pricing.models.dall-e-3: unknown model"),
+    (
+        "pricing_bad_size.yaml",
+        "pricing.models.local.sizes.big: a size is WIDTHxHEIGHT, e.g. 1024x1024",
+    ),
+    ("pricing_negative.yaml", "pricing.default_credits_per_image: must be >= 0"),
+    (
+        "plan_negative_credits.yaml",
+        "plans.free.monthly_credits: must be >= 0, or unset: no credit limit",
+    ),
 ]
 
 # Backend options belong to the backend type: load_config accepts them, and building

@@ -199,6 +199,7 @@ async def test_upload_bodies_are_multipart_with_binary_files(gateway: Gateway):
 GENERATION_ERRORS = {
     "400": {"invalid_request", "content_policy_violation"},
     "401": {"missing_api_key", "invalid_api_key", "api_key_revoked", "api_key_expired"},
+    "402": {"insufficient_credits"},
     "403": {"account_disabled"},
     "404": {"model_not_found"},
     "408": {"request_timeout"},

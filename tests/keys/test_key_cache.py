@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 import redis.asyncio
 
 from gateway.db.keys import KeyRow
 from gateway.keys.cache import PostgresKeyStore
 from gateway.keys.format import generate_key
-from tests.support.config import KEY_PREFIX, write_config
+from tests.support.config import KEY_PREFIX, merge, write_config
+from tests.support.credits import CREDITS
 from tests.support.gateway import Gateway, MakeGateway, MakeKey
 from tests.support.metrics import metric_total
 from tests.support.processes import clean_env, gateway_command
@@ -72,11 +74,16 @@ async def test_concurrent_misses_share_one_lookup(make_gateway: MakeGateway, mak
     assert list(lookups.values()) == [1]
 
 
+@pytest.mark.parametrize("plan", ["pro", "metered"])  # metered: with credits
 async def test_warm_key_makes_no_postgres_query_and_one_redis_round_trip(
-    private_redis: PrivateRedis, make_gateway: MakeGateway, make_key: MakeKey, database_url: str
+    private_redis: PrivateRedis,
+    make_gateway: MakeGateway,
+    make_key: MakeKey,
+    database_url: str,
+    plan: str,
 ):
-    gateway = await make_gateway({"redis": {"url": private_redis.url}})
-    key = await make_key("pro")
+    gateway = await make_gateway(merge(CREDITS, {"redis": {"url": private_redis.url}}))
+    key = await make_key(plan)
     assert (await gateway.generate(key.key)).status == 200  # warm: cached, counter seeded
 
     locker = await asyncpg.connect(database_url)
@@ -90,7 +97,7 @@ async def test_warm_key_makes_no_postgres_query_and_one_redis_round_trip(
         async with locker.transaction():
             # Any query on these tables would now block until the test ends.
             await locker.execute(
-                "LOCK TABLE users, api_keys, usage IN ACCESS EXCLUSIVE MODE NOWAIT"
+                "LOCK TABLE users, api_keys, usage, credit_ledger IN ACCESS EXCLUSIVE MODE NOWAIT"
             )
             async with monitor_client.monitor() as monitor:
                 listener = monitor.listen()

@@ -15,7 +15,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.keys.cache import KeyRecord
-from gateway.limits.admission import Admission
+from gateway.limits.admission import Admission, Refund
 from gateway.limits.decision import ADMITTED
 from gateway.limits.journal import ADMITTING, Journal
 from gateway.redis.pipelined import PipelinedRedis
@@ -26,7 +26,7 @@ from tests.support.processes import free_port
 from tests.support.usage import today, usage_rows
 
 
-def _record(key_id: str, user_id: str) -> KeyRecord:
+def _record(key_id: str, user_id: str, monthly_credits: int | None = None) -> KeyRecord:
     return KeyRecord(
         key_id=key_id,
         user_id=user_id,
@@ -37,6 +37,7 @@ def _record(key_id: str, user_id: str) -> KeyRecord:
         requests_per_minute=1000,
         images_per_day=1000,
         max_images_per_request=10,
+        monthly_credits=monthly_credits,
     )
 
 
@@ -89,10 +90,10 @@ async def test_a_dead_process_reservations_are_given_back_once(
     # slot to what the journal held while the reply was on its way.
     lost = dead.entry(replied_never.ticket)
     dead.end(replied_never.ticket)
-    ticket = dead.begin(lost.key_id, lost.images, lost.member)
+    ticket = dead.begin(lost.key_id, lost.images, lost.member, lost.user_id)
     assert dead.entry(ticket).state == ADMITTING
     assert dead.entry(ticket).day == -1
-    dead.begin(str(key.key_id), 5, "member-that-never-reached-redis")
+    dead.begin(str(key.key_id), 5, "member-that-never-reached-redis", str(key.user_id))
 
     dead.abandon()  # the process is gone: its lock with it, the file stays
     assert dead.path.exists()
@@ -106,6 +107,32 @@ async def test_a_dead_process_reservations_are_given_back_once(
     # Settling is once only, whoever repeats it.
     for entry in (lost, dataclasses.replace(lost, state=ADMITTING, day=-1)):
         assert await survivor.settle(entry) == 0
+
+
+async def test_a_dead_process_reserved_credits_are_given_back_once(
+    gateway: Gateway, make_key: MakeKey, admission_like: AdmissionLike
+):
+    key = await make_key("pro")
+    record = _record(str(key.key_id), str(key.user_id), monthly_credits=100)
+    survivor = gateway.services.admission
+    dead = _another_process_journal(gateway)
+    doomed = admission_like(dead)
+
+    delivered = await doomed.admit(record, 3, price=2)
+    doomed.delivered(delivered)  # sent: its 6 credits stay charged
+    admitted = await doomed.admit(record, 4, price=2)  # 8 credits, never answered
+    replied_never = await doomed.admit(record, 2, price=2)  # 4 credits, the reply lost
+    assert replied_never.credits_remaining == 100 - 6 - 8 - 4
+    lost = dead.entry(replied_never.ticket)
+    assert (lost.price, lost.purchased, lost.month) == (2, 0, replied_never.month)
+    dead.end(replied_never.ticket)
+    dead.begin(lost.key_id, lost.images, lost.member, lost.user_id, lost.price)
+    dead.abandon()
+
+    assert await survivor.settle_orphans() == 4 + 2
+    after = await survivor.admit(record, 1, price=1)
+    assert after.credits_remaining == 100 - 6 - 1
+    assert admitted.member != replied_never.member
 
 
 async def test_a_live_process_journal_is_left_alone(
@@ -174,9 +201,11 @@ async def test_a_release_sent_again_gives_back_nothing_more(
     kept = await admission.admit(record, 2)
     admission.delivered(kept)
     failed = await admission.admit(record, 3)
-    await admission.release(record.key_id, failed, 3)
+    await admission.release(record, failed, 3)
     # As after a timeout or a reconnect: the same release once more.
-    admission.unsent.append((record.key_id, failed.day, 3, failed.member))
+    admission.unsent.append(
+        Refund(record.user_id, record.key_id, failed.day, failed.member, images=3)
+    )
     await admission.retry_unsent()
     await gateway.flush()
     assert await usage_rows(db, key.key_id) == {today(): 2}
@@ -186,7 +215,7 @@ async def test_a_journal_that_cannot_be_settled_is_set_aside_and_counts_still_fl
     gateway: Gateway, make_key: MakeKey, db
 ):
     dead = _another_process_journal(gateway)
-    slot = dead.begin("not-a-key-id", 2, "member")
+    slot = dead.begin("not-a-key-id", 2, "member", "not-a-user-id")
     dead.admitted(slot, 20_000)
     dead.abandon()
     assert dead.path is not None

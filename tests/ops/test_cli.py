@@ -58,6 +58,19 @@ def cli(config_path: Path, elsewhere: Path) -> Cli:
     return run
 
 
+def config_ok(
+    head: str, *, models: tuple[str, ...] = ("local",), plans: tuple[str, ...] = ("free", "pro")
+) -> str:
+    """What check-config prints for a good config: ``head``, then the prices (1 credit per
+    image each, the default) and the plans' credits (none)."""
+    return (
+        f"{head}\nprices (credits per image):\n"
+        + "".join(f"  {model}: 1 credits per image\n" for model in models)
+        + "plans (monthly credits):\n"
+        + "".join(f"  {plan}: no credit limit\n" for plan in plans)
+    )
+
+
 def unique_email(tag: str) -> str:
     return f"cli-{tag}-{uuid.uuid4().hex[:10]}@example.com"
 
@@ -86,7 +99,15 @@ CHECK_CONFIG_ERRORS = {
 async def test_check_config_accepts_a_good_file(cli: Cli):
     result = await cli("check-config")
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "config ok: 2 plans, 1 backends, 1 models\n"
+    assert result.stdout == (
+        "config ok: 2 plans, 1 backends, 1 models\n"
+        "prices (credits per image):\n"
+        "  local: 1 credits per image\n"
+        "plans (monthly credits):\n"
+        "  free: no credit limit\n"
+        "  pro: no credit limit\n"
+    )
+    assert result.stdout == config_ok("config ok: 2 plans, 1 backends, 1 models")
     assert result.stderr == ""
 
 
@@ -135,7 +156,7 @@ async def test_where_the_config_comes_from(config_path: Path, elsewhere: Path, t
         "option-missing": run_cli("check-config", "--config", str(missing), cwd=elsewhere),
     }
     results = dict(zip(runs, await asyncio.gather(*runs.values()), strict=True))
-    ok = (0, "config ok: 2 plans, 1 backends, 1 models\n", "")
+    ok = (0, config_ok("config ok: 2 plans, 1 backends, 1 models"), "")
     assert {name: (r.returncode, r.stdout, r.stderr) for name, r in results.items()} == {
         "cwd": ok,
         "cwd-without-file": (
@@ -167,7 +188,8 @@ async def test_config_option_before_or_after_the_subcommand(
     }
     results = await asyncio.gather(*(run_cli(*argv, cwd=elsewhere) for argv in argvs.values()))
     got = {name: (r.returncode, r.stdout) for name, r in zip(argvs, results, strict=True)}
-    assert got == dict.fromkeys(argvs, (0, "config ok: 3 plans, 1 backends, 1 models\n"))
+    three = config_ok("config ok: 3 plans, 1 backends, 1 models", plans=("free", "pro", "team"))
+    assert got == dict.fromkeys(argvs, (0, three))
 
 
 async def test_config_option_anywhere_in_a_two_level_command(
@@ -556,13 +578,19 @@ async def test_check_config_and_serve_refuse_the_same_configs(
     assert got == {
         "check credential unset": (2, "", missing_credential),
         "serve credential unset": (2, "", missing_credential),
-        "check credential set": (0, "config ok: 2 plans, 2 backends, 2 models\n", ""),
+        "check credential set": (
+            0,
+            config_ok("config ok: 2 plans, 2 backends, 2 models", models=("local", "remote")),
+            "",
+        ),
         "check no secret": (2, "", NO_JWT_SECRET),
         "serve no secret": (2, "", NO_JWT_SECRET),
         "check no secret --dev": (
             0,
-            "config ok: 2 plans, 1 backends, 1 models"
-            " (development mode: a JWT secret is generated)\n",
+            config_ok(
+                "config ok: 2 plans, 1 backends, 1 models"
+                " (development mode: a JWT secret is generated)"
+            ),
             "",
         ),
         "check short secret": (2, "", short),
@@ -770,3 +798,42 @@ async def test_serve_with_a_store_it_cannot_write_says_so_in_one_line(
     [line] = result.stderr.splitlines()
     assert line.startswith("config error: storage.url: The file store ")
     assert "not writable" in line
+
+
+# -- credits --------------------------------------------------------------------------
+
+
+async def test_credits_grant_adds_purchased_credits_once_per_key_audited(
+    cli: Cli, db: asyncpg.Connection
+):
+    email = unique_email("credits")
+    user_id = await insert_user(db, email, "free")
+    granted = await cli(
+        "credits", "grant", "--email", email.upper(), "--amount", "50", "--reason", "invoice 9",
+        "--idempotency-key", "inv-9",
+    )  # fmt: skip
+    assert granted.returncode == 0, granted.stderr
+    assert granted.stdout == (
+        f"{email}: +50 credits; purchased 50, this month's allowance left 0, total 50\n"
+    )
+    again = await cli(
+        "credits", "grant", "--email", email, "--amount", "50", "--reason", "invoice 9",
+        "--idempotency-key", "inv-9",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "already done" in again.stdout
+    taken = await cli("credits", "grant", "--email", email, "--amount", "-80", "--reason", "x")
+    assert taken.returncode == 2
+    assert taken.stderr == (
+        "error: The user has 50 purchased credits: an adjustment cannot take away 80.\n"
+    )
+    nobody = await cli("credits", "grant", "--email", unique_email("x"), "--amount", "1",
+                       "--reason", "x")  # fmt: skip
+    assert nobody.returncode == 1
+    assert "no user with email" in nobody.stderr
+    audit = await db.fetch(
+        "SELECT actor, details->>'amount' AS amount FROM admin_audit_log"
+        " WHERE target_id = $1 AND action = 'change_credits'",
+        user_id,
+    )
+    assert [tuple(row) for row in audit] == [("cli", "50")]

@@ -293,3 +293,22 @@ async def test_a_process_that_never_flushed_reports_a_lag_not_zero(
         if line.startswith("gateway_usage_flush_lag_seconds ")
     )
     assert lag > 0
+
+
+async def test_a_counter_left_in_the_key_s_old_shard_does_not_stop_the_flush(
+    gateway: Gateway, make_key: MakeKey, db: asyncpg.Connection
+):
+    """Counters were once sharded by the key, now by its user: during a rolling upgrade a
+    (key, day) may be pending in both shards; the flush writes the larger count."""
+    layout = gateway.services.layout
+    day = day_of_date(today())
+    key = await make_key("pro")
+    while (old_shard := int(str(key.key_id)[:8], 16) % 16) == layout.shard_of(str(key.user_id)):
+        key = await make_key("pro")  # one whose shard moved
+    assert (await gateway.generate(key.key, n=2)).status == 200  # the new shard: 2
+    redis = gateway.services.redis
+    await redis.set(f"{layout.counter_prefix(old_shard)}{key.key_id}:{day}", 7)
+    await redis.sadd(layout.pending(old_shard), f"{key.key_id}:{day}")
+    await gateway.flush()
+    assert await usage_rows(db, key.key_id) == {today(): 7}
+    assert not await redis.sismember(layout.pending(old_shard), f"{key.key_id}:{day}")

@@ -10,7 +10,8 @@ import asyncpg
 import pytest
 
 from tests.support.accounts import Account, new_account, new_key
-from tests.support.gateway import Gateway
+from tests.support.credits import CREDITS
+from tests.support.gateway import Gateway, MakeGateway
 from tests.support.http import ANY, expect_error
 from tests.support.usage import today, usage_rows
 
@@ -25,7 +26,7 @@ async def usage(gateway: Gateway, account: Account, **params: str) -> dict[str, 
     body: dict[str, Any] = await response.json()
     assert set(body) >= {"data", "total"}
     for row in body["data"]:
-        assert set(row) == {"date", "api_key_id", "images"}
+        assert set(row) == {"date", "api_key_id", "images", "credits"}
     assert body["total"] == sum(row["images"] for row in body["data"])
     return body
 
@@ -55,7 +56,9 @@ async def test_today_includes_unflushed_images(app: Gateway, db: asyncpg.Connect
     assert await usage_rows(db, uuid.UUID(key["id"])) == {}  # not flushed yet
 
     body = await usage(app, account)
-    assert body["data"] == [{"date": today().isoformat(), "api_key_id": key["id"], "images": 5}]
+    assert body["data"] == [
+        {"date": today().isoformat(), "api_key_id": key["id"], "images": 5, "credits": 0}
+    ]
     assert body["total"] == 5
 
     await app.flush()
@@ -205,3 +208,39 @@ async def test_an_api_key_is_not_an_account_token(app: Gateway):
     key = await new_key(app, account)
     response = await app.client.get("/v1/usage", headers={"Authorization": f"Bearer {key['key']}"})
     await expect_error(response, 401, "invalid_token")
+
+
+async def test_credits_per_key_and_day_and_grouped_by_day_or_key(
+    make_app: MakeGateway, db: asyncpg.Connection
+):
+    gateway = await make_app({**CREDITS, "default_plan": "metered"})
+    account = await new_account(gateway)
+    first, second = await new_key(gateway, account), await new_key(gateway, account)
+    assert (await gateway.generate(first["key"], n=2, size="512x512")).status == 200
+    assert (await gateway.generate(second["key"], n=1)).status == 200
+    await insert_usage(db, first["id"], days_ago(1), 4)
+    await gateway.flush()
+    body = await usage(gateway, account)
+    assert rows(body) == {
+        (days_ago(1).isoformat(), first["id"], 4),
+        (today().isoformat(), first["id"], 2),
+        (today().isoformat(), second["id"], 1),
+    }
+    assert {(r["api_key_id"], r["date"]): r["credits"] for r in body["data"]} == {
+        (first["id"], days_ago(1).isoformat()): 0,
+        (first["id"], today().isoformat()): 6,
+        (second["id"], today().isoformat()): 1,
+    }
+    assert body["credits"] == 7
+    by_day = await usage(gateway, account, group_by="day")
+    assert [(r["date"], r["api_key_id"], r["images"], r["credits"]) for r in by_day["data"]] == [
+        (days_ago(1).isoformat(), None, 4, 0),
+        (today().isoformat(), None, 3, 7),
+    ]
+    by_key = await usage(gateway, account, group_by="key")
+    assert {(r["api_key_id"], r["date"], r["images"], r["credits"]) for r in by_key["data"]} == {
+        (first["id"], None, 6, 6),
+        (second["id"], None, 1, 1),
+    }
+    bad = await get_usage(gateway, account, group_by="model")
+    await expect_error(bad, 400, "invalid_request", "group_by")

@@ -11,6 +11,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from gateway.http.schemas.base import Instant, RequestBody
+from gateway.http.schemas.credits import CreditsBalance
 from gateway.http.schemas.keys import Key
 
 __all__ = [
@@ -97,6 +98,8 @@ class AdminUserList(msgspec.Struct):
 class AdminUserDetail(AdminUser):
     keys: list[Key]
     usage_today: Annotated[int, Meta(ge=0)]
+    #: The user's balances, as ``GET /v1/credits`` answers them.
+    credits: CreditsBalance
 
 
 class AdminKey(Key):

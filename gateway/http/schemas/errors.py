@@ -16,6 +16,7 @@ ERROR_TYPES = (
     "authentication_error",
     "permission_error",
     "rate_limit_error",
+    "insufficient_quota",
     "server_error",
 )
 

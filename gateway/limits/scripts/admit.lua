@@ -12,11 +12,25 @@
 -- ARGV[7]  the day that count is for ('' otherwise)
 -- ARGV[8]  the time in microseconds since the epoch; '' = Redis's own clock (tests pin it)
 --
+-- With credits (the key's plan has monthly_credits), also:
+-- KEYS[4]  the user's balances (hash: m = month of the allowance, mb = what is left of
+--          it, pb = purchased credits), in the same slot: the shard is the user's
+-- KEYS[5]  the shard's stream of ledger entries not yet in Postgres
+-- ARGV[9]  the plan's monthly allowance
+-- ARGV[10] credits per image
+-- ARGV[11] the user id
+-- ARGV[12] the request (or job) id, for the ledger
+-- ARGV[13] when the balances had to be rebuilt from the ledger: the month they are for
+--          ('' otherwise), ARGV[14] the allowance left in it (-1: not reset in that
+--          month), ARGV[15] the purchased credits
+--
 -- Returns {outcome, day, requests in window, microseconds until the oldest of them
 -- leaves the window, images counted today, seconds until the next UTC midnight}
--- with outcome 1 = admitted, 2 = rate limited, 3 = over the daily quota,
--- 0 = today's counter is missing: call again with the count from Postgres.
--- Time is Redis's, so every gateway process agrees on windows and days.
+-- and, with credits, {..., allowance left, purchased left, credits taken from the
+-- purchased ones, month}; outcome 1 = admitted, 2 = rate limited, 3 = over the daily
+-- quota, 4 = not enough credits, 0 = today's counter is missing: call again with the
+-- count from Postgres, 5 = the balances are missing: call again with them rebuilt.
+-- Time is Redis's, so every gateway process agrees on windows, days and months.
 
 local WINDOW = 60000000
 local COUNTER_TTL = 259200  -- three days, so a late flush can still read yesterday
@@ -43,6 +57,41 @@ if not used then
 end
 used = tonumber(used)
 
+-- Credits: the month's allowance is set (once) before anything is decided; a refusal
+-- changes nothing else. Months count from 1970-01 (civil-from-days, proleptic Gregorian).
+local credited = ARGV[9] ~= nil
+local cost, monthly, purchased, month = 0, 0, 0, 0
+if credited then
+  local z = day + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  month = (y - 1970) * 12 + m - 1
+  local held = redis.call('HMGET', KEYS[4], 'm', 'mb', 'pb')
+  if not held[1] then
+    if ARGV[13] == '' then
+      return {5, day, 0, 0, used, to_midnight}
+    end
+    local seeded = tonumber(ARGV[14]) >= 0
+    held = {seeded and ARGV[13] or '-1', seeded and ARGV[14] or '0', ARGV[15]}
+    redis.call('HSET', KEYS[4], 'm', held[1], 'mb', held[2], 'pb', held[3])
+  end
+  monthly, purchased = tonumber(held[2]), tonumber(held[3])
+  if tonumber(held[1]) ~= month then
+    monthly = tonumber(ARGV[9])
+    redis.call('HSET', KEYS[4], 'm', month, 'mb', monthly)
+    redis.call('XADD', KEYS[5], '*', 'k', 'monthly_reset', 'i', 'reset:' .. ARGV[11] .. ':' .. month,
+      'u', ARGV[11], 'a', monthly, 'md', monthly, 'pd', 0, 'mo', month, 't', now)
+  end
+  cost = tonumber(ARGV[3]) * tonumber(ARGV[10])
+end
+
 local limit = tonumber(ARGV[1])
 local quota = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
@@ -55,6 +104,8 @@ if in_window >= limit then
   outcome = 2
 elseif used + n > quota then
   outcome = 3
+elseif cost > monthly + purchased then
+  outcome = 4
 else
   redis.call('ZADD', KEYS[1], now, ARGV[4])
   redis.call('PEXPIRE', KEYS[1], 60000)
@@ -63,9 +114,23 @@ else
   in_window = in_window + 1
 end
 
+local taken_purchased = 0
+if outcome == 1 and cost > 0 then
+  local from_monthly = math.min(cost, monthly)
+  taken_purchased = cost - from_monthly
+  monthly, purchased = monthly - from_monthly, purchased - taken_purchased
+  redis.call('HSET', KEYS[4], 'mb', monthly, 'pb', purchased)
+  redis.call('XADD', KEYS[5], '*', 'k', 'charge', 'i', ARGV[4], 'u', ARGV[11], 'key', ARGV[5],
+    'a', -cost, 'md', -from_monthly, 'pd', -taken_purchased, 'mo', month, 'r', ARGV[12], 't', now)
+end
+
 local reset = 0
 if in_window > 0 then
   local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
   reset = tonumber(oldest[2]) + WINDOW - now
+end
+if credited then
+  return {outcome, day, in_window, reset, used, to_midnight, monthly, purchased, taken_purchased,
+    month}
 end
 return {outcome, day, in_window, reset, used, to_midnight}

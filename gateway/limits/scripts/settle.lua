@@ -1,6 +1,6 @@
--- Give back the images of a reservation whose process died before delivering them
--- (found in its journal), once only, however many processes try, and not at all if
--- the process had released it already (release.lua sets the same marker).
+-- Give back the images (and credits) of a reservation whose process died before
+-- delivering them (found in its journal), once only, however many processes try, and not
+-- at all if the process had released it already (release.lua sets the same marker).
 --
 -- KEYS[1]  the key's rolling-window log of admitted requests
 -- KEYS[2]  prefix of the key's per-day image counters (the UTC day number is appended)
@@ -11,12 +11,18 @@
 -- ARGV[3]  the API key id
 -- ARGV[4]  the UTC day of the admission; -1 if the process died awaiting the reply
 --
+-- With credits also: KEYS[5] the user's balances, KEYS[6] the shard's ledger stream,
+-- ARGV[5] credits per image, ARGV[6] how many of the credits taken were purchased (-1:
+-- unknown, the reply never came: all are given back to the allowance), ARGV[7] the month
+-- they were taken in (-1: unknown), ARGV[8] the user id.
+--
 -- Returns the images given back: 0 if already settled, never admitted, or the
 -- counter is gone.
 
 local SETTLED_TTL = 259200  -- as long as a counter lives
 
 local day = tonumber(ARGV[4])
+local month = tonumber(ARGV[7] or '-1')
 if day < 0 then
   -- Admitted only if the log has it (it keeps 60 s): otherwise, or if it is older,
   -- leave the charge: over-counting one request is safe, giving images away is not.
@@ -25,16 +31,51 @@ if day < 0 then
     return 0
   end
   day = math.floor(tonumber(admitted_at) / 86400000000)
+  if #KEYS >= 5 then
+    month = tonumber(redis.call('HGET', KEYS[5], 'm') or '-1')  -- if it is still that month
+    local z = day + 719468
+    local era = math.floor(z / 146097)
+    local doe = z - era * 146097
+    local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+      - math.floor(doe / 146096)) / 365)
+    local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+    local mp = math.floor((5 * doy + 2) / 153)
+    local m = mp < 10 and mp + 3 or mp - 9
+    local y = yoe + era * 400
+    if m <= 2 then y = y + 1 end
+    if (y - 1970) * 12 + m - 1 ~= month then
+      month = -2  -- taken in an earlier month: that allowance has lapsed
+    end
+  end
 end
 local counter = KEYS[2] .. day
 local current = redis.call('GET', counter)
-if not current then
+if not current and #KEYS < 5 then
   return 0
 end
 if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', SETTLED_TTL) then
   return 0
 end
-local n = math.min(tonumber(ARGV[1]), tonumber(current))
-redis.call('DECRBY', counter, n)
-redis.call('SADD', KEYS[3], ARGV[3] .. ':' .. day)
+local n = 0
+if current then
+  n = math.min(tonumber(ARGV[1]), tonumber(current))
+  redis.call('DECRBY', counter, n)
+  redis.call('SADD', KEYS[3], ARGV[3] .. ':' .. day)
+end
+if #KEYS >= 5 and redis.call('EXISTS', KEYS[5]) == 1 then
+  local credits = tonumber(ARGV[1]) * tonumber(ARGV[5])
+  local to_purchased = math.min(credits, math.max(0, tonumber(ARGV[6])))
+  local to_monthly = credits - to_purchased
+  if tonumber(redis.call('HGET', KEYS[5], 'm')) ~= month then
+    to_monthly = 0
+  end
+  if to_purchased + to_monthly > 0 then
+    redis.call('HINCRBY', KEYS[5], 'pb', to_purchased)
+    redis.call('HINCRBY', KEYS[5], 'mb', to_monthly)
+    local t = redis.call('TIME')
+    redis.call('XADD', KEYS[6], '*', 'k', 'refund', 'i', ARGV[2] .. ':r', 'u', ARGV[8],
+      'key', ARGV[3], 'a', to_purchased + to_monthly, 'md', to_monthly, 'pd', to_purchased,
+      'mo', month, 'r', '', 't', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+  end
+end
 return n
