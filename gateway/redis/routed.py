@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.redis.pipelined import NotSent, PipelinedRedis, ScriptText, encode_command
@@ -92,8 +92,12 @@ class RoutedRedis:
         """Send a command to the node that owns ``key``'s slot; its reply."""
         return await self.send(key_slot(key.encode()), encode_command(parts))
 
-    async def send(self, slot: int, payload: bytes) -> Any:
-        """Send one encoded command to the owner of ``slot``, following redirections."""
+    async def send(self, slot: int, payload: bytes, *, script: str | None = None) -> Any:
+        """Send one encoded command to the owner of ``slot``, following redirections.
+
+        ``script``: the source of the script ``payload`` calls, loaded on the node that
+        answers ``NOSCRIPT`` (the slot's owner, or the node an ``ASK`` sent it to).
+        """
         address = self._slots[slot]
         if address is None:
             await self.refresh()
@@ -108,6 +112,11 @@ class RoutedRedis:
                 if asking:
                     return await client.send_asking(payload)
                 return await client.send(payload)
+            except NoScriptError:
+                if script is None:
+                    raise
+                await client.call("SCRIPT", "LOAD", script)  # it did not run: send again
+                script = None
             except NotSent:
                 # It never left: the node is gone. Its slots may have a new owner.
                 await self.refresh(wait=True)
@@ -193,13 +202,6 @@ class RoutedScript(ScriptText):
         self._client = client
 
     async def __call__(self, keys: tuple[str, ...], args: Sequence[_Text]) -> Any:
-        client = self._client
-        slot = key_slot(keys[0].encode())
-        payload = self.payload(keys, args)
-        try:
-            return await client.send(slot, payload)
-        except ResponseError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-            await client.send(slot, encode_command(("SCRIPT", "LOAD", self.source)))
-            return await client.send(slot, payload)
+        return await self._client.send(
+            key_slot(keys[0].encode()), self.payload(keys, args), script=self.source
+        )

@@ -12,10 +12,11 @@ import aiohttp
 import asyncpg
 import pytest
 import redis.asyncio
+from redis.crc import key_slot
 
-from gateway.redis.layout import RedisLayout
+from gateway.redis.layout import SHARDS, RedisLayout
 from tests.support.config import ADMIN_TOKEN, merge
-from tests.support.gateway import MakeGateway, MakeKey
+from tests.support.gateway import Gateway, MakeGateway, MakeKey
 from tests.support.processes import post, running_gateway
 from tests.support.redis_cluster import LocalCluster
 from tests.support.usage import today, usage_rows
@@ -24,16 +25,20 @@ from tests.support.waiting import eventually
 pytestmark = pytest.mark.slow
 
 
+#: A plan's limits that a test's load never meets.
+UNLIMITED = {"requests_per_minute": 100_000, "images_per_day": 100_000}
+
+
 def on_cluster(cluster: LocalCluster, raw_config: dict[str, Any], **extra: Any) -> dict[str, Any]:
     """``raw_config`` on the cluster, in a key namespace of the test's own."""
     prefix = f"{raw_config['redis']['key_prefix']}{secrets.token_hex(4)}:"
     return merge(raw_config, merge({"redis": {"url": cluster.url, "key_prefix": prefix}}, extra))
 
 
-def shard_key(config: dict[str, Any], key_id: object) -> str:
-    """A Redis key in the hash slot of the key's counters."""
+def shard_key(config: dict[str, Any], user_id: object) -> str:
+    """A Redis key in the hash slot of the user's counters and balance."""
     layout = RedisLayout(config["redis"]["key_prefix"])
-    return f"{layout.tag(layout.shard_of(str(key_id).replace('-', '')))}x"
+    return f"{layout.tag(layout.shard_of(str(user_id)))}x"
 
 
 async def test_two_processes_on_a_cluster_keep_exact_limits_and_see_revocations(
@@ -131,3 +136,113 @@ async def test_warm_key_on_a_cluster_costs_one_round_trip_and_no_postgres(
             await client.aclose()
         await locker.close()
     assert commands == ["EVALSHA"] * 5
+
+
+class Load:
+    """Generation requests sent back to back by a few clients until stopped."""
+
+    def __init__(self, gateway: Gateway, key: str, clients: int = 4) -> None:
+        self.statuses: list[int] = []
+        self._gateway, self._key = gateway, key
+        self._stop = asyncio.Event()
+        self._tasks = [asyncio.create_task(self._client()) for _ in range(clients)]
+
+    async def _client(self) -> None:
+        while not self._stop.is_set():
+            response = await self._gateway.generate(self._key)
+            await response.read()
+            self.statuses.append(response.status)
+
+    async def stop(self) -> list[int]:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+        return self.statuses
+
+
+async def images_used(gateway: Gateway, key: str, quota: int) -> int:
+    """The images counted today, as one more request (counted too) reports them."""
+    response = await gateway.generate(key)
+    assert response.status == 200
+    return quota - int(response.headers["x-ratelimit-remaining-images"])
+
+
+async def test_a_primary_killed_under_load_fails_over_keeping_the_quota(
+    redis_cluster: LocalCluster,
+    raw_config: dict[str, Any],
+    make_gateway: MakeGateway,
+    make_key: MakeKey,
+    db: asyncpg.Connection,
+):
+    config = on_cluster(redis_cluster, raw_config)
+    gateway = await make_gateway({"redis": config["redis"]})
+    quota = 100_000
+    key = await make_key("pro", requests_per_minute=100_000, images_per_day=quota)
+    for _ in range(20):
+        assert (await gateway.generate(key.key)).status == 200
+    primary = redis_cluster.primary_of(shard_key(config, key.user_id))
+    await asyncio.to_thread(redis_cluster.wait_replicated, primary)
+    before = await images_used(gateway, key.key, quota)
+    assert before == 21
+
+    load = Load(gateway, key.key)
+    await eventually(lambda: _at_least(load.statuses, 20))
+    redis_cluster.kill(primary)
+    try:
+        await asyncio.to_thread(redis_cluster.wait_until_ok, without=primary)  # replica took over
+
+        async def serving() -> bool:
+            return (await gateway.generate(key.key)).status == 200
+
+        assert await eventually(serving, timeout=5.0) < 2.0
+        statuses = await load.stop()
+    finally:
+        await load.stop()
+        await asyncio.to_thread(redis_cluster.restart, primary)
+    assert set(statuses) <= {200, 503}
+    assert statuses.count(200) > 20
+
+    # Not reset: what was counted before the failover still is; and it all reaches Postgres.
+    await gateway.flush()
+    flushed = (await usage_rows(db, key.key_id))[today()]
+    assert flushed >= before
+    assert await images_used(gateway, key.key, quota) == flushed + 1
+
+
+async def _at_least(statuses: list[int], count: int) -> bool:
+    return len(statuses) >= count
+
+
+async def test_slots_migrated_under_load_reach_no_client_as_errors(
+    redis_cluster: LocalCluster,
+    raw_config: dict[str, Any],
+    make_gateway: MakeGateway,
+    make_key: MakeKey,
+):
+    # A user whose shard's slot comes early among its primary's slots, so that moving a
+    # few slots (redis-cli moves a node's first ones) moves it. Shards' slots depend on
+    # the shard alone ("{s<N>}"), not on the key prefix.
+    config = on_cluster(redis_cluster, raw_config)
+    layout = RedisLayout(config["redis"]["key_prefix"])
+    owned = {port: redis_cluster.slots_of(port) for port in redis_cluster.primaries()}
+    owner = {slot: port for port, slots in owned.items() for slot in slots}
+    slot_of = {shard: key_slot(layout.tag(shard).encode()) for shard in range(SHARDS)}
+    shard = min(slot_of, key=lambda s: owned[owner[slot_of[s]]].index(slot_of[s]))
+    slot, source = slot_of[shard], owner[slot_of[shard]]
+    while layout.shard_of(str((key := await make_key("pro", **UNLIMITED)).user_id)) != shard:
+        pass
+    target = next(port for port in redis_cluster.primaries() if port != source)
+    gateway = await make_gateway({"redis": config["redis"]})
+    assert (await gateway.generate(key.key)).status == 200
+
+    load = Load(gateway, key.key)
+    await eventually(lambda: _at_least(load.statuses, 20))
+    try:
+        await asyncio.to_thread(
+            redis_cluster.reshard, source, target, owned[source].index(slot) + 1
+        )
+        assert redis_cluster.primary_of(shard_key(config, key.user_id)) == target
+        moved_at = len(load.statuses)
+        await eventually(lambda: _at_least(load.statuses, moved_at + 20))
+    finally:
+        statuses = await load.stop()
+    assert set(statuses) == {200}

@@ -102,8 +102,9 @@ class LocalCluster:
     def live_ports(self) -> list[int]:
         return [port for port, p in self.processes.items() if p.poll() is None]
 
-    def wait_until_ok(self) -> None:
-        """Until every live node says the cluster is ok and agrees on who owns each slot."""
+    def wait_until_ok(self, *, without: int | None = None) -> None:
+        """Until every live node says the cluster is ok and agrees on who owns each slot
+        (and, given ``without``, that node owns none: its replica took over)."""
         for _ in range(800):
             views = []
             for port in self.live_ports():
@@ -120,7 +121,11 @@ class LocalCluster:
                     views.append((False, {}))
                 finally:
                     client.close()
-            if all(ok for ok, _ in views) and len({str(v) for _, v in views}) == 1:
+            if (
+                all(ok for ok, _ in views)
+                and len({str(v) for _, v in views}) == 1
+                and all(owner != without for _, owners in views for _, _, owner in owners)
+            ):
                 return
             time.sleep(0.05)
         raise AssertionError("the Redis Cluster did not settle")
@@ -155,6 +160,55 @@ class LocalCluster:
         finally:
             client.close()
         raise AssertionError(f"{primary} has no replica")
+
+    def node_id(self, port: int) -> str:
+        client = self.node(port)
+        try:
+            return str(client.execute_command("CLUSTER", "MYID").decode())
+        finally:
+            client.close()
+
+    def slots_of(self, port: int) -> list[int]:
+        """The slots the primary at ``port`` owns, in order."""
+        client = self.node(self.live_ports()[0])
+        try:
+            slots = client.execute_command("CLUSTER", "SLOTS")
+        finally:
+            client.close()
+        return [
+            slot
+            for start, end, owner in _owners(slots)
+            if owner == port
+            for slot in range(start, end + 1)
+        ]
+
+    def wait_replicated(self, primary: int) -> None:
+        """Until the primary's replicas have every write it took."""
+        client = self.node(primary)
+        try:
+            assert int(client.execute_command("WAIT", 1, 5000)) >= 1
+        finally:
+            client.close()
+
+    def reshard(self, source: int, target: int, slots: int) -> str:
+        """``redis-cli --cluster reshard``: the first ``slots`` of ``source`` to ``target``."""
+        return self.cli(
+            "--cluster",
+            "reshard",
+            f"127.0.0.1:{source}",
+            "--cluster-from",
+            self.node_id(source),
+            "--cluster-to",
+            self.node_id(target),
+            "--cluster-slots",
+            str(slots),
+            "--cluster-yes",
+        )
+
+    def restart(self, port: int) -> None:
+        """Start a killed node again (it rejoins, as a replica of who took over)."""
+        self._start_node(port)
+        self.wait_until_ok()
 
     def kill(self, port: int) -> None:
         process = self.processes[port]
