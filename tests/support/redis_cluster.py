@@ -190,9 +190,10 @@ class LocalCluster:
         finally:
             client.close()
 
-    def reshard(self, source: int, target: int, slots: int) -> str:
-        """``redis-cli --cluster reshard``: the first ``slots`` of ``source`` to ``target``."""
-        return self.cli(
+    def reshard(self, source: int, target: int, slots: int) -> None:
+        """``redis-cli --cluster reshard``: the first ``slots`` of ``source`` to ``target``;
+        returns once every node knows."""
+        self.cli(
             "--cluster",
             "reshard",
             f"127.0.0.1:{source}",
@@ -204,6 +205,7 @@ class LocalCluster:
             str(slots),
             "--cluster-yes",
         )
+        self.wait_until_ok()
 
     def restart(self, port: int) -> None:
         """Start a killed node again (it rejoins, as a replica of who took over)."""
