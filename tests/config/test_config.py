@@ -417,7 +417,8 @@ def test_unknown_key_is_named_by_its_dotted_path(path: str, message: str):
         (
             "redis.url",
             "http://127.0.0.1:6379",
-            "redis.url: must be a redis://, rediss://, unix://, redis+cluster:// or rediss+cluster:// URL",
+            "redis.url: must be a redis://, rediss://, unix://, redis+cluster:// or "
+            "rediss+cluster:// URL",
         ),
         ("redis.key_prefix", "{gw}:", "redis.key_prefix: must not contain '{' or '}' (hash tags)"),
         ("redis.key_prefix", "gw}", "redis.key_prefix: must not contain '{' or '}' (hash tags)"),
@@ -714,7 +715,8 @@ def test_overridden_values_are_still_validated():
     )
     assert (
         parse_error(valid_raw(), {"REDIS_URL": "memcached://x"})
-        == "redis.url: must be a redis://, rediss://, unix://, redis+cluster:// or rediss+cluster:// URL"
+        == "redis.url: must be a redis://, rediss://, unix://, redis+cluster:// or "
+        "rediss+cluster:// URL"
     )
 
 
