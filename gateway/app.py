@@ -28,9 +28,11 @@ from gateway.accounts.tokens import TokenIssuer
 from gateway.backends import h1
 from gateway.backends.base import BackendContext, ImageBackend
 from gateway.backends.registry import BackendRegistry
+from gateway.billing.events import BillingEventSender
 from gateway.config import Config, DatabaseConfig
 from gateway.console import setup_console
 from gateway.credits.balances import CreditBook
+from gateway.db import billing as billing_store
 from gateway.db.pool import connection, create_pool
 from gateway.egress.client import EgressClient
 from gateway.egress.policy import EgressPolicy
@@ -285,12 +287,44 @@ def create_app(
         )
     )
     # The job workers, last: they use everything above, and stop first.
+    app.cleanup_ctx.append(billing_context)
     app.cleanup_ctx.append(jobs_context)
     app.on_shutdown.append(start_draining)
     setup_routes(app, public_api=public_api, serve_metrics=not config.server.metrics_port)
     if public_api and config.console.enabled:
         setup_console(app, dev=dev)
     return app
+
+
+async def billing_context(app: web.Application) -> AsyncIterator[None]:
+    """Usage and credit events for ``billing.events_url``: made by Postgres while it is
+    set (said at every start, so turning it off stops them), sent by every process."""
+    services = app[SERVICES]
+    config = services.config.billing
+    async with connection(services.pool) as conn:
+        await billing_store.want_events(conn, bool(config.events_url))
+    if not config.events_url:
+        yield
+        return
+    egress = EgressClient(
+        EgressPolicy.from_allow_list(services.config.egress.allow),
+        limit=4,
+        max_redirects=0,
+    )
+    sender = BillingEventSender(
+        config=config,
+        pool=services.pool,
+        egress=egress,
+        metrics=services.metrics,
+        wall_clock=services.wall_clock,
+    )
+    sending = asyncio.create_task(sender.run(), name="billing-events")
+    try:
+        yield
+    finally:
+        sending.cancel()
+        await asyncio.gather(sending, return_exceptions=True)
+        await egress.close()
 
 
 async def jobs_context(app: web.Application) -> AsyncIterator[None]:

@@ -258,6 +258,12 @@ class Metrics:
             "Config reloads (SIGHUP) by outcome: applied, refused (the file failed its checks).",
             ("outcome",),
         )
+        self.billing_events = counter(
+            "gateway_billing_events_total",
+            "Usage and credit events POSTed to billing.events_url, by outcome: sent (2xx), "
+            "retry (refused or unreachable: sent again later).",
+            ("outcome",),
+        )
         self.webhook_deliveries = counter(
             "gateway_webhook_deliveries_total",
             "Webhook deliveries by outcome: delivered (2xx), retry (failed, tried again"

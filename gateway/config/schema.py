@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from msgspec import Meta
 from msgspec.structs import force_setattr
 
+from gateway.config.billing import BillingConfig
 from gateway.config.email import EmailConfig
 from gateway.config.errors import ConfigError
 from gateway.config.jobs import IdempotencyConfig, JobsConfig, WebhooksConfig
@@ -33,6 +34,7 @@ __all__ = [
     "AdminConfig",
     "AuthConfig",
     "BackendConfig",
+    "BillingConfig",
     "Config",
     "ConsoleConfig",
     "DatabaseConfig",
@@ -489,6 +491,7 @@ class Config(Section, frozen=True, kw_only=True):
     webhooks: WebhooksConfig = WebhooksConfig()
     email: EmailConfig = EmailConfig()
     pricing: PricingConfig = PricingConfig()
+    billing: BillingConfig = BillingConfig()
 
     def __post_init__(self) -> None:
         for section in ("plans", "backends", "models"):

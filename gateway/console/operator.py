@@ -319,9 +319,12 @@ async def usage_overview(request: web.Request) -> web.StreamResponse:
             await services.flusher.flush()
         except Exception:
             error = error or "Today's counts could not be brought up to date; they may lag."
+    email_like = request.query.get("email", "").strip()[:254] or None
     async with connection(services.pool) as conn:
-        users = await directory.usage_by_user_between(conn, start, end, limit=TOP)
-        keys = await directory.top_keys_between(conn, start, end, limit=TOP)
+        users = await directory.usage_by_user_between(
+            conn, start, end, limit=TOP, email_like=email_like
+        )
+        keys = await directory.top_keys_between(conn, start, end, limit=TOP, email_like=email_like)
     user_rows = "".join(
         f'<tr><td><a href="/console/admin/users/{esc(u["user_id"])}">{esc(u["email"])}</a></td>'
         f"<td>{u['images']}</td></tr>"
@@ -337,6 +340,7 @@ async def usage_overview(request: web.Request) -> web.StreamResponse:
         '<form method="get" action="/console/admin/usage" class="inline-form">'
         f"{field('From', 'start', kind='date', value=start.isoformat())}"
         f"{field('To', 'end', kind='date', value=end.isoformat())}"
+        f"{field('Email contains', 'email', value=email_like or '', required=False)}"
         '<button type="submit">Show</button></form>'
         f"<p>Images from {start.isoformat()} to {end.isoformat()}: "
         f"<strong>{sum(u['images'] for u in users)}</strong> (top {TOP} users).</p>"

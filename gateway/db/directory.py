@@ -52,9 +52,10 @@ async def key_limits_of_user(conn: Any, user_id: uuid.UUID) -> dict[uuid.UUID, d
 
 
 async def usage_by_user_between(
-    conn: Any, start: dt.date, end: dt.date, *, limit: int
+    conn: Any, start: dt.date, end: dt.date, *, limit: int, email_like: str | None = None
 ) -> list[dict[str, Any]]:
-    """``user_id, email, images`` for the range, the largest first."""
+    """``user_id, email, images`` for the range, the largest first (of users whose email
+    contains ``email_like``, in any case, when given)."""
     rows = await conn.fetch(
         """
         SELECT k.user_id, us.email, sum(u.image_count)::bigint AS images
@@ -62,20 +63,23 @@ async def usage_by_user_between(
         JOIN api_keys k ON k.id = u.api_key_id
         JOIN users us ON us.id = k.user_id
         WHERE u.usage_date BETWEEN $1 AND $2
+          AND ($4::text IS NULL OR strpos(lower(us.email), lower($4)) > 0)
         GROUP BY k.user_id, us.email
         ORDER BY images DESC, us.email LIMIT $3
         """,
         start,
         end,
         limit,
+        email_like,
     )
     return [dict(r) for r in rows]
 
 
 async def top_keys_between(
-    conn: Any, start: dt.date, end: dt.date, *, limit: int
+    conn: Any, start: dt.date, end: dt.date, *, limit: int, email_like: str | None = None
 ) -> list[dict[str, Any]]:
-    """``api_key_id, prefix, name, user_id, email, images`` for the range, largest first."""
+    """``api_key_id, prefix, name, user_id, email, images`` for the range, largest first
+    (of users whose email contains ``email_like``, in any case, when given)."""
     rows = await conn.fetch(
         """
         SELECT u.api_key_id, k.prefix, k.name, k.user_id, us.email,
@@ -84,12 +88,14 @@ async def top_keys_between(
         JOIN api_keys k ON k.id = u.api_key_id
         JOIN users us ON us.id = k.user_id
         WHERE u.usage_date BETWEEN $1 AND $2
+          AND ($4::text IS NULL OR strpos(lower(us.email), lower($4)) > 0)
         GROUP BY u.api_key_id, k.prefix, k.name, k.user_id, us.email
         ORDER BY images DESC, u.api_key_id LIMIT $3
         """,
         start,
         end,
         limit,
+        email_like,
     )
     return [dict(r) for r in rows]
 

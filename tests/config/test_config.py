@@ -200,6 +200,10 @@ ERROR_CASES = [
     ),
     ("pricing_negative.yaml", "pricing.default_credits_per_image: must be >= 0"),
     (
+        "billing_bad_url.yaml",
+        "billing.events_url: must be an http(s):// URL (or empty: off)",
+    ),
+    (
         "plan_negative_credits.yaml",
         "plans.free.monthly_credits: must be >= 0, or unset: no credit limit",
     ),

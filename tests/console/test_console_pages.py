@@ -285,9 +285,12 @@ async def test_an_operator_disables_a_user_and_sets_key_limits(
     assert status == 200
     assert f"console:{operator_email}" in page
     assert "update_user" in page
-    status, page = await operator.get("/console/admin/usage")
+    status, page = await operator.get(f"/console/admin/usage?email={customer_email.upper()}")
     assert status == 200
     assert customer_email in page
+    status, page = await operator.get("/console/admin/usage?email=nobody-has-this-address")
+    assert status == 200
+    assert customer_email not in page
 
 
 async def test_the_admin_token_opens_the_operator_pages(

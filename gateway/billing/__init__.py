@@ -1,0 +1,1 @@
+"""Usage and credit events for billing systems, sent as CloudEvents (``billing:``)."""
