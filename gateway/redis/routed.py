@@ -21,9 +21,11 @@ A call whose connection is lost after it was sent is never resent (it may have r
 it fails as on one Redis, and the slot map is refreshed for the next calls.
 
 Why not redis-py's ``RedisCluster`` here: it checks a pooled connection out per
-command, as ``Redis`` does; measured on this machine (``make bench`` G against a
-3-primary cluster) it costs about as much CPU per admission as on one Redis through a
-pool, which is what :mod:`gateway.redis.pipelined` removed. The slower paths use it
+command, as ``Redis`` does. Measured on this machine (``python -m bench.cluster_client``,
+a one-key script, 100 calls in flight over a local 3-primary cluster): about 7 us of
+CPU per call and 60,000 calls/s through this client, against about 90 us and 10,000
+calls/s through ``RedisCluster``: what :mod:`gateway.redis.pipelined` removed on one
+Redis, again. The slower paths use ``RedisCluster``
 (:func:`gateway.redis.client.create_redis`).
 """
 
