@@ -14,7 +14,9 @@ import pytest
 import redis.asyncio
 from redis.crc import key_slot
 
+from gateway.config.urls import cluster_nodes
 from gateway.redis.layout import SHARDS, RedisLayout
+from gateway.redis.routed import RoutedRedis
 from tests.support.config import ADMIN_TOKEN, merge
 from tests.support.gateway import Gateway, MakeGateway, MakeKey
 from tests.support.processes import post, running_gateway
@@ -246,3 +248,46 @@ async def test_slots_migrated_under_load_reach_no_client_as_errors(
     finally:
         statuses = await load.stop()
     assert set(statuses) == {200}
+
+
+async def test_the_hot_path_client_follows_ask_and_moved_and_loads_scripts_where_needed(
+    redis_cluster: LocalCluster,
+):
+    """A slot migrated by hand, step by step: the client's calls follow ``ASK`` to the
+    importing node (loading the script there), then ``MOVED`` once the slot has moved."""
+    tag = f"{{t{secrets.token_hex(4)}}}"
+    slot = key_slot(tag.encode())
+    source = redis_cluster.primary_of(tag)
+    target = next(port for port in redis_cluster.primaries() if port != source)
+    client = RoutedRedis(cluster_nodes(redis_cluster.url), timeout=5)
+    count = client.script("return redis.call('INCR', KEYS[1])")
+    try:
+        assert await count(keys=(f"{tag}:a",), args=()) == 1
+        # Importing and migrating: a key not on the source any more is asked of the target.
+        for port, state, other in ((target, "IMPORTING", source), (source, "MIGRATING", target)):
+            node = redis.asyncio.Redis(port=port)
+            await node.execute_command(
+                "CLUSTER", "SETSLOT", slot, state, redis_cluster.node_id(other)
+            )
+            await node.aclose()
+        assert await count(keys=(f"{tag}:b",), args=()) == 1  # ASK: run on the target
+        assert await count(keys=(f"{tag}:a",), args=()) == 2  # still on the source
+        # The slot's keys moved, and the slot with them: MOVED, then straight to the target.
+        source_node = redis.asyncio.Redis(port=source)
+        await source_node.execute_command(
+            "MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", f"{tag}:a"
+        )
+        for port in redis_cluster.primaries():
+            node = redis.asyncio.Redis(port=port)
+            await node.execute_command(
+                "CLUSTER", "SETSLOT", slot, "NODE", redis_cluster.node_id(target)
+            )
+            await node.aclose()
+        assert await count(keys=(f"{tag}:a",), args=()) == 3
+        target_node = redis.asyncio.Redis(port=target)
+        assert await target_node.mget(f"{tag}:a", f"{tag}:b") == [b"3", b"1"]
+        await source_node.aclose()
+        await target_node.aclose()
+    finally:
+        await client.aclose()
+    await asyncio.to_thread(redis_cluster.wait_until_ok)
