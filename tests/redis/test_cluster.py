@@ -18,9 +18,13 @@ from gateway.config.urls import cluster_nodes
 from gateway.redis.layout import SHARDS, RedisLayout
 from gateway.redis.routed import RoutedRedis
 from tests.support.config import ADMIN_TOKEN, merge
+from tests.support.credits import CREDITS, remaining
 from tests.support.gateway import Gateway, MakeGateway, MakeKey
+from tests.support.http import bearer
+from tests.support.jobs import JOBS, submit, wait_for_job
 from tests.support.processes import post, running_gateway
 from tests.support.redis_cluster import LocalCluster
+from tests.support.upstreams import FakeUpstream, upstream_config
 from tests.support.usage import today, usage_rows
 from tests.support.waiting import eventually
 
@@ -291,3 +295,61 @@ async def test_the_hot_path_client_follows_ask_and_moved_and_loads_scripts_where
     finally:
         await client.aclose()
     await asyncio.to_thread(redis_cluster.wait_until_ok)
+
+
+async def test_credits_jobs_cancels_and_idempotency_on_a_cluster(
+    redis_cluster: LocalCluster,
+    raw_config: dict[str, Any],
+    make_gateway: MakeGateway,
+    make_key: MakeKey,
+    fake_upstream: FakeUpstream,
+    db: asyncpg.Connection,
+):
+    extra = merge(
+        merge(CREDITS, upstream_config(fake_upstream)),
+        {"redis": on_cluster(redis_cluster, raw_config)["redis"]},
+    )
+    worker = await make_gateway(extra)
+    front = await make_gateway(merge(extra, {"jobs": {"work": False}}))
+
+    # Credits: checked and charged in the one admission script, in the user's slot.
+    metered = await make_key("metered")
+    for left in (9, 8):
+        response = await front.generate(metered.key)
+        assert response.status == 200
+        assert remaining(response) == left
+
+    # Idempotency: the same request again is answered from Redis.
+    key = await make_key("pro")
+    headers = {**bearer(key.key), "Idempotency-Key": "order-1"}
+    body = {"prompt": "a lighthouse", "size": "256x256"}
+    first = await front.client.post("/v1/images/generations", json=body, headers=headers)
+    again = await front.client.post("/v1/images/generations", json=body, headers=headers)
+    assert (first.status, again.status) == (200, 200)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert await again.read() == await first.read()
+
+    # Jobs: queued by one process on the stream, worked by the other.
+    job = await (await submit(front.client, key.key, n=2)).json()
+    assert (await wait_for_job(front.client, key.key, job["id"]))["status"] == "succeeded"
+
+    # A cancel published by one process stops the job the other runs.
+    fake_upstream.mode = "hang"
+    job = await (await submit(front.client, key.key, model="remote")).json()
+    runner = worker.services.jobs
+    assert runner is not None
+
+    async def running() -> bool:
+        return job["id"] in runner.running
+
+    await eventually(running, timeout=10)
+    response = await front.client.post(f"{JOBS}/{job['id']}/cancel", headers=bearer(key.key))
+    assert (await response.json())["status"] == "canceled"
+
+    async def stopped() -> bool:
+        return job["id"] not in runner.running
+
+    await eventually(stopped)
+    fake_upstream.release.set()
+    await worker.flush()
+    assert await usage_rows(db, key.key_id) == {today(): 3}  # the canceled job: nothing
