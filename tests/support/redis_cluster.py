@@ -6,6 +6,7 @@ installs them), on free ports, in a temporary directory, and torn down after.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import socket
@@ -36,8 +37,7 @@ class LocalCluster:
         return f"redis+cluster://127.0.0.1:{self.ports[0]},127.0.0.1:{self.ports[1]}"
 
     def start(self, nodes: int = 6) -> None:
-        for binary in ("redis-server", "redis-cli"):
-            assert shutil.which(binary), f"{binary} is needed (scripts/services.sh installs it)"
+        _ensure_installed()
         self.ports = [_free_node_port() for _ in range(nodes)]
         for port in self.ports:
             self._start_node(port)
@@ -229,6 +229,21 @@ class LocalCluster:
 def _owners(slots: list[list[object]]) -> list[tuple[int, int, int]]:
     """Who owns which slots, as one node sees it (for comparing views)."""
     return sorted((int(start), int(end), int(primary[1])) for start, end, primary, *_ in slots)
+
+
+def _ensure_installed() -> None:
+    """``redis-server`` and ``redis-cli``, installed as ``scripts/services.sh`` installs
+    them when missing: with apt-get, as root, unless ``GATEWAY_AUTO_INSTALL=0``."""
+    missing = [b for b in ("redis-server", "redis-cli") if shutil.which(b) is None]
+    if missing and os.geteuid() == 0 and os.environ.get("GATEWAY_AUTO_INSTALL", "1") != "0":
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for argv in (
+            ["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", "redis-server"],
+        ):
+            subprocess.run(argv, env=env, check=False, capture_output=True, timeout=600)
+        missing = [b for b in missing if shutil.which(b) is None]
+    assert not missing, f"{', '.join(missing)} needed: apt-get install redis-server"
 
 
 def _free_node_port() -> int:
