@@ -9,6 +9,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ClusterDownError, SlotNotCoveredError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.config import RedisConfig
@@ -47,13 +48,22 @@ def create_redis(config: RedisConfig, *, hot_path: bool = False) -> Redis:
     return Redis(connection_pool=pool)
 
 
+class _Cluster(RedisCluster):
+    """``RedisCluster`` retrying what it retries (after reading the topology again: a
+    failover, a node gone) except timeouts, as :func:`create_redis` does on one Redis:
+    a script that timed out may have run."""
+
+    # (redis-py types it as its own four-tuple; three of them, without TimeoutError.)
+    ERRORS_ALLOW_RETRY = (RedisConnectionError, ClusterDownError, SlotNotCoveredError)  # type: ignore[assignment]
+
+
 def _cluster(config: RedisConfig, *, hot_path: bool) -> RedisCluster:
     urls = cluster_nodes(config.url)
     first: dict[str, Any] = dict(parse_url(urls[0]))
     nodes = [ClusterNode(str(o["host"]), int(o["port"])) for o in map(parse_url, urls)]
     for option in ("host", "port", "db", "path", "connection_class"):
         first.pop(option, None)
-    return RedisCluster(
+    return _Cluster(
         startup_nodes=nodes,
         ssl=urls[0].startswith("rediss://"),
         max_connections=config.max_connections,
