@@ -43,6 +43,7 @@ from gateway.jobs.queue import JobQueue
 from gateway.jobs.settlement import Settlement
 from gateway.jobs.store import JobRow
 from gateway.metrics import Metrics
+from gateway.redis.channels import publish, subscribed
 from gateway.storage import Storage
 from gateway.tasks import raise_if_cancelled
 
@@ -296,7 +297,7 @@ class JobRunner:
 
     async def publish_cancel(self, job_id: str) -> None:
         """Tell every process to stop running ``job_id`` (cancelled by its owner)."""
-        await self._redis.publish(self._channel, job_id)
+        await publish(self._redis, self._channel, job_id)
 
     # -- working ----------------------------------------------------------------------
 
@@ -543,16 +544,13 @@ class JobRunner:
         backoff = 0.1
         while True:
             try:
-                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(self._channel)
+                async with subscribed(self._redis, self._channel) as next_message:
                     backoff = 0.1
                     while True:
-                        message = await pubsub.get_message(
-                            ignore_subscribe_messages=True, timeout=1.0
-                        )
+                        data = await next_message(1.0)
                         raise_if_cancelled()
-                        if message is not None and message.get("type") == "message":
-                            self._cancel_local(message["data"].decode("ascii", "replace"))
+                        if data is not None:
+                            self._cancel_local(data.decode("ascii", "replace"))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
