@@ -52,9 +52,8 @@ from gateway.limits.journal import Journal, default_directory
 from gateway.limits.local import LocalAdmission
 from gateway.logs import AccessLog
 from gateway.metrics import Metrics
-from gateway.redis.client import create_redis
+from gateway.redis.client import create_hot_redis, create_redis
 from gateway.redis.layout import RedisLayout, job_cancel_channel, job_stream
-from gateway.redis.pipelined import PipelinedRedis
 from gateway.reload import RELOADER, ConfigReloader
 from gateway.services import CONFIG, SERVICES, Services
 from gateway.startup import DEV_MODE_WARNING, StartupError, prepare
@@ -121,10 +120,9 @@ def create_app(
             opened.push_async_callback(hot_redis.aclose)
             layout = RedisLayout(config.redis.key_prefix)
             store = key_store(pool) if key_store is not None else PostgresKeyStore(pool)
-            # The hot path's one pipelined connection: admissions and key lookups.
-            pipelined = PipelinedRedis(
-                config.redis.url, timeout=config.redis.socket_timeout_seconds
-            )
+            # The hot path's pipelined connection (one per primary on a cluster):
+            # admissions and key lookups.
+            pipelined = create_hot_redis(config.redis)
             opened.push_async_callback(pipelined.aclose)
             keys = KeyCache(
                 redis=hot_redis,

@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -44,6 +45,7 @@ from tests.support.gateway import Gateway, IssuedKey, MakeGateway, MakeKey
 from tests.support.paths import ROOT
 from tests.support.processes import Served, free_port, served_gateway
 from tests.support.redis import PrivateRedis
+from tests.support.redis_cluster import LocalCluster
 from tests.support.upstreams import FakeUpstream, serve_fake_upstream
 
 #: The run's own temporary directory, for it and every gateway it starts (journals,
@@ -210,3 +212,15 @@ def private_redis() -> Iterator[PrivateRedis]:
         server.start()
         yield server
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    """A Redis Cluster of the run's own (three primaries, three replicas), started once."""
+    with tempfile.TemporaryDirectory() as directory:
+        cluster = LocalCluster(Path(directory))
+        try:
+            cluster.start()
+            yield cluster
+        finally:
+            cluster.stop()

@@ -68,7 +68,8 @@ class LoginGuard:
 
     def _keys(self, email: str) -> tuple[str, str]:
         digest = hashlib.sha256(email.encode()).hexdigest()[:32]
-        return f"{self._prefix}failures:{digest}", f"{self._prefix}wait:{digest}"
+        # One hash tag: the two are deleted together (one slot on a Redis Cluster).
+        return f"{self._prefix}failures:{{{digest}}}", f"{self._prefix}wait:{{{digest}}}"
 
     async def check(self, email: str) -> None:
         """Raise if this account must still wait before another attempt."""

@@ -16,6 +16,10 @@ Options: ``base_url`` (required), ``steps`` (20), ``cfg_scale`` (7.0), ``sampler
 from its input, 0 to 1), ``username_env`` and ``password_env`` (environment variables holding
 the WebUI's ``--api-auth`` credentials; both or neither), ``sizes`` (each a multiple of
 8), ``timeout_seconds``.
+
+``quality`` sets the sampling steps: ``low`` half of ``steps``, ``medium``, ``standard``
+and ``auto`` ``steps``, ``high`` one and a half times, ``hd`` twice. The WebUI encodes
+PNGs only (its format is a server setting), so ``output_format`` is ``png``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from gateway.backends.base import (
     ImageRequest,
 )
 from gateway.backends.base64_codec import encode as b64encode
+from gateway.backends.capabilities import CHOICES, Capabilities
 from gateway.backends.upstream import (
     Upstream,
     basic_auth,
@@ -52,7 +57,17 @@ from gateway.backends.upstream import (
 from gateway.config import ConfigError
 from gateway.errors import UpstreamError
 
-__all__ = ["A1111Backend"]
+__all__ = ["QUALITY_STEPS", "A1111Backend"]
+
+#: ``quality`` -> a factor of the configured ``steps``.
+QUALITY_STEPS = {
+    "auto": 1.0,
+    "standard": 1.0,
+    "medium": 1.0,
+    "low": 0.5,
+    "high": 1.5,
+    "hd": 2.0,
+}
 
 
 class A1111Backend(ImageBackend):
@@ -68,6 +83,7 @@ class A1111Backend(ImageBackend):
         "sizes",
         "timeout_seconds",
     )
+    capabilities = Capabilities(quality=CHOICES["quality"])
 
     def __init__(self, name: str, options: Mapping[str, Any]) -> None:
         super().__init__(name, options)
@@ -125,6 +141,11 @@ class A1111Backend(ImageBackend):
             secrets=secrets,
         )
 
+    def steps_for(self, request: ImageRequest) -> int:
+        """The sampling steps for ``request``'s ``quality``."""
+        factor = QUALITY_STEPS[request.quality or "auto"]
+        return max(1, round(self._steps * factor))
+
     async def generate(self, request: ImageRequest) -> list[GeneratedImage]:
         upstream = self._upstream
         assert upstream is not None, "start() was not called"
@@ -136,7 +157,7 @@ class A1111Backend(ImageBackend):
             "seed": request.seed if request.seed is not None else -1,
             "batch_size": request.n,
             "n_iter": 1,
-            "steps": self._steps,
+            "steps": self.steps_for(request),
             "cfg_scale": self._cfg_scale,
             "sampler_name": self._sampler,
             "send_images": True,

@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import dataclasses
 import enum
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.backends import base64_codec
+from gateway.backends.capabilities import Capabilities, capabilities_option
 from gateway.config import ConfigError
 from gateway.errors import UpstreamError, UpstreamRefused, UpstreamTimeout
 
@@ -44,6 +46,7 @@ __all__ = [
     "GeneratedImage",
     "ImageBackend",
     "ImageBuffer",
+    "ImageEvent",
     "ImageRequest",
     "InputImage",
     "JobBackend",
@@ -56,8 +59,13 @@ __all__ = [
 _ASCII_DIGITS = re.compile(r"[0-9]+")
 
 #: Options every backend accepts: ``max_n_per_call``, the most images one upstream call
-#: may return (a larger ``n`` fans out over parallel calls).
-COMMON_OPTIONS = ("max_n_per_call",)
+#: may return (a larger ``n`` fans out over parallel calls); ``capabilities``, what of
+#: the type's parameters this backend accepts (:mod:`gateway.backends.capabilities`);
+#: ``default_size``, what ``size: auto`` means.
+COMMON_OPTIONS = ("max_n_per_call", "capabilities", "default_size")
+#: ``size: auto`` (and the default size) when the backend offers it and the config does
+#: not name another.
+PREFERRED_SIZE = "1024x1024"
 
 
 def parse_size(size: str) -> tuple[int, int] | None:
@@ -110,10 +118,22 @@ class ImageRequest:
     #: An edit's mask: a PNG with an alpha channel, the size of ``images[0]``; where it
     #: is transparent is what the edit may change.
     mask: InputImage | None = None
-    #: OpenAI's further edit parameters as the client sent them, validated (``quality``,
-    #: ``background``, ``output_format``, ``output_compression``, ``input_fidelity``,
-    #: ``partial_images``): a backend passes on those its upstream knows.
-    options: Mapping[str, str | int] = field(default_factory=dict)
+    # OpenAI's parameters, as the client sent them (``None``: not sent, the backend's
+    # default); the backend's capabilities were checked before it sees them.
+    quality: str | None = None
+    style: str | None = None
+    background: str | None = None
+    output_format: str | None = None
+    output_compression: int | None = None
+    moderation: str | None = None
+    #: An edit's ``input_fidelity`` (``high``, ``low``).
+    input_fidelity: str | None = None
+    #: The client's end-user id (``user``), for the upstream's abuse monitoring.
+    user: str | None = None
+    #: Partial images as they come (:meth:`ImageBackend.stream`).
+    stream: bool = False
+    #: Partial images per image when streaming (0-3).
+    partial_images: int = 0
 
 
 #: Image bytes, or their base64 text as ASCII bytes: a ``memoryview`` may be a slice of a
@@ -194,6 +214,23 @@ class GeneratedImage:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageEvent:
+    """One event of a streamed call: a partial image, or a completed one."""
+
+    image: GeneratedImage
+    #: Which of the request's images it is (0-based).
+    index: int = 0
+    #: The partial image's index (0-based); ``None``: the image is complete.
+    partial_index: int | None = None
+    #: What the upstream reported with a completed image (OpenAI's token ``usage``).
+    usage: Mapping[str, Any] | None = None
+
+    @property
+    def completed(self) -> bool:
+        return self.partial_index is None
+
+
+@dataclass(frozen=True, slots=True)
 class BackendContext:
     """What the gateway lends a backend while it runs."""
 
@@ -219,6 +256,10 @@ class ImageBackend(abc.ABC):
     #: The operations this backend can do (:data:`GENERATE`, :data:`EDIT`,
     #: :data:`VARIATION`); a request for another is refused before it is admitted.
     operations: frozenset[str] = frozenset({GENERATE})
+    #: The parameters (and values) this type carries to its upstream.
+    capabilities: Capabilities = Capabilities()
+    #: The most a config's ``capabilities:`` may list (``None``: :attr:`capabilities`).
+    capability_ceiling: Capabilities | None = None
 
     def __init__(self, name: str, options: Mapping[str, Any]) -> None:
         """Validate ``options`` (raising :class:`ConfigError` naming the key) and keep them.
@@ -247,6 +288,16 @@ class ImageBackend(abc.ABC):
             parsed.add(dims)
         self.sizes = frozenset(parsed)
         self.size_names = tuple(sorted(sizes, key=lambda s: parse_size(s) or (0, 0)))
+        default_size = options.get("default_size")
+        if default_size is None:
+            default_size = PREFERRED_SIZE if (1024, 1024) in parsed else self.size_names[0]
+        elif not isinstance(default_size, str) or parse_size(default_size) not in parsed:
+            raise ConfigError(f"backends.{name}.default_size: must be one of its sizes")
+        #: What ``size: auto`` means for this backend.
+        self.default_size: str = default_size
+        self._capability_overrides = capabilities_option(
+            name, options, self.capability_ceiling or self.capabilities
+        )
         timeout = options.get("timeout_seconds", 60.0)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise ConfigError(f"backends.{name}.timeout_seconds: must be a number > 0")
@@ -254,6 +305,17 @@ class ImageBackend(abc.ABC):
 
     def supports_size(self, width: int, height: int) -> bool:
         return (width, height) in self.sizes
+
+    def model_capabilities(self, model: str) -> Capabilities:
+        """What this type accepts for the client's ``model`` (the openai type's depend on
+        the upstream's model); the config's ``capabilities:`` then narrows it."""
+        return self.capabilities
+
+    def capabilities_for(self, model: str) -> Capabilities:
+        """What this backend accepts for ``model``: the type's, as the config overrides."""
+        found = self.model_capabilities(model)
+        overrides = self._capability_overrides
+        return dataclasses.replace(found, **overrides) if overrides else found
 
     def images_per_call(self, request: ImageRequest) -> int | None:
         """The most images one upstream call may return for ``request`` (``None``: any).
@@ -288,6 +350,17 @@ class ImageBackend(abc.ABC):
         only those). Raises :class:`UpstreamError` when the upstream fails and
         :class:`UpstreamTimeout` when it does not answer within ``timeout_seconds``.
         """
+
+    async def stream(self, request: ImageRequest) -> AsyncGenerator[ImageEvent, None]:
+        """Produce ``request.n`` images as events: for each image up to
+        ``request.partial_images`` partial ones, then the completed one.
+
+        Only backends whose capabilities say ``stream`` implement it; the gateway checks
+        that before calling. Raises as :meth:`generate` does; closing the iterator stops
+        the upstream call.
+        """
+        raise UpstreamError("This image backend cannot stream.")
+        yield  # pragma: no cover - makes this an async generator
 
 
 class JobState(enum.Enum):

@@ -4,7 +4,10 @@
 One call makes one image, so ``n > 1`` makes ``n`` concurrent calls and returns the
 images of those that succeeded (fewer when some failed; an error only when all did).
 The requested size picks ``generationConfig.imageConfig.aspectRatio``; Gemini chooses
-the pixels, so the default ``sizes`` are the ones it makes for each aspect ratio.
+the pixels, so the default ``sizes`` are the ones it makes for each aspect ratio
+(``size: auto`` is 1024x1024: 1:1). Gemini has no per-request quality, style, format or
+moderation settings, so the backend accepts only their defaults (``auto``, ``png``:
+:class:`~gateway.backends.capabilities.Capabilities`) and does not stream.
 
 Edits send the prompt then each input image as an ``inlineData`` part (Gemini edits what
 it is shown); Gemini takes no mask, so a mask goes as one more image, named as such in

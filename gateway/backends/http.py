@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.backends.base import GENERATE, ImageRequest
+from gateway.backends.capabilities import Capabilities
 from gateway.backends.openai import OpenAIBackend
 
 __all__ = ["HttpBackend"]
@@ -27,6 +28,14 @@ class HttpBackend(OpenAIBackend):
     default_base_url = None
     #: The gateway's own format has no edits (nor variations).
     operations = frozenset({GENERATE})
+
+    def model_capabilities(self, model: str) -> Capabilities:
+        """Everything, whatever the model is called: the upstream speaks this gateway's
+        own API and judges the values itself."""
+        return self.capabilities
+
+    def unsent_params(self, upstream_model: str) -> frozenset[str]:
+        return frozenset()  # the upstream judges every value itself
 
     def request_body(self, request: ImageRequest) -> dict[str, Any]:
         body = super().request_body(request)

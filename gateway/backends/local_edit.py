@@ -12,6 +12,12 @@ Pixels are read from PNGs (8 bits per channel, not interlaced) by a small decode
 stood in for by tiles derived from its bytes, so the answer still depends on it. Both
 scale to the requested size by nearest neighbour. Pure Python: fine for a development
 backend, and run in a worker thread past a small size.
+
+The result is written in the request's ``output_format``: a PNG (``output_compression``
+sets zlib's level, as for generations), a JPEG of flat 8x8 blocks (each the colour of its
+first pixel; ``output_compression`` its quality) or a lossless WebP (rows of colour
+runs). A partial image of a streamed edit is the result in coarse square blocks, each
+the colour of its first pixel (:func:`edit_image`'s ``block``).
 """
 
 from __future__ import annotations
@@ -22,9 +28,14 @@ import struct
 import zlib
 from collections.abc import Sequence
 
-from gateway.backends.base import EDIT, ImageRequest, InputImage
+from gateway.backends.base import EDIT, GeneratedImage, ImageRequest, InputImage
+from gateway.media.jpeg import encode_flat_blocks
+from gateway.media.webp import Band, encode_bands
 
-__all__ = ["decode_png_rgba", "edit_png"]
+__all__ = ["decode_png_rgba", "edit_image", "jpeg_quality", "png_level"]
+
+#: The side, in pixels, of a partial image's blocks per ``block`` (:func:`edit_image`).
+_PARTIAL_BLOCK_PIXELS = 8
 
 #: Inputs with more pixels than this are not decoded (stood in for, as a JPEG is).
 _MAX_DECODED_PIXELS = 2048 * 2048
@@ -150,8 +161,36 @@ def _rgba_of(image: InputImage, width: int, height: int) -> list[bytes]:
     return scaled
 
 
-def edit_png(request: ImageRequest, index: int) -> bytes:
-    """Image ``index`` of an edit or a variation ``request``, as an RGB PNG."""
+def png_level(compression: int | None) -> int:
+    """zlib's level for ``output_compression`` (100, or none: the fastest; 0: the hardest)."""
+    return 1 if compression is None else max(1, round((100 - compression) * 9 / 100))
+
+
+def jpeg_quality(compression: int | None) -> int:
+    """A JPEG's quality (1-100) for ``output_compression`` (none: 100)."""
+    return 100 if compression is None else max(1, compression)
+
+
+def edit_image(request: ImageRequest, index: int, block: int = 1) -> GeneratedImage:
+    """Image ``index`` of an edit or a variation ``request``, in its ``output_format``;
+    ``block`` > 1 makes a coarse version of it (a streamed edit's partial image): squares
+    of ``8 * block`` pixels, each the colour of its first pixel."""
+    width, height = request.width, request.height
+    rows = _edited_rows(request, index)
+    if block > 1:
+        rows = _coarse(rows, width, _PARTIAL_BLOCK_PIXELS * block)
+    compression = request.output_compression
+    if request.output_format == "jpeg":
+        quality = jpeg_quality(compression)
+        jpeg = encode_flat_blocks(width, height, lambda x, y: rows[y][4 * x : 4 * x + 3], quality)
+        return GeneratedImage(jpeg, "image/jpeg")
+    if request.output_format == "webp":
+        return GeneratedImage(encode_bands(width, height, _bands(rows, width)), "image/webp")
+    return GeneratedImage(_png_rgb(width, height, rows, png_level(compression)))
+
+
+def _edited_rows(request: ImageRequest, index: int) -> list[bytes]:
+    """The RGBA rows of image ``index`` of an edit or a variation ``request``."""
     width, height = request.width, request.height
     first = request.images[0]
     base = _rgba_of(first, width, height)
@@ -162,14 +201,45 @@ def edit_png(request: ImageRequest, index: int) -> bytes:
     paint = _tiles(seed, width, height)
     if request.operation == EDIT:
         if request.mask is not None:
-            rows = _masked(base, paint, _rgba_of(request.mask, width, height))
-        else:
-            rows = [
-                p if (y // 8) % 2 else b for y, (b, p) in enumerate(zip(base, paint, strict=True))
-            ]
-    else:
-        rows = _varied(base, paint, index)
-    return _png_rgb(width, height, rows)
+            return _masked(base, paint, _rgba_of(request.mask, width, height))
+        return [p if (y // 8) % 2 else b for y, (b, p) in enumerate(zip(base, paint, strict=True))]
+    return _varied(base, paint, index)
+
+
+def _coarse(rows: Sequence[bytes], width: int, side: int) -> list[bytes]:
+    """``rows`` in squares of ``side`` pixels, each the colour of its top left pixel."""
+    coarse: list[bytes] = []
+    for top in range(0, len(rows), side):
+        source = rows[top]
+        row = b"".join(
+            source[4 * x : 4 * x + 4] * min(side, width - x) for x in range(0, width, side)
+        )
+        coarse += [row] * min(side, len(rows) - top)
+    return coarse
+
+
+def _bands(rows: Sequence[bytes], width: int) -> list[Band]:
+    """``rows`` as :func:`~gateway.media.webp.encode_bands` draws them: runs of equal
+    rows, each row runs of one colour."""
+    bands: list[Band] = []
+    previous: bytes | None = None
+    for row in rows:
+        if row == previous:
+            count, same = bands[-1]
+            bands[-1] = (count + 1, same)
+            continue
+        runs: list[tuple[bytes, int]] = []
+        x = 0
+        while x < width:
+            pixel = row[4 * x : 4 * x + 4]
+            end = x + 1
+            while end < width and row[4 * end : 4 * end + 4] == pixel:
+                end += 1
+            runs.append((pixel[:3], end - x))
+            x = end
+        bands.append((1, runs))
+        previous = row
+    return bands
 
 
 def _masked(base: Sequence[bytes], paint: Sequence[bytes], mask: Sequence[bytes]) -> list[bytes]:
@@ -196,7 +266,7 @@ def _varied(base: Sequence[bytes], paint: Sequence[bytes], index: int) -> list[b
     return rows
 
 
-def _png_rgb(width: int, height: int, rows: Sequence[bytes]) -> bytes:
+def _png_rgb(width: int, height: int, rows: Sequence[bytes], level: int = 1) -> bytes:
     raw = bytearray()
     for row in rows:
         rgb = bytearray(width * 3)
@@ -206,7 +276,7 @@ def _png_rgb(width: int, height: int, rows: Sequence[bytes]) -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n"
         + _chunk(b"IHDR", header)
-        + _chunk(b"IDAT", zlib.compress(bytes(raw), 1))
+        + _chunk(b"IDAT", zlib.compress(bytes(raw), level))
         + _chunk(b"IEND", b"")
     )
 

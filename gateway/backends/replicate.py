@@ -17,7 +17,13 @@ refused, 400 ``param: image[]``). A variation sends an empty prompt.
 Options: ``base_url`` (default ``https://api.replicate.com/v1``), ``api_key_env``
 (required), ``model`` (``owner/name``) or ``version`` (exactly one), ``image_input``,
 ``mask_input``, ``image_input_list``, ``sizes``, ``timeout_seconds``,
-``poll_interval_seconds`` (default 0.5).
+``poll_interval_seconds`` (default 0.5), ``input_names`` (below).
+
+``output_format`` (png, jpeg as ``jpg``, webp) and ``output_compression`` go into the
+model's input as ``output_format`` and ``output_quality`` (FLUX's and most image
+models' names); ``input_names`` maps them to a model's own (``{output_compression:
+quality}``), and ``capabilities: {output_format: [png], output_compression: false}``
+refuses them for a model without such inputs.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from gateway.backends.base import (
     JobStatus,
 )
 from gateway.backends.base64_codec import encode as b64encode
+from gateway.backends.capabilities import Capabilities
 from gateway.backends.upstream import (
     Upstream,
     env_option,
@@ -63,6 +70,11 @@ _PREDICTION_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _PENDING = frozenset({"starting", "processing"})
 _FAILED = frozenset({"failed", "canceled", "aborted"})
 _CANCEL_SECONDS = 5.0
+#: The model input each parameter goes to, unless ``input_names`` says otherwise.
+_INPUT_NAMES = {"output_format": "output_format", "output_compression": "output_quality"}
+#: ``output_format`` in Replicate models' own words.
+_FORMATS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+_INPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +98,9 @@ class ReplicateBackend(JobBackend):
         "sizes",
         "timeout_seconds",
         "poll_interval_seconds",
+        "input_names",
     )
+    capabilities = Capabilities(output_format=("png", "jpeg", "webp"), output_compression=True)
 
     def __init__(self, name: str, options: Mapping[str, Any]) -> None:
         super().__init__(name, options)
@@ -119,6 +133,15 @@ class ReplicateBackend(JobBackend):
         # deadline, or the prediction's id arrives too late to cancel it.
         self._wait_seconds = min(60, int(self.timeout_seconds / 2))
         self._jobs: dict[str, _Job] = {}
+        names = options.get("input_names", {})
+        if not isinstance(names, Mapping) or not all(
+            key in _INPUT_NAMES and isinstance(value, str) and _INPUT_NAME.match(value)
+            for key, value in names.items()
+        ):
+            raise ConfigError(
+                f"backends.{name}.input_names: must map {' and '.join(_INPUT_NAMES)} to input names"
+            )
+        self._input_names = {**_INPUT_NAMES, **names}
         self._upstream: Upstream | None = None
 
     def check_environment(self, environ: Mapping[str, str]) -> None:
@@ -150,6 +173,10 @@ class ReplicateBackend(JobBackend):
         }
         if request.seed is not None:
             model_input["seed"] = request.seed
+        if request.output_format is not None:
+            model_input[self._input_names["output_format"]] = _FORMATS[request.output_format]
+        if request.output_compression is not None:
+            model_input[self._input_names["output_compression"]] = request.output_compression
         if request.images:
             model_input.update(self._image_inputs(request))
         body: dict[str, Any] = {"input": model_input}

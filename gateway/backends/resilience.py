@@ -20,6 +20,10 @@
   (:meth:`ImageBackend.images_per_call`) is split into parallel calls, each with its
   own retries; the images of the calls that succeed are delivered (and only they are
   charged).
+* **Streams** — :meth:`GuardedBackend.stream` keeps the breaker, the cap and the
+  deadline (each event must come before it), checks every image it passes on, and is
+  not retried (events may have gone to the client already). Closing it closes the
+  upstream call.
 * **Images are images** — every image is checked
   (:func:`~gateway.media.inspect.inspect_image`: container structure, checksums,
   dimensions; no pixel decoding) before it is delivered, so before it is charged.
@@ -35,9 +39,9 @@ import enum
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
-from gateway.backends.base import GeneratedImage, ImageBackend, ImageRequest
+from gateway.backends.base import GeneratedImage, ImageBackend, ImageEvent, ImageRequest
 from gateway.config import ResilienceConfig
 from gateway.deadline import Deadline
 from gateway.errors import (
@@ -148,6 +152,74 @@ class GuardedBackend:
             if probe:
                 self._probing = False
 
+    async def stream(self, request: ImageRequest) -> AsyncGenerator[ImageEvent, None]:
+        """The backend's events for ``request``, each image checked (see the module)."""
+        probe = self._admit_through_breaker()
+        deadline = self._clock() + self.backend.timeout_seconds
+        acquired = False
+        events = self._backend_events(request)
+        try:
+            if self._slots is not None:
+                await self._take_slot(deadline)
+                acquired = True
+            while True:
+                left = deadline - self._clock()
+                if left <= 0:
+                    raise UpstreamTimeout()
+                try:
+                    async with asyncio.timeout(left):
+                        event = await anext(events)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise UpstreamTimeout() from None
+                try:
+                    event.image.media_type = inspect_generated(event.image).media_type
+                except MalformedImage as exc:
+                    log.warning("backend %s: a streamed image is malformed: %s", self.name, exc)
+                    raise UpstreamError("The image backend sent a malformed image.") from None
+                yield event
+        except BackendUnavailable:
+            raise
+        except UpstreamRefused:
+            self._record(ok=True)
+            raise
+        except GatewayError:
+            self._record(ok=False)
+            raise
+        except Exception as exc:
+            self._record(ok=False)
+            raise UpstreamError(f"The image backend failed ({type(exc).__name__}).") from exc
+        else:
+            self._record(ok=True)
+        finally:
+            await events.aclose()  # stops the upstream call (the client may have left)
+            if acquired:
+                assert self._slots is not None
+                self._slots.release()
+            if probe:
+                self._probing = False
+
+    async def _backend_events(self, request: ImageRequest) -> AsyncGenerator[ImageEvent, None]:
+        """The backend's stream; ``n`` above what one call may return is asked for in
+        calls one after the other (seeds as :meth:`_fan_out` gives them), numbered on."""
+        per_call = self.backend.images_per_call(request)
+        if per_call is None or request.n <= per_call:
+            per_call = request.n
+        for first in range(0, request.n, per_call):
+            part = request
+            if per_call < request.n:
+                seed = request.seed
+                if seed is not None:
+                    seed = (seed + first) % _SEED_RANGE
+                part = dataclasses.replace(request, n=min(per_call, request.n - first), seed=seed)
+            events = self.backend.stream(part)
+            try:  # closed at once, not when collected: that stops the upstream call
+                async for event in events:
+                    yield dataclasses.replace(event, index=first + event.index) if first else event
+            finally:
+                await events.aclose()
+
     def _call(self, request: ImageRequest, deadline: float) -> Awaitable[list[GeneratedImage]]:
         if self._slots is None:  # no cap: one coroutine less on every call
             return self._with_retries(request, deadline)
@@ -213,6 +285,15 @@ class GuardedBackend:
         return kept
 
     async def _within_slot(self, request: ImageRequest, deadline: float) -> list[GeneratedImage]:
+        await self._take_slot(deadline)
+        try:
+            return await self._with_retries(request, deadline)
+        finally:
+            assert self._slots is not None
+            self._slots.release()
+
+    async def _take_slot(self, deadline: float) -> None:
+        """A slot of the concurrency cap, waiting up to ``deadline`` in the queue."""
         assert self._slots is not None
         if self._slots.locked() and self._waiting >= self._settings.max_queue:
             raise BackendUnavailable(
@@ -227,10 +308,6 @@ class GuardedBackend:
             raise UpstreamTimeout("No backend slot became free in time.") from None
         finally:
             self._waiting -= 1
-        try:
-            return await self._with_retries(request, deadline)
-        finally:
-            self._slots.release()
 
     async def _with_retries(self, request: ImageRequest, deadline: float) -> list[GeneratedImage]:
         backoff = self._settings.retry_backoff_seconds

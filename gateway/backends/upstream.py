@@ -357,6 +357,11 @@ class Upstream:
     def sanitize(self, text: str) -> str:
         return sanitize(text, self._secrets)
 
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """What every API call carries (credentials included): never log it."""
+        return self._headers
+
     async def call(
         self,
         method: str,
@@ -418,7 +423,7 @@ class Upstream:
         except ValueError:  # a header the request line cannot carry
             raise UpstreamError("The request could not be sent to the image backend.") from None
         if not 200 <= response.status < 300:
-            raise self._status_error(response)
+            raise self.status_error(response)
         try:
             if decoder is not None:
                 return decoder.decode(response.body)
@@ -462,7 +467,8 @@ class Upstream:
         )
         raise UpstreamError(IMAGE_FETCH_FAILED)
 
-    def _status_error(self, response: h1.Response) -> UpstreamError | UpstreamRefused:
+    def status_error(self, response: h1.Response) -> UpstreamError | UpstreamRefused:
+        """The error for an API answer that is not 2xx (see the module's docstring)."""
         status = response.status
         try:
             payload: Any = orjson.loads(response.body[:_MAX_ERROR_BYTES])

@@ -28,6 +28,7 @@ from gateway.config.jobs import IdempotencyConfig, JobsConfig, WebhooksConfig
 from gateway.config.pricing import ModelPricing, PricingConfig
 from gateway.config.section import Section, doc, says
 from gateway.config.storage import StorageConfig
+from gateway.config.urls import cluster_nodes
 
 __all__ = [
     "AdminConfig",
@@ -153,11 +154,24 @@ class RedisConfig(Section, frozen=True, kw_only=True):
     url: Annotated[
         str,
         Meta(
-            pattern=r"\A(redis|rediss|unix)://",
-            extra=says("must be a redis://, rediss:// or unix:// URL"),
+            pattern=r"\A(redis|rediss|unix|redis\+cluster|rediss\+cluster)://",
+            extra=says(
+                "must be a redis://, rediss://, unix://, redis+cluster:// or rediss+cluster:// URL"
+            ),
         ),
-        doc("The Redis server (REDIS_URL overrides it)."),
+        doc(
+            "The Redis server (REDIS_URL overrides it). A Redis Cluster: "
+            "redis+cluster://host:port,host:port,... (any of its nodes; the rest are found)."
+        ),
     ] = "redis://127.0.0.1:6379/0"
+    cluster: Annotated[
+        bool,
+        doc(
+            "Whether url is a node of a Redis Cluster (implied by a redis+cluster:// url). "
+            "Every script and multi-key command then stays in one hash slot, and the "
+            "hot path's pipelined client routes each call to the node owning its slot."
+        ),
+    ] = False
     key_prefix: Annotated[
         str,
         Meta(pattern=r"\A[^{}]*\Z", extra=says("must not contain '{' or '}' (hash tags)")),
@@ -176,6 +190,20 @@ class RedisConfig(Section, frozen=True, kw_only=True):
             "locally and adds them to Redis when it is back."
         ),
     ] = "closed"
+
+    def __post_init__(self) -> None:
+        if self.in_cluster:
+            if self.url.startswith("unix://"):
+                raise ConfigError("url: a Redis Cluster is reached over TCP, not unix://")
+            try:
+                cluster_nodes(self.url)
+            except ValueError as exc:
+                raise ConfigError(f"url: {exc}") from None
+
+    @property
+    def in_cluster(self) -> bool:
+        """Whether the gateway runs on a Redis Cluster (``cluster`` or the URL says so)."""
+        return self.cluster or "+cluster://" in self.url[:16]
 
 
 class KeysConfig(Section, frozen=True, kw_only=True):

@@ -1,5 +1,5 @@
-"""The web console at ``/console/``: customers' keys, usage and playground; operators'
-users, usage and audit log. On unless ``console.enabled`` is false.
+"""The web console at ``/console/``: customers' keys, usage, credits, jobs and playground;
+operators' users (with their credits), usage and audit log. On unless ``console.enabled`` is false.
 
 Why it is built this way:
 
@@ -10,9 +10,10 @@ Why it is built this way:
   template engine, no build step, no Node, no third-party asset: the pages are a few
   forms and tables, and a template language would add a dependency to save little.
 * One stylesheet and one small script ship in ``static/``. The script only copies a new
-  key to the clipboard and runs the playground's request; everything else is plain
-  forms, so every page works from the keyboard and without the script. The pages obey
-  the same strict Content-Security-Policy as ``/docs``: no inline script or style.
+  key to the clipboard and runs the playground's request (or its job, polled until it
+  ends); everything else is plain forms, so every page works from the keyboard and
+  without the script. The pages obey the same strict Content-Security-Policy as
+  ``/docs``: no inline script or style.
 * Sessions and CSRF: :mod:`gateway.console.session`. Account operations (log out,
   password changes, reset links) are :mod:`gateway.accounts`' own, through
   :mod:`gateway.console.account_actions`.
@@ -26,7 +27,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway import errors
-from gateway.console import auth_pages, customer, operator
+from gateway.console import auth_pages, credits_pages, customer, jobs_pages, operator
 from gateway.console.html import SECURITY_HEADERS, html_page
 from gateway.console.session import (
     DEV_MODE,
@@ -98,11 +99,15 @@ def console_app(*, dev: bool) -> web.Application:
     get("/usage", customer.usage_page)
     get("/playground", customer.playground_page)
     get("/plan", customer.plan_page)
+    get("/credits", credits_pages.credits_page)
+    get("/jobs", jobs_pages.jobs_page)
+    post("/jobs/{id}/cancel", jobs_pages.cancel_job)
     get("/admin/login", auth_pages.admin_login_form)
     post("/admin/login", auth_pages.admin_login_submit)
     get("/admin/users", operator.users_page)
     get("/admin/users/{id}", operator.user_page)
     post("/admin/users/{id}/{what:plan|state}", operator.change_user)
+    post("/admin/users/{id}/credits", operator.grant_user_credits)
     post("/admin/keys/{id}/limits", operator.key_limits)
     post("/admin/keys/{id}/revoke", operator.operator_revoke_key)
     get("/admin/usage", operator.usage_overview)

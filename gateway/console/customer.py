@@ -1,4 +1,5 @@
-"""A customer's console pages: keys, usage, playground, plan.
+"""A customer's console pages: keys, usage, playground, plan (credits and jobs: their own
+modules).
 
 Each runs the same core functions as the account API (:mod:`gateway.keys.issue`,
 :mod:`gateway.db`); a new or rotated key is shown once, on the answer to the form that
@@ -15,9 +16,11 @@ from aiohttp import web
 
 from gateway import errors
 from gateway.console.chart import daily_chart
+from gateway.console.credits_pages import read_balances
 from gateway.console.html import esc, field, hidden_csrf, html_page, post_button, when
 from gateway.console.session import Session, csrf_token
 from gateway.console.views import nav_of, notice_of, require_session, see_other
+from gateway.credits.balances import Credits
 from gateway.db import keys as db_keys
 from gateway.db.pool import connection
 from gateway.db.usage import usage_of_user
@@ -287,8 +290,18 @@ async def usage_page(request: web.Request) -> web.StreamResponse:
         f"{daily_chart(counts, utc_today(services), CHART_DAYS)}"
         f'<p class="total">Last {CHART_DAYS} days, {esc(scope)}: '
         f"<strong>{sum(counts.values())}</strong> images.</p>"
+        + _credits_line(await read_balances(services, session.user))
     )
     return html_page("Usage", body, nav=nav_of(request, session), path="/console/usage")
+
+
+def _credits_line(credits: Credits | None) -> str:
+    if credits is None:
+        return ""
+    return (
+        f'<p class="credits">Credits left: <strong>{credits.total}</strong>'
+        ' (<a href="/console/credits">balances and ledger</a>).</p>'
+    )
 
 
 async def playground_page(request: web.Request) -> web.StreamResponse:
@@ -315,6 +328,10 @@ async def playground_page(request: web.Request) -> web.StreamResponse:
         '<input id="p-key" name="key" type="password" autocomplete="off" required></p>'
         '<p class="hint">Paste one of your keys: keys are shown only once, so the console '
         "cannot fill it in. It is sent with this request only and kept nowhere.</p>"
+        '<p class="check"><input id="p-job" name="job" type="checkbox">'
+        '<label for="p-job">Run as a job</label></p>'
+        '<p class="hint">A job runs in the background: this page follows it until it ends,'
+        ' and the <a href="/console/jobs">Jobs</a> page lists it.</p>'
         '<button type="submit">Generate</button></form>'
         '<p id="p-status" role="status" class="status"></p>'
         '<div id="p-result" class="result"></div>'

@@ -108,6 +108,8 @@ class Nav:
 _CUSTOMER_LINKS = (
     ("/console/keys", "Keys"),
     ("/console/usage", "Usage"),
+    ("/console/credits", "Credits"),
+    ("/console/jobs", "Jobs"),
     ("/console/playground", "Playground"),
     ("/console/plan", "Plan"),
     ("/console/password", "Password"),

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from gateway import errors
 from gateway.console import account_actions
+from gateway.console.credits_pages import credits_section, grant_credits
 from gateway.console.html import esc, field, hidden_csrf, html_page, post_button, when
 from gateway.console.session import Session, csrf_token
 from gateway.console.views import (
@@ -39,6 +40,7 @@ from gateway.services import SERVICES
 __all__ = [
     "audit_page",
     "change_user",
+    "grant_user_credits",
     "key_limits",
     "operator_revoke_key",
     "usage_overview",
@@ -204,6 +206,7 @@ async def _user_page(
         '<th scope="col">Today</th><th scope="col">Last used</th><th scope="col">Limits</th>'
         '<th scope="col">Revoke</th></tr></thead>'
         f"<tbody>{''.join(key_rows)}</tbody></table></div>"
+        + await credits_section(services, user, csrf)
     )
     return html_page(
         f"User {user['email']}",
@@ -214,6 +217,22 @@ async def _user_page(
         error=error,
         status=status,
     )
+
+
+async def grant_user_credits(request: web.Request) -> web.StreamResponse:
+    """The grant form of a user's page: the credits changed once per form, audited."""
+    session = await require_session(request, operator=True)
+    services = request.config_dict[SERVICES]
+    user_id = _user_id(request)
+    async with connection(services.pool) as conn:
+        user = await db_users.get_user(conn, user_id)
+    if user is None:
+        raise errors.NotFound("No such user.")
+    try:
+        await grant_credits(request, user, _actor(session))
+    except errors.GatewayError as exc:
+        return await _user_page(request, session, user_id, error=exc.message, status=exc.status)
+    return see_other(f"/console/admin/users/{user_id}?done=credits")
 
 
 async def _apply_user_change(
@@ -320,6 +339,8 @@ async def usage_overview(request: web.Request) -> web.StreamResponse:
         except Exception:
             error = error or "Today's counts could not be brought up to date; they may lag."
     email_like = request.query.get("email", "").strip()[:254] or None
+    if email_like is not None and has_control_characters(email_like):
+        error, email_like = error or "The email filter must not hold control characters.", None
     async with connection(services.pool) as conn:
         users = await directory.usage_by_user_between(
             conn, start, end, limit=TOP, email_like=email_like

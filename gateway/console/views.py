@@ -29,6 +29,8 @@ _NOTICES = {
     "password-set": "Your password was set. Log in with it.",
     "revoked": "The key was revoked: it no longer works.",
     "updated": "Saved.",
+    "credits": "The credits were changed.",
+    "canceled": "The job was canceled (a job that had ended already is unchanged).",
 }
 
 

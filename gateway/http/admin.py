@@ -96,6 +96,8 @@ def page_limit(request: web.Request) -> int:
 
 
 def query_uuid(request: web.Request, name: str) -> uuid.UUID | None:
+    """The id in query parameter ``name``; ``None`` when it is absent or empty (no filter,
+    as a form with the field left blank sends); the 400 naming it for anything else."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return None
@@ -124,6 +126,8 @@ async def find_users(request: web.Request) -> web.Response:
     email = _text_query(request, "email")
     email_like = _text_query(request, "email_like")
     limit = page_limit(request)
+    if request.query.get("after") == "":  # an id or nothing, as documented; not blank
+        raise errors.InvalidRequest("'after' must be the id of a user.", param="after")
     after = query_uuid(request, "after")
     async with connection(services.pool) as conn:
         if email is not None:

@@ -21,6 +21,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from gateway.config import ServerConfig
 from gateway.errors import ClientClosedRequest, InvalidRequest, PayloadTooLarge, RequestTimeout
 from gateway.http.schemas.base import RequestBody
+from gateway.http.validate import refuse_nul
 
 __all__ = ["convert", "decode", "decode_body", "read_body"]
 
@@ -80,11 +81,12 @@ def decode(raw: bytes, schema: type[Body], context: Mapping[str, object] | None 
     """
     decoder: msgspec.json.Decoder[Body] = _decoder(schema)
     try:
-        return decoder.decode(raw)
+        body = decoder.decode(raw)
     except msgspec.ValidationError as exc:
         raise _invalid(str(exc), schema, context or {}) from None
     except (msgspec.DecodeError, RecursionError):
         raise InvalidRequest(NOT_JSON) from None
+    return _kept_text_checked(body)
 
 
 def convert(
@@ -94,9 +96,17 @@ def convert(
     read as the numbers and booleans the type wants; raises the 400 ``InvalidRequest``
     as :func:`decode` does."""
     try:
-        return msgspec.convert(fields, schema, strict=False)
+        body = msgspec.convert(fields, schema, strict=False)
     except msgspec.ValidationError as exc:
         raise _invalid(str(exc), schema, context or {}) from None
+    return _kept_text_checked(body)
+
+
+def _kept_text_checked(body: Body) -> Body:
+    """``body``, unless a field it keeps in Postgres holds a NUL (a 400 naming it)."""
+    for name in body.stored_text:
+        refuse_nul(getattr(body, name), name, named=body.names_field)
+    return body
 
 
 def _invalid(text: str, schema: type[RequestBody], context: Mapping[str, object]) -> InvalidRequest:

@@ -77,6 +77,9 @@ class Answer:
     media_type: str = "application/json"
     #: A JSON Schema for a body that has no type (Prometheus text, this document).
     raw_schema: Mapping[str, Any] | None = None
+    #: A ``text/event-stream`` body: each event's name and the type of its JSON ``data``.
+    #: Documented beside the answer of the same status, if there is one.
+    events: tuple[tuple[str, type[Any]], ...] = ()
     #: Further media types the same body may come as (the request chooses).
     other_media_types: tuple[str, ...] = ()
 

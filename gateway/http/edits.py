@@ -1,9 +1,11 @@
 """``POST /v1/images/edits`` and ``POST /v1/images/variations``: OpenAI's multipart calls.
 
 authenticate -> read the form (streamed, within limits: :mod:`gateway.http.multipart`)
--> validate (the fields as a typed body, each file checked as an image) -> then the
-generation path from admission on (:func:`gateway.http.images.make_images`), or a job
-(``Prefer: respond-async``, the uploaded images kept in the object store for the worker).
+-> validate (the fields as a typed body, each file checked as an image, the parameters
+checked against the model's backend as a generation's are) -> then the generation path
+from admission on (:func:`gateway.http.images.make_images`; an edit with ``stream``
+answers ``image_edit`` events), or a job (``Prefer: respond-async``, the uploaded images
+kept in the object store for the worker).
 
 The form is read once and kept on the request (:data:`FORM`): an ``Idempotency-Key``
 compares its digest, the handler then uses it. Its files (held in memory up to a
@@ -20,7 +22,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway import errors
-from gateway.backends.base import EDIT, VARIATION, ImageBackend, ImageRequest, InputImage
+from gateway.backends.base import EDIT, VARIATION, ImageRequest, InputImage
+from gateway.backends.capabilities import check_request
 from gateway.config import ServerConfig
 from gateway.http.api_key_auth import authenticate
 from gateway.http.body import convert
@@ -28,6 +31,7 @@ from gateway.http.idempotency import HEADER, IDEMPOTENCY_TAKEN, idempotent
 from gateway.http.images import (
     GenerationParams,
     check_size,
+    image_options,
     make_images,
     route_model,
     wants_async,
@@ -35,13 +39,13 @@ from gateway.http.images import (
 from gateway.http.middlewares import REQUEST_ID, UPSTREAM_SECONDS
 from gateway.http.multipart import SPILL_BYTES, Form, FormFile, FormLimits, read_form
 from gateway.http.schemas.edits import (
-    EDIT_OPTIONS,
+    EDIT_TEXT_FIELDS,
     MAX_INPUT_IMAGES,
-    MAX_USER_CHARS,
+    VARIATION_TEXT_FIELDS,
     EditRequest,
     VariationRequest,
 )
-from gateway.http.schemas.images import DEFAULT_SIZE, MAX_PROMPT_CHARS
+from gateway.http.schemas.images import AUTO_SIZE, MAX_PROMPT_CHARS, MAX_USER_CHARS
 from gateway.keys.cache import KeyRecord
 from gateway.media.inspect import ImageInfo, MalformedImage, inspect_image
 from gateway.services import SERVICES, Services
@@ -72,23 +76,13 @@ class Upload:
     verb: str
 
 
-_COMMON_TEXT = {
-    "n": _SHORT,
-    "size": _SHORT,
-    "model": 256,
-    "response_format": _SHORT,
-    "user": MAX_USER_CHARS * 4,
-}
+#: The longest value of a text field, in bytes; a field not named here is short.
+_TEXT_BYTES = {"model": 256, "prompt": MAX_PROMPT_CHARS * 4, "user": MAX_USER_CHARS * 4}
 EDITS = Upload(
     EDIT,
     EditRequest,
     frozenset({"image", "image[]", "mask"}),
-    {
-        **_COMMON_TEXT,
-        "prompt": MAX_PROMPT_CHARS * 4,
-        **dict.fromkeys(EDIT_OPTIONS, _SHORT),
-        "stream": _SHORT,
-    },
+    {name: _TEXT_BYTES.get(name, _SHORT) for name in EDIT_TEXT_FIELDS},
     _UPLOADED_FORMATS,
     "edit",
 )
@@ -96,7 +90,7 @@ VARIATIONS = Upload(
     VARIATION,
     VariationRequest,
     frozenset({"image"}),
-    _COMMON_TEXT,
+    {name: _TEXT_BYTES.get(name, _SHORT) for name in VARIATION_TEXT_FIELDS},
     frozenset({"png"}),
     "make variations of",
 )
@@ -134,6 +128,12 @@ async def _run(request: web.Request, upload: Upload) -> web.StreamResponse:
     body, form = await upload_of(request, upload, services, record)
     params = await parse_upload(body, form, upload, services, record, request[REQUEST_ID])
     if "Prefer" in request.headers and wants_async(request):
+        if params.request.stream:
+            raise errors.InvalidRequest(
+                "A job cannot stream: send 'stream': false (or leave it out), or call"
+                f" POST {request.path} without 'Prefer: respond-async'.",
+                param="stream",
+            )
         # Imported here: the jobs edge builds on this module.
         from gateway.http.upload_jobs import submit_upload_job
 
@@ -193,24 +193,15 @@ async def parse_upload(
     request_id: str,
 ) -> GenerationParams:
     """What the type does not check: the plan's most images, the model (and whether its
-    backend can do this), its sizes, and each file as an image (the mask: a PNG with an
-    alpha channel, the size of the first image). Raises the 400/404 naming the field."""
+    backend can do this), its sizes and capabilities (as for generations), and each file
+    as an image (the mask: a PNG with an alpha channel, the size of the first image).
+    Raises the 400/404 naming the field."""
     messages = upload.schema.messages
     prompt = ""
-    options: dict[str, str | int] = {}
     if isinstance(body, EditRequest):
         prompt = body.prompt
         if prompt.isspace():
             raise errors.InvalidRequest(messages["prompt"], param="prompt")
-        if body.stream:
-            raise errors.InvalidRequest(
-                "Streaming edits are not supported yet; send 'stream' false (or leave it"
-                " out) to get the images in one response.",
-                param="stream",
-            )
-        options = {
-            name: value for name in EDIT_OPTIONS if (value := getattr(body, name)) is not None
-        }
     most = record.max_images_per_request
     n = 1 if body.n is None else body.n
     if n > most:
@@ -224,39 +215,27 @@ async def parse_upload(
             " backend can (GET /v1/models).",
             param="model",
         )
-    if body.size is None or body.size == "auto":
-        width, height = _default_size(backend)
-    else:
-        width, height = check_size(body.size, backend, model_name, messages["size"])
-
+    size = AUTO_SIZE if body.size is None else body.size
+    width, height = check_size(size, backend, model_name, messages["size"])
+    response_format = body.response_format or "b64_json"
+    options = image_options(body, response_format)
     images, mask = await _input_images(form, upload)
-    return GenerationParams(
+    request = ImageRequest(
+        prompt=prompt,
+        n=n,
+        width=width,
+        height=height,
         model=model_name,
-        chain=chain,
-        request=ImageRequest(
-            prompt=prompt,
-            n=n,
-            width=width,
-            height=height,
-            model=model_name,
-            request_id=request_id,
-            operation=upload.operation,
-            images=images,
-            mask=mask,
-            options=options,
-        ),
-        response_format=body.response_format or "b64_json",
+        request_id=request_id,
+        operation=upload.operation,
+        images=images,
+        mask=mask,
+        **options,
     )
-
-
-def _default_size(backend: ImageBackend) -> tuple[int, int]:
-    """``size`` ``auto`` (or none): 1024x1024 if the backend makes it, else its first."""
-    for name in (DEFAULT_SIZE, *backend.size_names):
-        width, _, height = name.partition("x")
-        dims = int(width), int(height)
-        if backend.supports_size(*dims):
-            return dims
-    raise AssertionError("a backend has at least one size")  # pragma: no cover
+    check_request(request, backend.capabilities_for(model_name), model_name)
+    return GenerationParams(
+        model=model_name, chain=chain, request=request, response_format=response_format
+    )
 
 
 async def _input_images(

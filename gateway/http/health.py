@@ -7,11 +7,12 @@ import time
 
 from aiohttp import web
 
+from gateway.backends.capabilities import Capabilities
 from gateway.http.api_key_auth import authenticate
 from gateway.http.responses import json_response
 from gateway.http.schemas.errors import ErrorDetail
 from gateway.http.schemas.health import Health, NotReady, Readiness, ReadyChecks
-from gateway.http.schemas.images import Model, ModelList
+from gateway.http.schemas.images import Model, ModelList, ModelParameters
 from gateway.metrics import CONTENT_TYPE_LATEST
 from gateway.services import SERVICES
 
@@ -94,8 +95,23 @@ async def list_models(request: web.Request) -> web.Response:
                     owned_by="image-gateway",
                     backends=[guarded.name for guarded in chain],
                     sizes=list(chain[0].backend.size_names),
+                    default_size=chain[0].backend.default_size,
+                    parameters=_parameters(chain[0].backend.capabilities_for(model)),
                 )
                 for model, chain in services.router.models.items()
             ],
         )
+    )
+
+
+def _parameters(capabilities: Capabilities) -> ModelParameters:
+    return ModelParameters(
+        quality=list(capabilities.quality),
+        style=list(capabilities.style),
+        background=list(capabilities.background),
+        output_format=list(capabilities.output_format),
+        moderation=list(capabilities.moderation),
+        input_fidelity=list(capabilities.input_fidelity),
+        output_compression=capabilities.output_compression,
+        stream=capabilities.stream,
     )

@@ -1,6 +1,8 @@
 """``POST /v1/images/generations`` (and ``/v1/generate``): the hot path, top to bottom.
 
 authenticate -> validate -> admit (one Redis round trip) -> upstream -> settle -> respond.
+With ``stream: true`` the same, the upstream's events answered as they come
+(:mod:`gateway.http.streaming`).
 
 Edits and variations (:mod:`gateway.http.edits`) parse their own bodies, then take the
 same path from admission on (:func:`make_images`), and jobs admit with
@@ -20,12 +22,14 @@ import math
 import time
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import msgspec
 from aiohttp import web
 
 from gateway import errors
-from gateway.backends.base import GeneratedImage, ImageBackend, ImageRequest, parse_size
+from gateway.backends.base import EDIT, GeneratedImage, ImageBackend, ImageRequest, parse_size
+from gateway.backends.capabilities import check_request, unsupported
 from gateway.backends.resilience import GuardedBackend
 from gateway.credits.pricing import price
 from gateway.http.api_key_auth import authenticate
@@ -34,11 +38,14 @@ from gateway.http.idempotency import HEADER, IDEMPOTENCY_TAKEN, idempotent
 from gateway.http.middlewares import LOG_FIELDS, REQUEST_ID, UPSTREAM_SECONDS
 from gateway.http.ratelimit_headers import rate_limit_headers
 from gateway.http.relay import ImagesResponse, relay_pieces
+from gateway.http.schemas.edits import EditRequest, VariationRequest
 from gateway.http.schemas.images import (
+    AUTO_SIZE,
     DEFAULT_SIZE,
     GenerationRequest,
     GenerationResponse,
     ImageData,
+    ImageOptions,
     ImageUsage,
 )
 from gateway.keys.cache import KeyRecord
@@ -50,11 +57,13 @@ from gateway.storage import STORAGE
 __all__ = [
     "CREDITS_HEADER",
     "GenerationParams",
+    "accepts",
     "admit_request",
     "call_backends",
     "check_size",
     "credit_price",
     "generate_images",
+    "image_options",
     "make_images",
     "parse_generation",
     "route_model",
@@ -72,10 +81,6 @@ _OUTCOMES = {
 }
 #: The header saying how many credits the user has left (plans with monthly_credits).
 CREDITS_HEADER = "x-credits-remaining"
-_STREAMING = (
-    "Streaming is not supported yet; send 'stream': false (or leave it out) to get "
-    "the images in one response."
-)
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field
@@ -91,40 +96,81 @@ class GenerationParams:
 def parse_generation(
     body: GenerationRequest, services: Services, record: KeyRecord, request_id: str
 ) -> GenerationParams:
-    """What the type does not check: the plan's most images, the model, its sizes (and
-    the type's two patterns, see :class:`GenerationRequest`).
+    """What the type does not check: the plan's most images, the model, its sizes and
+    capabilities (and the type's two patterns, see :class:`GenerationRequest`).
 
     Raises the 400/404 error naming the field, with the type's messages.
     """
     messages = GenerationRequest.messages
     if body.prompt.isspace():
         raise errors.InvalidRequest(messages["prompt"], param="prompt")
-    if body.stream:
-        raise errors.InvalidRequest(_STREAMING, param="stream")
     most = record.max_images_per_request
     n = 1 if body.n is None else body.n
     if n > most:
         raise errors.InvalidRequest(messages["n"].format(most=most), param="n")
 
     model_name, chain = route_model(services, body.model)
+    backend = chain[0].backend
     size = DEFAULT_SIZE if body.size is None else body.size
-    dims = check_size(size, chain[0].backend, model_name, messages["size"])
+    dims = check_size(size, backend, model_name, messages["size"])
 
-    return GenerationParams(
+    response_format = body.response_format or "b64_json"
+    request = ImageRequest(
+        prompt=body.prompt,
+        n=n,
+        width=dims[0],
+        height=dims[1],
         model=model_name,
-        chain=chain,
-        request=ImageRequest(
-            prompt=body.prompt,
-            n=n,
-            width=dims[0],
-            height=dims[1],
-            model=model_name,
-            seed=body.seed,
-            negative_prompt=body.negative_prompt,
-            request_id=request_id,
-        ),
-        response_format=body.response_format or "b64_json",
+        seed=body.seed,
+        negative_prompt=body.negative_prompt,
+        request_id=request_id,
+        **image_options(body, response_format),
     )
+    check_request(request, backend.capabilities_for(model_name), model_name)
+    return GenerationParams(
+        model=model_name, chain=chain, request=request, response_format=response_format
+    )
+
+
+#: The :class:`ImageRequest` fields a body may carry under the same name (the bodies
+#: that lack one send ``None``: a variation has only ``user``).
+_OPTION_FIELDS = (
+    "quality",
+    "style",
+    "background",
+    "output_format",
+    "output_compression",
+    "moderation",
+    "input_fidelity",
+    "user",
+)
+
+
+def image_options(
+    body: ImageOptions | EditRequest | VariationRequest, response_format: str
+) -> dict[str, Any]:
+    """The :class:`ImageRequest` fields of OpenAI's parameters, from any image body
+    (generations, edits, variations: each declares those OpenAI's endpoint takes); check
+    the request against its backend with
+    :func:`~gateway.backends.capabilities.check_request` once it is made.
+
+    Raises the 400 for ``stream`` with ``response_format: url`` (events carry base64),
+    and for a ``user`` with control characters (it is logged).
+    """
+    options: dict[str, Any] = {name: getattr(body, name, None) for name in _OPTION_FIELDS}
+    user = options["user"]
+    if user is not None and not user.isprintable():
+        raise errors.InvalidRequest(ImageOptions.messages["user"], param="user")
+    stream = bool(getattr(body, "stream", False))
+    if stream and response_format == "url":
+        raise errors.InvalidRequest(
+            "A stream sends its images in its events as base64: send 'response_format':"
+            " 'b64_json' (or leave it out) with 'stream': true.",
+            param="response_format",
+        )
+    options["stream"] = stream
+    options["partial_images"] = getattr(body, "partial_images", None) or 0
+    return options
 
 
 def route_model(services: Services, model: str | None) -> tuple[str, tuple[GuardedBackend, ...]]:
@@ -137,8 +183,11 @@ def route_model(services: Services, model: str | None) -> tuple[str, tuple[Guard
 
 
 def check_size(size: str, backend: ImageBackend, model: str, malformed: str) -> tuple[int, int]:
-    """``(width, height)`` of ``size`` if ``backend`` makes it; else the 400 naming
-    ``size`` (``malformed``: the message for a size that is not ``WIDTHxHEIGHT``)."""
+    """``(width, height)`` of ``size`` (``auto``: the backend's default size) if
+    ``backend`` makes it; else the 400 naming ``size`` (``malformed``: the message for a
+    size that is not ``WIDTHxHEIGHT``)."""
+    if size == AUTO_SIZE:
+        size = backend.default_size
     dims = parse_size(size)
     if dims is None:
         raise errors.InvalidRequest(malformed, param="size")
@@ -167,10 +216,7 @@ async def call_backends(
     """
     error: errors.GatewayError | None = None
     for guarded in chain:
-        backend = guarded.backend
-        if not backend.supports_size(request.width, request.height):
-            continue
-        if request.operation not in backend.operations:
+        if not accepts(guarded, request):
             continue
         started = time.perf_counter()
         outcome = "ok"
@@ -199,6 +245,17 @@ async def call_backends(
     raise error or errors.UpstreamError()
 
 
+def accepts(guarded: GuardedBackend, request: ImageRequest) -> bool:
+    """Whether ``guarded`` can make ``request`` (its size, its operation, its
+    parameters): a fallback that cannot is skipped."""
+    backend = guarded.backend
+    return (
+        backend.supports_size(request.width, request.height)
+        and request.operation in backend.operations
+        and unsupported(request, backend.capabilities_for(request.model)) is None
+    )
+
+
 def credit_price(
     services: Services,
     record: KeyRecord,
@@ -208,12 +265,11 @@ def credit_price(
 ) -> int:
     """Credits per image of ``request`` for ``record``'s plan (0 without a credit limit):
     by its model, size, operation (a generation, an edit, a variation) and ``quality``
-    (by default an edit's ``quality`` option)."""
+    (by default the request's)."""
     if record.monthly_credits is None:
         return 0
     if quality is None:
-        option = request.options.get("quality")
-        quality = option if isinstance(option, str) else None
+        quality = request.quality
     size = f"{request.width}x{request.height}"
     pricing = services.config.pricing
     return price(pricing, request.model, size, quality, operation or request.operation)
@@ -310,13 +366,16 @@ async def make_images(
     record: KeyRecord,
     params: GenerationParams,
     now: float,
-) -> ImagesResponse:
+) -> web.StreamResponse:
     """What generations, edits and variations share once the request is parsed: admit
     ``n`` images, call the backends, store the images (``url``), settle what was not
-    delivered, answer. Only images the client gets are charged."""
+    delivered, answer (as events with ``stream``). Only images the client gets are
+    charged."""
     n = params.request.n
     fields = request[LOG_FIELDS]
     fields.update(key_id=record.key_id, user_id=record.user_id, model=params.model, images=0)
+    if params.request.user is not None:
+        fields["end_user"] = params.request.user
     metrics = services.metrics
     admission = services.admission
     spent = request.get(UPSTREAM_SECONDS)
@@ -329,6 +388,21 @@ async def make_images(
         price=credit_price(services, record, params.request),
         reference=request[REQUEST_ID],
     )
+    if params.request.stream:
+        # Imported here: only streamed requests pay for it.
+        from gateway.http.streaming import stream_images
+
+        kind = "image_edit" if params.request.operation == EDIT else "image_generation"
+        return await stream_images(
+            request,
+            services,
+            record,
+            params.chain,
+            params.request,
+            decision,
+            kind=kind,
+            spent=spent,
+        )
 
     try:
         backend_name, images = await call_backends(params.chain, params.request, metrics, spent)

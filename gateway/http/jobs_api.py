@@ -10,6 +10,7 @@ Submitting admits like a synchronous call (one Redis round trip: the rate limit,
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -43,6 +44,7 @@ from gateway.webhooks.store import find_nonce
 __all__ = [
     "admit_and_record",
     "cancel_job",
+    "cancel_users_job",
     "create_job",
     "get_job",
     "job_of",
@@ -120,16 +122,14 @@ async def submit_job(request: web.Request, *, preferred: bool) -> web.Response:
     body = await decode_body(
         request, JobRequest, config.server, {"most": record.max_images_per_request}
     )
+    if body.stream:
+        raise errors.InvalidRequest(
+            "A job cannot stream: send 'stream': false (or leave it out), or call"
+            " POST /v1/images/generations without 'Prefer: respond-async'.",
+            param="stream",
+        )
     params = parse_generation(body, services, record, request[REQUEST_ID])
-    image_request = params.request
-    stored = StoredRequest(
-        prompt=image_request.prompt,
-        n=image_request.n,
-        size=f"{image_request.width}x{image_request.height}",
-        seed=image_request.seed,
-        negative_prompt=image_request.negative_prompt,
-        response_format=params.response_format,
-    )
+    stored = StoredRequest.of(params.request, params.response_format)
     request[LOG_FIELDS].update(key_id=record.key_id, user_id=record.user_id, model=params.model)
     runner = runner_of(services)
     if body.webhook_url is not None:
@@ -143,7 +143,7 @@ async def submit_job(request: web.Request, *, preferred: bool) -> web.Response:
         now,
         body.metadata,
         body.webhook_url,
-        price=credit_price(services, record, image_request),
+        price=credit_price(services, record, params.request),
     )
     headers = {"Location": f"/v1/images/jobs/{row.id}"}
     if preferred:
@@ -258,24 +258,29 @@ async def cancel_job(request: web.Request) -> web.Response:
     record = await authenticate(
         request, services.keys, services.config.keys.prefix, services.wall_clock()
     )
+    row = await cancel_users_job(services, request.match_info["id"], record.user_id)
+    return json_response(await job_of(row, request.app[STORAGE], request))
+
+
+async def cancel_users_job(services: Services, job_id: str, user_id: Any) -> JobRow:
+    """Cancel the user's job if it has not ended (its reservation is given back, every
+    process stops running it); the job as it is now. A job that ended already is
+    unchanged. Raises the 404 for a job that is not the user's."""
     runner = runner_of(services)
-    job_id = request.match_info["id"]
     async with connection(services.pool) as conn:
-        row = await store.cancel_job(conn, job_id, record.user_id, now=services.wall_clock())
+        row = await store.cancel_job(conn, job_id, user_id, now=services.wall_clock())
         if row is None:
-            row = await store.find_job(conn, job_id, record.user_id)
+            row = await store.find_job(conn, job_id, user_id)
             if row is None:
                 raise errors.NotFound("No such job.")
-            return json_response(
-                await job_of(row, request.app[STORAGE], request)
-            )  # finished already: unchanged
+            return row  # finished already: unchanged
     await runner.settlement.settle_quietly(row)
     runner.ended(row)
     try:
         await runner.publish_cancel(job_id)
     except Exception as exc:  # the run's result is not recorded anyway: the row is canceled
         log.warning("could not tell the processes that job %s is cancelled (%s)", job_id, exc)
-    return json_response(await job_of(row, request.app[STORAGE], request))
+    return row
 
 
 async def list_jobs(request: web.Request) -> web.Response:

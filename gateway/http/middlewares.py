@@ -18,7 +18,13 @@ from gateway.keys.format import looks_like_key
 from gateway.logs import AccessLog
 from gateway.metrics import Metrics
 
-__all__ = ["LOG_FIELDS", "REQUEST_ID", "UPSTREAM_SECONDS", "request_context_middleware"]
+__all__ = [
+    "LOG_FIELDS",
+    "REQUEST_ID",
+    "UPSTREAM_SECONDS",
+    "request_context_middleware",
+    "server_timing",
+]
 
 log = logging.getLogger("gateway.access")
 
@@ -29,6 +35,8 @@ LOG_FIELDS = web.RequestKey("log_fields", dict)
 #: measured for the upstream metrics. Its response then carries ``Server-Timing``: the
 #: upstreams' time and the gateway's own (the rest of the time until the response).
 UPSTREAM_SECONDS = web.RequestKey("upstream_seconds", list)
+#: When the request came in (``time.perf_counter()``).
+_STARTED = web.RequestKey("request_started", float)
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 _HTTP_CODES: dict[int, type[errors.GatewayError]] = {
@@ -77,6 +85,7 @@ def request_context_middleware(
         else:
             request_id = f"{id_prefix}{next(sequence):016x}"
         request[REQUEST_ID] = request_id
+        request[_STARTED] = started
         fields: dict[str, Any] = {}
         request[LOG_FIELDS] = fields
         code = ""
@@ -97,7 +106,7 @@ def request_context_middleware(
         headers["Server"] = "image-gateway"
         elapsed = time.perf_counter() - started
         upstream = request.get(UPSTREAM_SECONDS)
-        if upstream is not None:
+        if upstream is not None and not response.prepared:  # a stream sent its own
             headers["Server-Timing"] = _server_timing(elapsed, upstream)
         route = _route_of(request)
         metrics.request_done(route, response.status, code, elapsed)
@@ -118,6 +127,15 @@ def request_context_middleware(
         return response
 
     return middleware
+
+
+def server_timing(request: web.Request) -> str:
+    """The ``Server-Timing`` of ``request`` so far (its ``UPSTREAM_SECONDS``): for a
+    response a handler prepares itself (a stream), whose headers leave before the
+    middleware sees it."""
+    now = time.perf_counter()
+    elapsed = now - request.get(_STARTED, now)
+    return _server_timing(elapsed, request.get(UPSTREAM_SECONDS) or [])
 
 
 def _server_timing(elapsed: float, upstream: list[float]) -> str:

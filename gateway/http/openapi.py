@@ -115,7 +115,14 @@ def _ref(kind: str, name: str) -> JSON:
 def _operation(operation: Operation, facts: DocFacts, shared: dict[str, JSON]) -> JSON:
     responses: dict[str, JSON] = {}
     for answer in operation.answers:
-        responses[str(answer.status)] = _answer(answer, facts)
+        documented = _answer(answer, facts)
+        same = responses.get(str(answer.status))
+        if same is not None:  # another body of the same status (an event stream)
+            same["description"] += " " + documented["description"]
+            same["headers"].update(documented["headers"])
+            same.setdefault("content", {}).update(documented.get("content", {}))
+        else:
+            responses[str(answer.status)] = documented
     for status, failure in operation.all_failures().items():
         if failure.name is None:
             responses[str(status)] = _failure(failure, facts)
@@ -164,7 +171,18 @@ def _answer(answer: Answer, facts: DocFacts) -> JSON:
     schema = (
         _ref("schemas", answer.schema.__name__) if answer.schema is not None else answer.raw_schema
     )
-    if schema is not None:
+    if answer.events:
+        documented["content"] = {
+            "text/event-stream": {
+                "schema": {
+                    "type": "string",
+                    "description": "Server-Sent Events: each is `event: <name>`, `data: <one"
+                    " line of JSON>` and a blank line; `x-events` gives each name's data.",
+                },
+                "x-events": {name: _ref("schemas", kind.__name__) for name, kind in answer.events},
+            }
+        }
+    elif schema is not None:
         media: JSON = {"schema": dict(schema)}
         if answer.example is not None:
             media["example"] = _value(answer.example, facts)
@@ -216,6 +234,7 @@ def _schemas(
         if operation.body is not None:
             types.append(operation.body)
         types += [answer.schema for answer in operation.answers if answer.schema is not None]
+        types += [kind for answer in operation.answers for _, kind in answer.events]
     _, components = msgspec.json.schema_components(
         dict.fromkeys(types), ref_template="#/components/schemas/{name}"
     )

@@ -3,6 +3,7 @@ serves this table and the API description (:mod:`gateway.http.openapi`) is built
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from gateway import errors
@@ -45,12 +46,15 @@ from gateway.http.schemas import jobs as job_types
 from gateway.http.schemas import keys as key_types
 from gateway.http.schemas import usage as usage_types
 from gateway.http.schemas import webhooks as webhook_types
+from gateway.http.schemas.errors import Error
 from gateway.http.usage_api import read_usage
 from gateway.http.usage_export import export_usage
 
 __all__ = ["OPERATIONS", "RATE_LIMIT_HEADERS"]
 
 _UUID = {"type": "string", "format": "uuid"}
+#: A query filter by id: empty is no filter (as a form with the field left blank sends).
+_UUID_FILTER = {"type": "string", "anyOf": [{"format": "uuid"}, {"maxLength": 0}]}
 _DATE = {"type": "string", "format": "date"}
 _ID = Param("id", "path", _UUID, "A UUID; anything else is 404.", required=True)
 _A_KEY_ID = "0b7e6f1c-3d2a-4e59-8c1b-2f4a6d8e9c01"
@@ -74,7 +78,12 @@ def _page_params(noun: str) -> tuple[Param, ...]:
             {"type": "integer", "minimum": 1, "maximum": admin_types.MAX_PAGE},
             f"{noun} per page (default {admin_types.DEFAULT_PAGE}).",
         ),
-        Param("after", "query", _UUID, "The last id of the previous page (`has_more`)."),
+        Param(
+            "after",
+            "query",
+            _UUID_FILTER,
+            "The last id of the previous page (`has_more`); empty: the first page.",
+        ),
     )
 
 
@@ -206,7 +215,12 @@ def _admin_account_operations() -> tuple[Operation, ...]:
                     {"type": "string"},
                     "Only changes by this actor (`admin-token`, `cli`).",
                 ),
-                Param("target", "query", _UUID, "Only changes to this user or key."),
+                Param(
+                    "target",
+                    "query",
+                    _UUID_FILTER,
+                    "Only changes to this user or key; empty: every change.",
+                ),
                 *_page_params("Entries"),
             ),
         ),
@@ -278,7 +292,8 @@ def _generation(path: str, operation_id: str, alias: str) -> Operation:
         answers=(
             Answer(
                 200,
-                "The images, base64 PNG. Only images delivered are charged.",
+                "The images (base64 in the request's `output_format`, PNG by default, or links)."
+                " Only images delivered are charged.",
                 image_types.GenerationResponse,
                 lambda facts: {
                     "created": 1767225600,
@@ -294,6 +309,19 @@ def _generation(path: str, operation_id: str, alias: str) -> Operation:
                 ),
             ),
             Answer(
+                200,
+                "With `stream: true`: the images as Server-Sent Events, in OpenAI's format: per"
+                " image up to `partial_images` `image_generation.partial_image` events, then its"
+                " `image_generation.completed` event (charged as it is sent); a failure after"
+                " the first event is an `error` event. `Server-Timing`: until the first event.",
+                headers=(*RATE_LIMIT_HEADERS, "X-Gateway-Backend", "Server-Timing"),
+                events=(
+                    ("image_generation.partial_image", image_types.PartialImageEvent),
+                    ("image_generation.completed", image_types.CompletedImageEvent),
+                    ("error", Error),
+                ),
+            ),
+            Answer(
                 202,
                 "With `Prefer: respond-async`: the job made instead (as `POST /v1/images/jobs`).",
                 job_types.Job,
@@ -305,9 +333,11 @@ def _generation(path: str, operation_id: str, alias: str) -> Operation:
             Failure(
                 400,
                 (errors.InvalidRequest, errors.UpstreamRefused, errors.ContentPolicyViolation),
-                "A bad field (`param` names it), or the backend refused the request itself:"
-                " `content_policy_violation`, or `invalid_request` naming the param it blamed."
-                " Nothing is charged, and no other backend is tried.",
+                "A bad field (`param` names it; a parameter value the model's backend does not"
+                " accept, or `stream` for a backend that cannot stream, lists what it accepts),"
+                " or the backend refused the request itself: `content_policy_violation`, or"
+                " `invalid_request` naming the param it blamed. Nothing is charged, and no other"
+                " backend is tried.",
                 param="n",
             ),
             *_ADMISSION_FAILURES,
@@ -337,8 +367,10 @@ def _generation(path: str, operation_id: str, alias: str) -> Operation:
         ),
         description="OpenAI's Images API: the official SDKs work unchanged. The key's rate"
         " limit and daily quota are checked and the images reserved in one atomic step;"
-        " the rate-limit headers come with every 200 and 429. `stream: true` is refused"
-        " (400, before anything is charged).",
+        " the rate-limit headers come with every 200 and 429. `quality`, `style`,"
+        " `background`, `output_format`, `output_compression` and `moderation` are checked"
+        " against what the model's backend accepts (400 naming the param otherwise) and sent"
+        " upstream in its own terms; `size: auto` is the backend's default size.",
     )
 
 
@@ -355,8 +387,22 @@ def _upload(
     description: str,
 ) -> Operation:
     """An edit or a variation: a generation's answers, from a ``multipart/form-data``
-    body."""
+    body; an edit streams ``image_edit`` events, a variation does not stream."""
     generation = _generation(path, operation_id, "")
+    answers = []
+    for answer in generation.answers:
+        if answer.events and body is edit_types.VariationRequest:
+            continue
+        if answer.events:
+            answer = dataclasses.replace(
+                answer,
+                description=answer.description.replace("image_generation.", "image_edit."),
+                events=tuple(
+                    (name.replace("image_generation.", "image_edit."), schema)
+                    for name, schema in answer.events
+                ),
+            )
+        answers.append(answer)
     return Operation(
         "POST",
         path,
@@ -365,7 +411,7 @@ def _upload(
         "images",
         summary,
         Auth.API_KEY,
-        answers=generation.answers,
+        answers=tuple(answers),
         failures=(
             *generation.failures,
             Failure(
@@ -396,8 +442,9 @@ def _upload_operations() -> tuple[Operation, ...]:
             " JPEG or WebP files) and an optional `mask` (a PNG with an alpha channel, the"
             " size of the first image; its transparent pixels are what may change), each"
             " checked as an image before any backend sees it. Limits, usage, jobs"
-            " (`Prefer: respond-async`) and `Idempotency-Key` as for generations. A model"
-            " whose backend cannot edit is 400 `param: model`; `stream: true` is 400.",
+            " (`Prefer: respond-async`), `Idempotency-Key`, the parameters (checked against"
+            " what the model's backend accepts) and `stream: true` as for generations. A"
+            " model whose backend cannot edit is 400 `param: model`.",
         ),
         _upload(
             "/v1/images/variations",
@@ -452,7 +499,8 @@ def _job_operations() -> tuple[Operation, ...]:
                 **_generation_example(facts),
                 "metadata": {"order": "1234"},
             },
-            description="The body of `POST /v1/images/generations`, plus `metadata`. The"
+            description="The body of `POST /v1/images/generations` (without `stream`: a job"
+            " does not stream), plus `metadata`. The"
             " request counts against the rate limit and reserves `n` images at once; when"
             " the job ends only the images delivered are charged.",
         ),

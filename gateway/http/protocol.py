@@ -31,7 +31,7 @@ from gateway.http.responses import error_body
 if TYPE_CHECKING:
     from aiohttp.web_server import Server
 
-__all__ = ["DEFAULT_HEADER_READ_TIMEOUT", "GatewayRequestHandler", "install"]
+__all__ = ["DEFAULT_HEADER_READ_TIMEOUT", "GatewayRequestHandler", "connection_closed", "install"]
 
 log = logging.getLogger("gateway.protocol")
 
@@ -54,7 +54,13 @@ class GatewayRequestHandler(RequestHandler):
             idle kept-alive connection is left to the keep-alive timer.
     """
 
-    __slots__ = ("_head_since", "_header_deadline", "_header_read_timeout", "_last_payload")
+    __slots__ = (
+        "_closed",
+        "_head_since",
+        "_header_deadline",
+        "_header_read_timeout",
+        "_last_payload",
+    )
 
     def __init__(
         self,
@@ -74,12 +80,25 @@ class GatewayRequestHandler(RequestHandler):
         # The body of the latest request whose head is in: bytes that arrive once it is
         # complete are the next request's head.
         self._last_payload: StreamReader = EMPTY_PAYLOAD
+        #: Made on demand (:meth:`closed`): a streamed answer waits on it.
+        self._closed: asyncio.Future[None] | None = None
+
+    def closed(self) -> asyncio.Future[None]:
+        """Done when the connection is lost: the client left (aiohttp does not cancel
+        handlers when that happens, so one that waits long can wait on this)."""
+        if self._closed is None:
+            self._closed = self._loop.create_future()
+            if self.transport is None:
+                self._closed.set_result(None)
+        return self._closed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._start_header_deadline()
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
         self._head_since = None
         if self._header_deadline is not None:
             self._header_deadline.cancel()
@@ -176,6 +195,13 @@ class GatewayRequestHandler(RequestHandler):
         )
         response.force_close()
         return response
+
+
+def connection_closed(request: web.BaseRequest) -> asyncio.Future[None] | None:
+    """Done when ``request``'s connection is lost; ``None`` where the server does not
+    run :class:`GatewayRequestHandler` (then only a failed write tells)."""
+    protocol = request.protocol
+    return protocol.closed() if isinstance(protocol, GatewayRequestHandler) else None
 
 
 def install() -> None:

@@ -25,6 +25,7 @@ from gateway.http.images import GenerationParams, credit_price
 from gateway.http.jobs_api import admit_and_record, job_of, runner_of
 from gateway.http.middlewares import LOG_FIELDS
 from gateway.http.responses import json_response
+from gateway.http.validate import refuse_nul
 from gateway.jobs.runner import StoredInput, StoredRequest
 from gateway.keys.cache import KeyRecord
 from gateway.services import Services
@@ -48,17 +49,16 @@ async def submit_upload_job(
     runner = runner_of(services)
     storage = request.app[STORAGE]
     image_request = params.request
+    # The job's request is kept in Postgres; the other parameters are enums and numbers.
+    refuse_nul(image_request.prompt, "prompt")
+    refuse_nul(image_request.user, "user")
     request[LOG_FIELDS].update(key_id=record.key_id, user_id=record.user_id, model=params.model)
     kept = await _keep(storage, image_request.images, image_request.mask)
-    stored = StoredRequest(
-        prompt=image_request.prompt,
-        n=image_request.n,
-        size=f"{image_request.width}x{image_request.height}",
-        response_format=response_format,
-        operation=image_request.operation,
-        images=kept[: len(image_request.images)],
-        mask=kept[-1] if image_request.mask is not None else None,
-        options=dict(image_request.options),
+    stored = StoredRequest.of(
+        image_request,
+        response_format,
+        kept[: len(image_request.images)],
+        kept[-1] if image_request.mask is not None else None,
     )
     try:
         row = await admit_and_record(

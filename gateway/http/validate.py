@@ -6,10 +6,20 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
+from collections.abc import Mapping
+
+import msgspec
 
 from gateway import errors
 
-__all__ = ["future_instant", "has_control_characters", "normal_email", "path_uuid", "query_date"]
+__all__ = [
+    "future_instant",
+    "has_control_characters",
+    "normal_email",
+    "path_uuid",
+    "query_date",
+    "refuse_nul",
+]
 
 # No white space, no control characters (Postgres text cannot hold NUL).
 _EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+")
@@ -49,6 +59,43 @@ def path_uuid(value: str) -> uuid.UUID:
 
 def has_control_characters(value: str) -> bool:
     return _CONTROL.search(value) is not None
+
+
+def refuse_nul(value: object, param: str, *, named: bool = True) -> None:
+    """A 400 if ``value`` (text, or a mapping, list or struct of text) holds a NUL: Postgres
+    text and jsonb cannot, so text the gateway keeps is refused at the edge instead of
+    failing in the database. The 400 names where the NUL is (``metadata.owner``,
+    ``image[1]``; a mapping's name is blamed on the mapping); ``named`` False: no ``param``.
+    """
+    where = _nul_in(value, param)
+    if where is not None:
+        raise errors.InvalidRequest(
+            f"'{where}' must not contain NUL characters (\\u0000).",
+            param=where if named else None,
+        )
+
+
+def _nul_in(value: object, path: str) -> str | None:
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, Mapping):
+        for name, item in value.items():
+            if isinstance(name, str) and "\x00" in name:
+                return path
+            found = _nul_in(item, f"{path}.{name}")
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _nul_in(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    elif isinstance(value, msgspec.Struct):
+        for name in value.__struct_fields__:
+            found = _nul_in(getattr(value, name), f"{path}.{name}")
+            if found is not None:
+                return found
+    return None
 
 
 def query_date(value: str | None, name: str) -> dt.date | None:

@@ -26,7 +26,7 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -43,6 +43,7 @@ from gateway.jobs.queue import JobQueue
 from gateway.jobs.settlement import Settlement
 from gateway.jobs.store import JobRow
 from gateway.metrics import Metrics
+from gateway.redis.channels import publish, subscribed
 from gateway.storage import Storage
 from gateway.tasks import raise_if_cancelled
 
@@ -71,11 +72,80 @@ class StoredRequest(msgspec.Struct):
     seed: int | None = None
     negative_prompt: str | None = None
     response_format: str = "b64_json"
+    # OpenAI's parameters (checked against the backend's capabilities at submission).
+    quality: str | None = None
+    style: str | None = None
+    background: str | None = None
+    output_format: str | None = None
+    output_compression: int | None = None
+    moderation: str | None = None
+    input_fidelity: str | None = None
+    user: str | None = None
     #: ``generate``, ``edit`` or ``variation`` (:class:`ImageRequest`'s operation).
     operation: str = GENERATE
+    #: An edit's or a variation's uploaded images, and an edit's mask.
     images: list[StoredInput] = msgspec.field(default_factory=list)
     mask: StoredInput | None = None
-    options: dict[str, str | int] = msgspec.field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        request: ImageRequest,
+        response_format: str,
+        images: Sequence[StoredInput] = (),
+        mask: StoredInput | None = None,
+    ) -> StoredRequest:
+        """``request`` as a job keeps it, its uploads kept as ``images`` and ``mask``."""
+        return cls(
+            prompt=request.prompt,
+            n=request.n,
+            size=f"{request.width}x{request.height}",
+            seed=request.seed,
+            negative_prompt=request.negative_prompt,
+            response_format=response_format,
+            operation=request.operation,
+            images=list(images),
+            mask=mask,
+            **{name: getattr(request, name) for name in _PARAMETERS},
+        )
+
+    def image_request(
+        self,
+        model: str,
+        width: int,
+        height: int,
+        request_id: str,
+        images: tuple[InputImage, ...] = (),
+        mask: InputImage | None = None,
+    ) -> ImageRequest:
+        """The request to make for the job, with its uploads read back (:func:`load_inputs`)."""
+        return ImageRequest(
+            prompt=self.prompt,
+            n=self.n,
+            width=width,
+            height=height,
+            model=model,
+            seed=self.seed,
+            negative_prompt=self.negative_prompt,
+            request_id=request_id,
+            operation=self.operation,
+            images=images,
+            mask=mask,
+            **{name: getattr(self, name) for name in _PARAMETERS},
+        )
+
+
+#: OpenAI's parameters, kept under :class:`ImageRequest`'s names (a job does not stream).
+_PARAMETERS = (
+    "quality",
+    "style",
+    "background",
+    "output_format",
+    "output_compression",
+    "moderation",
+    "input_fidelity",
+    "user",
+)
 
 
 class StoredImage(msgspec.Struct, omit_defaults=True):
@@ -227,7 +297,7 @@ class JobRunner:
 
     async def publish_cancel(self, job_id: str) -> None:
         """Tell every process to stop running ``job_id`` (cancelled by its owner)."""
-        await self._redis.publish(self._channel, job_id)
+        await publish(self._redis, self._channel, job_id)
 
     # -- working ----------------------------------------------------------------------
 
@@ -345,21 +415,8 @@ class JobRunner:
             dims = parse_size(stored.size)
             if routed is None or dims is None:
                 raise errors.ModelNotFound(f"The model '{job.model}' is no longer served.")
-            images, mask = await load_inputs(self._storage, stored)
-            request = ImageRequest(
-                prompt=stored.prompt,
-                n=stored.n,
-                width=dims[0],
-                height=dims[1],
-                model=job.model,
-                seed=stored.seed,
-                negative_prompt=stored.negative_prompt,
-                request_id=job.id,
-                operation=stored.operation,
-                images=images,
-                mask=mask,
-                options=stored.options,
-            )
+            inputs, mask = await load_inputs(self._storage, stored)
+            request = stored.image_request(job.model, *dims, job.id, inputs, mask)
             backend_name, images = await self._call_backends(routed[1], request, metrics)
             delivered = images[: stored.n]
             if not delivered:
@@ -487,16 +544,13 @@ class JobRunner:
         backoff = 0.1
         while True:
             try:
-                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(self._channel)
+                async with subscribed(self._redis, self._channel) as next_message:
                     backoff = 0.1
                     while True:
-                        message = await pubsub.get_message(
-                            ignore_subscribe_messages=True, timeout=1.0
-                        )
+                        data = await next_message(1.0)
                         raise_if_cancelled()
-                        if message is not None and message.get("type") == "message":
-                            self._cancel_local(message["data"].decode("ascii", "replace"))
+                        if data is not None:
+                            self._cancel_local(data.decode("ascii", "replace"))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

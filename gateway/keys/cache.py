@@ -28,9 +28,10 @@ from redis.exceptions import RedisError
 
 from gateway.config import KeysConfig, PlanConfig
 from gateway.db.keys import KeyRow, fetch_key_by_hash
+from gateway.redis.channels import publish, subscribed
 from gateway.redis.layout import key_entry, key_invalidation_channel
 from gateway.redis.lua import script_source
-from gateway.redis.pipelined import PipelinedRedis, PipelinedScript
+from gateway.redis.pipelined import HotRedis
 from gateway.tasks import raise_if_cancelled
 
 __all__ = [
@@ -154,7 +155,7 @@ class KeyCache:
         redis_prefix: str,
         clock: Callable[[], float] = time.monotonic,
         on_lookup: Callable[[str, str], None] | None = None,
-        lookups: PipelinedRedis,
+        lookups: HotRedis,
         timeout: float = 2.0,
     ) -> None:
         """``on_lookup(layer, result)`` is told which layer answered each lookup
@@ -180,9 +181,7 @@ class KeyCache:
         self._inflight: dict[str, asyncio.Future[KeyRecord | None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._epoch = 0
-        self._lookup_script = PipelinedScript(
-            lookups, script_source("lookup", package="gateway.keys")
-        )
+        self._lookup_script = lookups.script(script_source("lookup", package="gateway.keys"))
         self.subscribed = asyncio.Event()
 
     # -- lookups ---------------------------------------------------------------
@@ -358,8 +357,7 @@ class KeyCache:
         backoff = 0.1
         while True:
             try:
-                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(self.channel)
+                async with subscribed(self._redis, self.channel) as next_message:
                     # Whatever changed while we were not listening is unknown: start afresh.
                     self._epoch += 1
                     self._local.clear()
@@ -367,12 +365,10 @@ class KeyCache:
                     self.subscribed.set()
                     backoff = 0.1
                     while True:
-                        message = await pubsub.get_message(
-                            ignore_subscribe_messages=True, timeout=1.0
-                        )
+                        data = await next_message(1.0)
                         raise_if_cancelled()
-                        if message is not None and message.get("type") == "message":
-                            self.drop_local(message["data"].decode("ascii").split())
+                        if data is not None:
+                            self.drop_local(data.decode("ascii").split())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -418,5 +414,5 @@ async def publish_invalidation(redis: Redis, redis_prefix: str, key_hashes: list
     async with redis.pipeline(transaction=False) as pipe:
         for key_hash in key_hashes:  # one DEL each: the entries live in different slots
             pipe.delete(key_entry(redis_prefix, key_hash))
-        pipe.publish(key_invalidation_channel(redis_prefix), " ".join(key_hashes))
+        publish(pipe, key_invalidation_channel(redis_prefix), " ".join(key_hashes))
         await pipe.execute()

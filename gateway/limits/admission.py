@@ -56,7 +56,7 @@ from gateway.limits.decision import (
 from gateway.limits.journal import NO_SLOT, Journal, Reservation, orphans
 from gateway.redis.layout import RedisLayout
 from gateway.redis.lua import load_script, script_source
-from gateway.redis.pipelined import NotSent, PipelinedRedis, PipelinedScript
+from gateway.redis.pipelined import HotRedis, NotSent
 
 if TYPE_CHECKING:
     from gateway.limits.local import LocalAdmission
@@ -92,7 +92,7 @@ class Admission:
         layout: RedisLayout,
         seeds: SeedSource,
         *,
-        hot: PipelinedRedis,
+        hot: HotRedis,
         clock: Callable[[], float] | None = None,
         fallback: LocalAdmission | None = None,
         timeout: float = 2.0,
@@ -112,7 +112,7 @@ class Admission:
         self._layout = layout
         self._seeds = seeds
         self._journal = journal
-        self._admit = PipelinedScript(hot, script_source("admit"))
+        self._admit = hot.script(script_source("admit"))
         self._release = load_script(redis, "release")
         self._settle = load_script(redis, "settle")
         # Log members: unique across processes (the token) and within one (the counter).
@@ -239,6 +239,13 @@ class Admission:
         """
         if self._journal is not None:
             self._journal.end(decision.ticket)
+
+    def undelivered(self, decision: Decision, images: int) -> None:
+        """Only ``images`` of the reservation are not delivered yet (a stream sends its
+        images one by one): a process killed now leaves just those to be given back.
+        No round trip; settle with :meth:`release` when the stream ends."""
+        if self._journal is not None:
+            self._journal.shrink(decision.ticket, images)
 
     async def release(
         self, record: KeyRecord, decision: Decision, images: int, *, delivering: int = 0

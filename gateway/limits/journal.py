@@ -39,6 +39,8 @@ from pathlib import Path
 
 from redis.asyncio.connection import parse_url
 
+from gateway.config.urls import cluster_nodes
+
 __all__ = [
     "ADMITTED",
     "ADMITTING",
@@ -91,6 +93,13 @@ def default_directory(redis_url: str, key_prefix: str) -> Path:
     Two gateways with different Redis data must not settle each other's journals, so
     the name is derived from where the data lives (the URL without its password).
     """
+    if "+cluster://" in redis_url[:16]:  # a cluster: the nodes it names, in any order
+        hosts = sorted(
+            f"{str(o.get('host')).lower()}:{o.get('port')}"
+            for o in map(parse_url, cluster_nodes(redis_url))
+        )
+        name = hashlib.sha256(f"cluster:{','.join(hosts)}\0{key_prefix}".encode()).hexdigest()
+        return Path(tempfile.gettempdir()) / "image-gateway-journal" / name[:16]
     options = parse_url(redis_url)  # as redis-py reads it: no spelling makes a difference
     if "path" in options:
         where = f"unix:{options['path']}"

@@ -1,2 +1,3 @@
-"""Everything that speaks to Redis: the client factory, the pipelined hot-path
-connection, the key layout and the Lua loader."""
+"""Everything that speaks to Redis: the client factories, the pipelined hot-path
+connection (and its Redis Cluster form, routed by slot), pub/sub on one Redis or a
+cluster, the key layout and the Lua loader."""

@@ -26,7 +26,8 @@ import asyncio
 import collections
 import hashlib
 import ssl
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import Any, Protocol, cast
 
 import hiredis
 from redis.asyncio.connection import RedisSSLContext, parse_url
@@ -34,7 +35,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["NotSent", "PipelinedRedis", "PipelinedScript"]
+__all__ = [
+    "HotRedis",
+    "HotScript",
+    "NotSent",
+    "PipelinedRedis",
+    "PipelinedScript",
+    "ScriptText",
+    "encode_command",
+]
 
 #: After a failed connect, calls fail at once for this long (no connect storm while
 #: Redis is down), then the next call tries again.
@@ -67,8 +76,36 @@ def _encode_parts(parts: tuple[_Text, ...]) -> bytes:
     return b"".join([_bulk(part) for part in parts])
 
 
+def encode_command(parts: tuple[_Arg, ...]) -> bytes:
+    """A command as RESP."""
+    return _encode(parts)
+
+
 def _encode(parts: tuple[_Arg, ...]) -> bytes:
     return b"*%d\r\n" % len(parts) + b"".join([_bulk(part) for part in parts])
+
+
+_ASKING = _encode(("ASKING",))
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+class HotScript(Protocol):
+    """A Lua script on the hot path: ``await script(keys=..., args=...)``."""
+
+    async def __call__(self, keys: tuple[str, ...], args: Sequence[_Text]) -> Any: ...
+
+
+class HotRedis(Protocol):
+    """The hot path's client: :class:`PipelinedRedis`, or on a Redis Cluster
+    :class:`gateway.redis.routed.RoutedRedis`."""
+
+    def script(self, source: str) -> HotScript: ...
+
+    async def aclose(self) -> None: ...
 
 
 class _Connection(asyncio.Protocol):
@@ -186,6 +223,18 @@ class PipelinedRedis:
             connection = await self._connect()
         return await connection.send(payload)
 
+    async def send_asking(self, payload: bytes) -> Any:
+        """``ASKING`` then the command, back to back on the connection (a Redis Cluster's
+        ``ASK`` redirection: the slot is being imported by this node)."""
+        connection = self._connection
+        if connection is None or connection.closed:
+            connection = await self._connect()
+        connection.send(_ASKING).add_done_callback(_retrieve)
+        return await connection.send(payload)
+
+    def script(self, source: str) -> PipelinedScript:
+        return PipelinedScript(self, source)
+
     async def _connect(self) -> _Connection:
         if self._closed:
             raise NotSent("the Redis client is closed")
@@ -271,12 +320,11 @@ class PipelinedRedis:
             self._connection = None
 
 
-class PipelinedScript:
-    """A Lua script called with EVALSHA; loaded (once) when Redis does not know it."""
+class ScriptText:
+    """A Lua script's source, its SHA-1 and its encoded ``EVALSHA`` calls."""
 
-    def __init__(self, client: PipelinedRedis, source: str) -> None:
-        self._client = client
-        self._source = source
+    def __init__(self, source: str) -> None:
+        self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
         #: The encoded start of a call, per (number of keys, number of arguments).
         self._heads: dict[tuple[int, int], bytes] = {}
@@ -290,11 +338,23 @@ class PipelinedScript:
             self._heads[keys, args] = head
         return head
 
-    async def __call__(self, keys: tuple[str, ...], args: list[_Text] | tuple[_Text, ...]) -> Any:
+    def payload(self, keys: tuple[str, ...], args: Sequence[_Text]) -> bytes:
+        """The encoded ``EVALSHA`` call."""
+        return self._head(len(keys), len(args)) + _encode_parts((*keys, *args))
+
+
+class PipelinedScript(ScriptText):
+    """A Lua script called with EVALSHA; loaded (once) when Redis does not know it."""
+
+    def __init__(self, client: PipelinedRedis, source: str) -> None:
+        super().__init__(source)
+        self._client = client
+
+    async def __call__(self, keys: tuple[str, ...], args: Sequence[_Text]) -> Any:
         client = self._client
         payload = self._head(len(keys), len(args)) + _encode_parts((*keys, *args))
         try:
             return await client.send(payload)
         except NoScriptError:  # a new or restarted Redis: it did not run
-            await client.call("SCRIPT", "LOAD", self._source)
+            await client.call("SCRIPT", "LOAD", self.source)
             return await client.send(payload)

@@ -69,6 +69,7 @@ async def test_users_page_by_cursor_oldest_first(app: Gateway):
         ({"limit": "ten"}, "limit"),
         ({"limit": "-1"}, "limit"),
         ({"after": "not-an-id"}, "after"),
+        ({"after": ""}, "after"),
         ({"after": str(uuid.uuid4())}, "after"),
         ({"email_like": "a\x00b"}, "email_like"),
     ],
@@ -201,6 +202,19 @@ async def test_audit_log_newest_first_by_target_and_actor(app: Gateway):
     assert newest[0]["target_id"] == key["id"]
     assert newest[0]["details"] == {"images_per_day": 7}
     assert (await audit(app, actor="somebody-else"))["data"] == []
+
+
+async def test_an_empty_audit_filter_is_no_filter(app: Gateway):
+    account = await new_account(app)
+    response = await app.client.patch(
+        f"/admin/users/{account.id}", json={"plan": "pro"}, headers=ADMIN
+    )
+    assert response.status == 200
+    unfiltered = await audit(app, limit=5)
+    assert await audit(app, target="", actor="", after="", limit=5) == unfiltered
+    assert unfiltered["data"][0]["target_id"] == account.id
+    bad = await app.client.get("/admin/audit", params={"target": "nope"}, headers=ADMIN)
+    await expect_error(bad, 400, "invalid_request", "target")
 
 
 @pytest.mark.parametrize(

@@ -140,7 +140,11 @@ async def test_edit_is_sent_as_openai_multipart(fake: OpenAIFake, context: Backe
         operation=EDIT,
         images=(input_image(first), input_image(second)),
         mask=input_image(mask, "mask.png"),
-        options={"quality": "high", "output_format": "png", "partial_images": 2},
+        quality="high",
+        output_format="png",
+        input_fidelity="high",
+        user="user-42",
+        partial_images=2,  # only for a stream: not sent
     )
 
     images = await backend.generate(request)
@@ -157,8 +161,44 @@ async def test_edit_is_sent_as_openai_multipart(fake: OpenAIFake, context: Backe
         "prompt": ["a lighthouse at dawn"],
         "quality": ["high"],
         "output_format": ["png"],
+        "input_fidelity": ["high"],
+        "user": ["user-42"],
         "image[]": [first, second],
         "mask": [mask],
+    }
+
+
+async def test_streamed_edit_is_the_multipart_form_with_stream_true(
+    fake: OpenAIFake, context: BackendContext
+) -> None:
+    backend = await started(fake, context)
+    source = pattern_png(32, 32)
+    request = image_request(
+        model="gpt-image-1",
+        operation=EDIT,
+        images=(input_image(source),),
+        stream=True,
+        partial_images=2,
+    )
+
+    try:
+        events = [event async for event in backend.stream(request)]
+    finally:
+        await backend.close()
+
+    assert [(event.index, event.partial_index) for event in events] == [(0, 0), (0, 1), (0, None)]
+    assert all(decode_png(event.image.data) == (64, 64) for event in events)
+    [call] = fake.api_requests()
+    assert call.path == "/v1/images/edits"
+    assert call.headers["Accept"] == "text/event-stream"
+    assert call.body == {
+        "model": ["gpt-image-1"],
+        "n": ["1"],
+        "size": ["64x64"],
+        "prompt": ["a lighthouse at dawn"],
+        "stream": ["true"],
+        "partial_images": ["2"],
+        "image": [source],
     }
 
 

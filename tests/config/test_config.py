@@ -33,6 +33,7 @@ from gateway.config import (
 )
 from gateway.config.decode import decode
 from gateway.startup import prepare
+from tests.support.config import merge
 from tests.support.paths import CONFIGS, ROOT
 
 SHIPPED = ROOT / "config.yaml"
@@ -421,8 +422,12 @@ def test_unknown_key_is_named_by_its_dotted_path(path: str, message: str):
         (
             "redis.url",
             "http://127.0.0.1:6379",
-            "redis.url: must be a redis://, rediss:// or unix:// URL",
+            "redis.url: must be a redis://, rediss://, unix://, redis+cluster:// or "
+            "rediss+cluster:// URL",
         ),
+        ("redis.url", "redis+cluster://a,b:1", "redis.url: 'a' is not host:port"),
+        ("redis.url", "redis+cluster://a:1/2", "redis.url: a Redis Cluster has only database 0"),
+        ("redis.cluster", "yes", "redis.cluster: must be true or false"),
         ("redis.key_prefix", "{gw}:", "redis.key_prefix: must not contain '{' or '}' (hash tags)"),
         ("redis.key_prefix", "gw}", "redis.key_prefix: must not contain '{' or '}' (hash tags)"),
         ("redis.max_connections", 0, "redis.max_connections: must be > 0"),
@@ -718,7 +723,8 @@ def test_overridden_values_are_still_validated():
     )
     assert (
         parse_error(valid_raw(), {"REDIS_URL": "memcached://x"})
-        == "redis.url: must be a redis://, rediss:// or unix:// URL"
+        == "redis.url: must be a redis://, rediss://, unix://, redis+cluster:// or "
+        "rediss+cluster:// URL"
     )
 
 
@@ -1005,3 +1011,11 @@ def test_a_configs_repr_shows_no_secret():
     for secret in ("j" * 40, "admin-token-value", "db-password", "s" * 40):
         assert secret not in text
     assert "postgresql://gw:***@db.internal/gateway" in text
+
+
+def test_a_cluster_url_or_the_cluster_flag_runs_on_a_redis_cluster():
+    nodes = "redis+cluster://u:secret@10.0.0.1:7000,10.0.0.2:7001"
+    assert parse_config(merge(valid_raw(), {"redis": {"url": nodes}}), {}).redis.in_cluster
+    flagged = merge(valid_raw(), {"redis": {"url": "redis://10.0.0.1:7000", "cluster": True}})
+    assert parse_config(flagged, {}).redis.in_cluster
+    assert not parse_config(valid_raw(), {}).redis.in_cluster

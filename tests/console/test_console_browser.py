@@ -70,6 +70,16 @@ async def console_page(chromium_browser: Any) -> AsyncIterator[Any]:
     await context.close()
 
 
+async def credits_of(url: str, key: str) -> dict[str, Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{url}/v1/credits", headers={"Authorization": f"Bearer {key}"}) as response,
+    ):
+        assert response.status == 200, await response.text()
+        balances: dict[str, Any] = await response.json()
+        return balances
+
+
 async def generate(url: str, key: str) -> tuple[int, dict[str, Any]]:
     async with (
         aiohttp.ClientSession() as session,
@@ -145,13 +155,24 @@ async def test_a_customer_signs_up_makes_a_key_uses_it_and_leaves(
     image = page.get_by_role("img", name="Generated image for: a red square")
     await image.wait_for()
     await screenshot(page, "playground")
+    # The same as a job: submitted with Prefer: respond-async, followed until it ends.
+    await page.get_by_label("Run as a job").check()
+    await page.get_by_role("button", name="Generate", exact=True).click()
+    done = page.get_by_role("status").filter(has_text=re.compile(r"^Job job_\w+: done\.$"))
+    await done.wait_for()
+    await image.wait_for()
+    await screenshot(page, "playground-job")
+    await page.goto(f"{url}/console/jobs")
+    status_cell = page.get_by_role("cell", name=re.compile(r"(Status: )?succeeded$"))
+    assert await status_cell.is_visible()
+    await screenshot(page, "jobs")
 
     await page.goto(f"{url}/console/usage")
-    assert await page.locator("[data-today]").get_attribute("data-today") == "3"
-    chart = page.get_by_role("img", name=re.compile(r"Images per day, .*: 3 in total"))
+    assert await page.locator("[data-today]").get_attribute("data-today") == "4"
+    chart = page.get_by_role("img", name=re.compile(r"Images per day, .*: 4 in total"))
     assert await chart.is_visible()
     await screenshot(page, "usage")
-    for name in ("plan", "password"):
+    for name in ("plan", "password", "credits"):
         await page.goto(f"{url}/console/{name}")
         await screenshot(page, name)
 
@@ -204,6 +225,14 @@ async def test_an_operator_disables_a_user_and_the_key_stops(
         await operator.get_by_role("link", name=email, exact=True).click()
         await operator.get_by_role("heading", name=f"User {email}").wait_for()
         await screenshot(operator, "admin-user")
+        await operator.get_by_label("Credits to grant (negative to take away)").fill("250")
+        await operator.get_by_label("Reason", exact=True).fill("a browser's gift")
+        await operator.get_by_role("button", name="Grant credits", exact=True).click()
+        await operator.get_by_role("status").filter(has_text="The credits were changed.").wait_for()
+        balances = await credits_of(url, key)
+        assert balances["purchased"]["balance"] == 250
+        shown = await operator.locator("[data-credits-total]").get_attribute("data-credits-total")
+        assert shown == str(balances["total"])
         await operator.get_by_role("button", name="Disable user", exact=True).click()
         await operator.get_by_role("status").filter(has_text="Saved.").wait_for()
 
@@ -214,6 +243,9 @@ async def test_an_operator_disables_a_user_and_the_key_stops(
         await operator.get_by_role("cell", name=f"console:{OPERATOR_EMAIL}").first.wait_for()
         await screenshot(operator, "admin-audit")
         await operator.get_by_role("link", name="All usage", exact=True).click()
+        # Other tests' users share the database: the customer is found by email.
+        await operator.get_by_label("Email contains").fill(email)
+        await operator.get_by_role("button", name="Show", exact=True).click()
         await operator.get_by_role("link", name=email).first.wait_for()
         await screenshot(operator, "admin-usage")
         assert watch.errors == []

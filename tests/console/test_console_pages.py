@@ -291,6 +291,9 @@ async def test_an_operator_disables_a_user_and_sets_key_limits(
     status, page = await operator.get("/console/admin/usage?email=nobody-has-this-address")
     assert status == 200
     assert customer_email not in page
+    status, page = await operator.get("/console/admin/usage?email=a%00b")  # Postgres: no NUL
+    assert status == 200
+    assert "must not hold control characters" in page
 
 
 async def test_the_admin_token_opens_the_operator_pages(

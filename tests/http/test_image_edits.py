@@ -9,10 +9,10 @@ import aiohttp
 import openai
 import pytest
 from aiohttp.test_utils import TestServer
+from openai.types import ImageEditCompletedEvent
 
 from tests.support.backend_cases import OPENAI_KEY
 from tests.support.gateway import Gateway, MakeGateway, MakeKey
-from tests.support.http import expect_error
 from tests.support.images import encode, pattern_png, pixels, rgba_png
 from tests.support.providers import OpenAIFake
 from tests.support.usage import today, usage_rows
@@ -172,16 +172,42 @@ async def test_model_that_cannot_edit(make_gateway: MakeGateway, make_key: MakeK
     assert fake_upstream.requests == []
 
 
-async def test_stream_is_refused_for_now(gateway: Gateway, make_key: MakeKey):
+async def test_edit_streams_partial_images_then_the_edit(gateway: Gateway, make_key: MakeKey, db):
     key = await make_key()
-    form = aiohttp.FormData()
-    form.add_field("image", pattern_png(8, 8), filename="a.png", content_type="image/png")
-    form.add_field("prompt", "x")
-    form.add_field("stream", "true")
-    response = await gateway.client.post(
-        "/v1/images/edits", data=form, headers={"Authorization": f"Bearer {key.key}"}
-    )
-    await expect_error(response, 400, "invalid_request", "stream")
+    source, mask = pattern_png(SIZE, SIZE), rgba_png(SIZE, SIZE, (0, 0, SIZE // 2, SIZE))
+    inputs = {
+        "image": ("in.png", source, "image/png"),
+        "mask": ("mask.png", mask, "image/png"),
+        "prompt": "a red boat",
+        "size": f"{SIZE}x{SIZE}",
+    }
+    async with sdk(gateway, key.key) as client:
+        stream = await client.images.edit(**inputs, stream=True, partial_images=2)
+        events = [event async for event in stream]
+        whole = await client.images.edit(**inputs)
+
+    assert [type(event).__name__ for event in events] == [
+        "ImageEditPartialImageEvent",
+        "ImageEditPartialImageEvent",
+        "ImageEditCompletedEvent",
+    ]
+    assert [event.type for event in events] == [
+        "image_edit.partial_image",
+        "image_edit.partial_image",
+        "image_edit.completed",
+    ]
+    assert [getattr(event, "partial_image_index", None) for event in events] == [0, 1, None]
+    final = events[-1]
+    assert isinstance(final, ImageEditCompletedEvent)
+    assert whole.data is not None
+    assert final.b64_json == whole.data[0].b64_json  # the same edit, streamed
+    assert final.size == f"{SIZE}x{SIZE}"
+    assert final.usage.model_extra == {"images": 1}
+    first = base64.b64decode(events[0].b64_json)
+    assert pixels(first)[0] == (SIZE, SIZE)
+    assert first != base64.b64decode(final.b64_json)  # a coarse version first
+    await gateway.flush()
+    assert await usage_rows(db, key.key_id) == {today(): 2}  # one streamed, one not
 
 
 async def test_idempotency_key_replays_an_edit(gateway: Gateway, make_key: MakeKey, db):
@@ -287,3 +313,51 @@ async def test_openai_upstream_end_to_end(
     assert calls[1].body["image[]"] == [first, second]
     await gateway.flush()
     assert await usage_rows(db, key.key_id) == {today(): 1 + 1 + 2 + 2}  # delivered only
+
+
+async def test_openai_upstream_streams_an_edit(
+    make_gateway: MakeGateway, make_key: MakeKey, openai_upstream: OpenAIFake, db
+):
+    gateway = await make_gateway(
+        {
+            "backends": {
+                "openai": {
+                    "type": "openai",
+                    "base_url": openai_upstream.base_url,
+                    "api_key_env": "TEST_OPENAI_KEY",
+                    "sizes": ["256x256"],
+                }
+            },
+            "models": {"gpt-image-1": "openai"},
+            "default_model": "gpt-image-1",
+        }
+    )
+    key = await make_key()
+    source, mask = pattern_png(64, 64), rgba_png(64, 64, (0, 0, 32, 32))
+    inputs = {
+        "image": ("a.png", source, "image/png"),
+        "mask": ("mask.png", mask, "image/png"),
+        "prompt": "a red boat",
+        "size": "256x256",
+        "input_fidelity": "high",
+    }
+    async with sdk(gateway, key.key) as client:
+        stream = await client.images.edit(**inputs, stream=True, partial_images=1)
+        events = [event async for event in stream]
+        whole = await client.images.edit(**inputs)
+
+    assert [event.type for event in events] == ["image_edit.partial_image", "image_edit.completed"]
+    final = events[-1]
+    assert isinstance(final, ImageEditCompletedEvent)
+    assert final.usage.total_tokens == 100  # the upstream's own usage, passed on
+    assert whole.data is not None
+    assert final.b64_json == whole.data[0].b64_json
+    streamed, plain = openai_upstream.api_requests()
+    assert streamed.path == plain.path == "/v1/images/edits"
+    assert streamed.body["stream"] == ["true"]
+    assert streamed.body["partial_images"] == ["1"]
+    assert streamed.body["input_fidelity"] == plain.body["input_fidelity"] == ["high"]
+    assert streamed.body["mask"] == [mask]
+    assert "stream" not in plain.body
+    await gateway.flush()
+    assert await usage_rows(db, key.key_id) == {today(): 2}

@@ -6,8 +6,13 @@ import base64
 
 import openai
 import pytest
+from aiohttp.test_utils import TestServer
+from openai.types import ImageGenCompletedEvent
 
-from tests.support.gateway import Gateway, MakeKey
+from tests.support.backend_cases import OPENAI_KEY
+from tests.support.gateway import Gateway, MakeGateway, MakeKey
+from tests.support.providers import OpenAIFake
+from tests.support.upstreams import serve_fake_upstream, upstream_config
 
 
 def sdk(gateway: Gateway, key: str) -> openai.AsyncOpenAI:
@@ -57,3 +62,112 @@ async def test_errors_map_to_sdk_exceptions(gateway: Gateway, make_key: MakeKey)
         with pytest.raises(openai.AuthenticationError) as denied:
             await client.images.generate(prompt="four")
         assert denied.value.code == "invalid_api_key"
+
+
+async def test_images_generate_streams_partial_images_in_order(gateway: Gateway, make_key: MakeKey):
+    key = await make_key()
+    async with sdk(gateway, key.key) as client:
+        stream = await client.images.generate(
+            prompt="a red kite",
+            size="256x256",
+            stream=True,
+            partial_images=2,
+            extra_body={"seed": 11},
+        )
+        events = [event async for event in stream]
+        whole = await client.images.generate(
+            prompt="a red kite", size="256x256", extra_body={"seed": 11}
+        )
+
+    assert [type(event).__name__ for event in events] == [
+        "ImageGenPartialImageEvent",
+        "ImageGenPartialImageEvent",
+        "ImageGenCompletedEvent",
+    ]
+    assert [getattr(event, "partial_image_index", None) for event in events] == [0, 1, None]
+    final = events[-1]
+    assert isinstance(final, ImageGenCompletedEvent)
+    assert final.type == "image_generation.completed"
+    assert final.b64_json == whole.data[0].b64_json
+    assert final.usage.model_extra == {"images": 1}
+
+
+async def test_images_generate_streams_through_the_openai_backend(
+    make_gateway: MakeGateway, make_key: MakeKey, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("TEST_OPENAI_KEY", OPENAI_KEY)
+    fake = OpenAIFake(OPENAI_KEY)
+    server = TestServer(fake.app())
+    await server.start_server()
+    fake.origin = str(server.make_url("")).rstrip("/")
+    try:
+        gateway = await make_gateway(
+            {
+                "backends": {
+                    "openai": {
+                        "type": "openai",
+                        "base_url": fake.base_url,
+                        "api_key_env": "TEST_OPENAI_KEY",
+                        "sizes": ["256x256"],
+                    }
+                },
+                "models": {"gpt-image-1": "openai"},
+            }
+        )
+        key = await make_key()
+        async with sdk(gateway, key.key) as client:
+            stream = await client.images.generate(
+                model="gpt-image-1",
+                prompt="a red kite",
+                size="256x256",
+                stream=True,
+                partial_images=1,
+                quality="low",
+            )
+            events = [event async for event in stream]
+            whole = await client.images.generate(
+                model="gpt-image-1", prompt="a red kite", size="256x256", quality="low"
+            )
+    finally:
+        await server.close()
+
+    assert [event.type for event in events] == [
+        "image_generation.partial_image",
+        "image_generation.completed",
+    ]
+    final = events[-1]
+    assert isinstance(final, ImageGenCompletedEvent)
+    assert final.quality == "low"
+    assert final.usage.total_tokens == 100
+    assert final.b64_json == whole.data[0].b64_json
+    assert fake.api_requests()[0].body["quality"] == "low"
+
+
+async def test_images_generate_parameters(gateway: Gateway, make_key: MakeKey):
+    key = await make_key()
+    async with sdk(gateway, key.key) as client:
+        result = await client.images.generate(
+            prompt="a red kite", size="auto", quality="auto", moderation="low", user="u-1"
+        )
+        assert base64.b64decode(result.data[0].b64_json or "")[:8] == b"\x89PNG\r\n\x1a\n"
+        with pytest.raises(openai.BadRequestError) as bad:
+            await client.images.generate(prompt="a red kite", size="256x256", quality="hd")
+        assert bad.value.param == "quality"
+        assert "it accepts: auto" in bad.value.message
+
+
+async def test_a_failure_mid_stream_raises_in_the_sdk(make_gateway: MakeGateway, make_key: MakeKey):
+    async with serve_fake_upstream(handler_cancellation=True) as upstream:
+        upstream.mode = "stream_hang"  # the second image never comes
+        gateway = await make_gateway(upstream_config(upstream, timeout=0.5))
+        key = await make_key()
+        async with sdk(gateway, key.key) as client:
+            stream = await client.images.generate(
+                model="remote", prompt="a red kite", size="256x256", n=2, stream=True
+            )
+            first = await anext(aiter(stream))
+            with pytest.raises(openai.APIError) as failed:
+                await anext(aiter(stream))
+    assert first.type == "image_generation.completed"
+    assert failed.value.message == "The image backend did not answer in time."
+    assert failed.value.code == "upstream_timeout"

@@ -20,6 +20,7 @@ from gateway.http.openapi import DOCS_STATIC_DIR
 from tests.support.config import ADMIN_TOKEN, KEY_PREFIX
 from tests.support.gateway import Gateway, MakeGateway, MakeKey
 from tests.support.redis import PrivateRedis
+from tests.support.streams import read_events
 from tests.support.upstreams import FakeUpstream, upstream_config
 
 GENERATE = "/v1/images/generations"
@@ -162,14 +163,50 @@ async def test_generation_request_constraints(gateway: Gateway):
     fields = document["components"]["schemas"]["GenerationRequest"]["properties"]
     assert (fields["prompt"]["minLength"], fields["prompt"]["maxLength"]) == (1, 4000)
     assert fields["n"]["minimum"] == 1
-    assert fields["size"]["pattern"] == "^[0-9]+x[0-9]+$"
+    assert fields["size"]["pattern"] == "^([0-9]+x[0-9]+|auto)$"
     assert fields["response_format"]["enum"] == ["b64_json", "url", None]
     assert (fields["seed"]["minimum"], fields["seed"]["maximum"]) == (0, 2**63 - 1)
     password = document["components"]["schemas"]["Credentials"]["properties"]["password"]
     assert (password["minLength"], password["maxLength"]) == (8, 128)
-    # Streaming is refused, and says so.
     assert fields["stream"]["type"] == ["boolean", "null"]
     assert fields["stream"]["default"] is False
+    assert "not supported" not in fields["stream"]["description"]
+
+    # OpenAI's parameters, with their values.
+    def values(name: str) -> set[object]:
+        return set(fields[name]["enum"])
+
+    assert values("quality") == {"auto", "standard", "hd", "low", "medium", "high", None}
+    assert values("style") == {"vivid", "natural", None}
+    assert values("background") == {"auto", "transparent", "opaque", None}
+    assert values("output_format") == {"png", "jpeg", "webp", None}
+    assert values("moderation") == {"auto", "low", None}
+    compression = fields["output_compression"]
+    assert (compression["minimum"], compression["maximum"]) == (0, 100)
+    assert (fields["partial_images"]["minimum"], fields["partial_images"]["maximum"]) == (0, 3)
+    assert fields["user"]["maxLength"] == 256
+    assert "auto" in fields["size"]["description"]
+
+
+async def test_streamed_events_are_as_documented(gateway: Gateway, make_key: MakeKey):
+    document = await openapi(gateway)
+    streamed = document["paths"][GENERATE]["post"]["responses"]["200"]["content"]
+    assert set(streamed) == {"application/json", "text/event-stream"}
+    documented = streamed["text/event-stream"]["x-events"]
+    assert set(documented) == {
+        "image_generation.partial_image",
+        "image_generation.completed",
+        "error",
+    }
+    key = await make_key()
+    response = await gateway.generate(key.key, stream=True, partial_images=1)
+    events = await read_events(response)
+    assert [name for name, _ in events] == [
+        "image_generation.partial_image",
+        "image_generation.completed",
+    ]
+    for name, data in events:
+        validator(document, documented[name]["$ref"].removeprefix("#")).validate(data)
 
 
 async def test_upload_bodies_are_multipart_with_binary_files(gateway: Gateway):

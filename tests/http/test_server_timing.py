@@ -1,5 +1,6 @@
-"""``Server-Timing`` on generation answers: the gateway's own time and the upstream's,
-so a client sees what the gateway adds (milliseconds, as the header's ``dur`` says)."""
+"""``Server-Timing`` on generation, edit and variation answers (streamed ones too): the
+gateway's own time and the upstream's, so a client sees what the gateway adds
+(milliseconds, as the header's ``dur`` says)."""
 
 from __future__ import annotations
 
@@ -85,3 +86,25 @@ async def test_an_edit_says_what_the_gateway_and_the_upstream_took(
     )
     assert refused.status in (400, 401)
     assert GATEWAY_ONLY.fullmatch(refused.headers["Server-Timing"])
+
+
+async def test_a_stream_says_what_took_until_its_first_event(
+    make_app: MakeGateway, make_key: MakeKey
+):
+    app = await make_app()
+    key = await make_key()
+    generation = await app.generate(key.key, stream=True, partial_images=1)
+    form = aiohttp.FormData()
+    form.add_field("image", png(64, 64), filename="in.png", content_type="image/png")
+    form.add_field("prompt", "a red door")
+    form.add_field("size", "256x256")
+    form.add_field("stream", "true")
+    edit = await app.client.post(
+        "/v1/images/edits", data=form, headers={"Authorization": f"Bearer {key.key}"}
+    )
+    for response in (generation, edit):
+        assert response.status == 200, await response.text()
+        assert response.content_type == "text/event-stream"
+        [timing] = response.headers.getall("Server-Timing")
+        assert BOTH.fullmatch(timing), timing
+        assert b"completed" in await response.read()

@@ -146,12 +146,30 @@ async def test_bad_bodies_are_400_and_charge_nothing(
         ({"prompt": "x", "metadata": "no"}, "metadata"),
         ({"prompt": "x", "n": 99}, "n"),
         ({"prompt": "x", "webhook_url": 5}, "webhook_url"),
+        # Postgres keeps a job's text (text, jsonb): a NUL is refused, naming where.
+        ({"prompt": "x", "metadata": {"owner": "a\u0000b"}}, "metadata.owner"),
+        ({"prompt": "x", "metadata": {"a\u0000": "v"}}, "metadata"),
+        ({"prompt": "a\u0000b"}, "prompt"),
+        ({"prompt": "x", "negative_prompt": "\u0000"}, "negative_prompt"),
+        ({"prompt": "x", "webhook_url": "https://example.com/\u0000"}, "webhook_url"),
     ):
         response = await app.client.post(JOBS, json=body, headers=bearer(key.key))
         await expect_error(response, 400, "invalid_request", param)
     await app.flush()
     assert await usage_rows(db, key.key_id) == {}
     assert await db.fetchval("SELECT count(*) FROM image_jobs WHERE user_id = $1", key.user_id) == 0
+
+
+async def test_a_nul_in_a_prefer_async_generation_is_a_400(app: Gateway, make_key: MakeKey):
+    """The synchronous route keeps nothing, so a NUL in its prompt is fine; made a job, it
+    is kept, and refused."""
+    key = await make_key()
+    response = await app.client.post(
+        "/v1/images/generations",
+        json={"prompt": "a\u0000b", "size": "256x256", "metadata": {"k": "\u0000"}},
+        headers={**bearer(key.key), "Prefer": "respond-async"},
+    )
+    await expect_error(response, 400, "invalid_request", "prompt")
 
 
 async def test_submits_count_against_the_limits(app: Gateway, make_key: MakeKey):

@@ -12,7 +12,7 @@ import asyncpg
 import yarl
 
 from tests.support.gateway import Gateway, MakeGateway, MakeKey
-from tests.support.http import bearer
+from tests.support.http import bearer, expect_error
 from tests.support.images import pattern_png, pixels, rgba_png
 from tests.support.jobs import JOBS, wait_for_job
 from tests.support.usage import today, usage_rows
@@ -76,6 +76,21 @@ async def test_an_edit_job_runs_from_the_stored_uploads(
     assert await usage_rows(db, key.key_id) == {today(): 4}
 
 
+async def test_a_nul_in_an_edit_jobs_prompt_is_a_400_and_makes_no_job(
+    app: Gateway, make_key: MakeKey, db: asyncpg.Connection
+):
+    """The job's request is kept in Postgres, which cannot hold a NUL."""
+    key = await make_key()
+    form = aiohttp.FormData()
+    form.add_field("image", pattern_png(SIZE, SIZE), filename="a.png", content_type="image/png")
+    form.add_field("prompt", "a red\x00boat")
+    response = await app.client.post(
+        "/v1/images/edits", data=form, headers={**bearer(key.key), **ASYNC}
+    )
+    await expect_error(response, 400, "invalid_request", "prompt")
+    assert await db.fetchval("SELECT count(*) FROM image_jobs WHERE user_id = $1", key.user_id) == 0
+
+
 async def test_a_variation_job_in_b64_json(app: Gateway, make_key: MakeKey):
     key = await make_key()
     form = aiohttp.FormData()
@@ -90,6 +105,38 @@ async def test_a_variation_job_in_b64_json(app: Gateway, make_key: MakeKey):
     assert done["status"] == "succeeded", done
     image = base64.b64decode(done["data"][0]["b64_json"])
     assert pixels(image)[0] == (256, 256)
+
+
+async def test_an_edit_job_keeps_its_parameters_with_its_uploads(
+    app: Gateway, make_key: MakeKey, db: asyncpg.Connection
+):
+    key = await make_key()
+    fields = {"output_format": "jpeg", "output_compression": "40", "user": "end-user-7"}
+    response = await app.client.post(
+        "/v1/images/edits",
+        data=edit_form(response_format="b64_json", **fields),
+        headers={**bearer(key.key), **ASYNC},
+    )
+    assert response.status == 202, await response.text()
+    job_id = (await response.json())["id"]
+    row = await db.fetchrow("SELECT request FROM image_jobs WHERE id = $1", job_id)
+    kept = json.loads(row["request"])
+    assert (kept["operation"], kept["output_format"], kept["output_compression"]) == (
+        "edit",
+        "jpeg",
+        40,
+    )
+    assert kept["user"] == "end-user-7"
+    assert kept["mask"] is not None
+    assert "options" not in kept  # one representation: the typed parameters
+    done = await wait_for_job(app.client, key.key, job_id)
+    assert done["status"] == "succeeded", done
+    image = base64.b64decode(done["data"][0]["b64_json"])
+    assert image[:3] == b"\xff\xd8\xff"  # the job's edit is a JPEG, as asked
+    same = await app.client.post(
+        "/v1/images/edits", data=edit_form(**fields), headers=bearer(key.key)
+    )
+    assert base64.b64decode((await same.json())["data"][0]["b64_json"]) == image
 
 
 async def test_an_upload_over_the_quota_makes_no_job(

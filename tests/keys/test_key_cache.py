@@ -75,12 +75,16 @@ async def test_concurrent_misses_share_one_lookup(make_gateway: MakeGateway, mak
 
 
 @pytest.mark.parametrize("plan", ["pro", "metered"])  # metered: with credits
+@pytest.mark.parametrize(
+    "body", [{}, {"stream": True, "partial_images": 1}], ids=["one-answer", "streamed"]
+)
 async def test_warm_key_makes_no_postgres_query_and_one_redis_round_trip(
     private_redis: PrivateRedis,
     make_gateway: MakeGateway,
     make_key: MakeKey,
     database_url: str,
     plan: str,
+    body: dict[str, object],
 ):
     gateway = await make_gateway(merge(CREDITS, {"redis": {"url": private_redis.url}}))
     key = await make_key(plan)
@@ -103,8 +107,9 @@ async def test_warm_key_makes_no_postgres_query_and_one_redis_round_trip(
                 listener = monitor.listen()
                 await monitor_client.echo("start")  # the monitor is attached from here on
                 for _ in range(5):
-                    response = await asyncio.wait_for(gateway.generate(key.key), 5)
+                    response = await asyncio.wait_for(gateway.generate(key.key, **body), 5)
                     assert response.status == 200
+                    await response.read()
                 await monitor_client.echo(marker)
                 async for event in listener:
                     if marker in event["command"]:

@@ -194,7 +194,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
 
 
 async def test_postgres_down_warm_keys_keep_working_and_usage_catches_up(
-    private_postgres: PrivatePostgres, make_gateway: MakeGateway
+    private_postgres: PrivatePostgres, make_app: MakeGateway
 ):
     from gateway.db.users import create_user
     from gateway.keys.issue import issue_key
@@ -205,7 +205,7 @@ async def test_postgres_down_warm_keys_keep_working_and_usage_catches_up(
     key, row = await issue_key(conn, user_id=user["id"], prefix=KEY_PREFIX, name="k")
     await conn.close()
 
-    gateway = await make_gateway({"database": {"url": private_postgres.url}})
+    gateway = await make_app({"database": {"url": private_postgres.url}})
     assert (await gateway.generate(key, n=2)).status == 200  # warm: cached, counter seeded
     account = {"email": "someone@example.com", "password": "long enough"}
     assert (await gateway.client.post("/v1/auth/register", json=account)).status == 201

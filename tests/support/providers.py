@@ -28,6 +28,7 @@ from aiohttp import web
 
 from gateway.backends.local import render_png
 from gateway.media.inspect import inspect_image
+from tests.support.streams import convert, send_image_events
 
 __all__ = [
     "CREDENTIAL_HEADERS",
@@ -185,13 +186,17 @@ class ProviderFake:
 
 
 class OpenAIFake(ProviderFake):
-    """``POST /v1/images/generations``: ``b64_json`` images, or ``url`` ones."""
+    """``POST /v1/images/generations``: ``b64_json`` images, or ``url`` ones; with
+    ``stream``, OpenAI's events. ``output_format`` jpeg/webp re-encodes the images; the
+    dall-e models refuse the gpt-image parameters, as OpenAI does."""
 
     prefix = "/v1"
 
     def __init__(self, secret: str) -> None:
         super().__init__(secret)
         self.as_urls = False
+        #: False: ``stream`` is ignored, as by compatible servers that cannot stream.
+        self.streams = True
         #: Edits and variations: answer this many images fewer than asked for.
         self.short_by = 0
 
@@ -220,10 +225,23 @@ class OpenAIFake(ProviderFake):
                 return self.error(400, f"Missing required parameter: '{field}'.")
         if "response_format" in body and body["model"].startswith("gpt-image"):
             return self.error(400, "Unknown parameter: 'response_format'.")
+        if body["model"].startswith("dall-e"):
+            for name in ("background", "output_format", "output_compression", "moderation"):
+                if name in body:
+                    return self.error(400, f"Unknown parameter: '{name}'.")
         width, height = (int(v) for v in body["size"].split("x"))
+        fmt, quality = body.get("output_format"), body.get("output_compression")
+        if body.get("stream") and self.streams:
+            return await send_image_events(
+                request,
+                body,
+                render=lambda i, block: convert(
+                    render_png(body["prompt"], None, width, height, i, block), fmt, quality
+                ),
+            )
         data = []
         for i in range(body["n"]):
-            png = render_png(body["prompt"], None, width, height, i)
+            png = convert(render_png(body["prompt"], None, width, height, i), fmt, quality)
             item = {"url": self.file_url(png)} if self.as_urls else {"b64_json": b64(png)}
             item["revised_prompt"] = f"{body['prompt']}, in watercolour"
             data.append(item)
@@ -253,6 +271,17 @@ class OpenAIFake(ProviderFake):
                 return self.error(400, "Invalid 'mask': it must be the size of the image.")
         prompt = form["prompt"][0] if editing else "variation"
         width, height = (int(v) for v in form["size"][0].split("x"))
+        if editing and form.get("stream") == ["true"] and self.streams:
+            fields = {name: values[0] for name, values in form.items() if name in _EDIT_TEXT}
+            for name in ("n", "partial_images", "output_compression"):
+                if name in fields:
+                    fields[name] = int(fields[name])
+            return await send_image_events(
+                request,
+                fields,
+                render=lambda i, block: render_png(prompt, len(images), width, height, i, block),
+                kind="image_edit",
+            )
         data = [
             {
                 "b64_json": b64(render_png(prompt, len(images), width, height, i)),
@@ -261,6 +290,25 @@ class OpenAIFake(ProviderFake):
             for i in range(int(form["n"][0]) - self.short_by)
         ]
         return web.json_response({"created": 1700000000, "data": data})
+
+
+#: An edit form's text fields.
+_EDIT_TEXT = frozenset(
+    {
+        "model",
+        "prompt",
+        "n",
+        "size",
+        "quality",
+        "background",
+        "output_format",
+        "output_compression",
+        "input_fidelity",
+        "partial_images",
+        "stream",
+        "user",
+    }
+)
 
 
 class A1111Fake(ProviderFake):

@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.backends.local import render_png
+from tests.support.streams import convert, send_image_events
 
 __all__ = ["FakeUpstream", "serve_fake_upstream", "serve_images_endpoint", "upstream_config"]
 
@@ -24,6 +25,13 @@ class FakeUpstream:
     ``mode``: ``ok`` (n images), ``short`` (n - 1 images), ``fail`` (HTTP 500),
     ``garbage`` (200 with a non-JSON body), ``hang`` (waits until ``release`` is set),
     ``reset`` (drops the connection without answering).
+
+    ``stream: true`` is answered with OpenAI's events (:mod:`tests.support.streams`);
+    in mode ``stream_hang`` the stream stops after the first image until ``release``
+    is set, and ``stream_closed`` is set if the gateway leaves meanwhile (the server
+    of :func:`serve_fake_upstream` cancels handlers of lost connections).
+    Mode ``stream_partials_only``: the stream ends after the first image's partials.
+    ``output_format`` jpeg or webp re-encodes the images.
     """
 
     mode: str = "ok"
@@ -33,6 +41,7 @@ class FakeUpstream:
     retry_after: str | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    stream_closed: asyncio.Event = field(default_factory=asyncio.Event)
     url: str = ""
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -56,8 +65,24 @@ class FakeUpstream:
             await self.release.wait()
         n = body["n"] - (1 if self.mode == "short" else 0)
         width, height = (int(v) for v in body["size"].split("x"))
+        fmt, quality = body.get("output_format"), body.get("output_compression")
+        if body.get("stream"):
+            return await send_image_events(
+                request,
+                body,
+                render=lambda i, block: convert(
+                    render_png(body["prompt"], i, width, height, 0, block), fmt, quality
+                ),
+                hang_after_first=self.release if self.mode == "stream_hang" else None,
+                closed=self.stream_closed,
+                partials_only=self.mode == "stream_partials_only",
+            )
         data = [
-            {"b64_json": base64.b64encode(render_png(body["prompt"], i, width, height)).decode()}
+            {
+                "b64_json": base64.b64encode(
+                    convert(render_png(body["prompt"], i, width, height), fmt, quality)
+                ).decode()
+            }
             for i in range(n)
         ]
         return web.json_response({"created": 0, "data": data})
@@ -66,11 +91,15 @@ class FakeUpstream:
 @contextlib.asynccontextmanager
 async def serve_images_endpoint(
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    *,
+    handler_cancellation: bool = False,
 ) -> AsyncIterator[str]:
-    """A server answering ``POST /v1/images/generations`` with ``handler``; its base URL."""
+    """A server answering ``POST /v1/images/generations`` with ``handler``; its base URL.
+
+    ``handler_cancellation``: a handler whose client leaves is cancelled."""
     app = web.Application()
     app.router.add_post("/v1/images/generations", handler)
-    server = TestServer(app)
+    server = TestServer(app, handler_cancellation=handler_cancellation)
     await server.start_server()
     try:
         yield f"http://127.0.0.1:{server.port}/v1"
@@ -79,10 +108,12 @@ async def serve_images_endpoint(
 
 
 @contextlib.asynccontextmanager
-async def serve_fake_upstream() -> AsyncIterator[FakeUpstream]:
+async def serve_fake_upstream(*, handler_cancellation: bool = False) -> AsyncIterator[FakeUpstream]:
     upstream = FakeUpstream()
     try:
-        async with serve_images_endpoint(upstream.handle) as url:
+        async with serve_images_endpoint(
+            upstream.handle, handler_cancellation=handler_cancellation
+        ) as url:
             upstream.url = url
             yield upstream
     finally:

@@ -28,5 +28,8 @@ class RequestBody(msgspec.Struct, gc=False):
     messages: ClassVar[Mapping[str, str]] = {}
     #: False: a bad field is answered without naming it (``param`` null).
     names_field: ClassVar[bool] = True
+    #: The fields whose text the gateway keeps in Postgres (text and jsonb cannot hold
+    #: NUL): a NUL in one, at any depth, is a 400 naming where (``metadata.owner``).
+    stored_text: ClassVar[tuple[str, ...]] = ()
     #: JSON Schema keywords the type cannot say itself (which fields are required together).
     schema_extra: ClassVar[Mapping[str, Any]] = {}

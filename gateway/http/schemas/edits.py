@@ -3,8 +3,13 @@
 The form's text fields are converted into these types (msgspec, strings coerced to
 numbers and booleans as a form carries them), which validates them with the messages
 below. A file field holds the client's file name there; the file itself is checked as an
-image by :mod:`gateway.http.uploads`. What depends on the config (the plan's most images,
-the model, its sizes and operations) is checked after, as for generations.
+image by :mod:`gateway.http.edits`. What depends on the config (the plan's most images,
+the model, its sizes, operations and capabilities) is checked after, as for generations.
+
+OpenAI's parameters are declared with the generations' types and messages
+(:mod:`gateway.http.schemas.images`), each body with those its endpoint takes: an edit
+all but ``style`` and ``moderation``, plus ``input_fidelity``; a variation only
+``user``.
 """
 
 from __future__ import annotations
@@ -16,32 +21,35 @@ import msgspec
 from msgspec import Meta
 
 from gateway.http.schemas.base import RequestBody
-from gateway.http.schemas.images import MAX_PROMPT_CHARS, PROMPT_PATTERN, SIZE_PATTERN
+from gateway.http.schemas.images import (
+    MAX_PROMPT_CHARS,
+    OPTION_MESSAGES,
+    PROMPT_PATTERN,
+    SIZE_PATTERN,
+    Background,
+    InputFidelity,
+    OutputCompression,
+    OutputFormat,
+    PartialImages,
+    Quality,
+    Stream,
+    User,
+)
 
 __all__ = [
-    "EDIT_OPTIONS",
+    "EDIT_TEXT_FIELDS",
     "MAX_INPUT_IMAGES",
-    "MAX_USER_CHARS",
+    "VARIATION_TEXT_FIELDS",
     "EditRequest",
     "VariationRequest",
 ]
 
 #: The most images one edit takes (``image[]``).
 MAX_INPUT_IMAGES = 16
-MAX_USER_CHARS = 256
-#: The edit fields passed on to the backend as they are (``ImageRequest.options``).
-EDIT_OPTIONS = (
-    "quality",
-    "background",
-    "output_format",
-    "output_compression",
-    "input_fidelity",
-    "partial_images",
-)
 
 #: A file field, as the API description shows it (the type holds its file name).
 _BINARY = {"type": "string", "format": "binary"}
-_SIZE = {"anyOf": [{"pattern": SIZE_PATTERN}, {"const": "auto"}]}
+_SIZE = {"pattern": SIZE_PATTERN}
 
 ImageFile = Annotated[str, Meta(extra_json_schema=_BINARY)]
 
@@ -52,9 +60,7 @@ class VariationRequest(RequestBody):
 
     image: Annotated[
         ImageFile,
-        Meta(
-            description="The image to vary: PNG, JPEG or WebP, at most `server.max_upload_bytes`."
-        ),
+        Meta(description="The image to vary: a PNG, at most `server.max_upload_bytes`."),
     ]
     n: Annotated[
         Annotated[int, Meta(ge=1)] | None,
@@ -74,15 +80,15 @@ class VariationRequest(RequestBody):
         Literal["b64_json", "url"] | None,
         Meta(description="`b64_json` (the default) or `url`, as for generations."),
     ] = "b64_json"
-    user: Annotated[str, Meta(max_length=MAX_USER_CHARS)] | None = None
+    user: User | None = None
 
     messages: ClassVar[Mapping[str, str]] = {
-        "image": "'image' is required: a PNG, JPEG or WebP file.",
+        "image": "'image' is required: a PNG file.",
         "n": "'n' must be a whole number from 1 to {most}.",
         "size": "'size' must be 'WIDTHxHEIGHT', e.g. '1024x1024', or 'auto'.",
         "model": "'model' must be a string.",
         "response_format": "'response_format' must be 'b64_json' or 'url'.",
-        "user": f"'user' must be at most {MAX_USER_CHARS} characters.",
+        "user": OPTION_MESSAGES["user"],
     }
 
 
@@ -135,32 +141,37 @@ class EditRequest(RequestBody):
         Literal["b64_json", "url"] | None,
         Meta(description="`b64_json` (the default) or `url`, as for generations."),
     ] = "b64_json"
-    quality: Literal["auto", "standard", "hd", "low", "medium", "high"] | None = None
-    background: Literal["auto", "transparent", "opaque"] | None = None
-    output_format: Literal["png", "jpeg", "webp"] | None = None
-    output_compression: Annotated[int, Meta(ge=0, le=100)] | None = None
-    input_fidelity: Literal["high", "low"] | None = None
-    stream: Annotated[
-        bool | None, Meta(description="Streaming edits are not supported yet: `true` is refused.")
-    ] = False
-    partial_images: Annotated[int, Meta(ge=0, le=3)] | None = None
-    user: Annotated[str, Meta(max_length=MAX_USER_CHARS)] | None = None
+    quality: Quality | None = None
+    background: Background | None = None
+    output_format: OutputFormat | None = None
+    output_compression: OutputCompression | None = None
+    input_fidelity: InputFidelity | None = None
+    stream: Stream = False
+    partial_images: PartialImages | None = None
+    user: User | None = None
 
     messages: ClassVar[Mapping[str, str]] = {
+        **OPTION_MESSAGES,
         **VariationRequest.messages,
         "image": "Send the image to edit as 'image' (one file) or 'image[]' (1 to"
         f" {MAX_INPUT_IMAGES} files): PNG, JPEG or WebP.",
         "image[]": f"'image[]' must be 1 to {MAX_INPUT_IMAGES} files: PNG, JPEG or WebP.",
         "prompt": "'prompt' is required: a non-empty string.",
         "prompt:too_long": f"'prompt' must be at most {MAX_PROMPT_CHARS} characters.",
-        "quality": "'quality' must be one of: auto, standard, hd, low, medium, high.",
-        "background": "'background' must be one of: auto, transparent, opaque.",
-        "output_format": "'output_format' must be one of: png, jpeg, webp.",
-        "output_compression": "'output_compression' must be a whole number from 0 to 100.",
-        "input_fidelity": "'input_fidelity' must be 'high' or 'low'.",
-        "stream": "'stream' must be true or false.",
-        "partial_images": "'partial_images' must be a whole number from 0 to 3.",
     }
     schema_extra: ClassVar[Mapping[str, Any]] = {
         "oneOf": [{"required": ["image"]}, {"required": ["image[]"]}]
     }
+
+
+def _text_fields(body: type[msgspec.Struct], files: frozenset[str]) -> tuple[str, ...]:
+    return tuple(
+        field.encode_name
+        for field in msgspec.structs.fields(body)
+        if field.encode_name not in files
+    )
+
+
+#: The text fields of each form (the others are its files).
+EDIT_TEXT_FIELDS = _text_fields(EditRequest, frozenset({"image", "image[]", "mask"}))
+VARIATION_TEXT_FIELDS = _text_fields(VariationRequest, frozenset({"image"}))

@@ -64,6 +64,12 @@ class JobRequest(GenerationRequest):
         | None
     ) = None
 
+    stored_text: ClassVar[tuple[str, ...]] = (
+        "prompt",
+        "negative_prompt",
+        "webhook_url",
+        "metadata",
+    )
     messages: ClassVar[Mapping[str, str]] = {
         **GenerationRequest.messages,
         "webhook_url": f"'webhook_url' must be a URL of at most {MAX_WEBHOOK_URL} characters.",
