@@ -279,16 +279,23 @@ def start_gateway(
     name: str,
     raw_config: dict[str, Any],
     workdir: Path,
+    *,
+    env: dict[str, str] | None = None,
 ) -> Child:
+    """``python -m gateway serve`` with ``raw_config``; ``env``: more environment
+    variables (those the config's ``*_env`` keys name)."""
     config_path = workdir / f"{name}.yaml"
     config_path.write_text(yaml.safe_dump(raw_config, sort_keys=False))
-    env = {k: v for k, v in os.environ.items() if k not in ("GATEWAY_CONFIG", "GATEWAY_JWT_SECRET")}
+    environ = {
+        k: v for k, v in os.environ.items() if k not in ("GATEWAY_CONFIG", "GATEWAY_JWT_SECRET")
+    }
+    environ.update(env or {})
     # These override the config's keys: point them at the bench's own database and Redis.
-    env["DATABASE_URL"] = raw_config["database"]["url"]
-    env["REDIS_URL"] = raw_config["redis"]["url"]
-    env["PYTHONUNBUFFERED"] = "1"
+    environ["DATABASE_URL"] = raw_config["database"]["url"]
+    environ["REDIS_URL"] = raw_config["redis"]["url"]
+    environ["PYTHONUNBUFFERED"] = "1"
     argv = python_command("-m", "gateway", "serve", "--config", str(config_path))
-    return children.start(name, argv, workdir / f"{name}.log", env=env, cwd=ROOT)
+    return children.start(name, argv, workdir / f"{name}.log", env=environ, cwd=ROOT)
 
 
 async def _warm(url: str, keys: list[str], concurrency: int, repeats: int) -> Counter[int]:

@@ -5,9 +5,10 @@ at once; real image traffic is the opposite. Here a fake upstream
 (:mod:`bench.image_upstream`) answers after ``D`` seconds with ``n`` images of ``S``
 KiB, as ``b64_json`` or as URLs the gateway downloads, and ``C`` clients
 (:mod:`bench.image_load`) keep that many requests in flight. For each run, variant and
-``n``, in turn: B0 (the upstream direct; ``b64_json`` only), B1, G, the 2-process B1 and
-G with ``server.workers: 2``, each in processes started for that window alone, with
-their RSS sampled from /proc all along (:class:`RssSampler`).
+``n``, in turn: B0 (the upstream direct; ``b64_json`` only), B1, G, Gu and Gs3 (links
+to stored images, ``b64_json`` only), the 2-process B1 and G with ``server.workers: 2``,
+each in processes started for that window alone, with their RSS sampled from /proc all
+along (:class:`RssSampler`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from bench.gateway_setup import (
 )
 from bench.image_report import ImageOutcome, ImageRun
 from bench.image_upstream import B64_PREFIX, URL_PREFIX, check_png, stored_png
+from bench.moto_store import MotoStore
 from bench.procs import Child, Children, free_port, process_tree, python_command
 from bench.procs import wait_http as wait_http_child
 
@@ -46,6 +48,10 @@ __all__ = ["ImageScenario", "ImageSettings", "RssSampler"]
 PATH = "/v1/images/generations"
 #: G answering links to its stored images (response_format url, the file store).
 LINKS_CONFIG = "Gu"
+#: The same with the store on an S3-compatible server (moto, :mod:`bench.moto_store`).
+S3_CONFIG = "Gs3"
+#: The configurations answering links instead of base64.
+LINKS_CONFIGS = (LINKS_CONFIG, S3_CONFIG)
 VARIANTS = ("b64", "url")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 #: The memory guard's ceiling: far above any bare proxy's peak at the defaults (so a run
@@ -93,9 +99,9 @@ class ImageSettings:
 
     @staticmethod
     def body(n: int, config: str = "G") -> bytes:
-        """The request; Gu asks for links (``response_format: url``) instead of base64."""
+        """The request; Gu and Gs3 ask for links (``response_format: url``), not base64."""
         body: dict[str, object] = {"prompt": "bench", "size": IMAGE_SIZE, "n": n}
-        if config == LINKS_CONFIG:
+        if config in LINKS_CONFIGS:
             body["response_format"] = "url"
         return json.dumps(body).encode()
 
@@ -192,6 +198,8 @@ class _Servers:
     children: list[Child]
     processes: int
     own_rss: bool = True
+    #: Gs3's S3 server (its CPU is counted apart from the gateway's).
+    store: MotoStore | None = None
 
 
 class ImageScenario:
@@ -258,6 +266,7 @@ class ImageScenario:
             )
         processes = 2 if config.endswith("x2") else 1
         port = free_port()
+        store: MotoStore | None = None
         if config.startswith("B1"):
             argv = python_command("-m", "bench.bare_proxy", "--port", str(port))
             argv += ["--upstream", self.upstream + self._prefix(variant)]
@@ -283,12 +292,28 @@ class ImageScenario:
                 workers=processes if self.workers else None,
                 **self.gateway_common(port),
             )
-            raw["storage"] = {"url": f"file://{self.workdir}/images-{config}"}
-            child = start_gateway(self.children, f"image-{config}", raw, self.workdir)
-            children = [child]
-            wait_http_child(f"http://127.0.0.1:{port}/healthz", child, timeout=60)
+            env: dict[str, str] = {}
+            if config == S3_CONFIG:
+                store = MotoStore(self.children, self.workdir, f"image-{config}-moto")
+                raw["storage"], env = store.storage(), store.env()
+            else:
+                raw["storage"] = {"url": f"file://{self.workdir}/images-{config}"}
+            try:
+                child = start_gateway(self.children, f"image-{config}", raw, self.workdir, env=env)
+                children = [child]
+                wait_http_child(f"http://127.0.0.1:{port}/healthz", child, timeout=60)
+            except BaseException:
+                if store is not None:
+                    store.stop()
+                raise
         self._wait_listening([c.pid for c in children], port, processes)
-        return _Servers(f"http://127.0.0.1:{port}", [c.pid for c in children], children, processes)
+        return _Servers(
+            f"http://127.0.0.1:{port}",
+            [c.pid for c in children],
+            children,
+            processes,
+            store=store,
+        )
 
     @staticmethod
     def _wait_listening(roots: list[int], port: int, processes: int) -> None:
@@ -310,12 +335,14 @@ class ImageScenario:
     def stop(self, servers: _Servers) -> None:
         for child in reversed(servers.children):
             self.children.stop(child)
+        if servers.store is not None:
+            servers.store.stop()
 
     # -- one window ------------------------------------------------------------------
 
     def sanity(self, label: str, base: str, n: int, config: str) -> None:
-        """One request: 200, and n structurally valid PNGs of the upstream's size (for Gu,
-        fetched from the links it answers)."""
+        """One request: 200, and n structurally valid PNGs of the upstream's size (for Gu
+        and Gs3, fetched from the links they answer)."""
         request = urllib.request.Request(  # noqa: S310 - loopback only
             base + PATH,
             data=self.s.body(n, config),
@@ -334,7 +361,7 @@ class ImageScenario:
             raise RuntimeError(f"{label} answered {len(data)} images, not {n}")
         for item in data:
             try:
-                if config == LINKS_CONFIG:
+                if config in LINKS_CONFIGS:
                     with urllib.request.urlopen(item["url"], timeout=30) as linked:  # noqa: S310
                         image = linked.read()
                 else:
@@ -359,10 +386,12 @@ class ImageScenario:
             argv += ["--keys-file", str(self.keys_file), "--body", s.body(n, config).decode()]
             argv += ["--connections", str(s.connections), "--stagger", f"{s.delay_s:g}"]
             argv += ["--warmup", f"{s.warmup_s:g}", "--duration", f"{s.duration_s:g}"]
-            least = 0 if config == LINKS_CONFIG else n * self.b64_bytes  # links are small
+            least = 0 if config in LINKS_CONFIGS else n * self.b64_bytes  # links are small
             argv += ["--timeout", f"{s.timeout_s:g}", "--min-bytes", str(least)]
             argv += ["--cpu", "server=" + ",".join(map(str, servers.roots))]
             argv += ["--cpu", "upstream=" + ",".join(map(str, self.upstream_pids))]
+            if servers.store is not None:
+                argv += ["--cpu", f"store={servers.store.pid}"]
             try:
                 out = subprocess.run(
                     argv,
@@ -413,7 +442,7 @@ class ImageScenario:
         found = ["B0"] if variant == "b64" else []  # B0's url answers carry no image
         found += ["B1", "G"]
         if variant == "b64":  # the same images, stored and answered as links
-            found.append(LINKS_CONFIG)
+            found += LINKS_CONFIGS
         if not self.s.single_process_only and self.workers:
             found += ["B1x2", "Gx2"]
         return found

@@ -74,6 +74,16 @@ def test_bench_image_smoke_run_passes() -> None:
                 row = re.search(rf"^\| {n} \| {re.escape(label)} \|(.*)$", section, re.M)
                 assert row is not None, f"{variant} n={n} {label} missing"
                 assert "| 0 / 0 / 0 |" in row.group(0), row.group(0)
+    # Links to stored images, in the file store and on the S3 server (moto).
+    section = report.split("## Images as `b64_json`")[1].split("## ")[0]
+    for n in (1, 4):
+        for label in (
+            "G gateway, response_format url (file store)",
+            "G gateway, response_format url (S3 store: moto)",
+        ):
+            row = re.search(rf"^\| {n} \| {re.escape(label)} \|(.*)$", section, re.M)
+            assert row is not None, f"b64 n={n} {label} missing"
+            assert "| 0 / 0 / 0 |" in row.group(0), row.group(0)
     targets = report.split("## Image targets")[1]
     assert re.search(
         r"\| b64, n=4, G/B1: peak RSS <= 1\.25 x \| \d+\.\d\d \| (PASS|FAIL) \|", targets
