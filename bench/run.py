@@ -305,6 +305,8 @@ class Bench:
         assert self.cluster is not None
         assert self.cluster_outcome is not None
         self.warm_keys(base, 1)
+        if self.prime_s:  # as for G: the steady state of the key refreshes
+            self.show(self._closed_loop("Gc", base, self.prime_s), "Gc (priming)")
         before = self.cluster.commandstats()
         result = self.closed_loop("Gc", base)
         usage = RedisUsage.between(before, self.cluster.commandstats(), result.requests)
