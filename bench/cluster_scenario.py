@@ -186,7 +186,7 @@ def render(
         "",
         f"Gc is G with `redis.url` on a private {PRIMARIES}-primary Redis Cluster "
         "(`redis-cli --cluster create`, no replicas) started for the run, measured with the "
-        "same load right after G in each round. Its Redis round trips are the EVALSHA "
+        "same load after G and Gl in each round. Its Redis round trips are the EVALSHA "
         "calls summed over the primaries' `INFO commandstats`, less the usage flusher's.",
         "",
         "| configuration | RPS (median) | p50 ms | p99 ms | RPS of each run "
