@@ -41,7 +41,7 @@ import asyncpg
 import redis
 import uvloop
 
-from bench import image_report, jobs_report, report
+from bench import cluster_scenario, image_report, jobs_report, report
 from bench.counters import PostgresCounter, PostgresUsage, RedisUsage, redis_commandstats
 from bench.gateway_setup import (
     FLUSH_INTERVAL_S,
@@ -135,6 +135,9 @@ class Bench:
         self.primer = ""
         self.image: image_report.ImageOutcome | None = None
         self.jobs: JobsOutcome | None = None
+        #: ``--redis-cluster``: Gc's private Redis Cluster and its figures.
+        self.cluster: cluster_scenario.BenchCluster | None = None
+        self.cluster_outcome: cluster_scenario.ClusterOutcome | None = None
 
     # -- load ------------------------------------------------------------------
 
@@ -297,6 +300,27 @@ class Bench:
         )
         return result, redis_usage, pg_usage
 
+    def measure_cluster(self, base: str) -> LoadResult:
+        """One Gc run, its EVALSHA calls summed over the cluster's primaries."""
+        assert self.cluster is not None
+        assert self.cluster_outcome is not None
+        self.warm_keys(base, 1)
+        if self.prime_s:  # as for G: the steady state of the key refreshes
+            self.show(self._closed_loop("Gc", base, self.prime_s), "Gc (priming)")
+        before = self.cluster.commandstats()
+        result = self.closed_loop("Gc", base)
+        usage = RedisUsage.between(before, self.cluster.commandstats(), result.requests)
+        # As for G: wrk's count plus the few still in flight when it stopped.
+        if result.requests <= usage.admissions <= result.requests + self.args.connections:
+            usage.requests = usage.admissions
+        self.cluster_outcome.add(result, usage)
+        log(
+            f"Gc: Redis {usage.round_trips_per_request:.3f} EVALSHA/request on the request "
+            f"path (summed over {len(self.cluster.ports)} primaries), "
+            f"{usage.per_request(usage.evalsha):.3f} in all"
+        )
+        return result
+
     def pending_counters(self, prefix: str) -> int:
         """Counters under ``prefix`` whose count Postgres does not have yet."""
         from gateway.redis.layout import SHARDS, RedisLayout
@@ -362,17 +386,19 @@ class Bench:
         *,
         access_log: bool = False,
         flush: bool = True,
+        cluster: cluster_scenario.BenchCluster | None = None,
     ) -> tuple[Child, str]:
         """A gateway on the bench database. ``flush=False`` (Gn) holds its usage back for
         the whole run, under a Redis prefix of its own, so no other gateway's flusher
-        writes its counts either."""
+        writes its counts either. ``cluster``: on that Redis Cluster instead (Gc)."""
         port = free_port()
+        prefix = self.redis.prefix + ("" if flush else HELD_PREFIX)
         raw = gateway_config(
             access_log=access_log,
             port=port,
             database_url=self.db.url,
-            redis_url=self.redis.url,
-            redis_prefix=self.redis.prefix + ("" if flush else HELD_PREFIX),
+            redis_url=cluster.url if cluster is not None else self.redis.url,
+            redis_prefix=prefix + (cluster_scenario.CLUSTER_PREFIX if cluster else ""),
             upstream_url=upstream + "/v1",
             backend=self.backend,
             workers=workers,
@@ -485,6 +511,15 @@ class Bench:
         held, gwn = self.start_gateway(
             upstream, 1 if has_workers else None, "gateway-flush-held", flush=False
         )
+        clustered = ""
+        if a.redis_cluster:
+            self.cluster = cluster_scenario.BenchCluster(self.children, self.workdir)
+            self.cluster.start()
+            self.cluster_outcome = cluster_scenario.ClusterOutcome(url=self.cluster.url)
+            log(f"Redis Cluster: {self.cluster.url}")
+            on_cluster, clustered = self.start_gateway(
+                upstream, 1 if has_workers else None, "gateway-cluster", cluster=self.cluster
+            )
         redis_pids = [self.redis.child.pid] if self.redis.child else []
         assert self.pg is not None
         server = self.pg.server_pid()
@@ -517,6 +552,13 @@ class Bench:
                 **self.postgres_role(),
             },
         }
+        if self.cluster is not None:
+            self.roles["Gc"] = {
+                "proxy or gateway": [on_cluster.pid],
+                "upstream": upstream_pids,
+                "redis": self.cluster.pids,
+                **self.postgres_role(),
+            }
 
         for label, base in (
             ("B0", upstream),
@@ -526,6 +568,7 @@ class Bench:
             ("G", gw),
             ("Gl", gwl),
             ("Gn", gwn),
+            *((("Gc", clustered),) if clustered else ()),
         ):
             self.sanity(label, base, primer)
 
@@ -546,6 +589,10 @@ class Bench:
         statuses = warm(gwn + PATH, self.keys, concurrency=a.connections)
         if set(statuses) != {200}:
             raise RuntimeError(f"warming the keys on Gn got statuses {dict(statuses)}")
+        if clustered:
+            statuses = warm(clustered + PATH, self.keys, concurrency=a.connections)
+            if set(statuses) != {200}:
+                raise RuntimeError(f"warming the keys on Gc got statuses {dict(statuses)}")
 
         redis_total: RedisUsage | None = None
         pg_total: PostgresUsage | None = None
@@ -562,6 +609,10 @@ class Bench:
             result = self.closed_loop("Gl", gwl)
             self.show(result, f"G with access log run {run}/{a.runs}")
             o.runs.setdefault("Gl", []).append(result)
+            if clustered:
+                result = self.measure_cluster(clustered)
+                self.show(result, f"Gc (Redis Cluster) run {run}/{a.runs}")
+                o.runs.setdefault("Gc", []).append(result)
             redis_total = r_usage if redis_total is None else redis_total.add(r_usage)
             pg_total = p_usage if pg_total is None else pg_total.add(p_usage)
         o.redis, o.postgres = redis_total, pg_total
@@ -592,6 +643,10 @@ class Bench:
 
         self.fill_settings()
         text = report.render(o)
+        if self.cluster is not None and self.cluster_outcome is not None:
+            self.cluster_outcome.per_node = self.cluster.per_node_evalsha()
+            redis_per = o.redis.round_trips_per_request if o.redis else None
+            text += "\n" + cluster_scenario.render(self.cluster_outcome, o.runs, redis_per)
         print()
         print(text)
         return text
@@ -865,6 +920,8 @@ class Bench:
                         self.held_back
                     ),
                 }
+            if tiny is not None and self.cluster_outcome is not None:
+                checks[cluster_scenario.TARGET] = cluster_scenario.target(self.cluster_outcome)[1]
             if image is not None:
                 checks["image workload: every configuration measured, answers complete"] = bool(
                     image_runs
@@ -895,6 +952,10 @@ class Bench:
             )
             return 1
         failed = tiny is not None and not all(t.passed for t in report.targets(o))
+        if tiny is not None and self.cluster_outcome is not None:
+            passed = cluster_scenario.target(self.cluster_outcome)[1]
+            print(f"{'PASS' if passed else 'FAIL'}  {cluster_scenario.TARGET}")
+            failed |= not passed
         failed |= (
             image is not None
             and self.image is not None
@@ -1034,6 +1095,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--profile", metavar="PATH", help="one extra G run under py-spy")
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target fails")
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="tiny scenario: also run G on a private 3-primary Redis Cluster (Gc)",
+    )
     parser.add_argument(
         "--scenario",
         choices=("all", "tiny", "image", "jobs"),
