@@ -85,12 +85,17 @@ clean: ## stop throwaway servers; remove .venv, .run and caches
 
 # The load benchmark (bench/): the gateway against a bare aiohttp proxy and the upstream.
 BENCH_ARGS ?=
-.PHONY: bench bench-image bench-jobs bench-smoke
+.PHONY: bench bench-image bench-jobs bench-cluster bench-smoke
 
-bench: venv ## run the load benchmark; writes BENCHMARKS.md (BENCH_ARGS='--runs 5')
+bench: venv ## run the load benchmark (G on a private Redis Cluster too); writes BENCHMARKS.md (BENCH_ARGS='--runs 5')
 	@env_lines="$$($(SERVICES))"
 	eval "$$env_lines"
-	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.run --redis-cluster $(BENCH_ARGS)
+
+bench-cluster: venv ## only the tiny scenario, with G on a private 3-primary Redis Cluster (Gc)
+	@env_lines="$$($(SERVICES))"
+	eval "$$env_lines"
+	$(BIN)/python -m bench.run --scenario tiny --redis-cluster $(BENCH_ARGS)
 
 bench-image: venv ## only the image workload; rewrites its section of BENCHMARKS.md
 	@env_lines="$$($(SERVICES))"
