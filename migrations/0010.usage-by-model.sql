@@ -31,3 +31,35 @@ FROM usage u;
 -- A job's reservation is counted under its model and the backend planned at admission:
 -- its settlement gives back under the same label.
 ALTER TABLE image_jobs ADD COLUMN charge_backend text NOT NULL DEFAULT '';
+
+-- Usage events for billing systems (0009) now come from these rows: each carries its model,
+-- backend and credits. `images_that_day` is the row's total (that model and backend).
+DROP TRIGGER usage_billing_event ON usage;
+DROP FUNCTION usage_billing_event();
+CREATE FUNCTION usage_billing_event() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    images integer;
+    credits bigint;
+BEGIN
+    IF NOT billing_events_wanted() THEN
+        RETURN NULL;
+    END IF;
+    images := NEW.image_count - CASE WHEN TG_OP = 'UPDATE' THEN OLD.image_count ELSE 0 END;
+    credits := NEW.credits - CASE WHEN TG_OP = 'UPDATE' THEN OLD.credits ELSE 0 END;
+    IF images <> 0 OR credits <> 0 THEN
+        INSERT INTO billing_events (type, user_id, data)
+        SELECT 'usage.images', k.user_id, jsonb_build_object(
+            'api_key_id', NEW.api_key_id,
+            'date', NEW.usage_date,
+            'model', NEW.model,
+            'backend', NEW.backend,
+            'images', images,
+            'credits', credits,
+            'images_that_day', NEW.image_count)
+        FROM api_keys k WHERE k.id = NEW.api_key_id;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER usage_billing_event AFTER INSERT OR UPDATE OF image_count, credits
+    ON usage_by_model FOR EACH ROW EXECUTE FUNCTION usage_billing_event();
