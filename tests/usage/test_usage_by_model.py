@@ -4,7 +4,6 @@ that lost its data."""
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
@@ -13,16 +12,14 @@ from typing import Any
 import asyncpg
 import pytest
 import redis
-from aiohttp import web
 
-from gateway.backends.local import render_png
 from tests.support.accounts import Account, new_account, new_key
 from tests.support.config import merge
 from tests.support.credits import CREDITS
 from tests.support.gateway import Gateway, MakeGateway
 from tests.support.jobs import submit, wait_for_job
 from tests.support.redis import PrivateRedis
-from tests.support.upstreams import serve_images_endpoint
+from tests.support.upstreams import FakeUpstream, serve_fake_upstream
 from tests.support.usage import model_usage_rows, today, usage_rows
 
 #: Two models on two backends of their own.
@@ -32,33 +29,14 @@ TWO_MODELS: dict[str, Any] = {
 }
 
 
-class Upstream:
-    """An OpenAI-style images endpoint that fails (500) until told otherwise."""
-
-    def __init__(self) -> None:
-        self.failing = True
-        self.url = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        if self.failing:
-            return web.json_response({"error": {"message": "boom"}}, status=500)
-        body = await request.json()
-        data = [
-            {"b64_json": base64.b64encode(render_png("x", i, 256, 256)).decode()}
-            for i in range(body["n"])
-        ]
-        return web.json_response({"created": 0, "data": data})
-
-
 @pytest.fixture
-async def upstream() -> AsyncIterator[Upstream]:
-    fake = Upstream()
-    async with serve_images_endpoint(fake.handle) as url:
-        fake.url = url
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    async with serve_fake_upstream() as fake:
+        fake.mode = "fail"
         yield fake
 
 
-def with_fallback(upstream: Upstream) -> dict[str, Any]:
+def with_fallback(upstream: FakeUpstream) -> dict[str, Any]:
     """Model "other": the upstream first, the local backend as its fallback; model "only":
     the upstream alone."""
     return {
@@ -141,7 +119,7 @@ async def test_credits_are_recorded_per_model_at_the_price_charged(
 
 
 async def test_a_fallback_counts_the_images_under_the_backend_that_made_them(
-    make_app: MakeGateway, upstream: Upstream, db: asyncpg.Connection
+    make_app: MakeGateway, upstream: FakeUpstream, db: asyncpg.Connection
 ):
     gateway = await make_app(with_fallback(upstream))
     account = await new_account(gateway)
@@ -152,17 +130,21 @@ async def test_a_fallback_counts_the_images_under_the_backend_that_made_them(
     live = await usage(gateway, account, group_by="model")
     assert [(r["model"], r["images"]) for r in live["data"]] == [("other", 2)]
 
-    upstream.failing = False
+    upstream.mode = "ok"
     assert (await gateway.generate(key["key"], n=1, model="other")).status == 200
+    upstream.mode = "short"  # 2 of 3: the third is given back under the same label
+    short = await gateway.generate(key["key"], n=3, model="other")
+    assert short.status == 200
+    assert len((await short.json())["data"]) == 2
     await gateway.flush()
     assert charged(await model_usage_rows(db, uuid.UUID(key["id"]))) == {
         (today(), "other", "local"): (2, 0),
-        (today(), "other", "openai"): (1, 0),
+        (today(), "other", "openai"): (3, 0),
     }
 
 
 async def test_a_failed_upstream_call_is_counted_under_no_model(
-    make_app: MakeGateway, upstream: Upstream, db: asyncpg.Connection
+    make_app: MakeGateway, upstream: FakeUpstream, db: asyncpg.Connection
 ):
     gateway = await make_app(with_fallback(upstream))
     account = await new_account(gateway)
@@ -177,7 +159,7 @@ async def test_a_failed_upstream_call_is_counted_under_no_model(
 
 
 async def test_a_job_is_counted_under_the_backend_that_made_its_images(
-    make_app: MakeGateway, upstream: Upstream, db: asyncpg.Connection
+    make_app: MakeGateway, upstream: FakeUpstream, db: asyncpg.Connection
 ):
     gateway = await make_app(with_fallback(upstream))
     account = await new_account(gateway)
