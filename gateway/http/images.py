@@ -427,7 +427,8 @@ async def make_images(
         await admission.release(record, decision, n - len(delivered), delivering=len(delivered))
     if not delivered:
         raise errors.UpstreamError("The image backend returned no images.")
-    await admission.attribute(record, decision, backend_name, len(delivered))  # a fallback's
+    if backend_name != params.chain[0].name:  # a fallback made them: count them under it
+        await admission.attribute(record, decision, backend_name, len(delivered))
     fields.update(backend=backend_name, images=len(delivered))
     metrics.labelled(metrics.images_delivered, params.model, record.plan).inc(len(delivered))
 
