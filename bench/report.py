@@ -23,12 +23,13 @@ LABELS = {
     "G": "G gateway",
     "Gl": "Gl gateway, access log on",
     "Gn": "Gn gateway, usage flush held back (diagnostic)",
+    "Gcr": "Gcr gateway, charging credits",
     "B1x2": "B1 bare proxy, 2 processes",
     "Gx2": "G gateway, server.workers: 2",
 }
 
 #: The configurations run in closed loop (wrk), in the order they are interleaved.
-CLOSED_LOOP = ["B0", "B1", "B1h", "B1r", "G", "Gl"]
+CLOSED_LOOP = ["B0", "B1", "B1h", "B1r", "G", "Gl", "Gcr"]
 #: The configurations run at the fixed rate. Gn is G with its usage flush held back:
 #: not a target, it says how much of G's latency is the write-behind to Postgres.
 FIXED_RATE = ["B1", "B1r", "G", "Gn"]
@@ -141,6 +142,9 @@ def targets(outcome: Outcome) -> list[Target]:
                 outcome.postgres.beyond_flusher == 0,
             )
         )
+    if outcome.runs.get("Gcr"):
+        ratio = outcome.ratio("Gcr", "G")
+        found.append(Target("Gcr/G throughput >= 0.98 (credits)", f"{ratio:.3f}", ratio >= 0.98))
     if outcome.keys >= 1000:
         per_key = outcome.rss_per_key
         found.append(Target("RSS per cached key <= 500 bytes", f"{per_key:.0f} B", per_key <= 500))
@@ -328,6 +332,14 @@ def render(outcome: Outcome) -> str:
             f"With its access log on (Gl: `logging.access_log: true`, the default; G and B1 "
             f"run without one), G/B1 is {outcome.ratio('Gl', 'B1'):.2f}: one JSON line per "
             "request costs that much.",
+        ]
+    if outcome.runs.get("Gcr"):
+        lines += [
+            "",
+            f"Charging credits (Gcr: the keys' plan has `monthly_credits`, so each admission "
+            f"also checks and takes the user's balance and appends a ledger entry, in the "
+            f"same script; the flusher writes the entries to Postgres), Gcr/G is "
+            f"{outcome.ratio('Gcr', 'G'):.3f}.",
         ]
     if outcome.runs.get("B1h"):
         lines += [

@@ -387,10 +387,12 @@ class Bench:
         access_log: bool = False,
         flush: bool = True,
         cluster: cluster_scenario.BenchCluster | None = None,
+        credits: bool | None = None,
     ) -> tuple[Child, str]:
         """A gateway on the bench database. ``flush=False`` (Gn) holds its usage back for
         the whole run, under a Redis prefix of its own, so no other gateway's flusher
-        writes its counts either. ``cluster``: on that Redis Cluster instead (Gc)."""
+        writes its counts either. ``cluster``: on that Redis Cluster instead (Gc).
+        ``credits``: the keys' plan has monthly_credits (default: ``--credits``)."""
         port = free_port()
         prefix = self.redis.prefix + ("" if flush else HELD_PREFIX)
         raw = gateway_config(
@@ -404,7 +406,7 @@ class Bench:
             workers=workers,
             local_ttl=self.args.local_ttl,
             flush_interval=FLUSH_INTERVAL_S if flush else HELD_FLUSH_INTERVAL_S,
-            credits=self.args.credits,
+            credits=self.args.credits if credits is None else credits,
         )
         child = start_gateway(self.children, name, raw, self.workdir)
         self._gateways[child] = (workers or 1) if flush else 0
@@ -511,6 +513,14 @@ class Bench:
         held, gwn = self.start_gateway(
             upstream, 1 if has_workers else None, "gateway-flush-held", flush=False
         )
+        # Gcr: G charging credits (unless every G does): what the credit check costs.
+        metered, gcr = (
+            (None, "")
+            if a.credits
+            else self.start_gateway(
+                upstream, 1 if has_workers else None, "gateway-credits", credits=True
+            )
+        )
         clustered = ""
         if a.redis_cluster:
             self.cluster = cluster_scenario.BenchCluster(self.children, self.workdir)
@@ -552,6 +562,13 @@ class Bench:
                 **self.postgres_role(),
             },
         }
+        if metered is not None:
+            self.roles["Gcr"] = {
+                "proxy or gateway": [metered.pid],
+                "upstream": upstream_pids,
+                "redis": redis_pids,
+                **self.postgres_role(),
+            }
         if self.cluster is not None:
             self.roles["Gc"] = {
                 "proxy or gateway": [on_cluster.pid],
@@ -568,6 +585,7 @@ class Bench:
             ("G", gw),
             ("Gl", gwl),
             ("Gn", gwn),
+            *((("Gcr", gcr),) if gcr else ()),
             *((("Gc", clustered),) if clustered else ()),
         ):
             self.sanity(label, base, primer)
@@ -609,6 +627,11 @@ class Bench:
             result = self.closed_loop("Gl", gwl)
             self.show(result, f"G with access log run {run}/{a.runs}")
             o.runs.setdefault("Gl", []).append(result)
+            if gcr:
+                warm(gcr + PATH, self.keys, concurrency=a.connections)
+                result = self.closed_loop("Gcr", gcr)
+                self.show(result, f"G charging credits run {run}/{a.runs}")
+                o.runs.setdefault("Gcr", []).append(result)
             if clustered:
                 result = self.measure_cluster(clustered)
                 self.show(result, f"Gc (Redis Cluster) run {run}/{a.runs}")
@@ -639,6 +662,8 @@ class Bench:
             self.stop_gateway(gateway)
             self.stop_gateway(logged)
             self.stop_gateway(held)
+            if metered is not None:
+                self.stop_gateway(metered)
             self.run_workers(upstream, upstream_pids, redis_pids)
 
         self.fill_settings()

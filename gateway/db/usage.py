@@ -8,16 +8,22 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from gateway.usage.labels import split_label, usage_label
+
 __all__ = [
     "EPOCH",
+    "ModelUsage",
     "count_for_day",
     "date_of_day",
     "day_of_date",
     "usage_by_key_for_day",
     "usage_by_key_for_range",
+    "usage_by_model_between",
+    "usage_by_model_for_day",
     "usage_of_user",
     "usage_rows_between",
     "write_counts",
+    "write_usage_by_model",
 ]
 
 EPOCH = dt.date(1970, 1, 1)
@@ -43,6 +49,102 @@ async def count_for_day(conn: Any, key_id: uuid.UUID, date: dt.date) -> int:
         "SELECT image_count FROM usage WHERE api_key_id = $1 AND usage_date = $2", key_id, date
     )
     return int(value) if value is not None else 0
+
+
+async def usage_by_model_for_day(
+    conn: Any, key_id: uuid.UUID, date: dt.date
+) -> list[tuple[str, int, int]]:
+    """The day's ``(label, images, credits)`` of the key, by model and backend."""
+    rows = await conn.fetch(
+        """
+        SELECT model, backend, image_count, credits FROM usage_by_model
+        WHERE api_key_id = $1 AND usage_date = $2
+        """,
+        key_id,
+        date,
+    )
+    return [(usage_label(r[0], r[1]), int(r[2]), int(r[3])) for r in rows]
+
+
+async def usage_by_model_between(
+    conn: Any,
+    start: dt.date,
+    end: dt.date,
+    *,
+    user_id: uuid.UUID | None = None,
+    key_id: uuid.UUID | None = None,
+    model: str | None = None,
+) -> list[dict[str, Any]]:
+    """Rows ``(usage_date, api_key_id, user_id, email, model, backend, images, credits)``
+    from ``start`` to ``end`` (of one user, key or model when given), by day, key,
+    model and backend. Rows with nothing left in them (all given back) are left out."""
+    rows = await conn.fetch(
+        """
+        SELECT u.usage_date, u.api_key_id, k.user_id, us.email, u.model, u.backend,
+               u.image_count AS images, u.credits
+        FROM usage_by_model u
+        JOIN api_keys k ON k.id = u.api_key_id
+        JOIN users us ON us.id = k.user_id
+        WHERE u.usage_date BETWEEN $1 AND $2
+          AND ($3::uuid IS NULL OR k.user_id = $3)
+          AND ($4::uuid IS NULL OR u.api_key_id = $4)
+          AND ($5::text IS NULL OR u.model = $5)
+          AND (u.image_count > 0 OR u.credits > 0)
+        ORDER BY u.usage_date, u.api_key_id, u.model, u.backend
+        """,
+        start,
+        end,
+        user_id,
+        key_id,
+        model,
+    )
+    return [dict(r) for r in rows]
+
+
+#: One (key id, UTC day, label) of a flush, with its images and credits.
+ModelUsage = tuple[str, int, str, int, int]
+
+
+async def write_usage_by_model(
+    conn: Any, rows: Sequence[ModelUsage], counted_at: dt.datetime
+) -> None:
+    """Set each (key, day, model, backend) row to its absolute images and credits, read
+    at ``counted_at``, like :func:`write_counts` (idempotent; an older reading never
+    overwrites a newer one; rows of deleted keys skipped). Call it in the transaction
+    that writes the day's counts."""
+    # Labels that name the same model and backend (``""`` and ``"\x1f"``) make one row:
+    # one statement cannot write a row twice.
+    summed: dict[tuple[str, int, str, str], list[int]] = {}
+    for key_id, day, label, images, credits in rows:
+        row = summed.setdefault((key_id, day, *split_label(label)), [0, 0])
+        row[0] += images
+        row[1] += credits
+    flat = sorted((*slot, *totals) for slot, totals in summed.items())  # one lock order
+    for start in range(0, len(flat), _ROWS_PER_STATEMENT):
+        chunk = flat[start : start + _ROWS_PER_STATEMENT]
+        await conn.execute(
+            """
+            INSERT INTO usage_by_model
+                (api_key_id, usage_date, model, backend, image_count, credits, counted_at)
+            SELECT d.api_key_id, DATE '1970-01-01' + d.day, d.model, d.backend, d.images,
+                   d.credits, $7
+            FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::int[], $6::bigint[])
+                AS d(api_key_id, day, model, backend, images, credits)
+            JOIN api_keys k ON k.id = d.api_key_id
+            ORDER BY d.api_key_id, d.day, d.model, d.backend
+            ON CONFLICT (api_key_id, usage_date, model, backend) DO UPDATE
+                SET image_count = EXCLUDED.image_count, credits = EXCLUDED.credits,
+                    counted_at = EXCLUDED.counted_at
+                WHERE usage_by_model.counted_at <= EXCLUDED.counted_at
+            """,
+            [row[0] for row in chunk],
+            [row[1] for row in chunk],
+            [row[2] for row in chunk],
+            [row[3] for row in chunk],
+            [row[4] for row in chunk],
+            [row[5] for row in chunk],
+            counted_at,
+        )
 
 
 async def write_counts(
@@ -176,30 +278,21 @@ async def usage_by_key_for_range(
 async def usage_rows_between(
     conn: Any, start: dt.date, end: dt.date, *, batch: int = 1000
 ) -> AsyncIterator[list[Any]]:
-    """Every key's images and credits per UTC day from ``start`` to ``end``, in batches of
-    rows ``(user_id, email, api_key_id, usage_date, images, credits)``, by user, key and
-    day. A server-side cursor: memory holds one batch, however long the range. Credits
-    are what the day's charges and refunds of the key came to. Call inside a transaction.
+    """Every key's images and credits per UTC day, model and backend from ``start`` to
+    ``end``, in batches of rows ``(user_id, email, api_key_id, usage_date, model, backend,
+    images, credits)``, by user, key, day, model and backend. A server-side cursor:
+    memory holds one batch, however long the range. Credits are those charged for the
+    images delivered. Call inside a transaction.
     """
     cursor = await conn.cursor(
         """
-        WITH spent AS (
-            SELECT api_key_id, (created_at AT TIME ZONE 'UTC')::date AS day,
-                   -SUM(amount) AS credits
-            FROM credit_ledger
-            WHERE kind IN ('charge', 'refund') AND api_key_id IS NOT NULL
-              AND created_at >= $1::date::timestamp AT TIME ZONE 'UTC'
-              AND created_at < ($2::date + 1)::timestamp AT TIME ZONE 'UTC'
-            GROUP BY 1, 2
-        )
-        SELECT k.user_id, us.email, u.api_key_id, u.usage_date, u.image_count AS images,
-               COALESCE(s.credits, 0)::bigint AS credits
-        FROM usage u
+        SELECT k.user_id, us.email, u.api_key_id, u.usage_date, u.model, u.backend,
+               u.image_count AS images, u.credits
+        FROM usage_by_model u
         JOIN api_keys k ON k.id = u.api_key_id
         JOIN users us ON us.id = k.user_id
-        LEFT JOIN spent s ON s.api_key_id = u.api_key_id AND s.day = u.usage_date
-        WHERE u.usage_date BETWEEN $1 AND $2
-        ORDER BY k.user_id, u.api_key_id, u.usage_date
+        WHERE u.usage_date BETWEEN $1 AND $2 AND (u.image_count > 0 OR u.credits > 0)
+        ORDER BY k.user_id, u.api_key_id, u.usage_date, u.model, u.backend
         """,
         start,
         end,

@@ -53,6 +53,7 @@ from gateway.limits.decision import ADMITTED, NO_CREDITS, OVER_QUOTA, RATE_LIMIT
 from gateway.metrics import Metrics
 from gateway.services import SERVICES, Services
 from gateway.storage import STORAGE
+from gateway.usage.labels import usage_label
 
 __all__ = [
     "CREDITS_HEADER",
@@ -276,16 +277,24 @@ def credit_price(
 
 
 async def admit_request(
-    services: Services, record: KeyRecord, n: int, *, price: int = 0, reference: str = ""
+    services: Services,
+    record: KeyRecord,
+    n: int,
+    *,
+    price: int = 0,
+    reference: str = "",
+    label: str = "",
 ) -> Decision:
     """Admit a request for ``n`` images (the rate limit, and ``n`` reserved, and ``n *
-    price`` credits when the plan has a credit limit): one Redis round trip. Raises the
-    429 (rate limit, daily quota), the 402 (credits) or, Redis being unreachable, the
-    503."""
+    price`` credits when the plan has a credit limit, counted under ``label``: see
+    :func:`~gateway.usage.labels.usage_label`): one Redis round trip. Raises the 429
+    (rate limit, daily quota), the 402 (credits) or, Redis being unreachable, the 503."""
     metrics = services.metrics
     started = time.perf_counter()
     try:
-        decision = await services.admission.admit(record, n, price=price, reference=reference)
+        decision = await services.admission.admit(
+            record, n, price=price, reference=reference, label=label
+        )
     except Exception as exc:
         metrics.admissions.labels("error").inc()
         metrics.dependency_errors.labels("redis").inc()
@@ -387,6 +396,7 @@ async def make_images(
         n,
         price=credit_price(services, record, params.request),
         reference=request[REQUEST_ID],
+        label=usage_label(params.model, params.chain[0].name),
     )
     if params.request.stream:
         # Imported here: only streamed requests pay for it.
@@ -417,6 +427,8 @@ async def make_images(
         await admission.release(record, decision, n - len(delivered), delivering=len(delivered))
     if not delivered:
         raise errors.UpstreamError("The image backend returned no images.")
+    if backend_name != params.chain[0].name:  # a fallback made them: count them under it
+        await admission.attribute(record, decision, backend_name, len(delivered))
     fields.update(backend=backend_name, images=len(delivered))
     metrics.labelled(metrics.images_delivered, params.model, record.plan).inc(len(delivered))
 

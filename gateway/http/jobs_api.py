@@ -39,6 +39,7 @@ from gateway.jobs.store import JobRow
 from gateway.keys.cache import KeyRecord
 from gateway.services import SERVICES, Services
 from gateway.storage import STORAGE, Storage
+from gateway.usage.labels import usage_label
 from gateway.webhooks.store import find_nonce
 
 __all__ = [
@@ -143,6 +144,7 @@ async def submit_job(request: web.Request, *, preferred: bool) -> web.Response:
         now,
         body.metadata,
         body.webhook_url,
+        backend=params.chain[0].name,
         price=credit_price(services, record, params.request),
     )
     headers = {"Location": f"/v1/images/jobs/{row.id}"}
@@ -187,15 +189,24 @@ async def admit_and_record(
     metadata: dict[str, str] | None = None,
     webhook_url: str | None = None,
     *,
+    backend: str,
     price: int = 0,
 ) -> JobRow:
     """Admit the job's ``n`` images (and ``n * price`` credits, when the plan has a credit
-    limit), record it and queue it; the reservation then belongs to the job. Raises the
-    429s, 402 and 503s of admission and of the queue."""
+    limit), counted under ``model`` and ``backend`` (the one planned), record it and queue
+    it; the reservation then belongs to the job. Raises the 429s, 402 and 503s of
+    admission and of the queue."""
     n = stored.n
     admission = services.admission
     job_id = store.new_job_id()
-    decision = await admit_request(services, record, n, price=price, reference=job_id)
+    decision = await admit_request(
+        services,
+        record,
+        n,
+        price=price,
+        reference=job_id,
+        label=usage_label(model, backend),
+    )
     if decision.local:  # Redis is down (redis.on_failure: open): no queue to put it on
         await admission.release(record, decision, n)
         raise errors.ServiceUnavailable("The job queue is unavailable. Please retry shortly.")
@@ -220,6 +231,7 @@ async def admit_and_record(
                 charge_price=decision.price,
                 charge_purchased=decision.taken_purchased,
                 charge_month=decision.month,
+                charge_backend=backend,
                 now=now,
             )
     except BaseException:

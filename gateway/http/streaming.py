@@ -186,6 +186,8 @@ async def stream_images(
         if events is not None:
             await asyncio.shield(_close(events))
         await asyncio.shield(admission.release(record, decision, n - delivered))
+        if delivered and backend_name != chain[0].name:  # a fallback made them
+            await asyncio.shield(admission.attribute(record, decision, backend_name, delivered))
         request[LOG_FIELDS].update(backend=backend_name or None, images=delivered)
         if delivered:
             model, plan = image_request.model, record.plan

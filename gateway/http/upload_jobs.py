@@ -68,6 +68,7 @@ async def submit_upload_job(
             params.model,
             stored,
             now,
+            backend=params.chain[0].name,
             price=credit_price(services, record, image_request),
         )
     except BaseException:

@@ -1,8 +1,9 @@
-"""``GET /admin/usage/export``: every key's images and credits per UTC day, streamed.
+"""``GET /admin/usage/export``: every key's images and credits per UTC day and model,
+streamed.
 
-One row per user, key and day, as CSV or JSON Lines, written as Postgres hands them over
-(a server-side cursor, a thousand rows at a time): a year of a large tenant never sits in
-memory. Today's live counts are written through to Postgres first.
+One row per user, key, day, model and backend, as CSV or JSON Lines, written as Postgres
+hands them over (a server-side cursor, a thousand rows at a time): a year of a large tenant
+never sits in memory. Today's live counts are written through to Postgres first.
 """
 
 from __future__ import annotations
@@ -28,7 +29,16 @@ from gateway.http.validate import query_date
 
 __all__ = ["EXPORT_COLUMNS", "export_usage"]
 
-EXPORT_COLUMNS = ("user_id", "email", "api_key_id", "date", "images", "credits")
+EXPORT_COLUMNS = (
+    "user_id",
+    "email",
+    "api_key_id",
+    "date",
+    "model",
+    "backend",
+    "images",
+    "credits",
+)
 _FORMATS = {"csv": "text/csv", "jsonl": "application/jsonl"}
 
 log = logging.getLogger(__name__)
@@ -81,7 +91,8 @@ class _ExportResponse(web.StreamResponse):
                 async for batch in usage_rows_between(conn, self._first_day, self._last_day):
                     rows = [
                         (str(r["user_id"]), r["email"], str(r["api_key_id"]),
-                         r["usage_date"].isoformat(), r["images"], r["credits"])
+                         r["usage_date"].isoformat(), r["model"], r["backend"], r["images"],
+                         r["credits"])
                         for r in batch
                     ]  # fmt: skip
                     await self.write(_csv(rows) if csv_form else _jsonl(rows))

@@ -410,6 +410,7 @@ class JobRunner:
         metrics.labelled(metrics.job_attempts).inc()
         started = time.perf_counter()
         ended: JobRow | None = None
+        backend_name = ""
         try:
             routed = self._router.for_model(job.model)
             dims = parse_size(stored.size)
@@ -450,6 +451,8 @@ class JobRunner:
         finally:
             metrics.labelled(metrics.job_running_seconds).observe(time.perf_counter() - started)
         if ended is not None:
+            if ended.status == "succeeded":
+                await self.settlement.attribute(ended, backend_name)
             await self.settlement.settle_quietly(ended)
             self.ended(ended)
             await self._forget_inputs(stored)

@@ -40,6 +40,7 @@ from gateway.db.pool import connection
 from gateway.jobs import store
 from gateway.jobs.store import JobRow
 from gateway.limits.admission import Admission, Refund
+from gateway.usage.labels import usage_label
 
 __all__ = ["Settlement"]
 
@@ -70,10 +71,26 @@ class Settlement:
                     purchased=job.charge_purchased,
                     month=job.charge_month,
                     reference=job.id,
+                    label=usage_label(job.model, job.charge_backend),
                 )
             )
         async with connection(self._pool) as conn:
             await store.mark_settled(conn, job.id, now=self._clock())
+
+    async def attribute(self, job: JobRow, backend: str) -> None:
+        """Count the images ``job`` delivered under ``backend``, which made them, when it
+        is not the backend planned at admission (a fallback); never raises."""
+        if backend == job.charge_backend or job.delivered <= 0:
+            return
+        await self._admission.attribute_usage(
+            str(job.user_id),
+            str(job.api_key_id),
+            job.charge_day,
+            usage_label(job.model, job.charge_backend),
+            usage_label(job.model, backend),
+            job.delivered,
+            job.delivered * job.charge_price,
+        )
 
     async def settle_quietly(self, job: JobRow) -> None:
         """:meth:`settle`, logging a failure instead of raising (the sweeper retries)."""

@@ -67,6 +67,9 @@ class JobRow:
     charge_price: int
     charge_purchased: int
     charge_month: int
+    #: The backend planned at admission: the job's images are counted under it (and
+    #: its model) until the backend that made them is known.
+    charge_backend: str
     created_at: dt.datetime
     started_at: dt.datetime | None
     heartbeat_at: dt.datetime | None
@@ -102,13 +105,14 @@ async def insert_job(
     charge_price: int = 0,
     charge_purchased: int = 0,
     charge_month: int = -1,
+    charge_backend: str = "",
 ) -> JobRow:
     row = await conn.fetchrow(
         "INSERT INTO image_jobs (id, user_id, api_key_id, model, request, metadata,"
         " webhook_url, reserved, charge_day, charge_member, created_at, queue,"
-        " charge_price, charge_purchased, charge_month)"
+        " charge_price, charge_purchased, charge_month, charge_backend)"
         " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8, $9, $10, $11, $12,"
-        " $13, $14, $15)"
+        " $13, $14, $15, $16)"
         " RETURNING *",
         job_id,
         user_id,
@@ -125,6 +129,7 @@ async def insert_job(
         charge_price,
         charge_purchased,
         charge_month,
+        charge_backend,
     )
     return JobRow.of(row)
 

@@ -52,11 +52,13 @@ from gateway.limits.decision import (
     NEEDS_SEED,
     Decision,
     SeedSource,
+    usage_seed,
 )
 from gateway.limits.journal import NO_SLOT, Journal, Reservation, orphans
 from gateway.redis.layout import RedisLayout
 from gateway.redis.lua import load_script, script_source
 from gateway.redis.pipelined import HotRedis, NotSent
+from gateway.usage.labels import split_label, usage_label
 
 if TYPE_CHECKING:
     from gateway.limits.local import LocalAdmission
@@ -83,6 +85,8 @@ class Refund:
     month: int = -1
     #: The request or job id, for the ledger.
     reference: str = ""
+    #: The label the images were counted under (model and backend).
+    label: str = ""
 
 
 class Admission:
@@ -115,6 +119,7 @@ class Admission:
         self._admit = hot.script(script_source("admit"))
         self._release = load_script(redis, "release")
         self._settle = load_script(redis, "settle")
+        self._attribute = load_script(redis, "attribute")
         # Log members: unique across processes (the token) and within one (the counter).
         self._member_prefix = secrets.token_hex(6) + ":"
         self._sequence = itertools.count()
@@ -125,10 +130,12 @@ class Admission:
         self.doubtful: collections.deque[int] = collections.deque()
 
     async def admit(
-        self, record: KeyRecord, n: int, *, price: int = 0, reference: str = ""
+        self, record: KeyRecord, n: int, *, price: int = 0, reference: str = "", label: str = ""
     ) -> Decision:
         """Check the limits and, only if all pass, record the request and reserve ``n``
-        images and, when the key's plan has ``monthly_credits``, ``n * price`` credits.
+        images and, when the key's plan has ``monthly_credits``, ``n * price`` credits,
+        counted in the day's usage under ``label`` (model and backend; see
+        :mod:`gateway.usage.labels`).
 
         One Redis round trip, except on a key's first request of a UTC day after Redis
         lost its counter (or on a new day), when today's count is first read from
@@ -151,6 +158,8 @@ class Admission:
             "",
             "",
             now,
+            label,
+            "",
         ]
         allowance = record.monthly_credits
         credited = allowance is not None
@@ -159,16 +168,24 @@ class Admission:
                 f"{tag}rl:{key_id}",
                 f"{tag}img:{key_id}:",
                 f"{tag}pending",
+                f"{tag}use:{key_id}:",
                 f"{tag}cr:{user_id}",
                 f"{tag}ledger",
             )
             args += [allowance, price, user_id, reference, "", "", ""]
         else:
-            keys = (f"{tag}rl:{key_id}", f"{tag}img:{key_id}:", f"{tag}pending")
+            keys = (
+                f"{tag}rl:{key_id}",
+                f"{tag}img:{key_id}:",
+                f"{tag}pending",
+                f"{tag}use:{key_id}:",
+            )
             price = 0
         journal = self._journal
         ticket = (
-            journal.begin(key_id, n, member, user_id, price) if journal is not None else NO_SLOT
+            journal.begin(key_id, n, member, user_id, price, label)
+            if journal is not None
+            else NO_SLOT
         )
         # (A journal ignores NO_SLOT: a reservation it had no room for is not recorded.)
         try:
@@ -178,10 +195,11 @@ class Admission:
                     day = int(raw[1])
                     args[5] = await self._seeds.count_for(key_id, day)
                     args[6] = day
+                    args[9] = usage_seed(await self._seeds.usage_for(key_id, day))
                 elif raw[0] == NEEDS_CREDITS:
                     month = month_of_day(int(raw[1]))
                     balances = await self._seeds.balances_for(user_id, month)
-                    args[12:15] = [month, balances.monthly, balances.purchased]
+                    args[14:17] = [month, balances.monthly, balances.purchased]
                 else:
                     break
                 raw = await self._admit(keys=keys, args=args)
@@ -199,8 +217,8 @@ class Admission:
                 or not isinstance(exc, RedisError | TimeoutError)
             ):
                 raise
-            decision = await self._fallback.admit(record, n)
-            return dataclasses.replace(decision, local=True)
+            decision = await self._fallback.admit(record, n, label)
+            return dataclasses.replace(decision, local=True, label=label)
         outcome, day, in_window, reset_us, used, to_midnight = (int(v) for v in raw[:6])
         decision = Decision(
             outcome=outcome,
@@ -212,6 +230,7 @@ class Admission:
             images_used=used,
             images_reset=to_midnight,
             member=member,
+            label=label,
         )
         if credited:
             decision.price = price
@@ -270,7 +289,7 @@ class Admission:
             return
         day = decision.day
         if decision.local and self._fallback is not None:
-            self._fallback.release(record.user_id, record.key_id, day, images)
+            self._fallback.release(record.user_id, record.key_id, day, images, decision.label)
             return
         refund = Refund(
             user_id=record.user_id,
@@ -282,6 +301,7 @@ class Admission:
             purchased=decision.taken_purchased,
             month=decision.month,
             reference=decision.reference,
+            label=decision.label,
         )
         try:
             await self._send_release(refund)
@@ -301,6 +321,59 @@ class Admission:
         :mod:`gateway.jobs.settlement`.)"""
         return await self._send_release(refund)
 
+    async def attribute(
+        self, record: KeyRecord, decision: Decision, backend: str, images: int
+    ) -> None:
+        """Count ``images`` delivered of ``decision``'s reservation under ``backend``
+        when it is not the one they were admitted under (a fallback made them): one more
+        round trip, on that path only. Never raises: the images stay charged either way;
+        only the backend they are reported under would be wrong."""
+        model, planned = split_label(decision.label)
+        if images <= 0 or backend == planned or decision.local:
+            return
+        label = usage_label(model, backend)
+        await self.attribute_usage(
+            record.user_id,
+            record.key_id,
+            decision.day,
+            decision.label,
+            label,
+            images,
+            images * decision.price,
+        )
+
+    async def attribute_usage(
+        self,
+        user_id: str,
+        key_id: str,
+        day: int,
+        counted: str,
+        label: str,
+        images: int,
+        credits: int,
+    ) -> None:
+        """Move ``images`` (and ``credits``) of a day's usage from label ``counted`` to
+        ``label`` (see ``attribute.lua``); logs instead of raising."""
+        layout = self._layout
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._attribute(
+                    keys=(
+                        layout.usage(user_id, key_id, day),
+                        layout.pending(layout.shard_of(user_id)),
+                    ),
+                    args=(counted, label, images, credits, f"{key_id}:{day}"),
+                )
+        except Exception as exc:
+            log.warning(
+                "could not count %d images of key %s under %r (%s); they stay under %r",
+                images,
+                key_id,
+                label,
+                exc,
+                counted,
+            )
+
     async def _send_release(self, refund: Refund) -> bool:
         """Once only (the reservation's marker), so it is safe to send again."""
         layout = self._layout
@@ -309,8 +382,9 @@ class Admission:
             layout.counter(refund.user_id, refund.key_id, refund.day),
             layout.pending(shard),
             layout.settled(shard, refund.member),
+            layout.usage(refund.user_id, refund.key_id, refund.day),
         )
-        args: tuple[Any, ...] = (refund.images, f"{refund.key_id}:{refund.day}")
+        args: tuple[Any, ...] = (refund.images, f"{refund.key_id}:{refund.day}", refund.label)
         if refund.credits > 0:
             keys += (layout.credits(refund.user_id), layout.ledger(shard))
             args += (
@@ -358,12 +432,14 @@ class Admission:
             f"{tag}img:{key_id}:",
             f"{tag}pending",
             layout.settled(shard, reservation.member),
+            f"{tag}use:{key_id}:",
         )
         args: tuple[Any, ...] = (
             reservation.images,
             reservation.member,
             key_id,
             reservation.day,
+            reservation.label,
         )
         if reservation.price > 0:
             keys += (layout.credits(reservation.user_id), layout.ledger(shard))

@@ -6,6 +6,7 @@ Shared by the Redis admission (:mod:`gateway.limits.admission`) and the local fa
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,6 +22,7 @@ __all__ = [
     "Balances",
     "Decision",
     "SeedSource",
+    "usage_seed",
 ]
 
 NEEDS_SEED, ADMITTED, RATE_LIMITED, OVER_QUOTA, NO_CREDITS, NEEDS_CREDITS = 0, 1, 2, 3, 4, 5
@@ -67,6 +69,8 @@ class Decision:
     month: int = -1
     #: The request or job id the credits were reserved for (the ledger's reference).
     reference: str = ""
+    #: The label the reservation is counted under (model and planned backend).
+    label: str = ""
 
     @property
     def requests_remaining(self) -> int:
@@ -89,6 +93,17 @@ class SeedSource(Protocol):
 
     async def count_for(self, key_id: str, day: int) -> int: ...
 
+    async def usage_for(self, key_id: str, day: int) -> list[tuple[str, int, int]]:
+        """The day's ``(label, images, credits)`` by model and backend."""
+        ...
+
     async def balances_for(self, user_id: str, month: int) -> Balances:
         """The user's balances from the credit ledger, for ``month`` (since 1970-01)."""
         ...
+
+
+def usage_seed(rows: list[tuple[str, int, int]]) -> str:
+    """A day's ``(label, images, credits)`` rows from Postgres as the scripts take them
+    when they rebuild the day's usage by model and backend: JSON (``cjson`` in Redis's
+    Lua), ``[]`` for none."""
+    return json.dumps([list(row) for row in rows], separators=(",", ":"))

@@ -59,15 +59,19 @@ FREE, ADMITTING, ADMITTED = 0, 1, 2
 #: Returned by :meth:`Journal.begin` when the journal is closed or every slot is in use.
 NO_SLOT = -1
 
-_MAGIC = b"GWJ3"
+_MAGIC = b"GWJ4"
+#: Journals of the previous layout (no usage label) are still settled.
+_MAGIC_V3 = b"GWJ3"
 #: magic, number of slots, the boot it was written in (a journal from before a reboot
 #: may hold pages that never reached the disk: it is discarded, never settled)
 _HEADER_FIELDS = struct.Struct("<4sI36s")
 _HEADER = 64
 #: state, 3 pad bytes, images, UTC day (-1 = unknown yet), key id, the log member, the
 #: user id (the Redis shard), credits per image, credits taken from the purchased ones
-#: (-1 = unknown yet), the month they were taken in (-1 = unknown yet)
-_SLOT = struct.Struct("<BxxxIi40s40s40sIii")
+#: (-1 = unknown yet), the month they were taken in (-1 = unknown yet), the label the
+#: images are counted under (see gateway.usage.labels)
+_SLOT = struct.Struct("<BxxxIi40s40s40sIii128s")
+_SLOT_V3 = struct.Struct("<BxxxIi40s40s40sIii")
 _COUNT_OFFSET = 4
 _DAY_OFFSET = 8
 _CREDITS_OFFSET = 8 + 4 + 40 + 40 + 40 + 4
@@ -127,6 +131,8 @@ class Reservation:
     purchased: int = -1
     #: The month the credits were taken in (-1: unknown).
     month: int = -1
+    #: The label its images are counted under (model and backend).
+    label: str = ""
 
 
 class Journal:
@@ -195,7 +201,9 @@ class Journal:
         os.close(self._fd)
         self._fd = -1
 
-    def begin(self, key_id: str, images: int, member: str, user_id: str, price: int = 0) -> int:
+    def begin(
+        self, key_id: str, images: int, member: str, user_id: str, price: int = 0, label: str = ""
+    ) -> int:
         """Record an admission about to be sent; its slot, or :data:`NO_SLOT`."""
         journal = self._map
         key, name, user = key_id.encode(), member.encode(), user_id.encode()
@@ -209,7 +217,9 @@ class Journal:
             return NO_SLOT
         slot = self._free.pop()
         offset = _HEADER + slot * _SLOT.size
-        _SLOT.pack_into(journal, offset, FREE, images, -1, key, name, user, price, -1, -1)
+        _SLOT.pack_into(
+            journal, offset, FREE, images, -1, key, name, user, price, -1, -1, label.encode()
+        )
         journal[offset] = ADMITTING
         return slot
 
@@ -252,10 +262,10 @@ class Journal:
         return self.slots - len(self._free) if self._map is not None else 0
 
 
-def _read_slot(data: mmap.mmap | bytes, slot: int) -> Reservation:
-    state, images, day, key_id, member, user_id, price, purchased, month = _SLOT.unpack_from(
-        data, _HEADER + slot * _SLOT.size
-    )
+def _read_slot(data: mmap.mmap | bytes, slot: int, layout: struct.Struct = _SLOT) -> Reservation:
+    fields = layout.unpack_from(data, _HEADER + slot * layout.size)
+    state, images, day, key_id, member, user_id, price, purchased, month = fields[:9]
+    label = fields[9].rstrip(b"\0").decode(errors="replace") if len(fields) > 9 else ""
     return Reservation(
         state=state,
         images=images,
@@ -266,6 +276,7 @@ def _read_slot(data: mmap.mmap | bytes, slot: int) -> Reservation:
         price=price,
         purchased=purchased,
         month=month,
+        label=label,
     )
 
 
@@ -338,7 +349,7 @@ def _take(path: Path, boot: bytes) -> Orphan | None:
     except BaseException:
         os.close(fd)
         raise
-    if len(data) < _HEADER or data[:4] != _MAGIC:
+    if len(data) < _HEADER or data[:4] not in (_MAGIC, _MAGIC_V3):
         # Being created (its process locks it, then writes the header), or left
         # half-created by a process that died right then.
         if time.time() - info.st_mtime < _CREATION_GRACE_S:
@@ -349,10 +360,11 @@ def _take(path: Path, boot: bytes) -> Orphan | None:
     if boot and written_in != boot:
         log.warning("discarding journal %s: written before the last reboot", path.name)
         return Orphan(path=path, fd=fd, reservations=[])
-    slots = min(slots, (len(data) - _HEADER) // _SLOT.size)
+    layout = _SLOT if data[:4] == _MAGIC else _SLOT_V3
+    slots = min(slots, (len(data) - _HEADER) // layout.size)
     reservations = [
         entry
-        for entry in (_read_slot(data, slot) for slot in range(slots))
+        for entry in (_read_slot(data, slot, layout) for slot in range(slots))
         if entry.state in (ADMITTING, ADMITTED)
     ]
     return Orphan(path=path, fd=fd, reservations=reservations)

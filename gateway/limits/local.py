@@ -20,7 +20,14 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 
 from gateway.keys.cache import KeyRecord
-from gateway.limits.decision import ADMITTED, OVER_QUOTA, RATE_LIMITED, Decision, SeedSource
+from gateway.limits.decision import (
+    ADMITTED,
+    OVER_QUOTA,
+    RATE_LIMITED,
+    Decision,
+    SeedSource,
+    usage_seed,
+)
 from gateway.redis.layout import RedisLayout
 from gateway.redis.lua import load_script
 
@@ -46,10 +53,12 @@ class LocalAdmission:
         self._windows: dict[str, collections.deque[float]] = {}
         #: (user id, key id, day) -> images admitted here and not yet added to Redis.
         self.unsynced: dict[tuple[str, str, int], int] = {}
+        #: The same by the label they are counted under (model and backend).
+        self._labels: dict[tuple[str, str, int], dict[str, int]] = {}
         #: (key id, day) -> today's count from Postgres when the outage began.
         self._base: dict[tuple[str, int], int] = {}
 
-    async def admit(self, record: KeyRecord, n: int) -> Decision:
+    async def admit(self, record: KeyRecord, n: int, label: str = "") -> Decision:
         now = self._clock()
         day = int(now // 86400)
         to_midnight = (day + 1) * 86400 - int(now)
@@ -72,6 +81,8 @@ class LocalAdmission:
         else:
             window.append(now)
             self.unsynced[counted] = self.unsynced.get(counted, 0) + n
+            labels = self._labels.setdefault(counted, {})
+            labels[label] = labels.get(label, 0) + n
             used += n
         reset = window[0] + _WINDOW - now if window else 0.0
         return Decision(
@@ -85,13 +96,18 @@ class LocalAdmission:
             images_reset=to_midnight,
         )
 
-    def release(self, user_id: str, key_id: str, day: int, images: int) -> None:
+    def release(self, user_id: str, key_id: str, day: int, images: int, label: str = "") -> None:
         slot = (user_id, key_id, day)
         left = self.unsynced.get(slot, 0) - images
         if left > 0:
             self.unsynced[slot] = left
         else:
             self.unsynced.pop(slot, None)
+        labels = self._labels.get(slot, {})
+        if labels.get(label, 0) > images:
+            labels[label] -= images
+        else:
+            labels.pop(label, None)
 
     async def reconcile(self) -> int:
         """Add what was counted here to Redis; how many counters were sent.
@@ -103,15 +119,27 @@ class LocalAdmission:
             slot, images = next(iter(self.unsynced.items()))
             user_id, key_id, day = slot
             base = await self._seeds.count_for(key_id, day)
-            shard = self._layout.shard_of(user_id)
+            seed = usage_seed(await self._seeds.usage_for(key_id, day))
+            labels = self._labels.get(slot, {})
+            layout = self._layout
             await self._reconcile(
-                keys=(self._layout.counter(user_id, key_id, day), self._layout.pending(shard)),
-                args=(images, base, f"{key_id}:{day}"),
+                keys=(
+                    layout.counter(user_id, key_id, day),
+                    layout.pending(layout.shard_of(user_id)),
+                    layout.usage(user_id, key_id, day),
+                ),
+                args=(images, base, f"{key_id}:{day}", seed, *_flat(labels)),
             )
             self.unsynced.pop(slot)
+            self._labels.pop(slot, None)
             sent += 1
         if sent:
             log.warning("reconciled %d counters admitted while Redis was unreachable", sent)
         self._base.clear()
         self._windows.clear()
         return sent
+
+
+def _flat(labels: dict[str, int]) -> list[str | int]:
+    """``label, images, label, images, ...``"""
+    return [item for pair in labels.items() for item in pair]

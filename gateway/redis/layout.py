@@ -49,6 +49,14 @@ class RedisLayout:
     def counter(self, user_id: str, key_id: str, day: int) -> str:
         return f"{self.counter_prefix(self.shard_of(user_id))}{key_id}:{day}"
 
+    def usage_prefix(self, shard: int) -> str:
+        """Prefix of the shard's per-day usage by model and backend (a hash per key and
+        day, beside its counter; see admit.lua)."""
+        return f"{self._tags[shard]}use:"
+
+    def usage(self, user_id: str, key_id: str, day: int) -> str:
+        return f"{self.usage_prefix(self.shard_of(user_id))}{key_id}:{day}"
+
     def credits(self, user_id: str) -> str:
         """The user's balances (a hash: month, monthly, purchased); see credit scripts."""
         return f"{self._tags[self.shard_of(user_id)]}cr:{user_id}"

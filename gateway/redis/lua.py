@@ -9,10 +9,19 @@ from redis.commands.core import AsyncScript
 
 __all__ = ["load_script", "script_source"]
 
+_INCLUDE = "--#include "
+
 
 def script_source(name: str, package: str = "gateway.limits") -> str:
-    """The text of ``<package>/scripts/<name>.lua``."""
-    return resources.files(package).joinpath("scripts", f"{name}.lua").read_text()
+    """The text of ``<package>/scripts/<name>.lua``, each ``--#include NAME`` line replaced
+    by the text of ``NAME.lua`` beside it (Redis scripts cannot load one another)."""
+    text = resources.files(package).joinpath("scripts", f"{name}.lua").read_text()
+    if _INCLUDE not in text:
+        return text
+    return "".join(
+        script_source(line[len(_INCLUDE) :].strip(), package) if line.startswith(_INCLUDE) else line
+        for line in text.splitlines(keepends=True)
+    )
 
 
 def load_script(redis: Redis, name: str, package: str = "gateway.limits") -> AsyncScript:

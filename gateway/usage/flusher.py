@@ -34,7 +34,14 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from gateway.db.credits import LedgerEntry, balances_of, write_entries
-from gateway.db.usage import count_for_day, date_of_day, write_counts
+from gateway.db.usage import (
+    ModelUsage,
+    count_for_day,
+    date_of_day,
+    usage_by_model_for_day,
+    write_counts,
+    write_usage_by_model,
+)
 from gateway.limits.admission import Admission
 from gateway.limits.decision import Balances
 from gateway.redis.layout import SHARDS, RedisLayout
@@ -64,6 +71,10 @@ class PostgresSeeds:
     async def count_for(self, key_id: str, day: int) -> int:
         async with self._pool.acquire() as conn:
             return await count_for_day(conn, uuid.UUID(key_id), date_of_day(day))
+
+    async def usage_for(self, key_id: str, day: int) -> list[tuple[str, int, int]]:
+        async with self._pool.acquire() as conn:
+            return await usage_by_model_for_day(conn, uuid.UUID(key_id), date_of_day(day))
 
     async def balances_for(self, user_id: str, month: int) -> Balances:
         async with self._pool.acquire() as conn:
@@ -146,6 +157,8 @@ class UsageFlusher:
         # upgrade) would make two rows for one (key, day), which one statement cannot
         # write: the larger count is kept.
         counted: dict[tuple[str, int], int] = {}
+        # (key id, day) -> [(label, images, credits), ...], with the count it was read with.
+        by_model: dict[tuple[str, int], tuple[int, list[tuple[str, int, int]]]] = {}
         acks: dict[int, list[Any]] = {}
         read_at = 0.0
         more = False
@@ -154,15 +167,23 @@ class UsageFlusher:
         for shard in range(SHARDS):
             reply = await self._collect(
                 keys=(layout.pending(shard), layout.lease(shard)),
-                args=(layout.counter_prefix(shard), _BATCH, self._token, self._lease_ms),
+                args=(
+                    layout.counter_prefix(shard),
+                    _BATCH,
+                    self._token,
+                    self._lease_ms,
+                    layout.usage_prefix(shard),
+                ),
             )
             if not reply:
                 continue  # nothing pending, or another process holds the lease
             read_at = max(read_at, int(reply[0]) + int(reply[1]) / 1_000_000)
-            members = reply[2:]  # member, value, member, value, ...
-            more = more or len(members) // 2 >= _BATCH
-            acks[shard] = members
-            for member, value in zip(members[::2], members[1::2], strict=True):
+            read = reply[2:]  # member, value, usage by label, member, value, ...
+            more = more or len(read) // 3 >= _BATCH
+            shard_acks = acks[shard] = []
+            for member, value, usage in zip(read[::3], read[1::3], read[2::3], strict=True):
+                fields = _fields(usage)
+                shard_acks += (member, value, fields.get("v", ""))
                 count = int(value)
                 if count < 0:
                     continue  # the counter is gone: nothing left to write
@@ -170,6 +191,10 @@ class UsageFlusher:
                 slot = (key_id, int(day))
                 if count > counted.get(slot, -1):
                     counted[slot] = count
+                    if fields:
+                        by_model[slot] = (count, _by_label(fields))
+                    else:
+                        by_model.pop(slot, None)
 
         key_ids = [key_id for key_id, _ in counted]
         if key_ids:
@@ -180,13 +205,26 @@ class UsageFlusher:
                 await write_counts(
                     conn, key_ids, days, counts, counted_at, spread=self._interval * _SPREAD_SHARE
                 )
+                labelled: list[ModelUsage] = [
+                    (key_id, day, label, images, credits)
+                    for (key_id, day), (_, rows) in by_model.items()
+                    for label, images, credits in rows
+                ]
+                if labelled:
+                    async with conn.transaction():
+                        await write_usage_by_model(conn, labelled, counted_at)
             self.stats.rows_written += len(key_ids)
         self.stats.rows_last_flush = len(key_ids)
 
         for shard, members in acks.items():  # a shard per round trip, as above
             await self._ack(
                 keys=(layout.pending(shard), layout.lease(shard)),
-                args=(layout.counter_prefix(shard), self._token, *members),
+                args=(
+                    layout.counter_prefix(shard),
+                    self._token,
+                    layout.usage_prefix(shard),
+                    *members,
+                ),
             )
         more = await self._flush_ledger() or more
         self.stats.flushes += 1
@@ -223,6 +261,21 @@ class UsageFlusher:
                 self.stats.ledger_entries_written += len(entries)
                 left -= len(reply)
         return more
+
+
+def _fields(flat: list[bytes]) -> dict[str, str]:
+    """A hash read as a flat list of fields and values (HGETALL inside a script)."""
+    text = [item.decode() for item in flat]
+    return dict(zip(text[::2], text[1::2], strict=True))
+
+
+def _by_label(fields: dict[str, str]) -> list[tuple[str, int, int]]:
+    """``(label, images, credits)`` of a day's usage hash (see admit.lua)."""
+    return [
+        (name[2:], int(value), int(fields.get("c:" + name[2:], "0")))
+        for name, value in fields.items()
+        if name.startswith("i:")
+    ]
 
 
 def _ledger_entry(fields: dict[bytes, bytes]) -> LedgerEntry:

@@ -15,7 +15,7 @@ from tests.support.accounts import new_account, new_key
 from tests.support.config import ADMIN_TOKEN
 from tests.support.gateway import Gateway
 from tests.support.http import bearer, expect_error
-from tests.support.usage import today
+from tests.support.usage import store_usage, today
 
 ADMIN = bearer(ADMIN_TOKEN)
 
@@ -252,26 +252,30 @@ async def test_usage_over_a_range_of_days(app: Gateway, db: asyncpg.Connection):
         (big, start - dt.timedelta(days=1), 100),  # before it
     ]
     for key, day, images in rows:
-        await db.execute(
-            "INSERT INTO usage (api_key_id, usage_date, image_count) VALUES ($1, $2, $3)",
-            uuid.UUID(key["id"]),
-            day,
-            images,
-        )
+        await store_usage(db, key["id"], day, images)
     end = start + dt.timedelta(days=1)
     params = {"start": start.isoformat(), "end": end.isoformat()}
     body = await ok(await app.client.get("/admin/usage", params=params, headers=ADMIN))
     assert (body["start"], body["end"]) == (start.isoformat(), end.isoformat())
     assert body["keys"] == [
-        {"api_key_id": big["id"], "user_id": account.id, "images": 10},
-        {"api_key_id": theirs["id"], "user_id": other.id, "images": 4},
-        {"api_key_id": small["id"], "user_id": account.id, "images": 3},
+        {"api_key_id": big["id"], "user_id": account.id, "images": 10, "credits": 0},
+        {"api_key_id": theirs["id"], "user_id": other.id, "images": 4, "credits": 0},
+        {"api_key_id": small["id"], "user_id": account.id, "images": 3, "credits": 0},
     ]
     assert body["users"] == [
-        {"user_id": account.id, "email": account.email, "images": 13},
-        {"user_id": other.id, "email": other.email, "images": 4},
+        {"user_id": account.id, "email": account.email, "images": 13, "credits": 0},
+        {"user_id": other.id, "email": other.email, "images": 4, "credits": 0},
     ]
+    assert body["models"] == [{"model": "local", "images": 17, "credits": 0}]
     assert body["total"] == 17
+    assert body["data"] is None  # rows only with group_by
+    by_day = await ok(
+        await app.client.get("/admin/usage", params={**params, "group_by": "day"}, headers=ADMIN)
+    )
+    assert [(r["date"], r["images"]) for r in by_day["data"]] == [
+        (start.isoformat(), 5),
+        (end.isoformat(), 12),
+    ]
 
 
 async def test_usage_defaults_to_today(app: Gateway):

@@ -15,7 +15,7 @@ from tests.support.accounts import PASSWORD, new_account, new_key
 from tests.support.config import ADMIN_TOKEN
 from tests.support.gateway import Gateway, MakeGateway
 from tests.support.http import ANY, expect_error
-from tests.support.usage import today
+from tests.support.usage import store_usage, today
 from tests.support.waiting import within_a_second
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -388,10 +388,25 @@ async def test_usage_of_today_includes_unflushed_counts(app: Gateway):
     body = await ok(await app.client.get("/admin/usage", params={"date": day}, headers=ADMIN))
     assert (body["start"], body["end"]) == (day, day)
     users = {u["user_id"]: u for u in body["users"]}
-    assert users[account.id] == {"user_id": account.id, "email": account.email, "images": 5}
+    assert users[account.id] == {
+        "user_id": account.id,
+        "email": account.email,
+        "images": 5,
+        "credits": 0,
+    }
     keys = {k["api_key_id"]: k for k in body["keys"]}
-    assert keys[first["id"]] == {"api_key_id": first["id"], "user_id": account.id, "images": 2}
-    assert keys[second["id"]] == {"api_key_id": second["id"], "user_id": account.id, "images": 3}
+    assert keys[first["id"]] == {
+        "api_key_id": first["id"],
+        "user_id": account.id,
+        "images": 2,
+        "credits": 0,
+    }
+    assert keys[second["id"]] == {
+        "api_key_id": second["id"],
+        "user_id": account.id,
+        "images": 3,
+        "credits": 0,
+    }
     assert body["total"] >= 5
 
 
@@ -403,18 +418,8 @@ async def test_usage_of_an_earlier_day(app: Gateway, db: asyncpg.Connection):
     theirs = await new_key(app, other)
     day = today() - dt.timedelta(days=3)
     for key, images in ((first, 4), (second, 6), (theirs, 1)):
-        await db.execute(
-            "INSERT INTO usage (api_key_id, usage_date, image_count) VALUES ($1, $2, $3)",
-            uuid.UUID(key["id"]),
-            day,
-            images,
-        )
-    await db.execute(  # another day: not counted
-        "INSERT INTO usage (api_key_id, usage_date, image_count) VALUES ($1, $2, $3)",
-        uuid.UUID(first["id"]),
-        day - dt.timedelta(days=1),
-        100,
-    )
+        await store_usage(db, key["id"], day, images)
+    await store_usage(db, first["id"], day - dt.timedelta(days=1), 100)  # another day: not counted
     expected_total = await db.fetchval(
         "SELECT coalesce(sum(image_count), 0) FROM usage WHERE usage_date = $1", day
     )
@@ -423,12 +428,22 @@ async def test_usage_of_an_earlier_day(app: Gateway, db: asyncpg.Connection):
     body = await ok(response)
     assert (body["start"], body["end"]) == (day.isoformat(), day.isoformat())
     users = {u["user_id"]: u for u in body["users"]}
-    assert users[account.id] == {"user_id": account.id, "email": account.email, "images": 10}
-    assert users[other.id] == {"user_id": other.id, "email": other.email, "images": 1}
+    assert users[account.id] == {
+        "user_id": account.id,
+        "email": account.email,
+        "images": 10,
+        "credits": 0,
+    }
+    assert users[other.id] == {"user_id": other.id, "email": other.email, "images": 1, "credits": 0}
     keys = {k["api_key_id"]: k for k in body["keys"]}
     assert keys[first["id"]]["images"] == 4
     assert keys[second["id"]]["images"] == 6
-    assert keys[theirs["id"]] == {"api_key_id": theirs["id"], "user_id": other.id, "images": 1}
+    assert keys[theirs["id"]] == {
+        "api_key_id": theirs["id"],
+        "user_id": other.id,
+        "images": 1,
+        "credits": 0,
+    }
     assert body["total"] == expected_total
 
 

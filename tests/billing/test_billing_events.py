@@ -94,6 +94,7 @@ async def test_delivered_images_are_sent_as_cloudevents(
     usage = found.of(key.user_id, "gateway.usage.images")
     assert {e["data"]["api_key_id"] for e in usage} == {str(key.key_id)}
     assert usage[-1]["data"]["images_that_day"] == 3
+    assert {(e["data"]["model"], e["data"]["backend"]) for e in usage} == {("local", "local")}
     event = usage[0]
     assert event["specversion"] == "1.0"
     assert event["source"] == "image-gateway"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import struct
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -20,10 +21,11 @@ from gateway.limits.decision import ADMITTED
 from gateway.limits.journal import ADMITTING, Journal
 from gateway.redis.pipelined import PipelinedRedis
 from gateway.usage.flusher import PostgresSeeds
+from gateway.usage.labels import usage_label
 from tests.support.config import REDIS_URL
 from tests.support.gateway import Gateway, MakeKey
 from tests.support.processes import free_port
-from tests.support.usage import today, usage_rows
+from tests.support.usage import model_usage_rows, today, usage_rows
 
 
 def _record(key_id: str, user_id: str, monthly_credits: int | None = None) -> KeyRecord:
@@ -246,6 +248,56 @@ async def test_a_journal_from_before_a_reboot_is_discarded_not_settled(
     assert not dead.path.exists()
     await gateway.flush()
     assert await usage_rows(db, key.key_id) == {today(): 4}
+
+
+async def test_a_dead_process_reservations_leave_the_usage_of_their_model_and_backend(
+    gateway: Gateway, make_key: MakeKey, db, admission_like: AdmissionLike
+):
+    key = await make_key("pro")
+    record = _record(str(key.key_id), str(key.user_id))
+    survivor = gateway.services.admission
+    dead = _another_process_journal(gateway)
+    doomed = admission_like(dead)
+    sketch = usage_label("sketch", "second")
+    delivered = await doomed.admit(record, 3, label=sketch)
+    doomed.delivered(delivered)
+    await doomed.admit(record, 4, label=sketch)  # never answered
+    await doomed.admit(record, 2, label=usage_label("local", "local"))  # nor this one
+    dead.abandon()
+
+    assert await survivor.settle_orphans() == 4 + 2
+    await gateway.flush()
+    assert await usage_rows(db, key.key_id) == {today(): 3}
+    assert await model_usage_rows(db, key.key_id) == {
+        (today(), "sketch", "second"): (3, 0),
+        (today(), "local", "local"): (0, 0),
+    }
+
+
+async def test_a_journal_of_the_layout_before_labels_is_still_settled(
+    gateway: Gateway, make_key: MakeKey, db, admission_like: AdmissionLike
+):
+    """A process of the previous release, killed mid-upgrade: its slots hold no label."""
+    key = await make_key("pro")
+    record = _record(str(key.key_id), str(key.user_id))
+    survivor = gateway.services.admission
+    dead = _another_process_journal(gateway)
+    admitted = await admission_like(dead).admit(record, 5)
+    entry = dead.entry(admitted.ticket)
+    dead.abandon()
+    assert dead.path is not None
+    old = struct.Struct("<BxxxIi40s40s40sIii")  # the slot before labels
+    header = dead.path.read_bytes()[:64]
+    slot = old.pack(
+        ADMITTED, 5, entry.day, entry.key_id.encode(), entry.member.encode(),
+        entry.user_id.encode(), 0, -1, -1,
+    )  # fmt: skip
+    dead.path.write_bytes(b"GWJ3" + header[4:] + slot + bytes(old.size * 3))
+
+    assert await survivor.settle_orphans() == 5
+    assert not dead.path.exists()
+    await gateway.flush()
+    assert await usage_rows(db, key.key_id) == {today(): 0}
 
 
 def test_a_journal_directory_others_can_write_to_is_refused(tmp_path: Path):

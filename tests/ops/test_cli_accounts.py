@@ -21,7 +21,7 @@ from tests.support.config import merge, write_config
 from tests.support.gateway import Gateway, MakeGateway
 from tests.support.http import expect_error
 from tests.support.smtp import smtp_sink
-from tests.support.usage import today
+from tests.support.usage import store_usage, today
 
 Cli = Callable[..., Awaitable[CliResult]]
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -471,12 +471,7 @@ async def test_usage_over_a_range_and_today(cli: Cli, gateway: Gateway, db: asyn
     theirs = await new_key(gateway, other)
     past = today() - dt.timedelta(days=333)  # a day no other test writes
     for key, day, images in ((first, past, 5), (second, past, 7), (theirs, past, 1)):
-        await db.execute(
-            "INSERT INTO usage (api_key_id, usage_date, image_count) VALUES ($1, $2, $3)",
-            uuid.UUID(key["id"]),
-            day,
-            images,
-        )
+        await store_usage(db, key["id"], day, images)
     # Today's images are in Redis only (not flushed).
     assert (await gateway.generate(first["key"], n=2)).status == 200
 

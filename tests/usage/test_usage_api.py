@@ -1,4 +1,4 @@
-"""GET /v1/usage: a user's images per key per day, today's unflushed counts included."""
+"""GET /v1/usage: a user's images per key, day and model, today's unflushed counts included."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tests.support.accounts import Account, new_account, new_key
 from tests.support.credits import CREDITS
 from tests.support.gateway import Gateway, MakeGateway
 from tests.support.http import ANY, expect_error
-from tests.support.usage import today, usage_rows
+from tests.support.usage import store_usage, today, usage_rows
 
 
 async def get_usage(gateway: Gateway, account: Account, **params: str) -> Any:
@@ -26,7 +26,7 @@ async def usage(gateway: Gateway, account: Account, **params: str) -> dict[str, 
     body: dict[str, Any] = await response.json()
     assert set(body) >= {"data", "total"}
     for row in body["data"]:
-        assert set(row) == {"date", "api_key_id", "images", "credits"}
+        assert set(row) == {"date", "api_key_id", "model", "images", "credits"}
     assert body["total"] == sum(row["images"] for row in body["data"])
     return body
 
@@ -40,12 +40,7 @@ def days_ago(n: int) -> dt.date:
 
 
 async def insert_usage(db: asyncpg.Connection, key_id: str, day: dt.date, images: int) -> None:
-    await db.execute(
-        "INSERT INTO usage (api_key_id, usage_date, image_count) VALUES ($1, $2, $3)",
-        uuid.UUID(key_id),
-        day,
-        images,
-    )
+    await store_usage(db, key_id, day, images)
 
 
 async def test_today_includes_unflushed_images(app: Gateway, db: asyncpg.Connection):
@@ -57,7 +52,13 @@ async def test_today_includes_unflushed_images(app: Gateway, db: asyncpg.Connect
 
     body = await usage(app, account)
     assert body["data"] == [
-        {"date": today().isoformat(), "api_key_id": key["id"], "images": 5, "credits": 0}
+        {
+            "date": today().isoformat(),
+            "api_key_id": key["id"],
+            "model": "local",
+            "images": 5,
+            "credits": 0,
+        }
     ]
     assert body["total"] == 5
 
@@ -210,7 +211,7 @@ async def test_an_api_key_is_not_an_account_token(app: Gateway):
     await expect_error(response, 401, "invalid_token")
 
 
-async def test_credits_per_key_and_day_and_grouped_by_day_or_key(
+async def test_credits_per_key_and_day_and_grouped_by_day_key_or_model(
     make_app: MakeGateway, db: asyncpg.Connection
 ):
     gateway = await make_app({**CREDITS, "default_plan": "metered"})
@@ -242,5 +243,8 @@ async def test_credits_per_key_and_day_and_grouped_by_day_or_key(
         (first["id"], None, 6, 6),
         (second["id"], None, 1, 1),
     }
-    bad = await get_usage(gateway, account, group_by="model")
+    by_model = await usage(gateway, account, group_by="model")
+    assert [(r["model"], r["date"], r["api_key_id"], r["images"], r["credits"])
+            for r in by_model["data"]] == [("local", None, None, 7, 7)]  # fmt: skip
+    bad = await get_usage(gateway, account, group_by="user")
     await expect_error(bad, 400, "invalid_request", "group_by")

@@ -13,6 +13,7 @@ from msgspec import UNSET, Meta, UnsetType
 from gateway.http.schemas.base import Instant, RequestBody
 from gateway.http.schemas.credits import CreditsBalance
 from gateway.http.schemas.keys import Key
+from gateway.http.schemas.usage import UsageDay
 
 __all__ = [
     "DEFAULT_PAGE",
@@ -112,12 +113,22 @@ class UserImages(msgspec.Struct):
     user_id: uuid.UUID
     email: str
     images: Annotated[int, Meta(ge=0)]
+    #: Credits charged for those images.
+    credits: int = 0
 
 
 class KeyImages(msgspec.Struct):
     api_key_id: uuid.UUID
     user_id: uuid.UUID
     images: Annotated[int, Meta(ge=0)]
+    credits: int = 0
+
+
+class ModelImages(msgspec.Struct):
+    #: The model asked for ("" for usage recorded before models were).
+    model: str
+    images: Annotated[int, Meta(ge=0)]
+    credits: int = 0
 
 
 class AdminUsage(msgspec.Struct):
@@ -126,6 +137,11 @@ class AdminUsage(msgspec.Struct):
     users: Annotated[list[UserImages], Meta(description="Most images first.")]
     keys: Annotated[list[KeyImages], Meta(description="The top keys: most images first.")]
     total: Annotated[int, Meta(ge=0)]
+    models: Annotated[list[ModelImages], Meta(description="Most images first.")] = []
+    #: Credits charged for all the images.
+    credits: int = 0
+    #: With ``group_by`` (day, key or model): the rows summed that way; else null.
+    data: list[UsageDay] | None = None
 
 
 class AuditEntry(msgspec.Struct):

@@ -1,4 +1,5 @@
-"""``GET /v1/usage``: images and credits per key per UTC day, or summed by day or key."""
+"""``GET /v1/usage``: images and credits per key, UTC day and model, or summed by day, key
+or model."""
 
 from __future__ import annotations
 
@@ -13,19 +14,22 @@ __all__ = ["DEFAULT_DAYS", "GROUPINGS", "MAX_DAYS", "Usage", "UsageDay"]
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
-#: What ``group_by`` may be: rows per day (all keys summed) or per key (all days summed).
-GROUPINGS = ("day", "key")
+#: What ``group_by`` may be: rows per day (all keys and models summed), per key (all days
+#: and models summed) or per model (all days and keys summed).
+GROUPINGS = ("day", "key", "model")
 
 
 class UsageDay(msgspec.Struct):
-    #: null with ``group_by=key``.
+    #: null with ``group_by=key`` or ``group_by=model``.
     date: dt.date | None
-    #: null with ``group_by=day``.
+    #: null with ``group_by=day`` or ``group_by=model``.
     api_key_id: uuid.UUID | None
     images: Annotated[int, Meta(ge=0)]
-    #: What the charges and refunds came to (plans with monthly_credits), as of the last
-    #: usage flush.
+    #: The credits charged for those images (plans with monthly_credits; 0 otherwise).
     credits: int = 0
+    #: The model asked for; null unless the rows are per model ("" for usage recorded
+    #: before models were).
+    model: str | None = None
 
 
 class Usage(msgspec.Struct):

@@ -4,15 +4,18 @@
 -- KEYS[2]  the shard's flush lease
 -- ARGV[1]  prefix of the shard's counters
 -- ARGV[2]  this flusher's lease token
--- ARGV[3], ARGV[4], ...  member, the count that was written for it, ...
+-- ARGV[3]  prefix of the shard's usage by model and backend
+-- ARGV[4], ARGV[5], ARGV[6], ...  member, the count that was written for it, the version
+--          of its usage by model that was written ('' when it had none), ...
 --
 -- Returns how many members were removed. Releases the lease if it is still ours.
 
 local removed = 0
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 3 do
   local member = ARGV[i]
   local current = redis.call('GET', ARGV[1] .. member) or '-1'
-  if current == ARGV[i + 1] then
+  local version = redis.call('HGET', ARGV[3] .. member, 'v') or ''
+  if current == ARGV[i + 1] and version == ARGV[i + 2] then
     removed = removed + redis.call('SREM', KEYS[1], member)
   end
 end

@@ -11,18 +11,24 @@
 -- ARGV[6]  today's count from Postgres, when the counter had to be rebuilt ('' otherwise)
 -- ARGV[7]  the day that count is for ('' otherwise)
 -- ARGV[8]  the time in microseconds since the epoch; '' = Redis's own clock (tests pin it)
+-- KEYS[4]  prefix of the key's per-day usage by model and backend (the day is appended;
+--          a hash: 'i:<label>' images, 'c:<label>' credits, 'v' a version that every
+--          change moves, for the flusher)
+-- ARGV[9]  the label the reservation is counted under: '<model>\31<backend>'
+-- ARGV[10] with ARGV[6]: that day's usage by label from Postgres, as JSON
+--          [[label, images, credits], ...] ('' otherwise)
 --
 -- With credits (the key's plan has monthly_credits), also:
--- KEYS[4]  the user's balances (hash: m = month of the allowance, mb = what is left of
+-- KEYS[5]  the user's balances (hash: m = month of the allowance, mb = what is left of
 --          it, pb = purchased credits), in the same slot: the shard is the user's
--- KEYS[5]  the shard's stream of ledger entries not yet in Postgres
--- ARGV[9]  the plan's monthly allowance
--- ARGV[10] credits per image
--- ARGV[11] the user id
--- ARGV[12] the request (or job) id, for the ledger
--- ARGV[13] when the balances had to be rebuilt from the ledger: the month they are for
---          ('' otherwise), ARGV[14] the allowance left in it (-1: not reset in that
---          month), ARGV[15] the purchased credits
+-- KEYS[6]  the shard's stream of ledger entries not yet in Postgres
+-- ARGV[11] the plan's monthly allowance
+-- ARGV[12] credits per image
+-- ARGV[13] the user id
+-- ARGV[14] the request (or job) id, for the ledger
+-- ARGV[15] when the balances had to be rebuilt from the ledger: the month they are for
+--          ('' otherwise), ARGV[16] the allowance left in it (-1: not reset in that
+--          month), ARGV[17] the purchased credits
 --
 -- Returns {outcome, day, requests in window, microseconds until the oldest of them
 -- leaves the window, images counted today, seconds until the next UTC midnight}
@@ -46,6 +52,7 @@ local seconds = math.floor(now / 1000000)
 local day = math.floor(seconds / 86400)
 local to_midnight = (day + 1) * 86400 - seconds
 local counter = KEYS[2] .. day
+local usage = KEYS[4] .. day
 
 local used = redis.call('GET', counter)
 if not used then
@@ -54,12 +61,20 @@ if not used then
   end
   used = ARGV[6]
   redis.call('SET', counter, used, 'EX', COUNTER_TTL)
+  redis.call('DEL', usage)
+  redis.call('HSET', usage, 'v', 0)
+  if ARGV[10] ~= '' then
+    for _, row in ipairs(cjson.decode(ARGV[10])) do
+      redis.call('HSET', usage, 'i:' .. row[1], row[2], 'c:' .. row[1], row[3])
+    end
+  end
+  redis.call('EXPIRE', usage, COUNTER_TTL)
 end
 used = tonumber(used)
 
 -- Credits: the month's allowance is set (once) before anything is decided; a refusal
 -- changes nothing else. Months count from 1970-01 (civil-from-days, proleptic Gregorian).
-local credited = ARGV[9] ~= nil
+local credited = ARGV[11] ~= nil
 local cost, monthly, purchased, month = 0, 0, 0, 0
 if credited then
   local z = day + 719468
@@ -73,23 +88,23 @@ if credited then
   local y = yoe + era * 400
   if m <= 2 then y = y + 1 end
   month = (y - 1970) * 12 + m - 1
-  local held = redis.call('HMGET', KEYS[4], 'm', 'mb', 'pb')
+  local held = redis.call('HMGET', KEYS[5], 'm', 'mb', 'pb')
   if not held[1] then
-    if ARGV[13] == '' then
+    if ARGV[15] == '' then
       return {5, day, 0, 0, used, to_midnight}
     end
-    local seeded = tonumber(ARGV[14]) >= 0
-    held = {seeded and ARGV[13] or '-1', seeded and ARGV[14] or '0', ARGV[15]}
-    redis.call('HSET', KEYS[4], 'm', held[1], 'mb', held[2], 'pb', held[3])
+    local seeded = tonumber(ARGV[16]) >= 0
+    held = {seeded and ARGV[15] or '-1', seeded and ARGV[16] or '0', ARGV[17]}
+    redis.call('HSET', KEYS[5], 'm', held[1], 'mb', held[2], 'pb', held[3])
   end
   monthly, purchased = tonumber(held[2]), tonumber(held[3])
   if tonumber(held[1]) ~= month then
-    monthly = tonumber(ARGV[9])
-    redis.call('HSET', KEYS[4], 'm', month, 'mb', monthly)
-    redis.call('XADD', KEYS[5], '*', 'k', 'monthly_reset', 'i', 'reset:' .. ARGV[11] .. ':' .. month,
-      'u', ARGV[11], 'a', monthly, 'md', monthly, 'pd', 0, 'mo', month, 't', now)
+    monthly = tonumber(ARGV[11])
+    redis.call('HSET', KEYS[5], 'm', month, 'mb', monthly)
+    redis.call('XADD', KEYS[6], '*', 'k', 'monthly_reset', 'i', 'reset:' .. ARGV[13] .. ':' .. month,
+      'u', ARGV[13], 'a', monthly, 'md', monthly, 'pd', 0, 'mo', month, 't', now)
   end
-  cost = tonumber(ARGV[3]) * tonumber(ARGV[10])
+  cost = tonumber(ARGV[3]) * tonumber(ARGV[12])
 end
 
 local limit = tonumber(ARGV[1])
@@ -110,6 +125,13 @@ else
   redis.call('ZADD', KEYS[1], now, ARGV[4])
   redis.call('PEXPIRE', KEYS[1], 60000)
   used = redis.call('INCRBY', counter, n)
+  redis.call('HINCRBY', usage, 'i:' .. ARGV[9], n)
+  if cost > 0 then
+    redis.call('HINCRBY', usage, 'c:' .. ARGV[9], cost)
+  end
+  if redis.call('HINCRBY', usage, 'v', 1) == 1 then
+    redis.call('EXPIRE', usage, COUNTER_TTL)  -- made here, not seeded: it lives as the counter
+  end
   redis.call('SADD', KEYS[3], ARGV[5] .. ':' .. day)
   in_window = in_window + 1
 end
@@ -119,9 +141,9 @@ if outcome == 1 and cost > 0 then
   local from_monthly = math.min(cost, monthly)
   taken_purchased = cost - from_monthly
   monthly, purchased = monthly - from_monthly, purchased - taken_purchased
-  redis.call('HSET', KEYS[4], 'mb', monthly, 'pb', purchased)
-  redis.call('XADD', KEYS[5], '*', 'k', 'charge', 'i', ARGV[4], 'u', ARGV[11], 'key', ARGV[5],
-    'a', -cost, 'md', -from_monthly, 'pd', -taken_purchased, 'mo', month, 'r', ARGV[12], 't', now)
+  redis.call('HSET', KEYS[5], 'mb', monthly, 'pb', purchased)
+  redis.call('XADD', KEYS[6], '*', 'k', 'charge', 'i', ARGV[4], 'u', ARGV[13], 'key', ARGV[5],
+    'a', -cost, 'md', -from_monthly, 'pd', -taken_purchased, 'mo', month, 'r', ARGV[14], 't', now)
 end
 
 local reset = 0

@@ -6,10 +6,13 @@
 -- ARGV[2]  how many at most
 -- ARGV[3]  this flusher's lease token
 -- ARGV[4]  lease length in milliseconds
+-- ARGV[5]  prefix of the shard's usage by model and backend (the member is appended)
 --
--- Returns {} when nothing is pending or another flusher holds the lease, else {seconds, microseconds,
--- member, count, member, count, ...} read at that Redis time; count -1 when the
--- counter is gone. The counters live in the shard's hash slot, like the set.
+-- Returns {} when nothing is pending or another flusher holds the lease, else {seconds,
+-- microseconds, member, count, usage, member, count, usage, ...} read at that Redis time;
+-- count -1 when the counter is gone, usage the day's usage hash as a flat list of fields
+-- and values (empty when there is none). The counters live in the shard's hash slot, like
+-- the set.
 
 if redis.call('SCARD', KEYS[1]) == 0 then
   return {}
@@ -26,5 +29,6 @@ local out = {t[1], t[2]}
 for _, member in ipairs(members) do
   out[#out + 1] = member
   out[#out + 1] = redis.call('GET', ARGV[1] .. member) or '-1'
+  out[#out + 1] = redis.call('HGETALL', ARGV[5] .. member)
 end
 return out

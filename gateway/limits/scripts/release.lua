@@ -7,13 +7,15 @@
 -- KEYS[3]  the reservation's marker (set once it is settled; see settle.lua)
 -- ARGV[1]  images to give back
 -- ARGV[2]  the counter's member in that set ('<key id>:<day>')
+-- KEYS[4]  the day's usage by model and backend (see admit.lua)
+-- ARGV[3]  the label the reservation was counted under
 --
 -- With credits also (see admit.lua):
--- KEYS[4]  the user's balances         KEYS[5]  the shard's ledger stream
--- ARGV[3]  credits to give back        ARGV[4]  at most this many of them were purchased
--- ARGV[5]  the month they were taken in (the allowance part lapses with its month)
--- ARGV[6]  the user id   ARGV[7]  the key id   ARGV[8]  the ledger entry's id
--- ARGV[9]  the request (or job) id
+-- KEYS[5]  the user's balances         KEYS[6]  the shard's ledger stream
+-- ARGV[4]  credits to give back        ARGV[5]  at most this many of them were purchased
+-- ARGV[6]  the month they were taken in (the allowance part lapses with its month)
+-- ARGV[7]  the user id   ARGV[8]  the key id   ARGV[9]  the ledger entry's id
+-- ARGV[10] the request (or job) id
 --
 -- Returns the counter's new value, -1 if the counter is gone (no images to give back),
 -- -2 if the reservation was settled already.
@@ -21,7 +23,7 @@
 local SETTLED_TTL = 259200  -- as long as a counter lives
 
 local current = redis.call('GET', KEYS[1])
-if not current and #KEYS < 4 then
+if not current and #KEYS < 5 then
   return -1
 end
 if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', SETTLED_TTL) then
@@ -33,20 +35,22 @@ if current then
   left = redis.call('DECRBY', KEYS[1], n)
   redis.call('SADD', KEYS[2], ARGV[2])
 end
-if #KEYS >= 4 and tonumber(ARGV[3]) > 0 and redis.call('EXISTS', KEYS[4]) == 1 then
-  local credits = tonumber(ARGV[3])
-  local to_purchased = math.min(credits, math.max(0, tonumber(ARGV[4])))
+--#include usage_back
+usage_back(KEYS[4], ARGV[3], tonumber(ARGV[1]), #KEYS >= 5 and tonumber(ARGV[4]) or 0)
+if #KEYS >= 5 and tonumber(ARGV[4]) > 0 and redis.call('EXISTS', KEYS[5]) == 1 then
+  local credits = tonumber(ARGV[4])
+  local to_purchased = math.min(credits, math.max(0, tonumber(ARGV[5])))
   local to_monthly = credits - to_purchased
-  if tonumber(redis.call('HGET', KEYS[4], 'm')) ~= tonumber(ARGV[5]) then
+  if tonumber(redis.call('HGET', KEYS[5], 'm')) ~= tonumber(ARGV[6]) then
     to_monthly = 0
   end
   if to_purchased + to_monthly > 0 then
-    redis.call('HINCRBY', KEYS[4], 'pb', to_purchased)
-    redis.call('HINCRBY', KEYS[4], 'mb', to_monthly)
+    redis.call('HINCRBY', KEYS[5], 'pb', to_purchased)
+    redis.call('HINCRBY', KEYS[5], 'mb', to_monthly)
     local t = redis.call('TIME')
-    redis.call('XADD', KEYS[5], '*', 'k', 'refund', 'i', ARGV[8], 'u', ARGV[6], 'key', ARGV[7],
-      'a', to_purchased + to_monthly, 'md', to_monthly, 'pd', to_purchased, 'mo', ARGV[5],
-      'r', ARGV[9], 't', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+    redis.call('XADD', KEYS[6], '*', 'k', 'refund', 'i', ARGV[9], 'u', ARGV[7], 'key', ARGV[8],
+      'a', to_purchased + to_monthly, 'md', to_monthly, 'pd', to_purchased, 'mo', ARGV[6],
+      'r', ARGV[10], 't', tonumber(t[1]) * 1000000 + tonumber(t[2]))
   end
 end
 return left

@@ -11,10 +11,13 @@
 -- ARGV[3]  the API key id
 -- ARGV[4]  the UTC day of the admission; -1 if the process died awaiting the reply
 --
--- With credits also: KEYS[5] the user's balances, KEYS[6] the shard's ledger stream,
--- ARGV[5] credits per image, ARGV[6] how many of the credits taken were purchased (-1:
--- unknown, the reply never came: all are given back to the allowance), ARGV[7] the month
--- they were taken in (-1: unknown), ARGV[8] the user id.
+-- KEYS[5]  prefix of the key's per-day usage by model and backend (see admit.lua)
+-- ARGV[5]  the label the reservation was counted under
+--
+-- With credits also: KEYS[6] the user's balances, KEYS[7] the shard's ledger stream,
+-- ARGV[6] credits per image, ARGV[7] how many of the credits taken were purchased (-1:
+-- unknown, the reply never came: all are given back to the allowance), ARGV[8] the month
+-- they were taken in (-1: unknown), ARGV[9] the user id.
 --
 -- Returns the images given back: 0 if already settled, never admitted, or the
 -- counter is gone.
@@ -22,7 +25,7 @@
 local SETTLED_TTL = 259200  -- as long as a counter lives
 
 local day = tonumber(ARGV[4])
-local month = tonumber(ARGV[7] or '-1')
+local month = tonumber(ARGV[8] or '-1')
 if day < 0 then
   -- Admitted only if the log has it (it keeps 60 s): otherwise, or if it is older,
   -- leave the charge: over-counting one request is safe, giving images away is not.
@@ -31,8 +34,8 @@ if day < 0 then
     return 0
   end
   day = math.floor(tonumber(admitted_at) / 86400000000)
-  if #KEYS >= 5 then
-    month = tonumber(redis.call('HGET', KEYS[5], 'm') or '-1')  -- if it is still that month
+  if #KEYS >= 6 then
+    month = tonumber(redis.call('HGET', KEYS[6], 'm') or '-1')  -- if it is still that month
     local z = day + 719468
     local era = math.floor(z / 146097)
     local doe = z - era * 146097
@@ -50,7 +53,7 @@ if day < 0 then
 end
 local counter = KEYS[2] .. day
 local current = redis.call('GET', counter)
-if not current and #KEYS < 5 then
+if not current and #KEYS < 6 then
   return 0
 end
 if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', SETTLED_TTL) then
@@ -62,18 +65,21 @@ if current then
   redis.call('DECRBY', counter, n)
   redis.call('SADD', KEYS[3], ARGV[3] .. ':' .. day)
 end
-if #KEYS >= 5 and redis.call('EXISTS', KEYS[5]) == 1 then
-  local credits = tonumber(ARGV[1]) * tonumber(ARGV[5])
-  local to_purchased = math.min(credits, math.max(0, tonumber(ARGV[6])))
+--#include usage_back
+local price = #KEYS >= 6 and tonumber(ARGV[6]) or 0
+usage_back(KEYS[5] .. day, ARGV[5], tonumber(ARGV[1]), tonumber(ARGV[1]) * price)
+if #KEYS >= 6 and redis.call('EXISTS', KEYS[6]) == 1 then
+  local credits = tonumber(ARGV[1]) * price
+  local to_purchased = math.min(credits, math.max(0, tonumber(ARGV[7])))
   local to_monthly = credits - to_purchased
-  if tonumber(redis.call('HGET', KEYS[5], 'm')) ~= month then
+  if tonumber(redis.call('HGET', KEYS[6], 'm')) ~= month then
     to_monthly = 0
   end
   if to_purchased + to_monthly > 0 then
-    redis.call('HINCRBY', KEYS[5], 'pb', to_purchased)
-    redis.call('HINCRBY', KEYS[5], 'mb', to_monthly)
+    redis.call('HINCRBY', KEYS[6], 'pb', to_purchased)
+    redis.call('HINCRBY', KEYS[6], 'mb', to_monthly)
     local t = redis.call('TIME')
-    redis.call('XADD', KEYS[6], '*', 'k', 'refund', 'i', ARGV[2] .. ':r', 'u', ARGV[8],
+    redis.call('XADD', KEYS[7], '*', 'k', 'refund', 'i', ARGV[2] .. ':r', 'u', ARGV[9],
       'key', ARGV[3], 'a', to_purchased + to_monthly, 'md', to_monthly, 'pd', to_purchased,
       'mo', month, 'r', '', 't', tonumber(t[1]) * 1000000 + tonumber(t[2]))
   end
