@@ -190,6 +190,19 @@ class GeneratedImage:
             data = self._data = bytes(data)
         return data
 
+    def bytes_only(self) -> bytes:
+        """The image's bytes (:attr:`data`), the image then holding only those: its base64
+        is let go, and with it the upstream's answer that it is usually a view of.
+
+        For an image that is stored rather than answered as base64: the answer's buffer
+        (4/3 of the image) is freed before the store write instead of being held beside
+        the decoded bytes until the write is done. :meth:`encoded` still works (it
+        encodes the bytes anew).
+        """
+        data = self.data
+        self._b64 = None
+        return data
+
     @property
     def raw(self) -> bytes | bytearray | None:
         """The image's bytes if it holds them (not only their base64), else ``None``."""

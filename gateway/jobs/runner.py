@@ -477,7 +477,10 @@ class JobRunner:
         if response_format != "url" or self._storage is None:
             return [StoredImage(image.revised_prompt, b64_json=image.b64()) for image in images]
         store = self._storage.store
-        saved = await asyncio.gather(*(store.put(image.data, image.media_type) for image in images))
+        # Each image keeps only its bytes before the writes: the upstream's answer is
+        # freed instead of being held beside them (as for a synchronous request).
+        files = [(image.bytes_only(), image.media_type) for image in images]
+        saved = await asyncio.gather(*(store.put(data, media) for data, media in files))
         return [
             StoredImage(image.revised_prompt, file_id=info.file_id)
             for image, info in zip(images, saved, strict=True)
