@@ -376,11 +376,11 @@ def decode_answer(body: bytes | bytearray) -> _Answer:
     measurement says so.
 
     msgspec finds where a string ends byte by byte: 0.33 ms for the 1.4 MB of base64 of a
-    1 MiB image, about 18% of the gateway's CPU in a ``perf`` profile of the image
-    benchmark. Base64 has no ``"``, so the string's end is the next quote: ``bytes.find``
-    (memchr) finds it in 0.016 ms, and pybase64 checks the text in between in 0.06 ms. An
-    answer with one such image is parsed in 0.08 ms instead of 0.33, with four in 0.34
-    instead of 1.4 (``python -m bench.answer_parse``; BENCHMARKS.md, "Image relay").
+    1 MiB image, 18% of the gateway's CPU in a ``perf`` profile of the image benchmark.
+    Base64 has no ``"``, so the string's end is the next quote: ``bytes.find`` (memchr)
+    finds it in 0.016 ms, and pybase64 checks the text in between in 0.06 ms. An answer
+    with one such image is parsed in 0.08 ms instead of 0.33, with four in 0.34 instead
+    of 1.4 (``python -m bench.answer_parse``; BENCHMARKS.md, "Image relay").
 
     msgspec still parses everything else: each ``b64_json`` string whose text is strict
     base64 (so: no quote, backslash or control character) is replaced by a marker
