@@ -368,6 +368,8 @@ _ANSWER = msgspec.json.Decoder(_Answer)
 
 #: A ``b64_json`` key, up to the opening quote of its string.
 _B64_JSON_KEY = re.compile(rb'"b64_json"[ \t\n\r]*:[ \t\n\r]*"')
+#: More quotes than an Images API answer holds: past them, the answer is left to msgspec.
+_MAX_QUOTES = 256
 
 
 def decode_answer(body: bytes | bytearray) -> _Answer:
@@ -386,10 +388,11 @@ def decode_answer(body: bytes | bytearray) -> _Answer:
     base64 (so: no quote, backslash or control character) is replaced by a marker
     ``"#<i>"``, msgspec decodes the short skeleton, and each marker, found as an item's
     ``b64_json``, becomes a view of the answer's own string. A replaced string is still a
-    string, so the skeleton decodes iff the answer does, to the same values. Anything else
-    (a string that is not strict base64, another ``"#`` in the skeleton, a marker that is
-    not an item's ``b64_json``, a skeleton msgspec refuses) and msgspec decodes the whole
-    answer, as it did before: the same results, the same errors.
+    string, so the skeleton decodes iff the answer does, to the same values. Other strings
+    (escapes, a ``data:`` URL, not base64) stay in the skeleton, for msgspec; anything
+    else unusual (another ``"#`` in the skeleton, a marker that is not an item's
+    ``b64_json``, a skeleton msgspec refuses) and msgspec decodes the whole answer, as it
+    did before: the same results, the same errors.
 
     Raises:
         msgspec.DecodeError: as ``msgspec.json.Decoder(_Answer).decode(body)``.
@@ -398,18 +401,27 @@ def decode_answer(body: bytes | bytearray) -> _Answer:
     pieces: list[bytes | memoryview] = []
     strings: list[memoryview] = []
     start = 0
-    while (key := _B64_JSON_KEY.search(body, start)) is not None:
+    quote = body.find(b'"')
+    for _ in range(_MAX_QUOTES):  # from quote to quote (memchr): a regex reads every byte
+        if quote < 0:
+            break
+        key = _B64_JSON_KEY.match(body, quote)
+        if key is None:
+            quote = body.find(b'"', quote + 1)
+            continue
         opening = key.end() - 1
         closing = body.find(b'"', opening + 1)
         if closing < 0:
-            return _ANSWER.decode(body)
+            break
         try:
             base64_codec.decode(view[opening + 1 : closing])
-        except base64_codec.Base64Error:
-            return _ANSWER.decode(body)
+        except base64_codec.Base64Error:  # escapes, a data: URL, no base64: msgspec's
+            quote = closing
+            continue
         pieces += (view[start:opening], b'"#%d"' % len(strings))
         strings.append(view[opening : closing + 1])
         start = closing + 1
+        quote = body.find(b'"', start)
     if not strings:
         return _ANSWER.decode(body)
     pieces.append(view[start:])

@@ -23,6 +23,8 @@ TEXT = base64.b64encode(random.Random(7).randbytes(3000)).decode()
 #: One image whose base64 has ``/`` digits, to be escaped as ``\/`` (legal JSON).
 assert "/" in TEXT
 ITEM = f'{{"b64_json":"{TEXT}","revised_prompt":null}}'
+#: A prompt of 300 escaped quotes.
+QUOTES = '\\"' * 300
 
 
 def compact(*items: str, extra: str = "") -> bytes:
@@ -36,7 +38,25 @@ ANSWERS = {
     "json.dumps": json.dumps({"created": 1, "data": [{"b64_json": TEXT}] * 2}).encode(),
     "indented": json.dumps({"created": 1, "data": [{"b64_json": TEXT}]}, indent=2).encode(),
     "tabs and CRLF": f'{{"data":[{{"b64_json"\t\r\n:\r\n\t"{TEXT}"}}]}}'.encode(),
+    "gpt-image, with usage": json.dumps(
+        {
+            "created": 1,
+            "background": "opaque",
+            "data": [{"b64_json": TEXT}],
+            "output_format": "png",
+            "usage": {
+                "input_tokens": 50,
+                "input_tokens_details": {"image_tokens": 40, "text_tokens": 10},
+                "output_tokens": 50,
+                "total_tokens": 100,
+            },
+        },
+        indent=2,
+    ).encode(),
     "empty string": compact('{"b64_json":""}'),
+    "many quotes before": compact(ITEM, extra=',"tags":[' + ",".join(['"t"'] * 200) + "]"),
+    "many quotes in a prompt": compact(f'{{"b64_json":"{TEXT}","revised_prompt":"{QUOTES}"}}'),
+    "a large string elsewhere": compact(f'{{"url":"data:image/png;base64,{TEXT * 30}"}}', ITEM),
     "url items": compact('{"url":"https://x/a.png"}', ITEM),
     "extra fields": compact(
         '{"b64_json":"QUJD","size":[1,{"a":null}],"url":null}',
@@ -49,6 +69,7 @@ ANSWERS = {
     # escaped strings: the same JSON value, not plain base64 text
     "escaped slashes": compact(ITEM.replace("/", "\\/")),
     "\\u escapes": compact(ITEM.replace("A", "\\u0041")),
+    "one escaped, one plain": compact(ITEM.replace("/", "\\/"), ITEM),
     "line breaks": compact(f'{{"b64_json":"{TEXT[:76]}\\n{TEXT[76:]}"}}'),
     "data: URL": compact(f'{{"b64_json":"data:image/png;base64,{TEXT}"}}'),
     "escaped key": compact(f'{{"b64\\u005fjson":"{TEXT}"}}', ITEM),
@@ -125,7 +146,16 @@ def test_the_cases_cover_successes_and_errors() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["compact", "compact, 4 images", "json.dumps", "indented", "tabs and CRLF"]
+    "name",
+    [
+        "compact",
+        "compact, 4 images",
+        "json.dumps",
+        "indented",
+        "tabs and CRLF",
+        "gpt-image, with usage",
+        "a large string elsewhere",
+    ],
 )
 def test_plain_base64_strings_are_not_handed_to_msgspec(
     name: str, monkeypatch: pytest.MonkeyPatch
@@ -140,8 +170,12 @@ def test_plain_base64_strings_are_not_handed_to_msgspec(
 
     monkeypatch.setattr(openai_backend, "_ANSWER", Recording())
 
-    answer = decode_answer(ANSWERS[name])
+    body = ANSWERS[name]
 
-    assert {bytes(item.b64_json) for item in answer.data} == {f'"{TEXT}"'.encode()}
+    answer = decode_answer(body)
+
+    images = [bytes(item.b64_json) for item in answer.data if bytes(item.b64_json)]
+    assert images
+    assert set(images) == {f'"{TEXT}"'.encode()}
     assert len(decoded) == 1  # the skeleton, once
-    assert decoded[0] < 200
+    assert decoded[0] < len(body) - len(images) * len(TEXT) + 200
