@@ -372,14 +372,14 @@ class Upstream:
         headers: Mapping[str, str] | None = None,
         max_bytes: int = 1024 * 1024,
         max_seconds: float | None = None,
-        decoder: msgspec.json.Decoder[Any] | None = None,
+        decode: Callable[[bytes | bytearray], Any] | None = None,
     ) -> Any:
         """Send one API request; the JSON document of its 2xx answer.
 
         ``body`` is sent as JSON; ``content``, ``(bytes, content type)``, as it is (a
-        multipart form, :func:`multipart_form`). With ``decoder``, the answer is decoded
-        by it (into its type, which may keep ``msgspec.Raw`` views of the answer's
-        buffer); without, as plain JSON.
+        multipart form, :func:`multipart_form`). With ``decode``, the answer is decoded
+        by it (a msgspec decoding, whose types may keep ``msgspec.Raw`` views of the
+        answer's buffer); without, as plain JSON.
 
         Raises:
             UpstreamError: the upstream could not be reached, answered with another
@@ -425,8 +425,8 @@ class Upstream:
         if not 200 <= response.status < 300:
             raise self.status_error(response)
         try:
-            if decoder is not None:
-                return decoder.decode(response.body)
+            if decode is not None:
+                return decode(response.body)
             return orjson.loads(response.body)
         except (orjson.JSONDecodeError, msgspec.DecodeError):
             raise UpstreamError(_MALFORMED) from None

@@ -69,6 +69,8 @@ class ImageUpstream:
         self.base_url = ""
         #: Set to send this answer instead (a raw body with its own framing).
         self.answer: bytes | None = None
+        #: Set to answer with this JSON body instead.
+        self.body: bytes | None = None
         self._answers: dict[tuple[int, tuple[int, ...]], bytes] = {}
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -77,6 +79,8 @@ class ImageUpstream:
             assert request.transport is not None
             request.transport.write(self.answer)
             await asyncio.Event().wait()  # never answers more; the gateway gives up
+        if self.body is not None:
+            return web.Response(body=self.body, content_type="application/json")
         key = (n, tuple(map(id, self.texts)))
         body = self._answers.get(key)
         if body is None:  # made once: the tests that trace memory see only the gateway's
@@ -313,4 +317,64 @@ async def test_a_character_that_is_no_base64_digit_inside_an_image_is_refused(
 
     error = await expect_error(response, 502, "upstream_error")
     assert error["message"] == "The image backend sent a malformed image."
+    assert await charged(gateway, db, key.key_id) == 0
+
+
+ANSWER_LAYOUTS = {
+    "indented": lambda text: orjson.dumps(
+        {"created": 1, "data": [{"b64_json": text, "revised_prompt": 'say "#0"'}]},
+        option=orjson.OPT_INDENT_2,
+    ),
+    "escaped slashes": lambda text: (
+        b'{"data":[{"revised_prompt":"say \\"#0\\"","b64_json":"'
+        + text.replace("/", "\\/").encode()
+        + b'"}]}'
+    ),
+    "\\u escapes": lambda text: (
+        b'{"data":[{"b64_json":"'
+        + text.replace("A", "\\u0041").encode()
+        + b'","revised_prompt":"say \\u0022#0\\""}]}'
+    ),
+}
+
+
+@pytest.mark.parametrize("layout", ANSWER_LAYOUTS.values(), ids=ANSWER_LAYOUTS.keys())
+async def test_the_image_comes_through_however_the_upstream_writes_its_json(
+    make_gateway: MakeGateway, make_key: MakeKey, upstream: ImageUpstream, db: Any, layout: Any
+) -> None:
+    """JSON escapes in the base64 (``\\/`` is legal) and a prompt like a marker of the
+    answer's parsing: the client gets the image's base64 as an encoder writes it."""
+    image = stored_png(MIB, 5)
+    text = base64.b64encode(image).decode()
+    upstream.body = layout(text)
+    gateway = await make_gateway(remote(upstream))
+    key = await make_key()
+
+    response = await gateway.generate(key.key, model="remote", size="1024x1024")
+
+    assert response.status == 200, await response.text()
+    [item] = (await response.json())["data"]
+    assert item["b64_json"] == text
+    assert item["revised_prompt"] == 'say "#0"'
+    assert await charged(gateway, db, key.key_id) == 1
+
+
+@pytest.mark.parametrize(
+    "spoiler", [b"\x01", b'"', b"\\A"], ids=["control-character", "quote", "bad-escape"]
+)
+async def test_a_character_that_ends_or_breaks_the_json_string_inside_an_image_is_refused(
+    make_gateway: MakeGateway, make_key: MakeKey, upstream: ImageUpstream, db: Any, spoiler: bytes
+) -> None:
+    """Deep inside the text, where the answer's parsing looks for the string's end."""
+    text = bytearray(upstream.texts[0])
+    middle = len(text) // 2
+    text[middle : middle + len(spoiler)] = spoiler
+    upstream.texts = [bytes(text)]
+    gateway = await make_gateway(remote(upstream))
+    key = await make_key()
+
+    response = await gateway.generate(key.key, model="remote", size="1024x1024")
+
+    error = await expect_error(response, 502, "upstream_error")
+    assert error["message"] == "The image backend sent a malformed response."
     assert await charged(gateway, db, key.key_id) == 0
