@@ -99,7 +99,10 @@ class InputImage:
     filename: str = "image.png"
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen __init__ costs an object.__setattr__ call per field, and this one
+# has 22, made once per request (3.0 µs against 1.0 µs, timeit on the bench machine).
+# Nothing changes one after it is made: a fallback or a split call gets a replace().
+@dataclass(slots=True)
 class ImageRequest:
     prompt: str
     n: int
