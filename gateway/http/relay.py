@@ -80,7 +80,14 @@ class ImagesResponse(web.StreamResponse):
     ``on_send`` settles the request's reservation: called once, just before the body's
     first byte goes to the transport, or when the response cannot be started (the
     client left after its images were made: they count).
+
+    The head is not sent by :meth:`prepare` on its own: aiohttp keeps it until the first
+    write, so it leaves with the body's first piece (the whole body, when small) in one
+    system call and one TCP segment, as a plain ``web.Response``'s does. Sending it
+    apart cost a second ``send`` per request, and the client a second wake-up.
     """
+
+    _send_headers_immediately = False
 
     def __init__(
         self,
