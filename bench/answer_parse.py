@@ -18,22 +18,13 @@ import argparse
 import base64
 import json
 import os
-import time
-from collections.abc import Callable
 
 import pybase64
 
+from bench.base64_speed import ms_per_call
 from gateway.backends import openai
 
 __all__ = ["main"]
-
-
-def _ms_per_call(call: Callable[[], object], rounds: int) -> float:
-    call()
-    start = time.perf_counter()
-    for _ in range(rounds):
-        call()
-    return (time.perf_counter() - start) / rounds * 1e3
 
 
 def main() -> None:
@@ -55,13 +46,13 @@ def main() -> None:
             "json.dumps": json.dumps(document).encode(),
         }
         for layout, body in layouts.items():
-            whole = _ms_per_call(lambda body=body: openai._ANSWER.decode(body), args.rounds)
-            fast = _ms_per_call(lambda body=body: openai.decode_answer(body), args.rounds)
+            whole = ms_per_call(lambda body=body: openai._ANSWER.decode(body), args.rounds)
+            fast = ms_per_call(lambda body=body: openai.decode_answer(body), args.rounds)
             print(f"{f'n={n}, {layout}':<20} {whole:8.3f} {fast:8.3f}")
     quoted = f'"{texts[0]}"'.encode()
     text = memoryview(quoted)[1:-1]
-    find = _ms_per_call(lambda: quoted.find(b'"', 1), args.rounds)
-    check = _ms_per_call(lambda: pybase64.b64decode(text, validate=True), args.rounds)
+    find = ms_per_call(lambda: quoted.find(b'"', 1), args.rounds)
+    check = ms_per_call(lambda: pybase64.b64decode(text, validate=True), args.rounds)
     print(f"one image: closing quote (bytes.find) {find:.3f}, pybase64 check {check:.3f}")
 
 
