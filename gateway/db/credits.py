@@ -14,7 +14,6 @@ from gateway.limits.decision import Balances
 __all__ = [
     "LedgerEntry",
     "balances_of",
-    "credits_by_key_and_day",
     "ledger_of_user",
     "write_entries",
 ]
@@ -130,23 +129,3 @@ async def ledger_of_user(
         limit,
     )
     return [dict(r) for r in rows]
-
-
-async def credits_by_key_and_day(
-    conn: Any, user_id: uuid.UUID, start: dt.date, end: dt.date
-) -> dict[tuple[dt.date, str], int]:
-    """What the user's charges and refunds came to per key and UTC day, ``start`` to ``end``."""
-    rows = await conn.fetch(
-        """
-        SELECT (created_at AT TIME ZONE 'UTC')::date AS day, api_key_id, -SUM(amount) AS credits
-        FROM credit_ledger
-        WHERE user_id = $1 AND kind IN ('charge', 'refund') AND api_key_id IS NOT NULL
-          AND created_at >= $2::date::timestamp AT TIME ZONE 'UTC'
-          AND created_at < ($3::date + 1)::timestamp AT TIME ZONE 'UTC'
-        GROUP BY 1, 2
-        """,
-        user_id,
-        start,
-        end,
-    )
-    return {(row["day"], str(row["api_key_id"])): int(row["credits"]) for row in rows}
