@@ -39,10 +39,6 @@ def days_ago(n: int) -> dt.date:
     return today() - dt.timedelta(days=n)
 
 
-async def insert_usage(db: asyncpg.Connection, key_id: str, day: dt.date, images: int) -> None:
-    await store_usage(db, key_id, day, images)
-
-
 async def test_today_includes_unflushed_images(app: Gateway, db: asyncpg.Connection):
     account = await new_account(app)
     key = await new_key(app, account)
@@ -85,8 +81,8 @@ async def test_unflushed_counts_add_to_flushed_ones(app: Gateway, db: asyncpg.Co
 async def test_earlier_days_within_and_outside_the_range(app: Gateway, db: asyncpg.Connection):
     account = await new_account(app)
     key = await new_key(app, account)
-    await insert_usage(db, key["id"], days_ago(20), 11)
-    await insert_usage(db, key["id"], days_ago(5), 7)
+    await store_usage(db, key["id"], days_ago(20), 11)
+    await store_usage(db, key["id"], days_ago(5), 7)
     d20, d5 = days_ago(20).isoformat(), days_ago(5).isoformat()
 
     body = await usage(app, account, start=days_ago(25).isoformat(), end=days_ago(1).isoformat())
@@ -107,8 +103,8 @@ async def test_earlier_days_within_and_outside_the_range(app: Gateway, db: async
 async def test_default_range_is_the_last_30_days(app: Gateway, db: asyncpg.Connection):
     account = await new_account(app)
     key = await new_key(app, account)
-    await insert_usage(db, key["id"], days_ago(10), 3)
-    await insert_usage(db, key["id"], days_ago(40), 9)
+    await store_usage(db, key["id"], days_ago(10), 3)
+    await store_usage(db, key["id"], days_ago(40), 9)
     body = await usage(app, account)
     assert rows(body) == {(days_ago(10).isoformat(), key["id"], 3)}
     assert body["total"] == 3
@@ -121,7 +117,7 @@ async def test_only_the_callers_keys(app: Gateway, db: asyncpg.Connection):
     theirs = await new_key(app, other)
     assert (await app.generate(mine["key"], n=1)).status == 200
     assert (await app.generate(theirs["key"], n=4)).status == 200
-    await insert_usage(db, theirs["id"], days_ago(3), 8)
+    await store_usage(db, theirs["id"], days_ago(3), 8)
     body = await usage(app, account)
     assert rows(body) == {(today().isoformat(), mine["id"], 1)}
     assert body["total"] == 1
@@ -134,8 +130,8 @@ async def test_filter_by_key(app: Gateway, db: asyncpg.Connection):
     second = await new_key(app, account, name="second")
     assert (await app.generate(first["key"], n=2)).status == 200
     assert (await app.generate(second["key"], n=3)).status == 200
-    await insert_usage(db, first["id"], days_ago(2), 6)
-    await insert_usage(db, second["id"], days_ago(2), 1)
+    await store_usage(db, first["id"], days_ago(2), 6)
+    await store_usage(db, second["id"], days_ago(2), 1)
     d0, d2 = today().isoformat(), days_ago(2).isoformat()
 
     both = await usage(app, account)
@@ -192,7 +188,7 @@ async def test_bad_ranges(app: Gateway, params: dict[str, str]):
 async def test_a_year_is_allowed(app: Gateway, db: asyncpg.Connection):
     account = await new_account(app)
     key = await new_key(app, account)
-    await insert_usage(db, key["id"], days_ago(300), 4)
+    await store_usage(db, key["id"], days_ago(300), 4)
     body = await usage(app, account, start=days_ago(330).isoformat(), end=today().isoformat())
     assert rows(body) == {(days_ago(300).isoformat(), key["id"], 4)}
 
@@ -219,7 +215,7 @@ async def test_credits_per_key_and_day_and_grouped_by_day_key_or_model(
     first, second = await new_key(gateway, account), await new_key(gateway, account)
     assert (await gateway.generate(first["key"], n=2, size="512x512")).status == 200
     assert (await gateway.generate(second["key"], n=1)).status == 200
-    await insert_usage(db, first["id"], days_ago(1), 4)
+    await store_usage(db, first["id"], days_ago(1), 4)
     await gateway.flush()
     body = await usage(gateway, account)
     assert rows(body) == {
