@@ -224,7 +224,7 @@ async def test_get_user_with_keys_and_usage_today(app: Gateway):
     assert "password_hash" not in text
 
 
-@pytest.mark.parametrize("user_id", [str(uuid.uuid4()), "not-a-uuid"])
+@pytest.mark.parametrize("user_id", ["6d1f0e52-3a5b-4c2e-9f41-0b7a9c2d8e13", "not-a-uuid"])
 async def test_get_unknown_user(app: Gateway, user_id: str):
     response = await app.client.get(f"/admin/users/{user_id}", headers=ADMIN)
     await expect_error(response, 404, "not_found")
