@@ -257,7 +257,9 @@ class UsageFlusher:
                 entries = [_ledger_entry(fields) for _, fields in reply]
                 async with self._pool.acquire() as conn:
                     await write_entries(conn, entries)
-                await self._redis.xdel(stream, *(stream_id for stream_id, _ in reply))
+                # Everything up to the last entry read is in Postgres: trim it, one id
+                # sent rather than one per entry (newer entries have greater ids).
+                await self._redis.xtrim(stream, minid=_after(reply[-1][0]), approximate=False)
                 self.stats.ledger_entries_written += len(entries)
                 left -= len(reply)
         return more
@@ -278,7 +280,34 @@ def _by_label(fields: dict[str, str]) -> list[tuple[str, int, int]]:
     ]
 
 
+def _after(stream_id: bytes) -> str:
+    """The smallest stream id greater than ``stream_id``."""
+    millis, _, sequence = stream_id.decode().partition("-")
+    return f"{millis}-{int(sequence) + 1}"
+
+
 def _ledger_entry(fields: dict[bytes, bytes]) -> LedgerEntry:
+    """A ledger entry from its stream entry: one packed field ``e`` (see
+    ``gateway/limits/scripts/ledger_entry.lua``), or the ten fields a gateway before it
+    wrote."""
+    packed = fields.get(b"e")
+    if packed is not None:
+        (kind, entry_id, user_id, key_id, amount, monthly, purchased, month, reference,
+         micros, reason) = packed.decode().split("\x1f", 10)  # fmt: skip
+        return LedgerEntry(
+            entry_id=entry_id,
+            user_id=user_id,
+            api_key_id=key_id or None,
+            kind=kind,
+            amount=int(amount),
+            monthly_delta=int(monthly),
+            purchased_delta=int(purchased),
+            month=int(month),
+            reference=reference or None,
+            reason=reason or None,
+            created_at=dt.datetime.fromtimestamp(int(micros) / 1_000_000, dt.UTC),
+        )
+
     def text(name: bytes) -> str | None:
         value = fields.get(name)
         return value.decode() if value else None

@@ -9,7 +9,8 @@ import asyncpg
 import pytest
 
 from gateway.db.credits import LedgerEntry, write_entries
-from tests.support.gateway import MakeKey
+from tests.support.credits import CREDITS, grant
+from tests.support.gateway import MakeGateway, MakeKey
 
 
 def _entry(user_id: Any, key_id: Any, i: int) -> LedgerEntry:
@@ -37,3 +38,60 @@ async def test_a_batch_written_twice_appends_each_entry_once(make_key: MakeKey, 
     assert count == 601
     with pytest.raises(asyncpg.RaiseError, match="append-only"):
         await db.execute("UPDATE credit_ledger SET amount = 5 WHERE user_id = $1", key.user_id)
+
+
+async def test_stream_entries_of_either_layout_reach_postgres_whole(
+    make_gateway: MakeGateway, make_key: MakeKey, db: Any
+):
+    """Entries wait in Redis packed in one field; one a gateway of the earlier layout
+    (ten fields) left behind is still written, and a reason is kept whole."""
+    gateway = await make_gateway(CREDITS)
+    key = await make_key("metered")
+    services = gateway.services
+    stream = services.layout.ledger(services.layout.shard_of(str(key.user_id)))
+    await services.redis.xadd(
+        stream,
+        {
+            "k": "refund",
+            "i": f"earlier:{key.user_id}",
+            "u": str(key.user_id),
+            "key": str(key.key_id),
+            "a": 3,
+            "md": 1,
+            "pd": 2,
+            "mo": 671,
+            "r": "req-earlier",
+            "t": 1764547200_000000,
+        },
+    )
+    reason = "refund: a broken | image, sorry é"
+    assert (await grant(gateway, key.user_id, 7, reason=reason)).status == 200
+    assert (await gateway.generate(key.key, n=2, size="512x512")).status == 200
+    await gateway.flush()
+    assert await services.redis.xlen(stream) == 0
+    rows = await db.fetch(
+        """SELECT kind, api_key_id, amount, monthly_delta, purchased_delta, month, reference,
+                  reason, created_at
+           FROM credit_ledger WHERE user_id = $1 ORDER BY id""",
+        key.user_id,
+    )
+    by_kind = {row["kind"]: dict(row) for row in rows}
+    assert list(by_kind) == ["refund", "grant", "monthly_reset", "charge"]
+    assert by_kind["refund"] == {
+        "kind": "refund",
+        "api_key_id": key.key_id,
+        "amount": 3,
+        "monthly_delta": 1,
+        "purchased_delta": 2,
+        "month": 671,
+        "reference": "req-earlier",
+        "reason": None,
+        "created_at": dt.datetime(2025, 12, 1, tzinfo=dt.UTC),
+    }
+    assert by_kind["grant"]["reason"] == reason
+    assert by_kind["grant"]["api_key_id"] is None
+    assert (by_kind["grant"]["amount"], by_kind["grant"]["purchased_delta"]) == (7, 7)
+    charge = by_kind["charge"]
+    assert (charge["amount"], charge["monthly_delta"], charge["purchased_delta"]) == (-6, -6, 0)
+    assert charge["api_key_id"] == key.key_id
+    assert charge["reference"]

@@ -20,6 +20,8 @@
 -- would take more purchased credits than there are, 5 = the balances are missing: call
 -- again with them rebuilt.
 
+--#include gateway.limits:ledger_entry
+
 local held = redis.call('HMGET', KEYS[1], 'm', 'mb', 'pb')
 if not held[1] then
   if ARGV[8] == '' then
@@ -42,7 +44,6 @@ end
 redis.call('SET', KEYS[3], ARGV[6], 'EX', tonumber(ARGV[7]))
 purchased = redis.call('HINCRBY', KEYS[1], 'pb', amount)
 local t = redis.call('TIME')
-redis.call('XADD', KEYS[2], '*', 'k', ARGV[5], 'i', ARGV[2], 'u', ARGV[3], 'a', amount,
-  'md', 0, 'pd', amount, 'mo', month, 'why', ARGV[4],
-  't', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+ledger_entry(KEYS[2], ARGV[5], ARGV[2], ARGV[3], '', amount, 0, amount, month, '',
+  tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[4])
 return {1, monthly, purchased, month}

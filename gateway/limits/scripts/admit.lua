@@ -38,6 +38,8 @@
 -- count from Postgres, 5 = the balances are missing: call again with them rebuilt.
 -- Time is Redis's, so every gateway process agrees on windows, days and months.
 
+--#include ledger_entry
+
 local WINDOW = 60000000
 local COUNTER_TTL = 259200  -- three days, so a late flush can still read yesterday
 
@@ -101,8 +103,8 @@ if credited then
   if tonumber(held[1]) ~= month then
     monthly = tonumber(ARGV[11])
     redis.call('HSET', KEYS[5], 'm', month, 'mb', monthly)
-    redis.call('XADD', KEYS[6], '*', 'k', 'monthly_reset', 'i', 'reset:' .. ARGV[13] .. ':' .. month,
-      'u', ARGV[13], 'a', monthly, 'md', monthly, 'pd', 0, 'mo', month, 't', now)
+    ledger_entry(KEYS[6], 'monthly_reset', 'reset:' .. ARGV[13] .. ':' .. month, ARGV[13], '',
+      monthly, monthly, 0, month, '', now, '')
   end
   cost = tonumber(ARGV[3]) * tonumber(ARGV[12])
 end
@@ -142,8 +144,8 @@ if outcome == 1 and cost > 0 then
   taken_purchased = cost - from_monthly
   monthly, purchased = monthly - from_monthly, purchased - taken_purchased
   redis.call('HSET', KEYS[5], 'mb', monthly, 'pb', purchased)
-  redis.call('XADD', KEYS[6], '*', 'k', 'charge', 'i', ARGV[4], 'u', ARGV[13], 'key', ARGV[5],
-    'a', -cost, 'md', -from_monthly, 'pd', -taken_purchased, 'mo', month, 'r', ARGV[14], 't', now)
+  ledger_entry(KEYS[6], 'charge', ARGV[4], ARGV[13], ARGV[5], -cost, -from_monthly,
+    -taken_purchased, month, ARGV[14], now, '')
 end
 
 local reset = 0

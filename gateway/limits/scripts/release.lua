@@ -36,6 +36,7 @@ if current then
   redis.call('SADD', KEYS[2], ARGV[2])
 end
 --#include usage_back
+--#include ledger_entry
 usage_back(KEYS[4], ARGV[3], tonumber(ARGV[1]), #KEYS >= 5 and tonumber(ARGV[4]) or 0)
 if #KEYS >= 5 and tonumber(ARGV[4]) > 0 and redis.call('EXISTS', KEYS[5]) == 1 then
   local credits = tonumber(ARGV[4])
@@ -48,9 +49,9 @@ if #KEYS >= 5 and tonumber(ARGV[4]) > 0 and redis.call('EXISTS', KEYS[5]) == 1 t
     redis.call('HINCRBY', KEYS[5], 'pb', to_purchased)
     redis.call('HINCRBY', KEYS[5], 'mb', to_monthly)
     local t = redis.call('TIME')
-    redis.call('XADD', KEYS[6], '*', 'k', 'refund', 'i', ARGV[9], 'u', ARGV[7], 'key', ARGV[8],
-      'a', to_purchased + to_monthly, 'md', to_monthly, 'pd', to_purchased, 'mo', ARGV[6],
-      'r', ARGV[10], 't', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+    ledger_entry(KEYS[6], 'refund', ARGV[9], ARGV[7], ARGV[8], to_purchased + to_monthly,
+      to_monthly, to_purchased, tonumber(ARGV[6]), ARGV[10],
+      tonumber(t[1]) * 1000000 + tonumber(t[2]), '')
   end
 end
 return left

@@ -66,6 +66,7 @@ if current then
   redis.call('SADD', KEYS[3], ARGV[3] .. ':' .. day)
 end
 --#include usage_back
+--#include ledger_entry
 local price = #KEYS >= 6 and tonumber(ARGV[6]) or 0
 usage_back(KEYS[5] .. day, ARGV[5], tonumber(ARGV[1]), tonumber(ARGV[1]) * price)
 if #KEYS >= 6 and redis.call('EXISTS', KEYS[6]) == 1 then
@@ -79,9 +80,8 @@ if #KEYS >= 6 and redis.call('EXISTS', KEYS[6]) == 1 then
     redis.call('HINCRBY', KEYS[6], 'pb', to_purchased)
     redis.call('HINCRBY', KEYS[6], 'mb', to_monthly)
     local t = redis.call('TIME')
-    redis.call('XADD', KEYS[7], '*', 'k', 'refund', 'i', ARGV[2] .. ':r', 'u', ARGV[9],
-      'key', ARGV[3], 'a', to_purchased + to_monthly, 'md', to_monthly, 'pd', to_purchased,
-      'mo', month, 'r', '', 't', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+    ledger_entry(KEYS[7], 'refund', ARGV[2] .. ':r', ARGV[9], ARGV[3], to_purchased + to_monthly,
+      to_monthly, to_purchased, month, '', tonumber(t[1]) * 1000000 + tonumber(t[2]), '')
   end
 end
 return n
