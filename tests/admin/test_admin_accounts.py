@@ -241,8 +241,9 @@ async def test_usage_over_a_range_of_days(app: Gateway, db: asyncpg.Connection):
     big = await new_key(app, account, name="big")
     other = await new_account(app)
     theirs = await new_key(app, other)
-    # Days long past, so that no other test's usage falls in the range.
-    start = today() - dt.timedelta(days=300)
+    # Days long past that no other test writes (the range's report covers every key,
+    # whichever tests ran before).
+    start = today() - dt.timedelta(days=2300)
     rows = [
         (small, start, 1),
         (small, start + dt.timedelta(days=1), 2),
