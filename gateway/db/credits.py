@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from gateway.limits.decision import Balances
 
 __all__ = [
-    "LedgerEntry",
+    "SEPARATOR",
     "balances_of",
     "ledger_of_user",
     "write_entries",
@@ -25,27 +23,24 @@ _ROWS_PER_STATEMENT = 250
 _MAX_PAUSE_S = 0.015
 
 
-@dataclass(frozen=True, slots=True)
-class LedgerEntry:
-    """One balance change, as the Redis scripts record it."""
-
-    entry_id: str
-    user_id: str
-    api_key_id: str | None
-    kind: str
-    amount: int
-    monthly_delta: int
-    purchased_delta: int
-    month: int
-    reference: str | None
-    reason: str | None
-    created_at: dt.datetime
+#: Between the fields of a packed entry (``gateway/limits/scripts/ledger_entry.lua``).
+SEPARATOR = "\x1f"
 
 
-async def write_entries(conn: Any, entries: Sequence[LedgerEntry], *, spread: float = 0.0) -> None:
-    """Append ``entries``; one already written (the same ``entry_id``) is skipped, so a
-    repeated or racing write of a batch appends each entry once. Entries of users
-    deleted meanwhile are dropped; a deleted key's are kept without it.
+async def write_entries(conn: Any, entries: Sequence[str], *, spread: float = 0.0) -> None:
+    """Append ``entries``, each packed as the Redis scripts append it to a shard's stream
+    (``gateway/limits/scripts/ledger_entry.lua``: kind, entry id, user, key, amount,
+    allowance part, purchased part, month, reference, microseconds since the epoch,
+    reason, joined by ``\\x1f``). Postgres unpacks them: the flusher passes each stream
+    entry through as it came, so a ledger row per request costs the gateway little more
+    than reading it from Redis (splitting, converting and encoding eleven values per
+    entry in Python took most of the 13 µs per entry the flusher spent; see
+    BENCHMARKS.md, "Credits").
+
+    An entry already written (the same entry id) is skipped, so a repeated or racing
+    write of a batch appends each entry once. Entries of users deleted meanwhile are
+    dropped; a deleted key's keep its id (the ledger has no foreign keys: see migration
+    0011).
 
     One transaction, in statements of :data:`_ROWS_PER_STATEMENT` rows spread over at
     most ``spread`` seconds (at most 15 ms apart), as usage counts are written: a
@@ -60,38 +55,26 @@ async def write_entries(conn: Any, entries: Sequence[LedgerEntry], *, spread: fl
         for start in range(0, len(entries), _ROWS_PER_STATEMENT):
             if start:
                 await asyncio.sleep(pause)
-            await _insert(conn, entries[start : start + _ROWS_PER_STATEMENT])
+            await conn.execute(_INSERT, entries[start : start + _ROWS_PER_STATEMENT])
 
 
-async def _insert(conn: Any, entries: Sequence[LedgerEntry]) -> None:
-    await conn.execute(
-        """
-        INSERT INTO credit_ledger (entry_id, user_id, api_key_id, kind, amount, monthly_delta,
-                                   purchased_delta, month, reference, reason, created_at)
-        SELECT e.entry_id, e.user_id, k.id, e.kind, e.amount, e.monthly_delta,
-               e.purchased_delta, e.month, e.reference, e.reason, e.created_at
-        FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[], $5::bigint[], $6::bigint[],
-                    $7::bigint[], $8::int[], $9::text[], $10::text[], $11::timestamptz[])
-             WITH ORDINALITY
-             AS e(entry_id, user_id, api_key_id, kind, amount, monthly_delta, purchased_delta,
-                  month, reference, reason, created_at, position)
-        JOIN users u ON u.id = e.user_id
-        LEFT JOIN api_keys k ON k.id = e.api_key_id
-        ORDER BY e.position
-        ON CONFLICT (entry_id) DO NOTHING
-        """,
-        [e.entry_id for e in entries],
-        [e.user_id for e in entries],
-        [e.api_key_id for e in entries],
-        [e.kind for e in entries],
-        [e.amount for e in entries],
-        [e.monthly_delta for e in entries],
-        [e.purchased_delta for e in entries],
-        [e.month for e in entries],
-        [e.reference for e in entries],
-        [e.reason for e in entries],
-        [e.created_at for e in entries],
-    )
+_INSERT = """
+WITH e AS MATERIALIZED (
+    SELECT split.p, split.p[3]::uuid AS user_id, packed_entries.position
+    FROM unnest($1::text[]) WITH ORDINALITY AS packed_entries(packed, position)
+    CROSS JOIN LATERAL string_to_array(packed_entries.packed, chr(31)) AS split(p)
+)
+INSERT INTO credit_ledger (entry_id, user_id, api_key_id, kind, amount, monthly_delta,
+                           purchased_delta, month, reference, reason, created_at)
+SELECT e.p[2], e.user_id, nullif(e.p[4], '')::uuid, e.p[1], e.p[5]::bigint, e.p[6]::bigint,
+       e.p[7]::bigint, e.p[8]::int, nullif(e.p[9], ''),
+       nullif(array_to_string(e.p[11:], chr(31)), ''),
+       'epoch'::timestamptz + e.p[10]::bigint * interval '1 microsecond'
+FROM e
+WHERE e.user_id IN (SELECT id FROM users WHERE id = ANY (ARRAY(SELECT user_id FROM e)))
+ORDER BY e.position
+ON CONFLICT (entry_id) DO NOTHING
+"""
 
 
 async def balances_of(conn: Any, user_id: uuid.UUID | str, month: int) -> Balances:

@@ -33,7 +33,7 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from gateway.db.credits import LedgerEntry, balances_of, write_entries
+from gateway.db.credits import SEPARATOR, balances_of, write_entries
 from gateway.db.usage import (
     ModelUsage,
     count_for_day,
@@ -254,7 +254,7 @@ class UsageFlusher:
                 reply = cast("list[Any]", batch)
                 if not reply:
                     break
-                entries = [_ledger_entry(fields) for _, fields in reply]
+                entries = [_packed(fields) for _, fields in reply]
                 async with self._pool.acquire() as conn:
                     await write_entries(conn, entries)
                 # Everything up to the last entry read is in Postgres: trim it, one id
@@ -286,45 +286,17 @@ def _after(stream_id: bytes) -> str:
     return f"{millis}-{int(sequence) + 1}"
 
 
-def _ledger_entry(fields: dict[bytes, bytes]) -> LedgerEntry:
-    """A ledger entry from its stream entry: one packed field ``e`` (see
-    ``gateway/limits/scripts/ledger_entry.lua``), or the ten fields a gateway before it
-    wrote."""
+def _packed(fields: dict[bytes, bytes]) -> str:
+    """A stream entry as :func:`~gateway.db.credits.write_entries` takes it: its one
+    packed field ``e``, or the ten fields a gateway before it wrote, packed."""
     packed = fields.get(b"e")
     if packed is not None:
-        (kind, entry_id, user_id, key_id, amount, monthly, purchased, month, reference,
-         micros, reason) = packed.decode().split("\x1f", 10)  # fmt: skip
-        return LedgerEntry(
-            entry_id=entry_id,
-            user_id=user_id,
-            api_key_id=key_id or None,
-            kind=kind,
-            amount=int(amount),
-            monthly_delta=int(monthly),
-            purchased_delta=int(purchased),
-            month=int(month),
-            reference=reference or None,
-            reason=reason or None,
-            created_at=dt.datetime.fromtimestamp(int(micros) / 1_000_000, dt.UTC),
-        )
+        return packed.decode()
+    return SEPARATOR.join(fields.get(name, default).decode() for name, default in _EARLIER_FIELDS)
 
-    def text(name: bytes) -> str | None:
-        value = fields.get(name)
-        return value.decode() if value else None
 
-    def number(name: bytes) -> int:
-        return int(fields.get(name) or 0)
-
-    return LedgerEntry(
-        entry_id=fields[b"i"].decode(),
-        user_id=fields[b"u"].decode(),
-        api_key_id=text(b"key"),
-        kind=fields[b"k"].decode(),
-        amount=number(b"a"),
-        monthly_delta=number(b"md"),
-        purchased_delta=number(b"pd"),
-        month=number(b"mo"),
-        reference=text(b"r"),
-        reason=text(b"why"),
-        created_at=dt.datetime.fromtimestamp(number(b"t") / 1_000_000, dt.UTC),
-    )
+#: The fields of an entry of the earlier layout, in the packed order, with their defaults.
+_EARLIER_FIELDS = (
+    (b"k", b""), (b"i", b""), (b"u", b""), (b"key", b""), (b"a", b"0"), (b"md", b"0"),
+    (b"pd", b"0"), (b"mo", b"0"), (b"r", b""), (b"t", b"0"), (b"why", b""),
+)  # fmt: skip

@@ -8,25 +8,16 @@ from typing import Any
 import asyncpg
 import pytest
 
-from gateway.db.credits import LedgerEntry, write_entries
+from gateway.db.credits import SEPARATOR, write_entries
 from tests.support.credits import CREDITS, grant
 from tests.support.gateway import MakeGateway, MakeKey
 
 
-def _entry(user_id: Any, key_id: Any, i: int) -> LedgerEntry:
-    return LedgerEntry(
-        entry_id=f"test:{user_id}:{i}",
-        user_id=str(user_id),
-        api_key_id=str(key_id),
-        kind="charge",
-        amount=-1,
-        monthly_delta=-1,
-        purchased_delta=0,
-        month=671,
-        reference=None,
-        reason=None,
-        created_at=dt.datetime(2025, 12, 1, tzinfo=dt.UTC),
-    )
+def _entry(user_id: Any, key_id: Any, i: int) -> str:
+    """A charge packed as the Redis scripts append it (ledger_entry.lua)."""
+    fields = ("charge", f"test:{user_id}:{i}", str(user_id), str(key_id), "-1", "-1", "0",
+              "671", "", "1764547200000000", "")  # fmt: skip
+    return SEPARATOR.join(fields)
 
 
 async def test_a_batch_written_twice_appends_each_entry_once(make_key: MakeKey, db: Any):
@@ -95,3 +86,21 @@ async def test_stream_entries_of_either_layout_reach_postgres_whole(
     assert (charge["amount"], charge["monthly_delta"], charge["purchased_delta"]) == (-6, -6, 0)
     assert charge["api_key_id"] == key.key_id
     assert charge["reference"]
+
+
+async def test_deleting_a_key_keeps_its_entries_and_deleting_a_user_removes_theirs(
+    make_key: MakeKey, db: Any
+):
+    """The ledger is history: a key deleted (by hand, in SQL) leaves its entries naming it;
+    a user deleted takes theirs along. Entries of a user deleted before they were
+    written are dropped."""
+    key = await make_key("pro")
+    await write_entries(db, [_entry(key.user_id, key.key_id, i) for i in range(3)])
+    await db.execute("DELETE FROM api_keys WHERE id = $1", key.key_id)
+    rows = await db.fetch("SELECT api_key_id FROM credit_ledger WHERE user_id = $1", key.user_id)
+    assert [row["api_key_id"] for row in rows] == [key.key_id] * 3
+    await db.execute("DELETE FROM users WHERE id = $1", key.user_id)
+    await write_entries(db, [_entry(key.user_id, key.key_id, 3)])
+    assert (
+        await db.fetchval("SELECT count(*) FROM credit_ledger WHERE user_id = $1", key.user_id) == 0
+    )

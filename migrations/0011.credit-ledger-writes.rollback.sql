@@ -1,3 +1,12 @@
+DROP TRIGGER IF EXISTS credit_ledger_forget_users ON users;
+DROP FUNCTION IF EXISTS credit_ledger_forget_users();
+-- NOT VALID: entries written meanwhile may name keys deleted since.
+ALTER TABLE credit_ledger
+    ADD CONSTRAINT credit_ledger_user_id_fkey
+        FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE NOT VALID,
+    ADD CONSTRAINT credit_ledger_api_key_id_fkey
+        FOREIGN KEY (api_key_id) REFERENCES api_keys (id) ON DELETE SET NULL NOT VALID;
+
 DROP TRIGGER IF EXISTS credit_billing_events ON credit_ledger;
 DROP FUNCTION IF EXISTS credit_billing_events();
 
