@@ -309,7 +309,12 @@ def render(outcome: ImageOutcome) -> str:
         f"variant's config {s['egress']}.  ",
         "Gu and Gs3 ask for `response_format: url` (with the `b64_json` upstream): the "
         "gateway stores each image and answers a link of a few hundred bytes; Gu's store "
-        "is `file://` in the bench's temporary directory, Gs3's `s3://<bucket>/images` on "
+        + (
+            f"is `file://` under `{s['store_dir']}` (`--image-store-dir`)"
+            if s.get("store_dir")
+            else "is `file://` in the bench's temporary directory"
+        )
+        + " and emptied after each window, Gs3's `s3://<bucket>/images` on "
         "a `moto` server (`python -m moto.server`, a fresh one per window on a free port, "
         "objects in its temporary files). moto is a Python server: Gs3 measures moto as "
         "much as the gateway. Its CPU is shown apart (S3 server CPU, not in the gateway's "

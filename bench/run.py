@@ -1083,6 +1083,7 @@ def image_settings(args: argparse.Namespace) -> ImageSettings:
         runs=args.runs,
         variants=variants,
         rss_limit=limit,
+        store_dir=args.image_store_dir,
     )
 
 
@@ -1165,6 +1166,12 @@ def _parser() -> argparse.ArgumentParser:
         default="b64,url",
         metavar="V[,V]",
         help="b64 (b64_json answers) and/or url (the gateway downloads) (b64,url)",
+    )
+    image.add_argument(
+        "--image-store-dir",
+        default="",
+        metavar="DIR",
+        help="where Gu's file store goes (the bench's temporary directory; /dev/shm: no disk)",
     )
     image.add_argument(
         "--image-rss-limit-mib",
