@@ -39,8 +39,10 @@ async def write_entries(conn: Any, entries: Sequence[str], *, spread: float = 0.
 
     An entry already written (the same entry id) is skipped, so a repeated or racing
     write of a batch appends each entry once. Entries of users deleted meanwhile are
-    dropped; a deleted key's keep its id (the ledger has no foreign keys: see migration
-    0011).
+    dropped, and the users written for are locked (``FOR KEY SHARE``, once each per
+    statement) until the transaction ends, so a user deleted meanwhile waits for it and
+    then takes the entries along (the trigger of migration 0011). A deleted key's entries
+    keep its id (the ledger has no foreign keys).
 
     One transaction, in statements of :data:`_ROWS_PER_STATEMENT` rows spread over at
     most ``spread`` seconds (at most 15 ms apart), as usage counts are written: a
@@ -71,7 +73,8 @@ SELECT e.p[2], e.user_id, nullif(e.p[4], '')::uuid, e.p[1], e.p[5]::bigint, e.p[
        nullif(array_to_string(e.p[11:], chr(31)), ''),
        'epoch'::timestamptz + e.p[10]::bigint * interval '1 microsecond'
 FROM e
-WHERE e.user_id IN (SELECT id FROM users WHERE id = ANY (ARRAY(SELECT user_id FROM e)))
+WHERE e.user_id IN (SELECT id FROM users WHERE id = ANY (ARRAY(SELECT user_id FROM e))
+                    FOR KEY SHARE)
 ORDER BY e.position
 ON CONFLICT (entry_id) DO NOTHING
 """

@@ -170,7 +170,7 @@ class Admission:
                 f"{tag}pending",
                 f"{tag}use:{key_id}:",
                 f"{tag}cr:{user_id}",
-                f"{tag}ledger",
+                f"{tag}ledger:e",  # layout.ledger(shard)
             )
             args += [allowance, price, user_id, reference, "", "", ""]
         else:

@@ -62,7 +62,15 @@ class RedisLayout:
         return f"{self._tags[self.shard_of(user_id)]}cr:{user_id}"
 
     def ledger(self, shard: int) -> str:
-        """The shard's credit-ledger entries not yet written to Postgres (a stream)."""
+        """The shard's credit-ledger entries not yet written to Postgres (a stream of
+        packed entries: ``gateway/limits/scripts/ledger_entry.lua``)."""
+        return f"{self._tags[shard]}ledger:e"
+
+    def earlier_ledger(self, shard: int) -> str:
+        """The stream gateways before packed entries appended to (ten fields an entry):
+        still flushed, so that a rolling update loses none. A separate key, so that a
+        gateway of that release (during the update, or after going back to it) never
+        meets an entry it cannot read."""
         return f"{self._tags[shard]}ledger"
 
     def pending(self, shard: int) -> str:

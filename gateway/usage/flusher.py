@@ -240,13 +240,19 @@ class UsageFlusher:
         for tens of milliseconds; between batches requests are served.
         """
         layout = self._layout
+        streams = [
+            stream
+            for shard in range(SHARDS)
+            for stream in (layout.earlier_ledger(shard), layout.ledger(shard))
+        ]
         async with self._redis.pipeline(transaction=False) as pipe:
-            for shard in range(SHARDS):
-                pipe.xlen(layout.ledger(shard))
+            for stream in streams:
+                pipe.xlen(stream)
             lengths = await pipe.execute()
         more = False
-        for shard, length in enumerate(lengths):
-            stream = layout.ledger(shard)
+        for stream, length in zip(streams, lengths, strict=True):
+            if not length:
+                continue
             left = min(int(length), _LEDGER_PER_FLUSH)
             more = more or int(length) > _LEDGER_PER_FLUSH
             while left > 0:
@@ -292,7 +298,9 @@ def _packed(fields: dict[bytes, bytes]) -> str:
     packed = fields.get(b"e")
     if packed is not None:
         return packed.decode()
-    return SEPARATOR.join(fields.get(name, default).decode() for name, default in _EARLIER_FIELDS)
+    return SEPARATOR.join(
+        (fields.get(name) or default).decode() for name, default in _EARLIER_FIELDS
+    )
 
 
 #: The fields of an entry of the earlier layout, in the packed order, with their defaults.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
@@ -35,13 +36,15 @@ async def test_stream_entries_of_either_layout_reach_postgres_whole(
     make_gateway: MakeGateway, make_key: MakeKey, db: Any
 ):
     """Entries wait in Redis packed in one field; one a gateway of the earlier layout
-    (ten fields) left behind is still written, and a reason is kept whole."""
+    (ten fields, in the stream it wrote to) left behind is still written, and a reason is
+    kept whole."""
     gateway = await make_gateway(CREDITS)
     key = await make_key("metered")
     services = gateway.services
-    stream = services.layout.ledger(services.layout.shard_of(str(key.user_id)))
+    shard = services.layout.shard_of(str(key.user_id))
+    stream, earlier = services.layout.ledger(shard), services.layout.earlier_ledger(shard)
     await services.redis.xadd(
-        stream,
+        earlier,
         {
             "k": "refund",
             "i": f"earlier:{key.user_id}",
@@ -58,8 +61,10 @@ async def test_stream_entries_of_either_layout_reach_postgres_whole(
     reason = "refund: a broken | image, sorry é"
     assert (await grant(gateway, key.user_id, 7, reason=reason)).status == 200
     assert (await gateway.generate(key.key, n=2, size="512x512")).status == 200
+    assert await services.redis.xlen(stream) == 3  # the grant, the reset, the charge
     await gateway.flush()
     assert await services.redis.xlen(stream) == 0
+    assert await services.redis.xlen(earlier) == 0
     rows = await db.fetch(
         """SELECT kind, api_key_id, amount, monthly_delta, purchased_delta, month, reference,
                   reason, created_at
@@ -104,3 +109,46 @@ async def test_deleting_a_key_keeps_its_entries_and_deleting_a_user_removes_thei
     assert (
         await db.fetchval("SELECT count(*) FROM credit_ledger WHERE user_id = $1", key.user_id) == 0
     )
+
+
+async def test_a_reason_keeps_the_separator_and_empty_numbers_of_the_earlier_layout_are_0(
+    make_key: MakeKey, db: Any
+):
+    key = await make_key("pro")
+    fields = ("grant", f"reason:{key.user_id}", str(key.user_id), "", "5", "0", "5", "671", "",
+              "1764547200000000", "first\x1fsecond")  # fmt: skip
+    await write_entries(db, [SEPARATOR.join(fields)])
+    row = await db.fetchrow(
+        "SELECT amount, reason FROM credit_ledger WHERE user_id = $1", key.user_id
+    )
+    assert (row["amount"], row["reason"]) == (5, "first\x1fsecond")
+
+
+async def test_a_user_deleted_while_entries_are_written_waits_and_takes_them_along(
+    make_key: MakeKey, db: Any, database_url: str
+):
+    """The flush's transaction locks the users it writes for: a DELETE of one of them
+    waits for it, then its trigger removes the entries just written."""
+    key = await make_key("pro")
+    other = await asyncpg.connect(database_url)
+    try:
+        async with db.transaction():
+            await write_entries(db, [_entry(key.user_id, key.key_id, i) for i in range(2)])
+            deleting = asyncio.ensure_future(
+                other.execute("DELETE FROM users WHERE id = $1", key.user_id)
+            )
+            other_pid = other.get_server_pid()
+            while not deleting.done():  # until the DELETE waits on the flush's lock
+                waiting = await db.fetchval(
+                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1",
+                    other_pid,
+                )
+                if waiting:
+                    break
+                await asyncio.sleep(0.01)
+            assert not deleting.done()
+        await deleting
+    finally:
+        await other.close()
+    count = await db.fetchval("SELECT count(*) FROM credit_ledger WHERE user_id = $1", key.user_id)
+    assert count == 0
