@@ -43,7 +43,6 @@ if purchased + amount < 0 then
 end
 redis.call('SET', KEYS[3], ARGV[6], 'EX', tonumber(ARGV[7]))
 purchased = redis.call('HINCRBY', KEYS[1], 'pb', amount)
-local t = redis.call('TIME')
-ledger_entry(KEYS[2], ARGV[5], ARGV[2], ARGV[3], '', amount, 0, amount, month, '',
-  tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[4])
+ledger_entry(KEYS[2], ARGV[5], ARGV[2], ARGV[3], '', amount, 0, amount, month, '', nil,
+  ARGV[4])
 return {1, monthly, purchased, month}

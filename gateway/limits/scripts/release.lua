@@ -48,10 +48,8 @@ if #KEYS >= 5 and tonumber(ARGV[4]) > 0 and redis.call('EXISTS', KEYS[5]) == 1 t
   if to_purchased + to_monthly > 0 then
     redis.call('HINCRBY', KEYS[5], 'pb', to_purchased)
     redis.call('HINCRBY', KEYS[5], 'mb', to_monthly)
-    local t = redis.call('TIME')
     ledger_entry(KEYS[6], 'refund', ARGV[9], ARGV[7], ARGV[8], to_purchased + to_monthly,
-      to_monthly, to_purchased, tonumber(ARGV[6]), ARGV[10],
-      tonumber(t[1]) * 1000000 + tonumber(t[2]), '')
+      to_monthly, to_purchased, tonumber(ARGV[6]), ARGV[10], nil, '')
   end
 end
 return left

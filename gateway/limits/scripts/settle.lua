@@ -79,9 +79,8 @@ if #KEYS >= 6 and redis.call('EXISTS', KEYS[6]) == 1 then
   if to_purchased + to_monthly > 0 then
     redis.call('HINCRBY', KEYS[6], 'pb', to_purchased)
     redis.call('HINCRBY', KEYS[6], 'mb', to_monthly)
-    local t = redis.call('TIME')
     ledger_entry(KEYS[7], 'refund', ARGV[2] .. ':r', ARGV[9], ARGV[3], to_purchased + to_monthly,
-      to_monthly, to_purchased, month, '', tonumber(t[1]) * 1000000 + tonumber(t[2]), '')
+      to_monthly, to_purchased, month, '', nil, '')
   end
 end
 return n
