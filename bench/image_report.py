@@ -276,6 +276,7 @@ def render(outcome: ImageOutcome) -> str:
         f"Date: {s['date']}  ",
         f"Command: `{s['command']}`  ",
         f"Machine: {s.get('machine', 'unknown')}  ",
+        f"Servers (G and the bare proxies) run by: {s.get('servers', 'this Python')}  ",
         f"Upstream (`bench/image_upstream.py`): answers after {s['delay']:g} s with n images "
         f"of {s['size_kib']} KiB ({s['image_bytes']:,} bytes: {s['width']}x{s['height']} "
         "random RGB pixels in a PNG whose IDAT is stored, not compressed; CRCs and Adler-32 "

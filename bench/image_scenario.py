@@ -41,7 +41,14 @@ from bench.gateway_setup import (
 from bench.image_report import ImageOutcome, ImageRun
 from bench.image_upstream import B64_PREFIX, URL_PREFIX, check_png, stored_png
 from bench.moto_store import MotoStore
-from bench.procs import Child, Children, free_port, process_tree, python_command
+from bench.procs import (
+    Child,
+    Children,
+    free_port,
+    process_tree,
+    python_command,
+    server_command,
+)
 from bench.procs import wait_http as wait_http_child
 
 __all__ = ["ImageScenario", "ImageSettings", "RssSampler"]
@@ -273,7 +280,7 @@ class ImageScenario:
         port = free_port()
         store: MotoStore | None = None
         if config.startswith("B1"):
-            argv = python_command("-m", "bench.bare_proxy", "--port", str(port))
+            argv = server_command("-m", "bench.bare_proxy", "--port", str(port))
             argv += ["--upstream", self.upstream + self._prefix(variant)]
             argv += ["--max-connections", str(self.s.pool)]
             if variant == "url":

@@ -30,6 +30,8 @@ __all__ = [
     "python_command",
     "raise_on_termination_signals",
     "rss_bytes",
+    "server_command",
+    "server_python",
     "tree_rss_bytes",
     "wait_http",
 ]
@@ -43,8 +45,28 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
+#: The environment variable naming the Python of the servers measured; ``bench.run
+#: --server-python`` sets it.
+SERVER_PYTHON_ENV = "BENCH_SERVER_PYTHON"
+
+
 def python_command(*args: str) -> list[str]:
+    """The bench's own helpers (upstreams, load generators, the S3 server)."""
     return [sys.executable, *args]
+
+
+def server_python() -> str:
+    """The Python of the servers measured (the gateway and the bare proxies).
+
+    ``make bench`` points it at a venv holding the package's runtime dependencies only,
+    as the Docker image does: the dev extra brings more (``cryptography``, through moto),
+    and a library that finds it imports it, which a deployed gateway never pays.
+    """
+    return os.environ.get(SERVER_PYTHON_ENV) or sys.executable
+
+
+def server_command(*args: str) -> list[str]:
+    return [server_python(), *args]
 
 
 def free_port() -> int:

@@ -65,12 +65,15 @@ from bench.image_scenario import (
 )
 from bench.jobs_scenario import JobsOutcome, JobsScenario, JobsSettings
 from bench.procs import (
+    SERVER_PYTHON_ENV,
     Child,
     Children,
     cpu_seconds,
     free_port,
     python_command,
     raise_on_termination_signals,
+    server_command,
+    server_python,
     tree_rss_bytes,
     wait_http,
 )
@@ -363,7 +366,7 @@ class Bench:
         self, upstream: str, processes: int, client: str = "aiohttp", redis_url: str = ""
     ) -> tuple[str, list[int]]:
         port = free_port()
-        argv = python_command("-m", "bench.bare_proxy", "--port", str(port))
+        argv = server_command("-m", "bench.bare_proxy", "--port", str(port))
         argv += ["--upstream", upstream + "/v1", "--client", client]
         if redis_url:
             argv += ["--redis", redis_url]
@@ -709,6 +712,7 @@ class Bench:
                 f"start, {_git_state()} at the end."
             )
         machine = self.outcome.machine
+        self.image.settings["servers"] = servers_description()
         self.image.settings["machine"] = (
             f"{machine.get('nproc', '?')} cores ({machine.get('cpu', '?')}), "
             f"{machine.get('ram', '?')}; load average at start "
@@ -874,6 +878,7 @@ class Bench:
         }
         o.versions = {
             "Python": platform.python_version(),
+            "servers (G and the bare proxies) run by": servers_description(),
             "aiohttp": aiohttp.__version__,
             "redis-py": redis.__version__,
             "asyncpg": asyncpg.__version__,
@@ -1087,6 +1092,21 @@ def image_settings(args: argparse.Namespace) -> ImageSettings:
     )
 
 
+def servers_description() -> str:
+    """Which Python runs the servers measured, and whether it has only the runtime
+    dependencies (no ``cryptography``, which only the dev extra brings)."""
+    python = server_python()
+    probe = subprocess.run(
+        [python, "-c", "import importlib.util as u; print(u.find_spec('cryptography') is None)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lean = probe.stdout.strip() == "True"
+    what = "the runtime dependencies only" if lean else "the dev extra too (cryptography)"
+    return f"`{python}`, {what}"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run", description=__doc__.splitlines()[0]
@@ -1118,6 +1138,12 @@ def _parser() -> argparse.ArgumentParser:
         "--credits",
         action="store_true",
         help="the keys' plan has monthly_credits: every admission checks and charges credits",
+    )
+    parser.add_argument(
+        "--server-python",
+        metavar="PATH",
+        help="the Python that runs G and the bare proxies (make bench: a venv with the "
+        "runtime dependencies only, as the Docker image has; default: this one)",
     )
     parser.add_argument("--profile", metavar="PATH", help="one extra G run under py-spy")
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target fails")
@@ -1206,6 +1232,8 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         parser.error(problem)
 
+    if args.server_python:
+        os.environ[SERVER_PYTHON_ENV] = args.server_python
     restore = raise_on_termination_signals()
     workdir = Path(tempfile.mkdtemp(prefix="gw-bench-"))
     children = Children()
