@@ -22,9 +22,10 @@ Promises:
   :class:`ProtocolError` for a malformed response, :class:`ResponseTooLarge` past
   ``max_bytes`` (decoded).
 * A body is one buffer. With a ``Content-Length`` (within ``max_bytes``) it is allocated
-  once at that size and, after the read that brought the head, the socket reads straight
-  into it (:class:`asyncio.BufferedProtocol`): the kernel's copy is the only one, where a
-  plain protocol costs three more (a ``bytes`` per read, httptools' ``bytes`` per body
+  once at that size, not zeroed (:mod:`gateway.backends.buffers`), and, after the read
+  that brought the head, the socket reads straight into it
+  (:class:`asyncio.BufferedProtocol`): the kernel's copy is the only one, where a plain
+  protocol costs three more (a ``bytes`` per read, httptools' ``bytes`` per body
   piece, the join) and a growing buffer reallocates as it grows. A 1.4 MB image answer
   costs the caller about half the CPU time it did (see BENCHMARKS.md, "Image relay").
   Callers get that buffer (``bytearray``; ``bytes`` when the body came in one piece) and
@@ -52,6 +53,7 @@ import aiohappyeyeballs
 import httptools
 
 from gateway import __version__
+from gateway.backends.buffers import body_buffer
 from gateway.deadline import Deadline
 
 __all__ = [
@@ -254,7 +256,7 @@ class _Connection(asyncio.BufferedProtocol):
         elif self._filled < self._sized:
             # The rest of a sized body: read straight into its buffer, not parsed.
             if type(self._body) is not bytearray:
-                self._body = bytearray(self._sized)
+                self._body = body_buffer(self._sized)
             self._direct = True
 
     def eof_received(self) -> bool | None:
@@ -324,7 +326,7 @@ class _Connection(asyncio.BufferedProtocol):
                 self._body = body
             else:
                 if not filled:
-                    self._body = bytearray(sized)
+                    self._body = body_buffer(sized)
                 end = filled + len(body)
                 self._body[filled:end] = body  # type: ignore[index]
             self._filled += len(body)

@@ -52,6 +52,31 @@ async def test_a_sized_body_arriving_in_pieces_is_exact(
     assert answer.body == data
 
 
+async def test_a_body_is_the_upstreams_bytes_where_its_buffer_held_other_data(
+    client: h1.Client, raw: RawStart
+) -> None:
+    # The body's buffer is not zeroed first (gateway/backends/buffers.py): memory freed
+    # just before, at the same size, is what the heap hands out next (below glibc's
+    # mmap threshold, which a test process keeps at its default).
+    data = bytes(100_000)
+
+    async def handler(conn: Conn) -> None:
+        await conn.request()
+        whole = response(data)
+        for start in range(0, len(whole), 4096):
+            conn.send(whole[start : start + 4096])
+            await conn.writer.drain()
+
+    server = await raw(handler)
+    stale = bytearray(b"\xaa") * len(data)
+    del stale
+
+    answer = await call(client, server.url, max_bytes=MAX)
+
+    assert answer.status == 200
+    assert answer.body == data
+
+
 async def test_the_connection_is_reused_after_a_body_read_straight_into_its_buffer(
     client: h1.Client, raw: RawStart
 ) -> None:
