@@ -40,6 +40,7 @@ from aiohappyeyeballs import AddrInfoType
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from gateway.backends.buffers import body_buffer
 from gateway.egress.policy import EgressPolicy
 
 __all__ = [
@@ -286,11 +287,14 @@ def _join(base: URL, location: str) -> URL:
 async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytearray:
     """The body in one buffer: sized from ``Content-Length`` when there is one (and no
     content coding, which aiohttp undoes), grown otherwise; each piece copied in as it
-    arrives, the limit enforced as it does, never a list of pieces joined at the end."""
+    arrives, the limit enforced as it does, never a list of pieces joined at the end. A
+    sized buffer is not zeroed first (:mod:`gateway.backends.buffers`): it is returned only
+    once every announced byte is in it."""
     announced = response.content_length
     if announced is not None and announced > limit:
         raise EgressError(f"answer of {announced} bytes, over {limit}")
-    body = bytearray(0 if "Content-Encoding" in response.headers else announced or 0)
+    sized = announced if announced and "Content-Encoding" not in response.headers else 0
+    body = body_buffer(sized) if sized else bytearray()
     size = 0
     async for piece in response.content.iter_any():
         end = size + len(piece)
