@@ -20,7 +20,6 @@ handed on only once it is filled: the HTTP client delivers a body only when all 
 
 from __future__ import annotations
 
-import ctypes
 import sys
 from collections.abc import Callable
 
@@ -30,11 +29,18 @@ __all__ = ["body_buffer"]
 def _unfilled() -> Callable[[int], bytearray] | None:
     if sys.implementation.name != "cpython":  # pragma: no cover - CPython's API only
         return None
-    make = ctypes.pythonapi.PyByteArray_FromStringAndSize
-    make.restype = ctypes.py_object
-    make.argtypes = (ctypes.c_char_p, ctypes.c_ssize_t)
+    try:
+        import ctypes
+    except ImportError:  # pragma: no cover - a CPython built without ctypes
+        return None
+    # A prototype of our own: ``ctypes.pythonapi.<name>`` is shared by the whole process,
+    # and another library may set its argument and result types differently.
+    prototype = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_char_p, ctypes.c_ssize_t)
+    make = prototype(("PyByteArray_FromStringAndSize", ctypes.pythonapi))
 
     def body_buffer(size: int) -> bytearray:
+        if not 0 <= size <= sys.maxsize:  # c_ssize_t would wrap: refused as bytearray does
+            raise ValueError(f"a buffer of {size} bytes")
         buffer: bytearray = make(None, size)
         return buffer
 

@@ -370,6 +370,8 @@ class _Connection(asyncio.BufferedProtocol):
         status = self._status
         if 100 <= status < 200:
             raise ProtocolError("a protocol switch was not asked for")
+        if self._filled != self._sized:  # never so: a sized buffer is not zeroed first
+            raise ProtocolError("the body is shorter than its Content-Length")
         body = self._body
         coding = self._headers.get("content-encoding", "identity").strip().lower()
         if coding not in ("identity", ""):

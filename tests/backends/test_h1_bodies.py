@@ -58,7 +58,7 @@ async def test_a_body_is_the_upstreams_bytes_where_its_buffer_held_other_data(
     # The body's buffer is not zeroed first (gateway/backends/buffers.py): memory freed
     # just before, at the same size, is what the heap hands out next (below glibc's
     # mmap threshold, which a test process keeps at its default).
-    data = bytes(100_000)
+    data = os.urandom(100_000)  # neither the stale bytes nor the zeros of fresh memory
 
     async def handler(conn: Conn) -> None:
         await conn.request()

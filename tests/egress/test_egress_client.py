@@ -9,6 +9,7 @@ rebinding) needs no DNS server.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
@@ -302,7 +303,7 @@ async def test_a_sized_body_is_the_servers_bytes_where_its_buffer_held_other_dat
 ) -> None:
     # The buffer is not zeroed first (gateway/backends/buffers.py): memory freed just
     # before, at the same size, is what the heap hands out next.
-    data = bytes(100_000)
+    data = os.urandom(100_000)  # neither the stale bytes nor the zeros of fresh memory
     server, url = await _raw_server(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + data)
     client = make_client(["127.0.0.1"])
     stale = bytearray(b"\xaa") * len(data)
