@@ -81,7 +81,10 @@ def image_from_bytes(
 
 
 def image_from_json_string(
-    token: bytes | bytearray | memoryview, *, revised_prompt: str | None = None
+    token: bytes | bytearray | memoryview,
+    *,
+    revised_prompt: str | None = None,
+    checked: bool = False,
 ) -> GeneratedImage:
     """An image sent as a JSON string: ``token`` is that string as the upstream wrote it,
     quotes included (a ``msgspec.Raw`` of the answer, or a view of one).
@@ -89,6 +92,10 @@ def image_from_json_string(
     Base64 as encoders write it (with or without a ``data:...;base64,`` prefix) is kept
     as a view of ``token``, not copied; any other text goes through
     :func:`image_from_base64`.
+
+    ``checked``: the caller has already decoded the whole string as strict base64
+    (``decode_answer`` of the OpenAI backend does, to find where it ends); only its first
+    bytes are decoded again, for the image's signature.
 
     Raises:
         UpstreamError: not a string, not base64, not an image, or too large.
@@ -102,7 +109,7 @@ def image_from_json_string(
         if comma < 0 or not bytes(text[:comma]).endswith(b";base64"):
             raise UpstreamError(_MALFORMED_IMAGE)
         text = text[comma + 1 :]
-    image = _canonical_image(text, revised_prompt)
+    image = _canonical_image(text, revised_prompt, checked=checked)
     if image is not None:
         return image
     # Escapes, white space, stray bits, or not base64: decided on the decoded string.
@@ -141,7 +148,9 @@ def image_from_base64(encoded: Any, *, revised_prompt: str | None = None) -> Gen
     return image_from_bytes(data, revised_prompt=revised_prompt)
 
 
-def _canonical_image(text: memoryview, revised_prompt: str | None) -> GeneratedImage | None:
+def _canonical_image(
+    text: memoryview, revised_prompt: str | None, *, checked: bool = False
+) -> GeneratedImage | None:
     """The image ``text`` encodes if it is base64 exactly as encoders write it: digits
     only, padded to a multiple of four, no stray bits in the last digit (so decoding
     and encoding again gives ``text`` back); ``None`` if it is not.
@@ -164,7 +173,8 @@ def _canonical_image(text: memoryview, revised_prompt: str | None) -> GeneratedI
     if size // 4 * 3 - pads > MAX_IMAGE_BYTES:
         raise UpstreamError(_TOO_LARGE)
     try:
-        head = base64_codec.decode(text)[:12]  # every digit checked; 12 bytes: any signature
+        # Every digit checked, here or by the caller; 12 bytes (16 digits): any signature.
+        head = base64_codec.decode(text[:16] if checked else text)[:12]
     except base64_codec.Base64Error:
         return None
     kind = media_type(head)

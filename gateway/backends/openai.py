@@ -254,7 +254,10 @@ class OpenAIBackend(ImageBackend):
             revised = revised if isinstance(revised, str) else None
             token = memoryview(item.b64_json)
             if token and bytes(token[:4]) != b"null":
-                images.append(image_from_json_string(token, revised_prompt=revised))
+                checked = type(item) is _CheckedItem  # its text is strict base64
+                images.append(
+                    image_from_json_string(token, revised_prompt=revised, checked=checked)
+                )
             elif isinstance(item.url, str):
                 urls.append((item.url, revised))
             else:
@@ -359,6 +362,12 @@ class _Item(msgspec.Struct):
     revised_prompt: Any = None
 
 
+class _CheckedItem(_Item):
+    """An item whose ``b64_json`` :func:`decode_answer` decoded whole, as strict base64, to
+    find where it ends: made only by that function, never by the decoder, so nothing an
+    upstream writes makes one. Its image is not decoded whole a second time."""
+
+
 class _Answer(msgspec.Struct):
     data: list[_Item]
 
@@ -387,7 +396,8 @@ def decode_answer(body: bytes | bytearray) -> _Answer:
     msgspec still parses everything else: each ``b64_json`` string whose text is strict
     base64 (so: no quote, backslash or control character) is replaced by a marker
     ``"#<i>"``, msgspec decodes the short skeleton, and each marker, found as an item's
-    ``b64_json``, becomes a view of the answer's own string. A replaced string is still a
+    ``b64_json``, becomes a view of the answer's own string, in a :class:`_CheckedItem`:
+    its image is made without decoding it whole again. A replaced string is still a
     string, so the skeleton decodes iff the answer does, to the same values. Other strings
     (escapes, a ``data:`` URL, not base64) stay in the skeleton, for msgspec; anything
     else unusual (another ``"#`` in the skeleton, a marker that is not an item's
@@ -433,10 +443,11 @@ def decode_answer(body: bytes | bytearray) -> _Answer:
     except msgspec.DecodeError:
         return _ANSWER.decode(body)  # raises the answer's own error
     found = 0
-    for item in answer.data:
+    for position, item in enumerate(answer.data):
         token = memoryview(item.b64_json)
         if bytes(token[:2]) == b'"#':  # a marker: the skeleton has no other ``"#``
-            item.b64_json = msgspec.Raw(strings[int(bytes(token[2:-1]))])
+            text = msgspec.Raw(strings[int(bytes(token[2:-1]))])
+            answer.data[position] = _CheckedItem(text, item.url, item.revised_prompt)
             found += 1
     if found != len(strings):
         return _ANSWER.decode(body)

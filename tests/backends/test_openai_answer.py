@@ -11,13 +11,15 @@ from __future__ import annotations
 import base64
 import json
 import random
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import pytest
 
+from gateway.backends import base64_codec
 from gateway.backends import openai as openai_backend
 from gateway.backends.openai import decode_answer
+from tests.support.images import noise_png
 
 TEXT = base64.b64encode(random.Random(7).randbytes(3000)).decode()
 #: One image whose base64 has ``/`` digits, to be escaped as ``\/`` (legal JSON).
@@ -179,3 +181,38 @@ def test_plain_base64_strings_are_not_handed_to_msgspec(
     assert set(images) == {f'"{TEXT}"'.encode()}
     assert len(decoded) == 1  # the skeleton, once
     assert decoded[0] < len(body) - len(images) * len(TEXT) + 200
+
+
+@pytest.mark.parametrize("count", [1, 4])
+async def test_each_images_base64_is_decoded_whole_once_on_its_way_to_an_image(
+    count: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The answer's parse checks every digit of a plain base64 string by decoding it; the
+    # image made from it is then not decoded whole again (only its first 16 digits, for
+    # its signature). noise_png: incompressible, so the base64 is as long as it gets.
+    image = base64.b64encode(noise_png(64, 64)).decode()
+    body = compact(*[f'{{"b64_json":"{image}"}}'] * count)
+    decoded: list[int] = []
+    decode = base64_codec.decode
+
+    def counting(text: bytes | bytearray | memoryview) -> bytes:
+        decoded.append(len(text))
+        return decode(text)
+
+    monkeypatch.setattr(base64_codec, "decode", counting)
+    backend = openai_backend.OpenAIBackend("x", {"base_url": "http://127.0.0.1:9"})
+
+    images = await backend._images_of(cast(Any, None), decode_answer(body), count)
+
+    assert [bytes(generated.encoded()) for generated in images] == [image.encode()] * count
+    assert [generated.media_type for generated in images] == ["image/png"] * count
+    assert sum(decoded) <= count * (len(image) + 16)
+
+
+def test_a_checked_item_is_made_by_the_parse_only() -> None:
+    # An upstream cannot ask for its string to be taken as checked: the mark is a type the
+    # decoder never makes, and a string the parse did not decode whole is not marked.
+    escaped = TEXT.replace("/", "\\/")
+    answer = decode_answer(compact(f'{{"b64_json":"{escaped}","checked":true}}', ITEM))
+
+    assert [type(item).__name__ for item in answer.data] == ["_Item", "_CheckedItem"]
