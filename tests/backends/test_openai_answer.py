@@ -18,6 +18,7 @@ import pytest
 
 from gateway.backends import base64_codec
 from gateway.backends import openai as openai_backend
+from gateway.backends.base import UpstreamError
 from gateway.backends.openai import decode_answer
 from tests.support.images import noise_png
 
@@ -209,10 +210,22 @@ async def test_each_images_base64_is_decoded_whole_once_on_its_way_to_an_image(
     assert sum(decoded) <= count * (len(image) + 16)
 
 
-def test_a_checked_item_is_made_by_the_parse_only() -> None:
-    # An upstream cannot ask for its string to be taken as checked: the mark is a type the
-    # decoder never makes, and a string the parse did not decode whole is not marked.
-    escaped = TEXT.replace("/", "\\/")
-    answer = decode_answer(compact(f'{{"b64_json":"{escaped}","checked":true}}', ITEM))
+@pytest.mark.parametrize("escaped", [False, True], ids=["plain", "escaped"])
+async def test_a_stray_character_deep_inside_an_image_is_refused_however_it_is_written(
+    escaped: bool,
+) -> None:
+    # Only a string the parse decoded whole skips the second full decode; one it left to
+    # msgspec (escapes) or could not decode (the stray "!") is checked digit by digit.
+    image = base64.b64encode(noise_png(64, 64)).decode()
+    middle = len(image) // 2
+    spoiled = image[:middle] + "!" + image[middle + 1 :]
+    if escaped:
+        spoiled = spoiled.replace("/", "\\/")
+    good = f'{{"b64_json":"{image}"}}'
+    body = compact(f'{{"b64_json":"{spoiled}"}}', good)
+    backend = openai_backend.OpenAIBackend("x", {"base_url": "http://127.0.0.1:9"})
 
-    assert [type(item).__name__ for item in answer.data] == ["_Item", "_CheckedItem"]
+    with pytest.raises(UpstreamError, match="malformed image"):
+        await backend._images_of(cast(Any, None), decode_answer(body), 2)
+    images = await backend._images_of(cast(Any, None), decode_answer(compact(good)), 1)
+    assert bytes(images[0].encoded()) == image.encode()
