@@ -24,7 +24,8 @@ __all__ = [
 
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _RANDOM_CHARS = 22  # 62**22 > 2**130
-_IDS = len(_ALPHABET) ** _RANDOM_CHARS
+_BASE = len(_ALPHABET)
+_IDS = _BASE**_RANDOM_CHARS
 FALLBACK_CONTENT_TYPE = "application/octet-stream"
 #: Extension -> media type; anything else is stored as ``.bin``, served as octet-stream
 #: (never as HTML or SVG from the gateway's origin).
@@ -57,7 +58,7 @@ def new_file_id(content_type: str) -> str:
     number = secrets.randbelow(_IDS)
     digits = []
     for _ in range(_RANDOM_CHARS):
-        number, digit = divmod(number, 62)
+        number, digit = divmod(number, _BASE)
         digits.append(_ALPHABET[digit])
     return f"file_{''.join(digits)}.{extension_for(content_type)}"
 
