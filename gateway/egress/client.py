@@ -293,8 +293,8 @@ async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytearr
     announced = response.content_length
     if announced is not None and announced > limit:
         raise EgressError(f"answer of {announced} bytes, over {limit}")
-    sized = announced if announced and "Content-Encoding" not in response.headers else 0
-    body = body_buffer(sized) if sized else bytearray()
+    coded = "Content-Encoding" in response.headers  # aiohttp undoes it: size unknown
+    body = body_buffer(0 if coded else announced or 0)
     size = 0
     async for piece in response.content.iter_any():
         end = size + len(piece)
