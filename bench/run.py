@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -1092,6 +1093,7 @@ def image_settings(args: argparse.Namespace) -> ImageSettings:
     )
 
 
+@functools.cache
 def servers_description() -> str:
     """Which Python runs the servers measured, and whether it has only the runtime
     dependencies (no ``cryptography``, which only the dev extra brings)."""
