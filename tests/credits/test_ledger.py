@@ -111,9 +111,7 @@ async def test_deleting_a_key_keeps_its_entries_and_deleting_a_user_removes_thei
     )
 
 
-async def test_a_reason_keeps_the_separator_and_empty_numbers_of_the_earlier_layout_are_0(
-    make_key: MakeKey, db: Any
-):
+async def test_a_reason_keeps_the_separator(make_key: MakeKey, db: Any):
     key = await make_key("pro")
     fields = ("grant", f"reason:{key.user_id}", str(key.user_id), "", "5", "0", "5", "671", "",
               "1764547200000000", "first\x1fsecond")  # fmt: skip
@@ -152,3 +150,30 @@ async def test_a_user_deleted_while_entries_are_written_waits_and_takes_them_alo
         await other.close()
     count = await db.fetchval("SELECT count(*) FROM credit_ledger WHERE user_id = $1", key.user_id)
     assert count == 0
+
+
+async def test_an_earlier_entry_with_empty_or_missing_numbers_is_written_with_0(
+    make_gateway: MakeGateway, make_key: MakeKey, db: Any
+):
+    """As the earlier flusher read them: an empty or absent number counts as 0."""
+    gateway = await make_gateway(CREDITS)
+    key = await make_key("metered")
+    services = gateway.services
+    earlier = services.layout.earlier_ledger(services.layout.shard_of(str(key.user_id)))
+    await services.redis.xadd(
+        earlier,
+        {"k": "grant", "i": f"sparse:{key.user_id}", "u": str(key.user_id), "a": 4, "md": "",
+         "mo": 671, "t": 1764547200_000000},
+    )  # fmt: skip
+    await gateway.flush()
+
+    row = await db.fetchrow(
+        "SELECT amount, monthly_delta, purchased_delta, api_key_id, reference, reason"
+        " FROM credit_ledger WHERE entry_id = $1",
+        f"sparse:{key.user_id}",
+    )
+    assert row is not None
+    assert dict(row) == {
+        "amount": 4, "monthly_delta": 0, "purchased_delta": 0, "api_key_id": None,
+        "reference": None, "reason": None,
+    }  # fmt: skip
